@@ -1,0 +1,238 @@
+#include "state/store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <rocksdb/write_buffer_manager.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+#include <mutex>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "state/aggregate.h"
+
+namespace kpistream::state {
+namespace {
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = fmt::format("{}: {}", what, s.ToString());
+  if (s.IsNoSpace() || s.IsIOError()) return absl::UnavailableError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  return absl::InternalError(msg);
+}
+
+// Merges encoded partials (aggregate.h). Associative: RocksDB may combine
+// operands in any grouping.
+class PartialMergeOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    if (existing == nullptr) {
+      new_value->assign(value.data(), value.size());
+      return true;
+    }
+    return MergeEncoded(std::string_view(existing->data(), existing->size()),
+                        std::string_view(value.data(), value.size()), new_value);
+  }
+  const char* Name() const override { return "kpistream.PartialMerge.v1"; }
+};
+
+}  // namespace
+
+struct WriteBatch::Rep {
+  rocksdb::WriteBatch wb;
+  rocksdb::ColumnFamilyHandle* agg;
+  rocksdb::ColumnFamilyHandle* offsets;
+};
+
+struct Store::Rep {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs;  // indexed by Keyspace
+  std::shared_ptr<rocksdb::Cache> cache;
+  rocksdb::WriteOptions write_options;
+  absl::Mutex id_mu;
+
+  rocksdb::ColumnFamilyHandle* cf(Keyspace k) const { return cfs[static_cast<size_t>(k)]; }
+  ~Rep() {
+    for (auto* h : cfs) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    if (db) db->Close().PermitUncheckedError();
+  }
+};
+
+WriteBatch::WriteBatch(const Store& store) : rep_(std::make_unique<Rep>()) {
+  rep_->agg = store.rep_->cf(Keyspace::kAgg);
+  rep_->offsets = store.rep_->cf(Keyspace::kOffsets);
+}
+WriteBatch::~WriteBatch() = default;
+size_t WriteBatch::Count() const { return rep_->wb.Count(); }
+size_t WriteBatch::ByteSize() const { return rep_->wb.GetDataSize(); }
+void WriteBatch::Clear() { rep_->wb.Clear(); }
+
+void WriteBatch::MergePartial(std::string_view key, std::string_view encoded) {
+  rep_->wb.Merge(rep_->agg, rocksdb::Slice(key.data(), key.size()),
+                 rocksdb::Slice(encoded.data(), encoded.size()))
+      .PermitUncheckedError();
+}
+
+void WriteBatch::PutOffset(uint64_t source, int64_t next_offset) {
+  char v[8];
+  std::memcpy(v, &next_offset, 8);
+  rep_->wb.Put(rep_->offsets, OffsetKey(source), rocksdb::Slice(v, 8)).PermitUncheckedError();
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("state dir is empty");
+  auto rep = std::make_unique<Rep>();
+  rep->cache = rocksdb::NewLRUCache(options.memory_budget_bytes);
+
+  rocksdb::DBOptions db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  db_opts.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(options.memory_budget_bytes / 4, rep->cache);
+  db_opts.max_background_jobs = 2;
+  db_opts.keep_log_file_num = 4;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rep->cache;
+  table.cache_index_and_filter_blocks = true;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const char* name : kKeyspaceNames) {
+    rocksdb::ColumnFamilyOptions cf;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cf.write_buffer_size = 32ull << 20;
+    if (std::string_view(name) == "agg") {
+      cf.merge_operator = std::make_shared<PartialMergeOperator>();
+      cf.compression = rocksdb::kLZ4Compression;
+    }
+    // RocksDB requires the default column family; "agg" plays that role.
+    descs.emplace_back(std::string_view(name) == "agg" ? rocksdb::kDefaultColumnFamilyName
+                                                       : std::string(name),
+                       cf);
+  }
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(db_opts, options.path, descs, &rep->cfs, &raw);
+  if (!s.ok()) return FromRocks(s, fmt::format("opening state dir {}", options.path));
+  rep->db.reset(raw);
+  rep->write_options.sync = options.sync_commits;
+  return std::unique_ptr<Store>(new Store(std::move(rep)));
+}
+
+Store::Store(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+Store::~Store() = default;
+
+absl::StatusOr<uint32_t> Store::IdFor(std::string_view kind, std::string_view name) {
+  absl::MutexLock lock(&rep_->id_mu);
+  const std::string key = fmt::format("{}/{}", kind, name);
+  std::string v;
+  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), key, &v);
+  if (s.ok() && v.size() == 4) {
+    uint32_t id;
+    std::memcpy(&id, v.data(), 4);
+    return id;
+  }
+  if (!s.IsNotFound()) return FromRocks(s, "reading name id");
+  // Next id for this kind: kept under "<kind>#next".
+  const std::string next_key = fmt::format("{}#next", kind);
+  uint32_t next = 1;
+  s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), next_key, &v);
+  if (s.ok() && v.size() == 4) std::memcpy(&next, v.data(), 4);
+  rocksdb::WriteBatch wb;
+  char buf[4];
+  std::memcpy(buf, &next, 4);
+  wb.Put(rep_->cf(Keyspace::kMeta), key, rocksdb::Slice(buf, 4));
+  const uint32_t after = next + 1;
+  std::memcpy(buf, &after, 4);
+  wb.Put(rep_->cf(Keyspace::kMeta), next_key, rocksdb::Slice(buf, 4));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  s = rep_->db->Write(wo, &wb);
+  if (!s.ok()) return FromRocks(s, "assigning name id");
+  return next;
+}
+
+absl::Status Store::Commit(WriteBatch* batch) {
+  return FromRocks(rep_->db->Write(rep_->write_options, &batch->rep_->wb), "committing state");
+}
+
+absl::StatusOr<std::optional<int64_t>> Store::ReadOffset(uint64_t source) const {
+  std::string v;
+  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets), OffsetKey(source), &v);
+  if (s.IsNotFound()) return std::optional<int64_t>();
+  if (!s.ok()) return FromRocks(s, "reading offset");
+  if (v.size() != 8) return absl::DataLossError("offset record has wrong size");
+  int64_t off;
+  std::memcpy(&off, v.data(), 8);
+  return std::optional<int64_t>(off);
+}
+
+absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() const {
+  std::vector<std::pair<uint64_t, int64_t>> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    uint64_t source;
+    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &source) ||
+        it->value().size() != 8) {
+      return absl::DataLossError("malformed offset record");
+    }
+    int64_t off;
+    std::memcpy(&off, it->value().data(), 8);
+    out.emplace_back(source, off);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "listing offsets");
+  return out;
+}
+
+absl::Status Store::Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
+                         int64_t bucket_end, const ScanFn& fn) const {
+  const std::string prefix = SeriesPrefix(tier, measure_id, source);
+  std::string start = prefix;
+  PutU64BE(&start, FlipSign(bucket_begin));
+  std::string limit = prefix;
+  PutU64BE(&limit, FlipSign(bucket_end));
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper(limit);
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(ro, rep_->cf(Keyspace::kAgg)));
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    AggKeyParts parts;
+    const std::string_view key(it->key().data(), it->key().size());
+    if (!ParseAggKey(key, &parts)) return absl::DataLossError("malformed partial key");
+    fn(parts.bucket, parts.group_key, std::string_view(it->value().data(), it->value().size()));
+  }
+  return FromRocks(it->status(), "scanning partials");
+}
+
+StoreStats Store::Stats() const {
+  StoreStats st;
+  auto get = [&](const std::string& prop, uint64_t* out) {
+    uint64_t total = 0;
+    for (auto* cf : rep_->cfs) {
+      uint64_t v = 0;
+      if (rep_->db->GetIntProperty(cf, prop, &v)) total += v;
+    }
+    *out = total;
+  };
+  get(rocksdb::DB::Properties::kEstimateLiveDataSize, &st.live_data_bytes);
+  get(rocksdb::DB::Properties::kTotalSstFilesSize, &st.sst_files_bytes);
+  get(rocksdb::DB::Properties::kCurSizeAllMemTables, &st.memtable_bytes);
+  get(rocksdb::DB::Properties::kEstimatePendingCompactionBytes, &st.pending_compaction_bytes);
+  get(rocksdb::DB::Properties::kEstimateNumKeys, &st.estimated_keys);
+  uint64_t running = 0;
+  rep_->db->GetIntProperty(rocksdb::DB::Properties::kNumRunningCompactions, &running);
+  st.running_compactions = running;
+  st.block_cache_usage_bytes = rep_->cache->GetUsage();
+  return st;
+}
+
+}  // namespace kpistream::state

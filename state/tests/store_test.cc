@@ -1,0 +1,106 @@
+#include "state/store.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "state/aggregate.h"
+
+namespace kpistream::state {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kpistream_store_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::unique_ptr<Store> OpenStore() {
+    auto s = Store::Open({.path = dir_.string()});
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::move(*s);
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
+  const uint64_t src = SourceId(1, 0);
+  {
+    auto store = OpenStore();
+    for (int round = 0; round < 3; ++round) {
+      WriteBatch b(*store);
+      Agg a;
+      a.Add(1.5, ToMicros(1.5));
+      b.MergePartial(AggKey(Tier::kFine, 7, src, 60, "g"), EncodeAgg(a));
+      b.PutOffset(src, 100 * (round + 1));
+      ASSERT_TRUE(store->Commit(&b).ok());
+    }
+  }
+  auto store = OpenStore();
+  auto off = store->ReadOffset(src);
+  ASSERT_TRUE(off.ok());
+  ASSERT_TRUE(off->has_value());
+  EXPECT_EQ(**off, 300);
+  int rows = 0;
+  ASSERT_TRUE(store
+                  ->Scan(Tier::kFine, 7, src, 0, 120,
+                         [&](int64_t bucket, std::string_view g, std::string_view enc) {
+                           Agg a;
+                           ASSERT_TRUE(DecodeAgg(enc, &a));
+                           EXPECT_EQ(bucket, 60);
+                           EXPECT_EQ(g, "g");
+                           EXPECT_EQ(a.count, 3);
+                           EXPECT_DOUBLE_EQ(a.sum(), 4.5);
+                           ++rows;
+                         })
+                  .ok());
+  EXPECT_EQ(rows, 1);
+  auto offs = store->ListOffsets();
+  ASSERT_TRUE(offs.ok());
+  ASSERT_EQ(offs->size(), 1u);
+  EXPECT_EQ((*offs)[0].second, 300);
+}
+
+TEST_F(StoreTest, ScanHonoursBucketRangeAndSeries) {
+  auto store = OpenStore();
+  WriteBatch b(*store);
+  Agg a;
+  a.Add(1, ToMicros(1));
+  for (int64_t bucket : {0, 60, 120, 180}) {
+    b.MergePartial(AggKey(Tier::kFine, 1, SourceId(1, 0), bucket, ""), EncodeAgg(a));
+    b.MergePartial(AggKey(Tier::kFine, 1, SourceId(1, 1), bucket, ""), EncodeAgg(a));
+    b.MergePartial(AggKey(Tier::kFine, 2, SourceId(1, 0), bucket, ""), EncodeAgg(a));
+  }
+  ASSERT_TRUE(store->Commit(&b).ok());
+  std::vector<int64_t> seen;
+  ASSERT_TRUE(store->Scan(Tier::kFine, 1, SourceId(1, 0), 60, 180,
+                          [&](int64_t bucket, std::string_view, std::string_view) { seen.push_back(bucket); })
+                  .ok());
+  EXPECT_EQ(seen, (std::vector<int64_t>{60, 120}));
+}
+
+TEST_F(StoreTest, NameIdsAreStable) {
+  uint32_t a, b;
+  {
+    auto store = OpenStore();
+    a = *store->IdFor("measure", "clicks");
+    b = *store->IdFor("measure", "impressions");
+    EXPECT_NE(a, b);
+    EXPECT_EQ(*store->IdFor("measure", "clicks"), a);
+  }
+  auto store = OpenStore();
+  EXPECT_EQ(*store->IdFor("measure", "impressions"), b);
+  EXPECT_EQ(*store->IdFor("topic", "clicks"), 1u);
+}
+
+TEST_F(StoreTest, OpenFailsWithClearError) {
+  auto s = Store::Open({.path = "/proc/definitely/not/writable"});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("/proc/definitely/not/writable"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kpistream::state
