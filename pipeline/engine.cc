@@ -1,0 +1,514 @@
+#include "pipeline/engine.h"
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+
+#include "pipeline/accumulator.h"
+#include "pipeline/router.h"
+#include "state/keys.h"
+
+namespace kpistream::pipeline {
+
+using Clock = std::chrono::steady_clock;
+
+void LatencyHistogram::Observe(double seconds) {
+  size_t i = 0;
+  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_micros_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void LatencyHistogram::Snapshot(std::vector<uint64_t>* cumulative, double* sum, uint64_t* count) const {
+  cumulative->clear();
+  uint64_t acc = 0;
+  for (const auto& b : buckets_) {
+    acc += b.load(std::memory_order_relaxed);
+    cumulative->push_back(acc);
+  }
+  *sum = static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6;
+  *count = acc;
+}
+
+std::vector<EngineProbe::PartitionLag> EngineProbe::Lags() const {
+  absl::MutexLock l(&mu);
+  return lags_;
+}
+void EngineProbe::SetLags(std::vector<PartitionLag> lags) {
+  absl::MutexLock l(&mu);
+  lags_ = std::move(lags);
+}
+
+namespace {
+
+struct RdConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+using RdConf = std::unique_ptr<rd_kafka_conf_t, RdConfDeleter>;
+
+absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v) {
+  char err[512];
+  if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+    return absl::InvalidArgumentError(fmt::format("kafka setting {}={}: {}", k, v, err));
+  }
+  return absl::OkStatus();
+}
+
+struct PartitionState {
+  const TopicBinding* binding = nullptr;
+  uint64_t source = 0;
+  int64_t next_offset = 0;     // next offset to apply
+  int64_t stored_offset = -1;  // next offset durable in the store (-1: none)
+};
+
+}  // namespace
+
+struct Engine::Rep {
+  EngineOptions options;
+  Catalog* catalog;
+  state::Store* store;
+  Router router;
+  Accumulator acc;
+  Decoder decoder;
+  EngineProbe probe;
+
+  rd_kafka_t* consumer = nullptr;
+  rd_kafka_t* producer = nullptr;
+  std::unordered_map<std::string, const TopicBinding*> bindings;
+  std::unordered_map<std::string, uint32_t> topic_ids;
+  // (topic, partition) -> state. Owned by the consumer thread.
+  std::map<std::pair<std::string, int32_t>, PartitionState> owned;
+  uint64_t dlq_pending = 0;  // produced since the last successful flush
+
+  std::thread thread;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> ready{false};
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> started{false};
+  mutable absl::Mutex fatal_mu;
+  std::optional<absl::Status> fatal ABSL_GUARDED_BY(fatal_mu);
+
+  std::vector<Contribution> contribs;
+  std::string scratch;
+
+  Rep(const EngineOptions& o, Catalog* c, state::Store* s)
+      : options(o), catalog(c), store(s), router(*c), acc(*c), decoder(o.decoder) {}
+
+  ~Rep() {
+    if (consumer) rd_kafka_destroy(consumer);
+    if (producer) rd_kafka_destroy(producer);
+  }
+
+  void SetFatal(absl::Status s) {
+    spdlog::critical("{}", s.ToString());
+    absl::MutexLock l(&fatal_mu);
+    if (!fatal) fatal = std::move(s);
+    ready = false;
+    stop = true;
+  }
+
+  absl::Status Init();
+  void Run();
+  void Handle(rd_kafka_message_t* m);
+  void Reject(const rd_kafka_message_t* m, const PartitionState& ps, const DecodeError& err);
+  bool Commit(bool force);
+  void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
+  void Assign(rd_kafka_topic_partition_list_t* parts);
+  void Revoke(rd_kafka_topic_partition_list_t* parts);
+  void ResetToStored();
+  void PublishLags();
+  void SetPaused(bool paused);
+  void UpdateReady() { ready = !owned.empty() && !blocked && !stop; }
+};
+
+absl::Status Engine::Rep::Init() {
+  for (auto& m : catalog->measures) {
+    auto id = store->IdFor("measure", m.name);
+    if (!id.ok()) return id.status();
+    m.id = *id;
+  }
+  for (const auto& b : options.topics) {
+    bindings[b.topic] = &b;
+    auto id = store->IdFor("topic", b.topic);
+    if (!id.ok()) return id.status();
+    topic_ids[b.topic] = *id;
+  }
+  if (options.topics.empty()) return absl::InvalidArgumentError("no input topics configured");
+
+  char err[512];
+  RdConf cconf(rd_kafka_conf_new());
+  RdConf pconf(rd_kafka_conf_new());
+  for (const auto& [k, v] : options.kafka_properties) {
+    if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
+    if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
+  }
+  const std::pair<const char*, std::string> consumer_settings[] = {
+      {"bootstrap.servers", options.brokers},
+      {"group.id", options.group_id},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      // Offsets live in the state store (invariant 1); Kafka's are advisory.
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      // A stored offset that no longer exists must fail loudly, never skip.
+      {"auto.offset.reset", "error"},
+      {"enable.partition.eof", "false"},
+      {"queued.max.messages.kbytes", "131072"},
+      {"fetch.max.bytes", "52428800"},
+  };
+  for (const auto& [k, v] : consumer_settings) {
+    if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
+    if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
+  }
+  rd_kafka_conf_set_opaque(cconf.get(), this);
+  rd_kafka_conf_set_rebalance_cb(cconf.get(), [](rd_kafka_t*, rd_kafka_resp_err_t e,
+                                                 rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    static_cast<Rep*>(opaque)->OnRebalance(e, parts);
+  });
+  consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf.release(), err, sizeof(err));
+  if (!consumer) return absl::InvalidArgumentError(fmt::format("creating Kafka consumer: {}", err));
+  rd_kafka_poll_set_consumer(consumer);
+
+  for (const auto& [k, v] : std::initializer_list<std::pair<const char*, std::string>>{
+           {"bootstrap.servers", options.brokers},
+           {"enable.idempotence", "true"},
+           {"linger.ms", "5"},
+           // Retry for as long as it takes: offsets never pass an undelivered
+           // dead letter (see Commit).
+           {"message.timeout.ms", "0"}}) {
+    if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
+    if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
+  }
+  rd_kafka_conf_set_opaque(pconf.get(), this);
+  rd_kafka_conf_set_dr_msg_cb(pconf.get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* rep = static_cast<Rep*>(opaque);
+    if (m->err) {
+      rep->probe.dlq_failed.fetch_add(1);
+      spdlog::error("dead-letter delivery failed: {}", rd_kafka_err2str(m->err));
+    }
+  });
+  producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf.release(), err, sizeof(err));
+  if (!producer) return absl::InvalidArgumentError(fmt::format("creating dead-letter producer: {}", err));
+
+  rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
+  for (const auto& b : options.topics) rd_kafka_topic_partition_list_add(subs, b.topic.c_str(), RD_KAFKA_PARTITION_UA);
+  const auto e = rd_kafka_subscribe(consumer, subs);
+  rd_kafka_topic_partition_list_destroy(subs);
+  if (e) return absl::InternalError(fmt::format("subscribing: {}", rd_kafka_err2str(e)));
+  return absl::OkStatus();
+}
+
+void Engine::Rep::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
+  probe.rebalances.fetch_add(1);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    Assign(parts);
+  } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    Revoke(parts);
+  } else {
+    spdlog::error("rebalance error: {}", rd_kafka_err2str(err));
+    Revoke(parts);
+  }
+  UpdateReady();
+}
+
+void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
+  for (int i = 0; i < parts->cnt; ++i) {
+    auto& p = parts->elems[i];
+    auto bit = bindings.find(p.topic);
+    if (bit == bindings.end()) continue;
+    PartitionState ps;
+    ps.binding = bit->second;
+    ps.source = state::SourceId(topic_ids[p.topic], p.partition);
+    auto stored = store->ReadOffset(ps.source);
+    if (!stored.ok()) {
+      SetFatal(absl::Status(stored.status().code(),
+                            fmt::format("reading stored offset of {}[{}]: {}", p.topic, p.partition,
+                                        std::string(stored.status().message()))));
+      return;
+    }
+    int64_t lo = 0, hi = 0;
+    const auto we = rd_kafka_query_watermark_offsets(consumer, p.topic, p.partition, &lo, &hi, 10000);
+    if (stored->has_value()) {
+      if (we == RD_KAFKA_RESP_ERR_NO_ERROR && **stored < lo) {
+        SetFatal(absl::FailedPreconditionError(fmt::format(
+            "{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by "
+            "retention while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip "
+            "them silently: restore the records, or start with a fresh --state-dir to recompute the "
+            "KPIs from what Kafka still holds",
+            p.topic, p.partition, **stored, lo, **stored, lo - 1)));
+        return;
+      }
+      ps.next_offset = **stored;
+      ps.stored_offset = **stored;
+      p.offset = **stored;
+    } else {
+      ps.next_offset = we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0;
+      p.offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    spdlog::info("assigned {}[{}] from offset {}", p.topic, p.partition,
+                 stored->has_value() ? fmt::format("{} (stored)", **stored) : std::string("beginning"));
+    owned[{p.topic, p.partition}] = ps;
+  }
+  rd_kafka_error_t* e = nullptr;
+  if (std::strcmp(rd_kafka_rebalance_protocol(consumer), "COOPERATIVE") == 0) {
+    e = rd_kafka_incremental_assign(consumer, parts);
+  } else {
+    const auto ae = rd_kafka_assign(consumer, parts);
+    if (ae) spdlog::error("assign: {}", rd_kafka_err2str(ae));
+  }
+  if (e) {
+    spdlog::error("incremental assign: {}", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+  }
+  probe.assigned_partitions = static_cast<int64_t>(owned.size());
+}
+
+void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
+  if (!Commit(true)) {
+    // The partials could not be persisted: forget them, the next owner (or
+    // we, on re-assignment) replays from the stored offsets.
+    ResetToStored();
+  }
+  for (int i = 0; i < parts->cnt; ++i) {
+    owned.erase({parts->elems[i].topic, parts->elems[i].partition});
+    spdlog::info("revoked {}[{}]", parts->elems[i].topic, parts->elems[i].partition);
+  }
+  if (std::strcmp(rd_kafka_rebalance_protocol(consumer), "COOPERATIVE") == 0) {
+    if (auto* e = rd_kafka_incremental_unassign(consumer, parts)) {
+      spdlog::error("incremental unassign: {}", rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+  } else {
+    rd_kafka_assign(consumer, nullptr);
+  }
+  probe.assigned_partitions = static_cast<int64_t>(owned.size());
+}
+
+void Engine::Rep::ResetToStored() {
+  acc.Clear();
+  rd_kafka_topic_partition_list_t* seeks = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
+  for (auto& [tp, ps] : owned) {
+    ps.next_offset = ps.stored_offset >= 0 ? ps.stored_offset : 0;
+    auto* e = rd_kafka_topic_partition_list_add(seeks, tp.first.c_str(), tp.second);
+    e->offset = ps.stored_offset >= 0 ? ps.stored_offset : RD_KAFKA_OFFSET_BEGINNING;
+  }
+  if (seeks->cnt > 0) {
+    if (auto* err = rd_kafka_seek_partitions(consumer, seeks, 10000)) {
+      spdlog::error("seek back to stored offsets: {}", rd_kafka_error_string(err));
+      rd_kafka_error_destroy(err);
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(seeks);
+}
+
+void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, const DecodeError& err) {
+  probe.rejected[static_cast<int>(err.reason)].fetch_add(1, std::memory_order_relaxed);
+  const std::string reason(RejectReasonName(err.reason));
+  const std::string topic = ps.binding->topic;
+  const std::string partition = std::to_string(m->partition);
+  const std::string offset = std::to_string(m->offset);
+  // The DLQ carries the original bytes and key; the reason travels in headers.
+  rd_kafka_headers_t* h = rd_kafka_headers_new(5);
+  rd_kafka_header_add(h, "kpistream.reason", -1, reason.data(), static_cast<ssize_t>(reason.size()));
+  rd_kafka_header_add(h, "kpistream.error", -1, err.detail.data(), static_cast<ssize_t>(err.detail.size()));
+  rd_kafka_header_add(h, "kpistream.source.topic", -1, topic.data(), static_cast<ssize_t>(topic.size()));
+  rd_kafka_header_add(h, "kpistream.source.partition", -1, partition.data(), static_cast<ssize_t>(partition.size()));
+  rd_kafka_header_add(h, "kpistream.source.offset", -1, offset.data(), static_cast<ssize_t>(offset.size()));
+  while (true) {
+    const auto e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(options.dlq_topic.c_str()),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                     RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
+                                     RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      rd_kafka_poll(producer, 100);
+      continue;
+    }
+    if (e) {
+      rd_kafka_headers_destroy(h);
+      probe.dlq_failed.fetch_add(1);
+      spdlog::error("dead-letter produce failed: {}", rd_kafka_err2str(e));
+    } else {
+      ++dlq_pending;
+      probe.dlq_produced.fetch_add(1, std::memory_order_relaxed);
+    }
+    break;
+  }
+}
+
+void Engine::Rep::Handle(rd_kafka_message_t* m) {
+  if (m->err) {
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      SetFatal(absl::FailedPreconditionError(fmt::format(
+          "{}[{}]: offset out of range ({}): the records kpid needs next no longer exist in Kafka "
+          "(deleted by retention). kpid will not skip them silently: restore the records, or start "
+          "with a fresh --state-dir to recompute the KPIs from what Kafka still holds",
+          m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition, rd_kafka_message_errstr(m))));
+      return;
+    }
+    spdlog::warn("consumer: {}", rd_kafka_message_errstr(m));
+    return;
+  }
+  auto it = owned.find({rd_kafka_topic_name(m->rkt), m->partition});
+  if (it == owned.end()) return;  // not ours (anymore)
+  PartitionState& ps = it->second;
+  if (m->offset < ps.next_offset) return;  // already applied
+  probe.consumed.fetch_add(1, std::memory_order_relaxed);
+  EventView ev;
+  DecodeError err;
+  if (!decoder.Decode(ps.binding->family, std::string_view(static_cast<const char*>(m->payload), m->len),
+                      ps.binding->format, &ev, &err)) {
+    Reject(m, ps, err);
+  } else {
+    router.Route(ev, &scratch, &contribs);
+    for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
+    probe.applied.fetch_add(1, std::memory_order_relaxed);
+    int64_t cur = probe.newest_event_ms.load(std::memory_order_relaxed);
+    while (ev.time_ms > cur && !probe.newest_event_ms.compare_exchange_weak(cur, ev.time_ms)) {
+    }
+  }
+  ps.next_offset = m->offset + 1;
+}
+
+bool Engine::Rep::Commit(bool force) {
+  std::vector<std::pair<const std::pair<std::string, int32_t>*, PartitionState*>> moved;
+  for (auto& [tp, ps] : owned) {
+    if (ps.next_offset != ps.stored_offset) moved.emplace_back(&tp, &ps);
+  }
+  if (moved.empty()) return true;
+  const auto t0 = Clock::now();
+  // Dead letters first: an offset is never stored past a record whose dead
+  // letter is not yet acknowledged by Kafka.
+  if (dlq_pending > 0) {
+    rd_kafka_flush(producer, force ? 10000 : 1000);
+    if (rd_kafka_outq_len(producer) > 0) {
+      spdlog::warn("dead-letter topic not acknowledging; holding the commit");
+      probe.commit_failures.fetch_add(1);
+      return false;
+    }
+    dlq_pending = 0;
+  }
+  state::WriteBatch batch(*store);
+  acc.Flush(&batch);
+  for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset);
+  auto st = store->Commit(&batch);
+  if (!st.ok()) {
+    // The batch is lost with its partials: rewind to what is durable.
+    spdlog::error("commit failed: {}", st.ToString());
+    probe.commit_failures.fetch_add(1);
+    ResetToStored();
+    return false;
+  }
+  rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
+  for (auto& [tp, ps] : moved) {
+    ps->stored_offset = ps->next_offset;
+    rd_kafka_topic_partition_list_add(offs, tp->first.c_str(), tp->second)->offset = ps->next_offset;
+  }
+  // Advisory only (lag monitoring by other tools); failures are harmless.
+  rd_kafka_commit(consumer, offs, 1);
+  rd_kafka_topic_partition_list_destroy(offs);
+  probe.commits.fetch_add(1, std::memory_order_relaxed);
+  probe.commit_latency.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
+  return true;
+}
+
+void Engine::Rep::SetPaused(bool paused) {
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
+  for (const auto& [tp, ps] : owned) rd_kafka_topic_partition_list_add(l, tp.first.c_str(), tp.second);
+  if (paused) {
+    rd_kafka_pause_partitions(consumer, l);
+  } else {
+    rd_kafka_resume_partitions(consumer, l);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+void Engine::Rep::PublishLags() {
+  std::vector<EngineProbe::PartitionLag> lags;
+  for (const auto& [tp, ps] : owned) {
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_get_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        hi >= 0) {
+      lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
+    }
+  }
+  probe.SetLags(std::move(lags));
+}
+
+void Engine::Rep::Run() {
+  const auto interval = std::chrono::milliseconds(options.commit_interval_ms);
+  auto last_commit = Clock::now();
+  auto backoff = interval;
+  while (!stop) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, blocked ? 50 : 20);
+    if (m) {
+      Handle(m);
+      rd_kafka_message_destroy(m);
+    }
+    rd_kafka_poll(producer, 0);
+    const auto now = Clock::now();
+    const bool due = now - last_commit >= (blocked ? backoff : interval);
+    if (due || (!blocked && acc.ApproxBytes() > options.max_dirty_bytes)) {
+      last_commit = now;
+      if (Commit(false)) {
+        if (blocked) {
+          spdlog::info("commits succeed again; resuming consumption");
+          blocked = false;
+          SetPaused(false);
+        }
+        backoff = interval;
+      } else if (!blocked) {
+        blocked = true;
+        SetPaused(true);
+      } else {
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      }
+      PublishLags();
+      UpdateReady();
+    }
+  }
+  ready = false;
+  const bool fatal_set = [&] {
+    absl::MutexLock l(&fatal_mu);
+    return fatal.has_value();
+  }();
+  if (!fatal_set && !Commit(true)) spdlog::error("final commit failed; the next start replays from the last commit");
+  rd_kafka_consumer_close(consumer);
+  rd_kafka_flush(producer, 5000);
+}
+
+Engine::Engine(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+Engine::~Engine() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, Catalog* catalog,
+                                                       state::Store* store) {
+  auto rep = std::make_unique<Rep>(options, catalog, store);
+  if (auto s = rep->Init(); !s.ok()) return s;
+  return std::unique_ptr<Engine>(new Engine(std::move(rep)));
+}
+
+absl::Status Engine::Start() {
+  if (rep_->started.exchange(true)) return absl::FailedPreconditionError("engine already started");
+  rep_->thread = std::thread([this] { rep_->Run(); });
+  return absl::OkStatus();
+}
+
+void Engine::Stop() {
+  rep_->stop = true;
+  if (rep_->thread.joinable()) rep_->thread.join();
+}
+
+bool Engine::Ready() const { return rep_->ready.load(); }
+
+std::optional<absl::Status> Engine::Fatal() const {
+  absl::MutexLock l(&rep_->fatal_mu);
+  return rep_->fatal;
+}
+
+const EngineProbe& Engine::probe() const { return rep_->probe; }
+
+}  // namespace kpistream::pipeline

@@ -1,0 +1,118 @@
+// The ingest engine: a Kafka consumer-group member that decodes, routes and
+// aggregates records and commits partials + next offsets atomically to the
+// state store (invariant 1). Bad records go to the dead-letter topic.
+//
+// Lifecycle: Create() -> Start() -> ... -> Stop() (final commit, leaves the
+// group). Thread-safety: Start/Stop from one controlling thread; Ready(),
+// Fatal() and probe() from any thread. All Kafka and state work happens on
+// the engine's own consumer thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "pipeline/catalog.h"
+#include "pipeline/decoder.h"
+#include "state/store.h"
+
+namespace kpistream::pipeline {
+
+struct TopicBinding {
+  std::string topic;
+  Family family = Family::kCampaign;
+  PayloadFormat format = PayloadFormat::kAuto;
+};
+
+struct EngineOptions {
+  std::string brokers;
+  std::string group_id = "kpistream";
+  std::vector<TopicBinding> topics;
+  std::string dlq_topic = "kpistream.dlq";
+  // librdkafka settings passed through verbatim (SASL, TLS, ...), applied to
+  // the consumer and the dead-letter producer.
+  std::map<std::string, std::string> kafka_properties;
+  // Commit at least this often while there is new data.
+  int commit_interval_ms = 200;
+  // Commit early when the dirty partials exceed this (invariant 6).
+  size_t max_dirty_bytes = 64ull << 20;
+  DecoderOptions decoder;
+};
+
+// Latency histogram with fixed bounds (seconds); lock-free.
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                     0.05,   0.1,   0.25,   0.5,   1,    2.5};
+  void Observe(double seconds);
+  // Cumulative counts per bound (+Inf last), sum and count.
+  void Snapshot(std::vector<uint64_t>* cumulative, double* sum, uint64_t* count) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> sum_micros_{0};
+  std::atomic<uint64_t> count_{0};
+};
+
+// The engine's own metrics; the exporter only reads them.
+struct EngineProbe {
+  std::atomic<uint64_t> consumed{0};
+  std::atomic<uint64_t> applied{0};
+  std::array<std::atomic<uint64_t>, kNumRejectReasons> rejected{};
+  std::atomic<uint64_t> dlq_produced{0};
+  std::atomic<uint64_t> dlq_failed{0};
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> commit_failures{0};
+  std::atomic<uint64_t> rebalances{0};
+  std::atomic<int64_t> newest_event_ms{0};  // newest applied event time
+  std::atomic<int64_t> assigned_partitions{0};
+  LatencyHistogram commit_latency;
+
+  struct PartitionLag {
+    std::string topic;
+    int32_t partition;
+    int64_t lag;
+  };
+  std::vector<PartitionLag> Lags() const ABSL_LOCKS_EXCLUDED(mu);
+  void SetLags(std::vector<PartitionLag> lags) ABSL_LOCKS_EXCLUDED(mu);
+
+ private:
+  mutable absl::Mutex mu;
+  std::vector<PartitionLag> lags_ ABSL_GUARDED_BY(mu);
+};
+
+class Engine {
+ public:
+  // REQUIRES: catalog and store outlive the engine. Assigns the catalog's
+  // measure ids (stable ids from the store).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                                     Catalog* catalog, state::Store* store);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  [[nodiscard]] absl::Status Start();
+  // Final commit, leaves the consumer group, joins the thread. Idempotent.
+  void Stop();
+
+  // Serving: state loaded, partitions assigned, commits succeeding.
+  bool Ready() const;
+  // Set when the engine stopped on an unrecoverable error (e.g. stored offset
+  // below the log start): the message says what happened and what to do.
+  std::optional<absl::Status> Fatal() const;
+  const EngineProbe& probe() const;
+
+ private:
+  struct Rep;
+  explicit Engine(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace kpistream::pipeline

@@ -1,0 +1,224 @@
+#include "pipeline/query.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+
+#include "pipeline/accumulator.h"
+#include "state/aggregate.h"
+
+namespace kpistream::pipeline {
+namespace {
+
+std::optional<int64_t> TierWidth(state::Tier t, int64_t fine) {
+  switch (t) {
+    case state::Tier::kFine:
+      return fine;
+    case state::Tier::kHour:
+      if (fine < state::kHourSeconds) return state::kHourSeconds;
+      return std::nullopt;
+    case state::Tier::kDay:
+      if (fine < state::kDaySeconds) return state::kDaySeconds;
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+void Decompose(int64_t start, int64_t end, int64_t fine, int level, std::vector<WindowPiece>* out) {
+  if (start >= end) return;
+  static constexpr state::Tier kOrder[] = {state::Tier::kDay, state::Tier::kHour, state::Tier::kFine};
+  for (int l = level; l < 3; ++l) {
+    const auto w = TierWidth(kOrder[l], fine);
+    if (!w) continue;
+    const int64_t a = -Accumulator::FloorDiv(-start, *w) * *w;  // ceil
+    const int64_t b = Accumulator::FloorDiv(end, *w) * *w;
+    if (a < b) {
+      Decompose(start, a, fine, l + 1, out);
+      out->push_back({kOrder[l], a, b});
+      Decompose(b, end, fine, l + 1, out);
+      return;
+    }
+  }
+}
+
+struct MeasureAcc {
+  state::Agg agg;
+  std::unique_ptr<state::Hll> hll;
+};
+
+std::optional<double> MeasureValue(const MeasureDef& m, const MeasureAcc* acc) {
+  static const MeasureAcc kEmpty;
+  if (acc == nullptr) acc = &kEmpty;
+  switch (m.aggregation) {
+    case Aggregation::kCount:
+      return static_cast<double>(acc->agg.count);
+    case Aggregation::kSum:
+      return acc->agg.sum();
+    case Aggregation::kMin:
+      if (acc->agg.count == 0) return std::nullopt;
+      return acc->agg.min;
+    case Aggregation::kMax:
+      if (acc->agg.count == 0) return std::nullopt;
+      return acc->agg.max;
+    case Aggregation::kAvg:
+      if (acc->agg.count == 0) return std::nullopt;
+      return acc->agg.sum() / static_cast<double>(acc->agg.count);
+    case Aggregation::kDistinct:
+      return acc->hll ? std::round(acc->hll->Estimate()) : 0.0;
+  }
+  return std::nullopt;
+}
+
+int DimIndex(const MeasureDef& m, const std::string& dim) {
+  for (size_t i = 0; i < m.group_by.size(); ++i) {
+    if (m.group_by[i] == dim) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width) {
+  std::vector<WindowPiece> out;
+  Decompose(start, end, fine_width, 0, &out);
+  return out;
+}
+
+absl::StatusOr<const KpiDef*> QueryEngine::Check(const KpiQuery& q) const {
+  const KpiDef* kpi = catalog_.FindKpi(q.kpi);
+  if (kpi == nullptr) {
+    return absl::NotFoundError(fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", q.kpi));
+  }
+  if (q.end <= q.start) {
+    return absl::InvalidArgumentError(fmt::format("window end ({}) must be after its start ({})", q.end, q.start));
+  }
+  const auto dims = catalog_.KpiDimensions(*kpi);
+  auto known = [&](const std::string& d) { return std::find(dims.begin(), dims.end(), d) != dims.end(); };
+  std::string list;
+  for (const auto& d : dims) list += (list.empty() ? "" : ", ") + d;
+  if (list.empty()) list = "none";
+  if (!q.group_by.empty() && !known(q.group_by)) {
+    return absl::InvalidArgumentError(
+        fmt::format("KPI '{}' cannot be grouped by '{}' (dimensions: {})", q.kpi, q.group_by, list));
+  }
+  for (const auto& [k, v] : q.filter) {
+    if (!known(k)) {
+      return absl::InvalidArgumentError(
+          fmt::format("KPI '{}' cannot be filtered on '{}' (dimensions: {})", q.kpi, k, list));
+    }
+  }
+  return kpi;
+}
+
+absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) const {
+  auto kpi_or = Check(q);
+  if (!kpi_or.ok()) return kpi_or.status();
+  const KpiDef& kpi = **kpi_or;
+  auto sources = store_.ListOffsets();
+  if (!sources.ok()) return sources.status();
+
+  // group value -> per-measure partial (indexed like kpi.measures)
+  std::map<std::string, std::vector<MeasureAcc>> groups;
+  if (q.group_by.empty()) groups[""].resize(kpi.measures.size());
+  std::vector<std::string_view> vals;
+  for (size_t mi = 0; mi < kpi.measures.size(); ++mi) {
+    const MeasureDef& m = catalog_.measures[kpi.measures[mi]];
+    const int gdim = q.group_by.empty() ? -1 : DimIndex(m, q.group_by);
+    std::vector<std::pair<int, std::string>> filt;
+    for (const auto& [k, v] : q.filter) filt.emplace_back(DimIndex(m, k), v);
+    // Align to the measure's buckets; the window keeps its length.
+    const int64_t b = m.bucket_seconds;
+    const int64_t end = -Accumulator::FloorDiv(-q.end, b) * b;
+    const int64_t start = Accumulator::BucketStart(end - (q.end - q.start), b);
+    const auto pieces = DecomposeWindow(start, end, b);
+    absl::Status bad = absl::OkStatus();
+    auto fn = [&](int64_t, std::string_view group_key, std::string_view enc) {
+      if (!state::SplitGroupKey(group_key, &vals) || vals.size() != m.group_by.size()) {
+        bad = absl::DataLossError(fmt::format("malformed group key in measure '{}'", m.name));
+        return;
+      }
+      for (const auto& [i, v] : filt) {
+        if (vals[i] != v) return;
+      }
+      auto& accs = groups[gdim < 0 ? std::string() : std::string(vals[gdim])];
+      if (accs.empty()) accs.resize(kpi.measures.size());
+      auto& acc = accs[mi];
+      if (m.aggregation == Aggregation::kDistinct) {
+        state::Hll h;
+        if (!state::DecodeHll(enc, &h)) {
+          bad = absl::DataLossError(fmt::format("malformed sketch in measure '{}'", m.name));
+          return;
+        }
+        if (!acc.hll) acc.hll = std::make_unique<state::Hll>();
+        acc.hll->Merge(h);
+      } else {
+        state::Agg a;
+        if (!state::DecodeAgg(enc, &a)) {
+          bad = absl::DataLossError(fmt::format("malformed partial in measure '{}'", m.name));
+          return;
+        }
+        acc.agg.Merge(a);
+      }
+    };
+    for (const auto& [source, next_offset] : *sources) {
+      for (const auto& p : pieces) {
+        auto st = store_.Scan(p.tier, m.id, source, p.begin, p.end, fn);
+        if (!st.ok()) return st;
+        if (!bad.ok()) return bad;
+      }
+    }
+  }
+
+  std::vector<GroupValue> out;
+  out.reserve(groups.size());
+  for (auto& [g, accs] : groups) {
+    GroupValue gv;
+    if (!q.group_by.empty()) gv.group.emplace_back(q.group_by, g);
+    gv.value = Eval(kpi.expr, [&](int ref) -> std::optional<double> {
+      for (size_t i = 0; i < kpi.measures.size(); ++i) {
+        if (kpi.measures[i] == ref) return MeasureValue(catalog_.measures[ref], &accs[i]);
+      }
+      return std::nullopt;
+    });
+    out.push_back(std::move(gv));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Series>> QueryEngine::Range(const KpiQuery& q, int64_t step) const {
+  auto kpi_or = Check(q);
+  if (!kpi_or.ok()) return kpi_or.status();
+  if (step <= 0) return absl::InvalidArgumentError("step must be positive, e.g. 1m");
+  for (int mi : (*kpi_or)->measures) {
+    const auto& m = catalog_.measures[mi];
+    if (step % m.bucket_seconds != 0) {
+      return absl::InvalidArgumentError(fmt::format(
+          "step {}s is not a multiple of measure '{}' bucket ({}s)", step, m.name, m.bucket_seconds));
+    }
+  }
+  if ((q.end - q.start) / step > kMaxRangePoints) {
+    return absl::InvalidArgumentError(fmt::format(
+        "range has {} points; the maximum is {}: use a larger step", (q.end - q.start) / step, kMaxRangePoints));
+  }
+  std::map<std::string, Series> series;
+  for (int64_t t = q.start; t < q.end; t += step) {
+    KpiQuery one = q;
+    one.start = t;
+    one.end = std::min(t + step, q.end);
+    auto vals = Get(one);
+    if (!vals.ok()) return vals.status();
+    for (auto& gv : *vals) {
+      const std::string key = gv.group.empty() ? "" : gv.group[0].second;
+      auto& s = series[key];
+      s.group = gv.group;
+      s.points.push_back({t, gv.value});
+    }
+  }
+  std::vector<Series> out;
+  for (auto& [k, s] : series) out.push_back(std::move(s));
+  return out;
+}
+
+}  // namespace kpistream::pipeline

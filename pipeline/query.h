@@ -1,0 +1,76 @@
+// Answers KPI queries from the stored partials: a window is decomposed into
+// day, hour and fine buckets (invariant 3), partials are merged across
+// partitions and buckets, then the KPI formula is evaluated per group.
+//
+// Thread-safety: const methods are safe to call concurrently; they read the
+// store without blocking the consumer thread (invariant 5).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pipeline/catalog.h"
+#include "state/keys.h"
+#include "state/store.h"
+
+namespace kpistream::pipeline {
+
+// A run of buckets of one tier: [begin, end) in seconds.
+struct WindowPiece {
+  state::Tier tier;
+  int64_t begin;
+  int64_t end;
+};
+// Covers [start, end) with as few buckets as possible.
+// REQUIRES: start and end are multiples of fine_width; fine_width divides an
+// hour or equals a day.
+std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width);
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+struct KpiQuery {
+  std::string kpi;
+  int64_t start = 0;  // seconds since the epoch, inclusive
+  int64_t end = 0;    // exclusive
+  std::string group_by;  // empty: one value over everything
+  Labels filter;         // dimension == value
+};
+
+struct GroupValue {
+  Labels group;  // empty without group_by
+  std::optional<double> value;
+};
+
+struct SeriesPoint {
+  int64_t time;
+  std::optional<double> value;
+};
+struct Series {
+  Labels group;
+  std::vector<SeriesPoint> points;
+};
+
+class QueryEngine {
+ public:
+  static constexpr int64_t kMaxRangePoints = 11000;
+
+  // REQUIRES: catalog and store outlive the engine; measure ids are set.
+  QueryEngine(const Catalog& catalog, const state::Store& store) : catalog_(catalog), store_(store) {}
+
+  // Errors: NOT_FOUND (unknown KPI), INVALID_ARGUMENT (bad window, group_by
+  // or filter, with what to fix).
+  [[nodiscard]] absl::StatusOr<std::vector<GroupValue>> Get(const KpiQuery& q) const;
+  // Tumbling history: one point per step in [q.start, q.end).
+  [[nodiscard]] absl::StatusOr<std::vector<Series>> Range(const KpiQuery& q, int64_t step) const;
+
+ private:
+  absl::StatusOr<const KpiDef*> Check(const KpiQuery& q) const;
+  const Catalog& catalog_;
+  const state::Store& store_;
+};
+
+}  // namespace kpistream::pipeline

@@ -1,0 +1,215 @@
+#include "pipeline/query.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "kpistream/events/v1/events.pb.h"
+#include "pipeline/accumulator.h"
+#include "pipeline/router.h"
+
+namespace kpistream::pipeline {
+namespace {
+
+using events::v1::CampaignEvent;
+
+TEST(DecomposeWindowTest, UsesCoarsestTiersInside) {
+  // 23:58 day 0 .. 01:02 day 2, fine = 1m.
+  const int64_t start = 86400 - 120, end = 2 * 86400 + 3720;
+  auto pieces = DecomposeWindow(start, end, 60);
+  ASSERT_EQ(pieces.size(), 4u);
+  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[0].begin, start);
+  EXPECT_EQ(pieces[0].end, 86400);
+  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
+  EXPECT_EQ(pieces[1].end, 2 * 86400);
+  EXPECT_EQ(pieces[2].tier, state::Tier::kHour);
+  EXPECT_EQ(pieces[2].end, 2 * 86400 + 3600);
+  EXPECT_EQ(pieces[3].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[3].end, end);
+  // Pieces tile the window exactly.
+  int64_t t = start;
+  for (const auto& p : pieces) {
+    EXPECT_EQ(p.begin, t);
+    t = p.end;
+  }
+}
+
+TEST(DecomposeWindowTest, HourBucketsHaveNoHourTier) {
+  auto pieces = DecomposeWindow(3600, 3 * 86400, 3600);
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[0].end, 86400);
+  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
+}
+
+class QueryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("kpistream_query_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    auto cat = ParseCatalog(R"(
+measures:
+  impressions: {family: campaign, types: [impression], aggregation: count, group_by: [channel, region]}
+  clicks: {family: campaign, types: [click], aggregation: count, group_by: [channel, region]}
+  spend: {family: campaign, types: [spend], aggregation: sum, field: cost, group_by: [channel]}
+  max_cost: {family: campaign, types: [spend], aggregation: max, field: cost, group_by: [channel]}
+  users: {family: campaign, aggregation: distinct, field: user_id, bucket: 1h}
+kpis:
+  ctr: {formula: clicks / impressions}
+  spend: {formula: spend, unit: currency}
+  max_cost: {formula: max_cost}
+  users: {formula: users, unit: count}
+  imps: {formula: impressions, unit: count}
+)",
+                            "test.yaml");
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    catalog_ = std::move(*cat);
+    auto store = state::Store::Open({.path = dir_.string()});
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    for (auto& m : catalog_.measures) m.id = *store_->IdFor("measure", m.name);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void Apply(const std::vector<CampaignEvent>& events, int32_t partition) {
+    Router router(catalog_);
+    Accumulator acc(catalog_);
+    std::string scratch;
+    std::vector<Contribution> cs;
+    for (const auto& e : events) {
+      EventView ev{Family::kCampaign, e.type(), e.event_time().seconds() * 1000, &e};
+      router.Route(ev, &scratch, &cs);
+      for (const auto& c : cs) acc.Add(c, state::SourceId(1, partition), ev.time_ms);
+    }
+    state::WriteBatch b(*store_);
+    acc.Flush(&b);
+    b.PutOffset(state::SourceId(1, partition), static_cast<int64_t>(events.size()));
+    ASSERT_TRUE(store_->Commit(&b).ok());
+  }
+
+  static CampaignEvent Ev(events::v1::CampaignEventType t, int64_t sec, std::string channel, double cost = 0,
+                          std::string user = "") {
+    CampaignEvent e;
+    e.set_event_id("x");
+    e.set_type(t);
+    e.mutable_event_time()->set_seconds(sec);
+    e.set_channel(std::move(channel));
+    e.set_region("eu");
+    e.set_cost(cost);
+    e.set_user_id(std::move(user));
+    return e;
+  }
+
+  std::filesystem::path dir_;
+  Catalog catalog_;
+  std::unique_ptr<state::Store> store_;
+};
+
+TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
+  const int64_t day = 1763856000;  // a UTC midnight
+  std::vector<CampaignEvent> p0, p1;
+  // Spread over two days so every tier is used.
+  for (int i = 0; i < 100; ++i) {
+    p0.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500, i % 2 ? "search" : "social"));
+    p1.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500 + 7, "search"));
+  }
+  for (int i = 0; i < 30; ++i) p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + i * 4000, i < 10 ? "social" : "search"));
+  p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 10, "search", 0.1));
+  p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 20, "search", 0.2));
+  p1.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 30, "social", 1.25));
+  Apply(p0, 0);
+  Apply(p1, 1);
+
+  QueryEngine q(catalog_, *store_);
+  KpiQuery all{.kpi = "ctr", .start = day - 86400, .end = day + 3 * 86400};
+  auto v = q.Get(all);
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->size(), 1u);
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 30.0 / 200.0);
+
+  all.group_by = "channel";
+  v = q.Get(all);
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v->size(), 2u);
+  EXPECT_EQ((*v)[0].group[0].second, "search");
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 20.0 / 150.0);
+  EXPECT_DOUBLE_EQ(*(*v)[1].value, 10.0 / 50.0);
+
+  KpiQuery filtered{.kpi = "ctr", .start = day, .end = day + 86400, .filter = {{"channel", "social"}}};
+  v = q.Get(filtered);
+  ASSERT_TRUE(v.ok());
+  // First day: social impressions at even i with i*1500 < 86400 -> i in 0..56 even: 29; clicks i<10 -> all day 0.
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 10.0 / 29.0);
+
+  // Sums are exact in fixed point: 0.1 + 0.2 + 1.25.
+  v = q.Get({.kpi = "spend", .start = day, .end = day + 60});
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*(*v)[0].value, 1.55);
+  v = q.Get({.kpi = "max_cost", .start = day, .end = day + 60});
+  EXPECT_EQ(*(*v)[0].value, 1.25);
+  // No spend in the window: max has no value, the sum is 0.
+  v = q.Get({.kpi = "max_cost", .start = day + 3600, .end = day + 7200});
+  EXPECT_FALSE((*v)[0].value.has_value());
+  v = q.Get({.kpi = "spend", .start = day + 3600, .end = day + 7200});
+  EXPECT_EQ(*(*v)[0].value, 0);
+  // No impressions: CTR is "no value", not inf.
+  v = q.Get({.kpi = "ctr", .start = day - 7200, .end = day});
+  EXPECT_FALSE((*v)[0].value.has_value());
+}
+
+TEST_F(QueryTest, SlidingWindowMatchesBruteForce) {
+  const int64_t base = 1763856000 + 1234;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 500; ++i) evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, base + i * 397, "search"));
+  Apply(evs, 0);
+  QueryEngine q(catalog_, *store_);
+  for (int64_t start = base - base % 60; start < base + 500 * 397; start += 7 * 3600 + 120) {
+    for (int64_t len : {60, 3600, 5 * 3600 + 60, 86400 + 3600}) {
+      int64_t expected = 0;
+      for (const auto& e : evs) expected += e.event_time().seconds() >= start && e.event_time().seconds() < start + len;
+      auto v = q.Get({.kpi = "imps", .start = start, .end = start + len});
+      ASSERT_TRUE(v.ok()) << v.status();
+      EXPECT_EQ(*(*v)[0].value, expected) << start << "+" << len;
+      auto r = q.Range({.kpi = "imps", .start = start, .end = start + 2 * len}, len);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->size(), 1u);
+      ASSERT_EQ((*r)[0].points.size(), 2u);
+      EXPECT_EQ(*(*r)[0].points[0].value, expected);
+      EXPECT_EQ((*r)[0].points[1].time, start + len);
+    }
+  }
+}
+
+TEST_F(QueryTest, DistinctUsersAcrossBucketsAndPartitions) {
+  const int64_t day = 1763856000;
+  std::vector<CampaignEvent> p0, p1;
+  for (int i = 0; i < 3000; ++i) {
+    p0.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + (i % 48) * 1800, "s", 0, "u" + std::to_string(i % 1000)));
+    p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + (i % 24) * 3600, "s", 0, "u" + std::to_string(500 + i % 1000)));
+  }
+  Apply(p0, 0);
+  Apply(p1, 1);
+  QueryEngine q(catalog_, *store_);
+  auto v = q.Get({.kpi = "users", .start = day, .end = day + 86400});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_NEAR(*(*v)[0].value, 1500, 15);
+}
+
+TEST_F(QueryTest, BadRequestsSayWhatToFix) {
+  QueryEngine q(catalog_, *store_);
+  auto v = q.Get({.kpi = "nope", .start = 0, .end = 60});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kNotFound);
+  v = q.Get({.kpi = "ctr", .start = 0, .end = 60, .group_by = "campaign"});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(v.status().message()), "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
+  v = q.Get({.kpi = "ctr", .start = 60, .end = 60});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  auto r = q.Range({.kpi = "ctr", .start = 0, .end = 86400 * 365}, 60);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  r = q.Range({.kpi = "users", .start = 0, .end = 86400}, 60);
+  EXPECT_NE(std::string(r.status().message()).find("not a multiple"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kpistream::pipeline
