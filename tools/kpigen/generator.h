@@ -1,0 +1,87 @@
+// Realistic synthetic events for the three families, deterministic for a
+// seed, plus the exact KPI values they must produce (ground truth).
+//
+// Thread-safety: not thread-safe; one Generator per thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pipeline/catalog.h"
+#include "pipeline/event.h"
+#include "state/aggregate.h"
+
+namespace kpistream::gen {
+
+enum class Format { kProtobuf, kJson, kMixed };
+
+struct GenOptions {
+  uint64_t seed = 1;
+  // Event times: evenly spread over [start_ms, start_ms + span_ms) with
+  // jitter, in generation order. With live = true, times are the wall clock.
+  int64_t start_ms = 0;
+  int64_t span_ms = 3600 * 1000;
+  uint64_t count = 1000;
+  bool live = false;
+  Format format = Format::kProtobuf;
+  // Every Nth record is a bad record (0 = none), cycling through BadKind.
+  uint64_t bad_every = 0;
+  int accounts = 300;
+  int users_per_account = 12;
+  int campaigns = 40;
+};
+
+// The kinds of bad record the generator mixes in, and the reason kpid must
+// reject each with.
+enum class BadKind : uint8_t { kGarbage = 0, kTruncatedProtobuf, kJsonWrongType, kUnknownType, kCount_ };
+pipeline::RejectReason ExpectedReason(BadKind k);
+
+struct Record {
+  pipeline::Family family;
+  std::string key;
+  std::string payload;
+  int64_t time_ms = 0;
+  bool bad = false;
+  BadKind bad_kind = BadKind::kGarbage;
+  // The event (for good records), valid until the next call to Next().
+  const google::protobuf::Message* event = nullptr;
+  int type = 0;
+};
+
+class Generator {
+ public:
+  explicit Generator(GenOptions options);
+  ~Generator();
+  // Produces record number i (i = 0, 1, 2, ... in order).
+  void Next(Record* out);
+  uint64_t produced() const { return index_; }
+
+ private:
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+  uint64_t index_ = 0;
+};
+
+// Ground truth: aggregates every good record over every measure of a catalog,
+// exactly as kpid should, without Kafka or state.
+class Truth {
+ public:
+  explicit Truth(const pipeline::Catalog& catalog);
+  ~Truth();
+  void Add(const Record& r);
+  // Writes:  window_start <s> / window_end <s> / records <n> / good <n> /
+  //          rejected <reason> <n> / measure <name> <value|none> /
+  //          kpi <name> <value|none>   (values as %.17g)
+  std::string Render() const;
+
+ private:
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace kpistream::gen
