@@ -176,7 +176,6 @@ absl::Status Engine::Rep::Init() {
 
   for (const auto& [k, v] : std::initializer_list<std::pair<const char*, std::string>>{
            {"bootstrap.servers", options.brokers},
-           {"enable.idempotence", "true"},
            {"linger.ms", "5"},
            // Retry for as long as it takes: offsets never pass an undelivered
            // dead letter (see Commit).

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 
@@ -48,29 +49,6 @@ struct MeasureAcc {
   std::unique_ptr<state::Hll> hll;
 };
 
-std::optional<double> MeasureValue(const MeasureDef& m, const MeasureAcc* acc) {
-  static const MeasureAcc kEmpty;
-  if (acc == nullptr) acc = &kEmpty;
-  switch (m.aggregation) {
-    case Aggregation::kCount:
-      return static_cast<double>(acc->agg.count);
-    case Aggregation::kSum:
-      return acc->agg.sum();
-    case Aggregation::kMin:
-      if (acc->agg.count == 0) return std::nullopt;
-      return acc->agg.min;
-    case Aggregation::kMax:
-      if (acc->agg.count == 0) return std::nullopt;
-      return acc->agg.max;
-    case Aggregation::kAvg:
-      if (acc->agg.count == 0) return std::nullopt;
-      return acc->agg.sum() / static_cast<double>(acc->agg.count);
-    case Aggregation::kDistinct:
-      return acc->hll ? std::round(acc->hll->Estimate()) : 0.0;
-  }
-  return std::nullopt;
-}
-
 int DimIndex(const MeasureDef& m, const std::string& dim) {
   for (size_t i = 0; i < m.group_by.size(); ++i) {
     if (m.group_by[i] == dim) return static_cast<int>(i);
@@ -79,6 +57,27 @@ int DimIndex(const MeasureDef& m, const std::string& dim) {
 }
 
 }  // namespace
+
+std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, const state::Hll* hll) {
+  switch (m.aggregation) {
+    case Aggregation::kCount:
+      return static_cast<double>(agg.count);
+    case Aggregation::kSum:
+      return agg.sum();
+    case Aggregation::kMin:
+      if (agg.count == 0) return std::nullopt;
+      return agg.min;
+    case Aggregation::kMax:
+      if (agg.count == 0) return std::nullopt;
+      return agg.max;
+    case Aggregation::kAvg:
+      if (agg.count == 0) return std::nullopt;
+      return agg.sum() / static_cast<double>(agg.count);
+    case Aggregation::kDistinct:
+      return hll ? std::round(hll->Estimate()) : 0.0;
+  }
+  return std::nullopt;
+}
 
 std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width) {
   std::vector<WindowPiece> out;
@@ -178,7 +177,7 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
     if (!q.group_by.empty()) gv.group.emplace_back(q.group_by, g);
     gv.value = Eval(kpi.expr, [&](int ref) -> std::optional<double> {
       for (size_t i = 0; i < kpi.measures.size(); ++i) {
-        if (kpi.measures[i] == ref) return MeasureValue(catalog_.measures[ref], &accs[i]);
+        if (kpi.measures[i] == ref) return MeasureValue(catalog_.measures[ref], accs[i].agg, accs[i].hll.get());
       }
       return std::nullopt;
     });

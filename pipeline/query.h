@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "pipeline/catalog.h"
+#include "state/aggregate.h"
 #include "state/keys.h"
 #include "state/store.h"
 
@@ -31,6 +32,11 @@ struct WindowPiece {
 std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width);
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// The value of a measure from its merged partial (hll: distinct measures
+// only, may be null when there was no data). count and sum are 0 without
+// data; min, max and avg have no value.
+std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, const state::Hll* hll);
 
 struct KpiQuery {
   std::string kpi;

@@ -1,0 +1,112 @@
+#include "services/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+
+namespace kpistream::services {
+
+namespace {
+std::string Where(const std::string& path, const YAML::Node& n) {
+  const auto m = n.Mark();
+  if (m.is_null()) return path;
+  return fmt::format("{}:{}:{}", path, m.line + 1, m.column + 1);
+}
+}  // namespace
+
+absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(fmt::format("{}: cannot open the config file", path));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  KpidConfig c;
+  auto bad = [&](const YAML::Node& n, const std::string& what) {
+    return absl::InvalidArgumentError(fmt::format("{}: {}", Where(path, n), what));
+  };
+  try {
+    if (!root.IsMap()) return bad(root, "the config must be a map (kafka, catalog, ...)");
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      const auto k = it->first.as<std::string>();
+      if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb") {
+        return bad(it->first, fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb)", k));
+      }
+    }
+    const auto kafka = root["kafka"];
+    if (!kafka || !kafka.IsMap()) return bad(root, "missing 'kafka' section with brokers and topics");
+    if (!kafka["brokers"]) return bad(kafka, "kafka.brokers is required, e.g. broker-1:9092");
+    c.engine.brokers = kafka["brokers"].as<std::string>();
+    if (kafka["group_id"]) c.engine.group_id = kafka["group_id"].as<std::string>();
+    if (kafka["dlq_topic"]) c.engine.dlq_topic = kafka["dlq_topic"].as<std::string>();
+    pipeline::PayloadFormat fmt_default = pipeline::PayloadFormat::kAuto;
+    if (const auto f = kafka["format"]) {
+      const auto s = f.as<std::string>();
+      if (s == "auto") {
+        fmt_default = pipeline::PayloadFormat::kAuto;
+      } else if (s == "protobuf") {
+        fmt_default = pipeline::PayloadFormat::kProtobuf;
+      } else if (s == "json") {
+        fmt_default = pipeline::PayloadFormat::kJson;
+      } else {
+        return bad(f, fmt::format("unknown format '{}' (known: auto, protobuf, json)", s));
+      }
+    }
+    const auto topics = kafka["topics"];
+    if (!topics || !topics.IsMap() || topics.size() == 0) {
+      return bad(kafka, "kafka.topics must map families to topics, e.g. {campaign: kpi.campaign}");
+    }
+    for (auto it = topics.begin(); it != topics.end(); ++it) {
+      const auto fam = pipeline::ParseFamily(it->first.as<std::string>());
+      if (!fam) return bad(it->first, fmt::format("unknown family '{}' (known: campaign, product, crm)", it->first.as<std::string>()));
+      c.engine.topics.push_back({it->second.as<std::string>(), *fam, fmt_default});
+    }
+    if (const auto props = kafka["properties"]) {
+      if (!props.IsMap()) return bad(props, "kafka.properties must be a map of librdkafka settings");
+      for (auto it = props.begin(); it != props.end(); ++it) {
+        c.engine.kafka_properties[it->first.as<std::string>()] = it->second.as<std::string>();
+      }
+    }
+    if (const auto cat = root["catalog"]) {
+      std::filesystem::path p = cat.as<std::string>();
+      if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
+      c.catalog_path = p.string();
+    }
+    if (const auto ci = root["commit_interval"]) {
+      const auto s = ci.as<std::string>();
+      int64_t ms = 0;
+      if (s.size() > 2 && s.substr(s.size() - 2) == "ms") {
+        ms = std::stoll(s.substr(0, s.size() - 2));
+      } else {
+        auto d = pipeline::ParseDuration(s);
+        if (!d.ok()) return bad(ci, std::string(d.status().message()));
+        ms = *d * 1000;
+      }
+      if (ms < 10 || ms > 60000) return bad(ci, "commit_interval must be between 10ms and 60s");
+      c.engine.commit_interval_ms = static_cast<int>(ms);
+    }
+    if (const auto mb = root["memory_budget_mb"]) {
+      const auto v = mb.as<int64_t>();
+      if (v < 16) return bad(mb, "memory_budget_mb must be at least 16");
+      c.memory_budget_bytes = static_cast<uint64_t>(v) << 20;
+      c.engine.max_dirty_bytes = c.memory_budget_bytes / 4;
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(fmt::format("{}: {}", path, e.what()));
+  }
+  return c;
+}
+
+absl::StatusOr<pipeline::Catalog> LoadCatalogFor(const KpidConfig& config) {
+  if (config.catalog_path.empty()) return pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "config/kpis.yaml");
+  return pipeline::LoadCatalogFile(config.catalog_path);
+}
+
+}  // namespace kpistream::services

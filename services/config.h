@@ -1,0 +1,36 @@
+// kpid's configuration file.
+//
+//   kafka:
+//     brokers: broker-1:9092,broker-2:9092
+//     group_id: kpistream
+//     topics: {campaign: kpi.campaign, product: kpi.product, crm: kpi.crm}
+//     format: auto                 # auto | protobuf | json
+//     dlq_topic: kpistream.dlq
+//     properties:                  # librdkafka pass-through (SASL, TLS, ...)
+//       security.protocol: SASL_SSL
+//   catalog: kpis.yaml             # relative to this file; default: built-in
+//   commit_interval: 200ms
+//   memory_budget_mb: 256
+//
+// Thread-safety: plain values.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "pipeline/catalog.h"
+#include "pipeline/engine.h"
+
+namespace kpistream::services {
+
+struct KpidConfig {
+  pipeline::EngineOptions engine;
+  std::string catalog_path;  // empty: built-in default catalog
+  uint64_t memory_budget_bytes = 256ull << 20;
+};
+
+// Errors carry "file:line:col: what to fix".
+[[nodiscard]] absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path);
+[[nodiscard]] absl::StatusOr<pipeline::Catalog> LoadCatalogFor(const KpidConfig& config);
+
+}  // namespace kpistream::services

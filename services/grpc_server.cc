@@ -1,0 +1,207 @@
+#include "services/grpc_server.h"
+
+#include <fmt/format.h>
+#include <google/protobuf/util/time_util.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+
+#include "kpistream/v1/kpi.grpc.pb.h"
+#include "pipeline/query.h"
+
+namespace kpistream::services {
+
+namespace v1 = kpistream::v1;
+using google::protobuf::util::TimeUtil;
+
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Valid timestamps: 1970 .. 2200. Anything else is a client error.
+bool ValidTime(const google::protobuf::Timestamp& t) {
+  return t.seconds() >= 0 && t.seconds() < 7258118400 && t.nanos() >= 0 && t.nanos() <= 999999999;
+}
+
+class KpiServiceImpl final : public v1::KpiService::Service {
+ public:
+  KpiServiceImpl(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe* probe)
+      : catalog_(catalog), query_(catalog, store), probe_(probe) {}
+
+  grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
+    for (const auto& k : catalog_.kpis) {
+      auto* info = resp->add_kpis();
+      info->set_name(k.name);
+      info->set_help(k.help);
+      info->set_unit(k.unit);
+      info->set_formula(k.formula);
+      for (const auto& w : k.windows) info->add_windows(w);
+      for (const auto& d : catalog_.KpiDimensions(k)) info->add_dimensions(d);
+      for (int mi : k.measures) info->add_measures(catalog_.measures[mi].name);
+    }
+    for (const auto& m : catalog_.measures) {
+      auto* info = resp->add_measures();
+      info->set_name(m.name);
+      info->set_family(std::string(pipeline::FamilyName(m.family)));
+      for (const auto& t : m.type_names) info->add_types(t);
+      info->set_aggregation(std::string(pipeline::AggregationName(m.aggregation)));
+      info->set_field(m.field);
+      for (const auto& g : m.group_by) info->add_group_by(g);
+      info->set_bucket_seconds(m.bucket_seconds);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetKpi(grpc::ServerContext*, const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) override {
+    if (req->kpi().empty()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "kpi is required (ListKpis shows the catalog)"};
+    }
+    const auto* kpi = catalog_.FindKpi(req->kpi());
+    if (kpi == nullptr) {
+      return {grpc::StatusCode::NOT_FOUND, fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", req->kpi())};
+    }
+    const std::string window = req->window().empty() ? kpi->windows.front() : req->window();
+    auto len = pipeline::ParseWindow(window);
+    if (!len.ok()) return ToGrpc(len.status());
+    int64_t end_s;
+    if (req->has_end_time()) {
+      if (!ValidTime(req->end_time())) {
+        return {grpc::StatusCode::INVALID_ARGUMENT, "end_time must be between 1970 and 2200"};
+      }
+      end_s = req->end_time().seconds() + (req->end_time().nanos() > 0 ? 1 : 0);
+    } else {
+      end_s = (NowMs() + 999) / 1000;
+    }
+    pipeline::KpiQuery q;
+    q.kpi = req->kpi();
+    q.end = end_s;
+    q.start = *len == pipeline::kAllTime ? 0 : end_s - *len;
+    q.group_by = req->group_by();
+    for (const auto& [k, v] : req->filter()) q.filter.emplace_back(k, v);
+    std::sort(q.filter.begin(), q.filter.end());
+    auto vals = query_.Get(q);
+    if (!vals.ok()) return ToGrpc(vals.status());
+    resp->set_kpi(req->kpi());
+    resp->set_window(window);
+    resp->set_unit(kpi->unit);
+    *resp->mutable_start_time() = TimeUtil::SecondsToTimestamp(q.start);
+    *resp->mutable_end_time() = TimeUtil::SecondsToTimestamp(q.end);
+    for (const auto& gv : *vals) {
+      auto* v = resp->add_values();
+      for (const auto& [k, val] : gv.group) (*v->mutable_group())[k] = val;
+      if (gv.value) v->set_value(*gv.value);
+    }
+    FillFreshness(resp);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req, v1::QueryRangeResponse* resp) override {
+    if (req->kpi().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "kpi is required"};
+    if (!req->has_start_time() || !req->has_end_time()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "start_time and end_time are required"};
+    }
+    if (!ValidTime(req->start_time()) || !ValidTime(req->end_time())) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "start_time and end_time must be between 1970 and 2200"};
+    }
+    if (req->step().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "step is required, e.g. \"1m\""};
+    auto step = pipeline::ParseDuration(req->step());
+    if (!step.ok()) return ToGrpc(step.status());
+    pipeline::KpiQuery q;
+    q.kpi = req->kpi();
+    q.start = req->start_time().seconds();
+    q.end = req->end_time().seconds();
+    q.group_by = req->group_by();
+    for (const auto& [k, v] : req->filter()) q.filter.emplace_back(k, v);
+    auto series = query_.Range(q, *step);
+    if (!series.ok()) return ToGrpc(series.status());
+    resp->set_kpi(req->kpi());
+    if (const auto* kpi = catalog_.FindKpi(req->kpi())) resp->set_unit(kpi->unit);
+    for (const auto& s : *series) {
+      auto* out = resp->add_series();
+      for (const auto& [k, v] : s.group) (*out->mutable_group())[k] = v;
+      for (const auto& p : s.points) {
+        auto* pt = out->add_points();
+        *pt->mutable_time() = TimeUtil::SecondsToTimestamp(p.time);
+        if (p.value) pt->set_value(*p.value);
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  void FillFreshness(v1::GetKpiResponse* resp) const {
+    if (!probe_) return;
+    const int64_t newest = probe_->newest_event_ms.load();
+    if (newest <= 0) return;
+    *resp->mutable_watermark() = TimeUtil::MillisecondsToTimestamp(newest);
+    resp->set_freshness_seconds(static_cast<double>(NowMs() - newest) / 1000.0);
+  }
+
+  const pipeline::Catalog& catalog_;
+  pipeline::QueryEngine query_;
+  const pipeline::EngineProbe* probe_;
+};
+
+}  // namespace
+
+struct GrpcServer::Rep {
+  std::unique_ptr<KpiServiceImpl> service;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+};
+
+GrpcServer::GrpcServer(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+GrpcServer::~GrpcServer() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
+                                                              const pipeline::Catalog& catalog,
+                                                              const state::Store& store,
+                                                              const pipeline::EngineProbe* probe) {
+  auto rep = std::make_unique<Rep>();
+  rep->service = std::make_unique<KpiServiceImpl>(catalog, store, probe);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(rep->service.get());
+  rep->server = builder.BuildAndStart();
+  if (!rep->server || port == 0) {
+    return absl::UnavailableError(fmt::format("cannot listen for gRPC on {} (in use, or not a host:port?)", options.listen));
+  }
+  const auto colon = options.listen.rfind(':');
+  rep->address = fmt::format("{}:{}", options.listen.substr(0, colon), port);
+  auto server = std::unique_ptr<GrpcServer>(new GrpcServer(std::move(rep)));
+  server->SetServing(false);
+  return server;
+}
+
+std::string GrpcServer::address() const { return rep_->address; }
+
+void GrpcServer::SetServing(bool serving) {
+  if (!rep_->server) return;
+  auto* health = rep_->server->GetHealthCheckService();
+  if (!health) return;
+  health->SetServingStatus(serving);
+  health->SetServingStatus("kpistream.v1.KpiService", serving);
+}
+
+void GrpcServer::Shutdown() {
+  if (rep_->server) {
+    rep_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    rep_->server->Wait();
+    rep_->server.reset();
+  }
+}
+
+}  // namespace kpistream::services

@@ -1,0 +1,44 @@
+// The gRPC front of kpid: kpistream.v1.KpiService, the standard health
+// service (NOT_SERVING until the engine is ready) and server reflection.
+//
+// Thread-safety: all methods are safe from any thread. Request handlers run
+// on gRPC's threads and only read (QueryEngine, EngineProbe).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "pipeline/catalog.h"
+#include "pipeline/engine.h"
+#include "state/store.h"
+
+namespace kpistream::services {
+
+struct GrpcServerOptions {
+  std::string listen = "127.0.0.1:50051";  // port 0 picks a free port
+};
+
+class GrpcServer {
+ public:
+  // REQUIRES: catalog, store and probe (may be null) outlive the server.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
+                                                                        const pipeline::Catalog& catalog,
+                                                                        const state::Store& store,
+                                                                        const pipeline::EngineProbe* probe);
+  ~GrpcServer();
+
+  // The address actually bound (with the chosen port).
+  std::string address() const;
+  // Health of "" and "kpistream.v1.KpiService".
+  void SetServing(bool serving);
+  void Shutdown();
+
+ private:
+  struct Rep;
+  explicit GrpcServer(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace kpistream::services

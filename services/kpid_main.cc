@@ -1,0 +1,161 @@
+// kpid: wiring only. Start order: store -> engine -> gRPC -> /metrics;
+// shutdown in reverse, with a final state commit.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
+
+#include "pipeline/decoder.h"
+#include "pipeline/engine.h"
+#include "services/config.h"
+#include "services/demo.h"
+#include "services/grpc_server.h"
+#include "services/metrics.h"
+#include "state/store.h"
+
+using namespace kpistream;
+
+namespace {
+
+int Fail(const std::string& what) {
+  fmt::print(stderr, "kpid: {}\n", what);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kpid: live KPIs from Kafka events. With no --config it runs the embedded demo."};
+  std::string config_path, check_config, state_dir, grpc_listen = "127.0.0.1:50051",
+                                                    metrics_listen = "127.0.0.1:9464", listen_info, log_level = "info";
+  double demo_rate = 2000;
+  app.add_option("--config", config_path, "kpid config file (brokers, topics, catalog); omit for the embedded demo");
+  app.add_option("--check-config", check_config, "validate a config or KPI file, print every error, and exit");
+  app.add_option("--state-dir", state_dir, "RocksDB state directory (default: ./kpistream-state; the demo uses a "
+                                           "fresh temporary one)");
+  app.add_option("--grpc-listen", grpc_listen, "gRPC address (port 0: any free port)")->capture_default_str();
+  app.add_option("--metrics-listen", metrics_listen, "Prometheus /metrics address")->capture_default_str();
+  app.add_option("--listen-info", listen_info, "write the bound addresses to this file once serving");
+  app.add_option("--demo-rate", demo_rate, "embedded demo: live events per second")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace | debug | info | warn | error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  pipeline::SilenceProtobufLogging();
+
+  if (!check_config.empty()) {
+    // A kpid config (has 'kafka:') or a bare KPI file.
+    std::ifstream in(check_config);
+    if (!in) return Fail(fmt::format("{}: cannot open", check_config));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::StatusOr<pipeline::Catalog> cat;
+    if (text.find("kafka:") != std::string::npos) {
+      auto cfg = services::LoadKpidConfig(check_config);
+      if (!cfg.ok()) return Fail(std::string(cfg.status().message()));
+      cat = services::LoadCatalogFor(*cfg);
+    } else {
+      cat = pipeline::ParseCatalog(text, check_config);
+    }
+    if (!cat.ok()) return Fail(std::string(cat.status().message()));
+    fmt::print("{}: OK ({} measures, {} KPIs)\n", check_config, cat->measures.size(), cat->kpis.size());
+    return 0;
+  }
+
+  // Block the shutdown signals in every thread; main waits for them.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  services::KpidConfig config;
+  std::unique_ptr<services::EmbeddedDemo> demo;
+  std::string temp_state;
+  if (config_path.empty()) {
+    services::DemoOptions dopts;
+    dopts.rate = demo_rate;
+    auto d = services::EmbeddedDemo::Start(dopts);
+    if (!d.ok()) return Fail(std::string(d.status().message()));
+    demo = std::move(*d);
+    config.engine.brokers = demo->bootstrap();
+    config.engine.group_id = "kpistream-demo";
+    for (const char* f : {"campaign", "product", "crm"}) {
+      config.engine.topics.push_back({fmt::format("kpi.{}", f), *pipeline::ParseFamily(f), pipeline::PayloadFormat::kAuto});
+    }
+    if (state_dir.empty()) {
+      // The mock broker starts empty every time, so the demo's state must too.
+      temp_state = (std::filesystem::temp_directory_path() / fmt::format("kpistream-demo-{}", ::getpid())).string();
+      state_dir = temp_state;
+    }
+  } else {
+    auto c = services::LoadKpidConfig(config_path);
+    if (!c.ok()) return Fail(std::string(c.status().message()));
+    config = std::move(*c);
+  }
+  if (state_dir.empty()) state_dir = "kpistream-state";
+
+  auto catalog = services::LoadCatalogFor(config);
+  if (!catalog.ok()) return Fail(std::string(catalog.status().message()));
+
+  state::StoreOptions sopts;
+  sopts.path = state_dir;
+  sopts.memory_budget_bytes = config.memory_budget_bytes;
+  auto store = state::Store::Open(sopts);
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+
+  auto engine = pipeline::Engine::Create(config.engine, &*catalog, store->get());
+  if (!engine.ok()) return Fail(std::string(engine.status().message()));
+
+  auto grpc = services::GrpcServer::Start({.listen = grpc_listen}, *catalog, **store, &(*engine)->probe());
+  if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
+  auto* eng = engine->get();
+  auto metrics = services::MetricsExporter::Start(metrics_listen, *catalog, **store, eng->probe(),
+                                                  [eng] { return eng->Ready(); });
+  if (!metrics.ok()) return Fail(std::string(metrics.status().message()));
+  if (auto st = eng->Start(); !st.ok()) return Fail(std::string(st.message()));
+
+  fmt::print("kpid {}: {} KPIs, state in {}\n", demo ? "running the embedded demo" : "consuming " + config.engine.brokers,
+             catalog->kpis.size(), state_dir);
+  fmt::print("  gRPC     {}   (grpcurl -plaintext {} list)\n", (*grpc)->address(), (*grpc)->address());
+  fmt::print("  metrics  http://{}/metrics\n", (*metrics)->address());
+  std::fflush(stdout);
+  if (!listen_info.empty()) {
+    const auto tmp = listen_info + ".tmp";
+    std::ofstream(tmp) << "grpc=" << (*grpc)->address() << "\nmetrics=" << (*metrics)->address() << "\n";
+    std::filesystem::rename(tmp, listen_info);
+  }
+
+  int exit_code = 0;
+  bool serving = false;
+  while (true) {
+    timespec ts{0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig == SIGINT || sig == SIGTERM) {
+      spdlog::info("signal {}: shutting down", sig);
+      break;
+    }
+    if (auto fatal = eng->Fatal()) {
+      fmt::print(stderr, "kpid: {}\n", std::string(fatal->message()));
+      exit_code = 1;
+      break;
+    }
+    const bool ready = eng->Ready();
+    if (ready != serving) {
+      (*grpc)->SetServing(ready);
+      serving = ready;
+      spdlog::info("health: {}", ready ? "SERVING" : "NOT_SERVING");
+    }
+  }
+  (*grpc)->SetServing(false);
+  eng->Stop();
+  (*grpc)->Shutdown();
+  metrics->reset();
+  if (demo) demo->Stop();
+  store->reset();
+  if (!temp_state.empty()) std::filesystem::remove_all(temp_state);
+  return exit_code;
+}

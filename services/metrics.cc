@@ -1,0 +1,209 @@
+#include "services/metrics.h"
+
+#include <fmt/format.h>
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+#include <chrono>
+
+#include "pipeline/query.h"
+
+namespace kpistream::services {
+
+namespace prom = prometheus;
+
+namespace {
+
+prom::MetricFamily Family(std::string name, std::string help, prom::MetricType type) {
+  prom::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+prom::ClientMetric Sample(double v, prom::MetricType type, std::vector<prom::ClientMetric::Label> labels = {}) {
+  prom::ClientMetric m;
+  m.label = std::move(labels);
+  if (type == prom::MetricType::Counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  return m;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Everything is computed at scrape time from the probe, the store and the
+// catalog: dynamic KPI series never go through Family::Add (slow at runtime).
+class Collector final : public prom::Collectable {
+ public:
+  Collector(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe& probe,
+            std::function<bool()> ready)
+      : catalog_(catalog), store_(store), probe_(probe), query_(catalog, store), ready_(std::move(ready)) {}
+
+  std::vector<prom::MetricFamily> Collect() const override {
+    std::vector<prom::MetricFamily> out;
+    const auto C = prom::MetricType::Counter;
+    const auto G = prom::MetricType::Gauge;
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      auto f = Family(name, help, C);
+      f.metric.push_back(Sample(static_cast<double>(v), C));
+      out.push_back(std::move(f));
+    };
+    auto gauge = [&](const char* name, const char* help, double v) {
+      auto f = Family(name, help, G);
+      f.metric.push_back(Sample(v, G));
+      out.push_back(std::move(f));
+    };
+
+    gauge("kpistream_ready", "1 when kpid serves: state loaded, partitions assigned, commits succeeding.",
+          ready_() ? 1 : 0);
+    counter("kpistream_records_consumed_total", "Records read from the input topics.", probe_.consumed.load());
+    counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", probe_.applied.load());
+    {
+      auto f = Family("kpistream_records_rejected_total",
+                      "Records rejected (and sent to the dead-letter topic), by reason.", C);
+      for (int r = 0; r < pipeline::kNumRejectReasons; ++r) {
+        f.metric.push_back(Sample(static_cast<double>(probe_.rejected[r].load()), C,
+                                  {{"reason", std::string(pipeline::RejectReasonName(
+                                                  static_cast<pipeline::RejectReason>(r)))}}));
+      }
+      out.push_back(std::move(f));
+    }
+    counter("kpistream_dead_letters_total", "Records written to the dead-letter topic.", probe_.dlq_produced.load());
+    counter("kpistream_dead_letter_failures_total", "Dead-letter writes that failed.", probe_.dlq_failed.load());
+    counter("kpistream_commits_total", "State commits (partials + offsets in one batch).", probe_.commits.load());
+    counter("kpistream_commit_failures_total", "State commits that failed or were held back.",
+            probe_.commit_failures.load());
+    counter("kpistream_rebalances_total", "Consumer-group rebalance callbacks.", probe_.rebalances.load());
+    gauge("kpistream_assigned_partitions", "Input partitions owned by this instance.",
+          static_cast<double>(probe_.assigned_partitions.load()));
+    {
+      const int64_t newest = probe_.newest_event_ms.load();
+      gauge("kpistream_newest_event_timestamp_seconds", "Event time of the newest applied event.",
+            static_cast<double>(newest) / 1000.0);
+      if (newest > 0) {
+        gauge("kpistream_freshness_seconds", "End-to-end freshness: now - newest applied event time.",
+              static_cast<double>(NowMs() - newest) / 1000.0);
+      }
+    }
+    {
+      auto f = Family("kpistream_consumer_lag_records", "Records in Kafka not yet committed to state, per partition.", G);
+      for (const auto& l : probe_.Lags()) {
+        f.metric.push_back(Sample(static_cast<double>(l.lag), G, {{"partition", std::to_string(l.partition)}, {"topic", l.topic}}));
+      }
+      out.push_back(std::move(f));
+    }
+    {
+      auto f = Family("kpistream_commit_duration_seconds", "Latency of state commits.", prom::MetricType::Histogram);
+      std::vector<uint64_t> cum;
+      double sum;
+      uint64_t count;
+      probe_.commit_latency.Snapshot(&cum, &sum, &count);
+      prom::ClientMetric m;
+      m.histogram.sample_count = count;
+      m.histogram.sample_sum = sum;
+      for (size_t i = 0; i < cum.size(); ++i) {
+        m.histogram.bucket.push_back({cum[i], i < pipeline::LatencyHistogram::kBounds.size()
+                                                  ? pipeline::LatencyHistogram::kBounds[i]
+                                                  : std::numeric_limits<double>::infinity()});
+      }
+      f.metric.push_back(std::move(m));
+      out.push_back(std::move(f));
+    }
+    {
+      const auto st = store_.Stats();
+      gauge("kpistream_state_live_bytes", "Estimated live data in the state store.", static_cast<double>(st.live_data_bytes));
+      gauge("kpistream_state_sst_bytes", "Size of the state store's SST files.", static_cast<double>(st.sst_files_bytes));
+      gauge("kpistream_state_memtable_bytes", "Memory held by the state store's memtables.",
+            static_cast<double>(st.memtable_bytes));
+      gauge("kpistream_state_block_cache_bytes", "State block-cache usage (memtables are charged to it).",
+            static_cast<double>(st.block_cache_usage_bytes));
+      gauge("kpistream_state_pending_compaction_bytes", "Bytes the state store estimates compaction must rewrite.",
+            static_cast<double>(st.pending_compaction_bytes));
+      gauge("kpistream_state_running_compactions", "Compactions running now.", static_cast<double>(st.running_compactions));
+      gauge("kpistream_state_keys", "Estimated number of keys in the state store.", static_cast<double>(st.estimated_keys));
+    }
+    CollectKpis(&out);
+    return out;
+  }
+
+ private:
+  void CollectKpis(std::vector<prom::MetricFamily>* out) const {
+    auto f = Family("kpistream_kpi_value", "Current KPI value over each of its default windows (see ListKpis for units).",
+                    prom::MetricType::Gauge);
+    const int64_t end = (NowMs() + 999) / 1000;
+    uint64_t errors = 0;
+    for (const auto& k : catalog_.kpis) {
+      for (const auto& w : k.windows) {
+        auto len = pipeline::ParseWindow(w);
+        if (!len.ok()) continue;
+        pipeline::KpiQuery q;
+        q.kpi = k.name;
+        q.end = end;
+        q.start = *len == pipeline::kAllTime ? 0 : end - *len;
+        auto vals = query_.Get(q);
+        if (!vals.ok()) {
+          ++errors;
+          continue;
+        }
+        for (const auto& gv : *vals) {
+          // No value (e.g. a ratio over zero events) is an absent sample.
+          if (!gv.value) continue;
+          f.metric.push_back(Sample(*gv.value, prom::MetricType::Gauge,
+                                    {{"kpi", k.name}, {"unit", k.unit}, {"window", w}}));
+        }
+      }
+    }
+    out->push_back(std::move(f));
+    auto e = Family("kpistream_kpi_query_errors", "KPI evaluations that failed during this scrape.", prom::MetricType::Gauge);
+    e.metric.push_back(Sample(static_cast<double>(errors), prom::MetricType::Gauge));
+    out->push_back(std::move(e));
+  }
+
+  const pipeline::Catalog& catalog_;
+  const state::Store& store_;
+  const pipeline::EngineProbe& probe_;
+  pipeline::QueryEngine query_;
+  std::function<bool()> ready_;
+};
+
+}  // namespace
+
+struct MetricsExporter::Rep {
+  std::shared_ptr<Collector> collector;
+  std::unique_ptr<prom::Exposer> exposer;
+  std::string address;
+};
+
+MetricsExporter::MetricsExporter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+MetricsExporter::~MetricsExporter() = default;
+
+absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& listen,
+                                                                        const pipeline::Catalog& catalog,
+                                                                        const state::Store& store,
+                                                                        const pipeline::EngineProbe& probe,
+                                                                        std::function<bool()> ready) {
+  auto rep = std::make_unique<Rep>();
+  rep->collector = std::make_shared<Collector>(catalog, store, probe, std::move(ready));
+  try {
+    rep->exposer = std::make_unique<prom::Exposer>(listen, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(fmt::format("cannot serve /metrics on {}: {}", listen, e.what()));
+  }
+  rep->exposer->RegisterCollectable(rep->collector);
+  const auto ports = rep->exposer->GetListeningPorts();
+  const auto colon = listen.rfind(':');
+  rep->address = fmt::format("{}:{}", listen.substr(0, colon), ports.empty() ? 0 : ports.front());
+  return std::unique_ptr<MetricsExporter>(new MetricsExporter(std::move(rep)));
+}
+
+std::string MetricsExporter::address() const { return rep_->address; }
+
+}  // namespace kpistream::services

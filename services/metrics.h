@@ -1,0 +1,34 @@
+// The Prometheus exporter: /metrics with KPI values (evaluated at scrape time
+// over each KPI's default windows) and the service's own health, collected
+// from the engine probe and the store. It owns no metrics of its own.
+//
+// Thread-safety: scrapes run on the HTTP server's threads and only read.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "pipeline/catalog.h"
+#include "pipeline/engine.h"
+#include "state/store.h"
+
+namespace kpistream::services {
+
+class MetricsExporter {
+ public:
+  // listen: host:port (port 0 picks a free port).
+  // REQUIRES: catalog, store and probe outlive the exporter.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
+      const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
+      const pipeline::EngineProbe& probe, std::function<bool()> ready);
+  ~MetricsExporter();
+  std::string address() const;
+
+ private:
+  struct Rep;
+  explicit MetricsExporter(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace kpistream::services
