@@ -1,0 +1,69 @@
+// The embedded demo: kpid with no configuration serves live KPIs within
+// seconds, over gRPC and /metrics, and /metrics passes promtool.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "tests/harness.h"
+
+namespace kpistream::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(DemoIT, NoConfigurationServesLiveKpis) {
+  TempDir dir("demo");
+  const std::string info = dir.path() + "/listen-info";
+  Process kpid({KpidBin(), "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--listen-info", info},
+               dir.path() + "/kpid.log");
+  std::string grpc_addr, metrics;
+  for (int i = 0; i < 300 && (grpc_addr.empty() || metrics.empty()); ++i) {
+    std::this_thread::sleep_for(20ms);
+    std::ifstream in(info);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("grpc=", 0) == 0) grpc_addr = line.substr(5);
+      if (line.rfind("metrics=", 0) == 0) metrics = line.substr(8);
+    }
+  }
+  ASSERT_FALSE(grpc_addr.empty()) << kpid.LogTail();
+  auto stub = v1::KpiService::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+
+  // Live values within seconds.
+  double impressions = 0;
+  for (int i = 0; i < 100 && impressions == 0; ++i) {
+    std::this_thread::sleep_for(100ms);
+    grpc::ClientContext ctx;
+    v1::GetKpiRequest req;
+    req.set_kpi("impressions");
+    req.set_window("5m");
+    v1::GetKpiResponse resp;
+    if (stub->GetKpi(&ctx, req, &resp).ok() && resp.values_size() == 1) impressions = resp.values(0).value();
+  }
+  EXPECT_GT(impressions, 0) << kpid.LogTail();
+
+  // /metrics has KPI gauges and health, and is valid exposition format.
+  const auto colon = metrics.rfind(':');
+  const std::string scrape = dir.path() + "/metrics.txt";
+  const std::string cmd = "exec 3<>/dev/tcp/" + metrics.substr(0, colon) + "/" + metrics.substr(colon + 1) +
+                          " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && sed '1,/^\\r$/d' <&3 > " + scrape;
+  ASSERT_EQ(std::system(("/bin/bash -c \"" + cmd + "\"").c_str()), 0);
+  std::ifstream in(scrape);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_GT(MetricSum(text, "kpistream_kpi_value", {{"kpi", "ctr"}, {"window", "5m"}}), 0);
+  EXPECT_EQ(MetricSum(text, "kpistream_ready"), 1);
+  EXPECT_GT(MetricSum(text, "kpistream_records_applied_total"), 0);
+  if (std::system("command -v promtool >/dev/null") == 0) {
+    EXPECT_EQ(std::system(("promtool check metrics < " + scrape).c_str()), 0);
+  }
+  kpid.Signal(SIGTERM);
+  EXPECT_EQ(kpid.Wait(30s), std::optional<int>(0)) << kpid.LogTail();
+}
+
+}  // namespace
+}  // namespace kpistream::testing

@@ -1,0 +1,302 @@
+#include "tests/harness.h"
+
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+namespace kpistream::testing {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string KpidBin() { return KPISTREAM_KPID_BIN; }
+std::string KpigenBin() { return KPISTREAM_KPIGEN_BIN; }
+std::string KafkaLocalScript() { return KPISTREAM_KAFKA_LOCAL; }
+
+TempDir::TempDir(const std::string& tag) {
+  std::random_device rd;
+  path_ = (fs::temp_directory_path() / ("kpistream-it-" + tag + "-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(rd() % 100000)))
+              .string();
+  fs::remove_all(path_);
+  fs::create_directories(path_);
+}
+TempDir::~TempDir() {
+  if (!std::getenv("KPISTREAM_KEEP_TEST_DIRS")) fs::remove_all(path_);
+}
+
+Process::Process(std::vector<std::string> argv, std::string log_path) : log_(std::move(log_path)) {
+  pid_ = fork();
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    const int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+}
+
+Process::~Process() {
+  if (Running()) {
+    Signal(SIGKILL);
+    Wait(10s);
+  }
+}
+
+bool Process::Running() {
+  if (pid_ <= 0 || status_) return false;
+  int st = 0;
+  const pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return false;
+  }
+  return true;
+}
+
+void Process::Signal(int sig) {
+  if (pid_ > 0 && !status_) kill(pid_, sig);
+}
+
+std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (Running()) {
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+  return status_;
+}
+
+std::string Process::LogTail(size_t bytes) const {
+  std::ifstream in(log_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const auto s = ss.str();
+  return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+}
+
+int RunToEnd(const std::vector<std::string>& argv, const std::string& log_path, std::chrono::seconds timeout) {
+  Process p(argv, log_path);
+  auto rc = p.Wait(timeout);
+  if (!rc) {
+    p.Signal(SIGKILL);
+    p.Wait(10s);
+    return -1;
+  }
+  return *rc;
+}
+
+KafkaBroker::KafkaBroker(const std::string& dir) : dir_(dir) {
+  const auto log = dir + "/kafka-local.log";
+  const auto rc = RunToEnd({"/bin/bash", KafkaLocalScript(), "start", "--dir", dir + "/kafka", "--partitions", "4",
+                           // Lets a restarted kpid replace a killed member quickly.
+                           "--prop", "group.min.session.timeout.ms=1000"},
+                          log, 300s);
+  std::ifstream in(dir + "/kafka/bootstrap");
+  std::getline(in, bootstrap_);
+  if (rc != 0 || bootstrap_.empty()) {
+    std::ifstream l(log);
+    std::stringstream ss;
+    ss << l.rdbuf();
+    error_ = "kafka-local start failed (" + std::to_string(rc) + "): " + ss.str();
+    bootstrap_.clear();
+  }
+}
+
+KafkaBroker::~KafkaBroker() {
+  RunToEnd({"/bin/bash", KafkaLocalScript(), "stop", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log", 60s);
+}
+
+Kpid::Kpid(const KpidOptions& o) : o_(o) {
+  const auto cfg = o.work_dir + "/kpid.yaml";
+  std::ofstream(cfg) << "kafka:\n  brokers: " << o.brokers << "\n  group_id: " << o.group_id
+                     << "\n  dlq_topic: " << o.topic_prefix << "dlq\n  topics:\n    campaign: " << o.topic_prefix
+                     << "campaign\n    product: " << o.topic_prefix << "product\n    crm: " << o.topic_prefix
+                     << "crm\n  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
+                     << "commit_interval: " << o.commit_interval_ms << "ms\n";
+  info_path_ = o.work_dir + "/listen-info";
+  fs::remove(info_path_);
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{KpidBin(), "--config", cfg, "--state-dir", o.state_dir, "--grpc-listen", "127.0.0.1:0",
+                               "--metrics-listen", "127.0.0.1:0", "--listen-info", info_path_},
+      o.work_dir + "/kpid.log");
+}
+
+bool Kpid::WaitStarted(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!proc_->Running()) return false;
+    std::ifstream in(info_path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("grpc=", 0) == 0) grpc_ = line.substr(5);
+      if (line.rfind("metrics=", 0) == 0) metrics_ = line.substr(8);
+    }
+    if (!grpc_.empty() && !metrics_.empty()) {
+      auto ch = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
+      stub_ = v1::KpiService::NewStub(ch);
+      health_ = grpc::health::v1::Health::NewStub(ch);
+      return true;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+bool Kpid::WaitServing(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && proc_->Running()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 1s);
+    grpc::health::v1::HealthCheckResponse resp;
+    if (health_->Check(&ctx, {}, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+std::string Kpid::Scrape() const {
+  // A minimal HTTP/1.0 GET over a socket keeps the tests free of an HTTP client.
+  const auto colon = metrics_.rfind(':');
+  const std::string cmd = "exec 3<>/dev/tcp/" + metrics_.substr(0, colon) + "/" + metrics_.substr(colon + 1) +
+                          " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+  FILE* f = popen(("/bin/bash -c \"" + cmd + "\" 2>/dev/null").c_str(), "r");
+  if (!f) return "";
+  std::string out;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  pclose(f);
+  const auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+namespace {
+bool LabelsMatch(const std::string& labels, const std::map<std::string, std::string>& want) {
+  for (const auto& [k, v] : want) {
+    if (labels.find(k + "=\"" + v + "\"") == std::string::npos) return false;
+  }
+  return true;
+}
+}  // namespace
+
+double MetricSum(const std::string& text, const std::string& name, const std::map<std::string, std::string>& labels) {
+  double sum = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.compare(0, name.size(), name) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != ' ' && next != '{') continue;
+    std::string lbl;
+    if (next == '{') lbl = line.substr(name.size(), line.find('}') - name.size() + 1);
+    if (!LabelsMatch(lbl, labels)) continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
+int MetricCount(const std::string& text, const std::string& name) {
+  int n = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, name.size() + 1, name + "{") == 0 || line.compare(0, name.size() + 1, name + " ") == 0) ++n;
+  }
+  return n;
+}
+
+std::optional<Truth> ReadTruth(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  Truth t;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string kind;
+    ls >> kind;
+    if (kind == "window_start") ls >> t.window_start;
+    if (kind == "window_end") ls >> t.window_end;
+    if (kind == "records") ls >> t.records;
+    if (kind == "good") ls >> t.good;
+    if (kind == "rejected") {
+      std::string r;
+      uint64_t n;
+      ls >> r >> n;
+      t.rejected[r] = n;
+    }
+    if (kind == "kpi") {
+      std::string name, v;
+      ls >> name >> v;
+      t.kpis[name] = v == "none" ? std::nullopt : std::optional<double>(std::stod(v));
+    }
+  }
+  return t;
+}
+
+std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::string& topic,
+                                         const std::string& header, size_t expected, std::chrono::seconds timeout) {
+  std::vector<std::string> out;
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "group.id", ("reader-" + topic).c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  rd_kafka_poll_set_consumer(rk);
+  auto* subs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(subs, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, subs);
+  rd_kafka_topic_partition_list_destroy(subs);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto quiet_until = std::chrono::steady_clock::time_point::max();
+  while (std::chrono::steady_clock::now() < deadline) {
+    // Once the expected number arrived, keep reading a little to catch extras.
+    if (out.size() >= expected && quiet_until == std::chrono::steady_clock::time_point::max()) {
+      quiet_until = std::chrono::steady_clock::now() + 3s;
+    }
+    if (std::chrono::steady_clock::now() > quiet_until) break;
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) continue;
+    if (!m->err) {
+      rd_kafka_headers_t* hdrs = nullptr;
+      std::string v;
+      if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const void* val;
+        size_t sz;
+        if (rd_kafka_header_get_last(hdrs, header.c_str(), &val, &sz) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+          v.assign(static_cast<const char*>(val), sz);
+        }
+      }
+      out.push_back(v);
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+}  // namespace kpistream::testing

@@ -1,0 +1,129 @@
+// Test harness for integration tests: real processes (the local Kafka broker,
+// kpid, kpigen), their lifecycles, and small clients for gRPC, /metrics and
+// Kafka. Test-only code.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kpistream/v1/kpi.grpc.pb.h"
+
+namespace kpistream::testing {
+
+// Paths to the built binaries and scripts (set by CMake).
+std::string KpidBin();
+std::string KpigenBin();
+std::string KafkaLocalScript();
+
+// A fresh directory under the temp dir, removed by the destructor.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A child process with stdout+stderr to a log file.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path);
+  ~Process();  // SIGKILLs the process if still running
+  pid_t pid() const { return pid_; }
+  bool Running();
+  void Signal(int sig);
+  // Waits for exit; returns the exit code (128+signal if killed), or nullopt
+  // on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  const std::string& log_path() const { return log_; }
+  std::string LogTail(size_t bytes = 4000) const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string log_;
+};
+
+// Runs a command to completion; returns exit code; output to log.
+int RunToEnd(const std::vector<std::string>& argv, const std::string& log_path,
+        std::chrono::seconds timeout = std::chrono::seconds(600));
+
+// The local real Kafka broker (tools/kafka/kafka-local).
+class KafkaBroker {
+ public:
+  explicit KafkaBroker(const std::string& dir);
+  ~KafkaBroker();
+  const std::string& bootstrap() const { return bootstrap_; }
+  bool ok() const { return !bootstrap_.empty(); }
+  std::string error() const { return error_; }
+
+ private:
+  std::string dir_;
+  std::string bootstrap_;
+  std::string error_;
+};
+
+// A kpid process with a config written for the given broker and topics.
+struct KpidOptions {
+  std::string brokers;
+  std::string topic_prefix;
+  std::string group_id;
+  std::string state_dir;
+  std::string work_dir;
+  int commit_interval_ms = 200;
+};
+
+class Kpid {
+ public:
+  explicit Kpid(const KpidOptions& o);
+  // Waits for the listen-info file; false on timeout or early exit.
+  bool WaitStarted(std::chrono::seconds timeout = std::chrono::seconds(60));
+  bool WaitServing(std::chrono::seconds timeout = std::chrono::seconds(60));
+  Process& process() { return *proc_; }
+  v1::KpiService::Stub& stub() { return *stub_; }
+  grpc::health::v1::Health::Stub& health() { return *health_; }
+  std::string metrics_address() const { return metrics_; }
+  // Scrapes /metrics; empty on failure.
+  std::string Scrape() const;
+
+ private:
+  KpidOptions o_;
+  std::string info_path_;
+  std::unique_ptr<Process> proc_;
+  std::string grpc_, metrics_;
+  std::unique_ptr<v1::KpiService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// Sum of a metric's samples whose labels contain every given pair.
+double MetricSum(const std::string& exposition, const std::string& name,
+                 const std::map<std::string, std::string>& labels = {});
+// Number of samples of a metric.
+int MetricCount(const std::string& exposition, const std::string& name);
+
+// kpigen's ground-truth file.
+struct Truth {
+  int64_t window_start = 0, window_end = 0;
+  uint64_t records = 0, good = 0;
+  std::map<std::string, uint64_t> rejected;
+  std::map<std::string, std::optional<double>> kpis;
+};
+std::optional<Truth> ReadTruth(const std::string& path);
+
+// Reads every record of a topic from the beginning; returns the value of the
+// given header per record.
+std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::string& topic,
+                                         const std::string& header, size_t expected,
+                                         std::chrono::seconds timeout);
+
+}  // namespace kpistream::testing
