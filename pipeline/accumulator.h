@@ -25,7 +25,10 @@ class Accumulator {
   // Writes every dirty partial, at every roll-up tier of its measure, into
   // *batch, then forgets them.
   void Flush(state::WriteBatch* batch);
-  void Clear() { dirty_.clear(); bytes_ = 0; }
+  void Clear() {
+    dirty_.clear();
+    bytes_ = 0;
+  }
 
   size_t DirtyEntries() const { return dirty_.size(); }
   // Approximate heap bytes held (for the dirty-memory bound, invariant 6).

@@ -84,8 +84,7 @@ absl::StatusOr<int64_t> ParseDuration(std::string_view text) {
       mult = 86400;
       break;
   }
-  if (ec != std::errc() || ptr != text.data() + text.size() - 1 || mult == 0 || n <= 0 ||
-      n > 3650 * 86400 / mult) {
+  if (ec != std::errc() || ptr != text.data() + text.size() - 1 || mult == 0 || n <= 0 || n > 3650 * 86400 / mult) {
     return absl::InvalidArgumentError(
         fmt::format("bad duration \"{}\": use a positive number and a unit s, m, h or d, e.g. 5m", text));
   }
@@ -96,9 +95,10 @@ absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
   if (text == "all") return kAllTime;
   auto d = ParseDuration(text);
   if (!d.ok()) {
-    return absl::InvalidArgumentError(fmt::format("bad window \"{}\": use a duration such as 5m, 1h, 24h, 7d, "
-                                                  "30d, or \"all\"",
-                                                  text));
+    return absl::InvalidArgumentError(
+        fmt::format("bad window \"{}\": use a duration such as 5m, 1h, 24h, 7d, "
+                    "30d, or \"all\"",
+                    text));
   }
   return d;
 }
@@ -148,7 +148,9 @@ class CatalogParser {
     if (m.is_null()) return std::string(file_);
     return fmt::format("{}:{}:{}", file_, m.line + 1, m.column + 1);
   }
-  void AddError(const YAML::Node& n, std::string_view what) { errors_.push_back(fmt::format("{}: {}", Where(n), what)); }
+  void AddError(const YAML::Node& n, std::string_view what) {
+    errors_.push_back(fmt::format("{}: {}", Where(n), what));
+  }
   absl::Status Fail(const YAML::Node& n, std::string_view what) {
     AddError(n, what);
     std::string all;
@@ -157,7 +159,8 @@ class CatalogParser {
   }
   static bool ValidName(std::string_view s) {
     if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
-    return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
   }
   std::optional<std::string> Scalar(const YAML::Node& parent, const char* key, bool required) {
     const auto n = parent[key];
@@ -203,10 +206,10 @@ class CatalogParser {
     std::string out;
     for (int i = 0; i < d->field_count(); ++i) {
       const auto* f = d->field(i);
-      const bool is_num = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE ||
-                          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32;
-      const bool is_str = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING ||
-                          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM;
+      const bool is_num =
+          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32;
+      const bool is_str =
+          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING || f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM;
       if ((numeric && is_num) || (!numeric && is_str && f->name() != "event_id")) {
         out += (out.empty() ? "" : ", ") + f->name();
       }
@@ -281,15 +284,15 @@ class CatalogParser {
       m.field_desc = desc->FindFieldByName(m.field);
       const bool numeric = m.aggregation != Aggregation::kDistinct;
       if (!m.field_desc) {
-        AddError(def["field"], fmt::format("unknown field '{}' of {} events (known {} fields: {})", m.field,
-                                           *family, numeric ? "numeric" : "string", FieldList(desc, numeric)));
+        AddError(def["field"], fmt::format("unknown field '{}' of {} events (known {} fields: {})", m.field, *family,
+                                           numeric ? "numeric" : "string", FieldList(desc, numeric)));
       } else if (numeric && m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE &&
                  m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT32) {
-        AddError(def["field"], fmt::format("field '{}' is not numeric; {} needs one of: {}", m.field, *agg,
-                                           FieldList(desc, true)));
+        AddError(def["field"],
+                 fmt::format("field '{}' is not numeric; {} needs one of: {}", m.field, *agg, FieldList(desc, true)));
       } else if (!numeric && m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING) {
-        AddError(def["field"], fmt::format("field '{}' is not a string; distinct needs one of: {}", m.field,
-                                           FieldList(desc, false)));
+        AddError(def["field"],
+                 fmt::format("field '{}' is not a string; distinct needs one of: {}", m.field, FieldList(desc, false)));
       }
     }
     for (const auto& [g, node] : List(def, "group_by")) {
@@ -297,7 +300,8 @@ class CatalogParser {
       if (!f || g == "event_id" || g == "event_time" ||
           (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING && f->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM &&
            f->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT32)) {
-        AddError(node, fmt::format("cannot group {} events by '{}' (dimensions: {})", *family, g, FieldList(desc, false)));
+        AddError(node,
+                 fmt::format("cannot group {} events by '{}' (dimensions: {})", *family, g, FieldList(desc, false)));
         continue;
       }
       if (std::find(m.group_by.begin(), m.group_by.end(), g) != m.group_by.end()) {
@@ -313,7 +317,8 @@ class CatalogParser {
       if (!secs.ok()) {
         AddError(def["bucket"], std::string(secs.status().message()));
       } else if (!(*secs == 86400 || (*secs <= 3600 && 3600 % *secs == 0))) {
-        AddError(def["bucket"], fmt::format("bucket '{}' must divide one hour (e.g. 10s, 1m, 5m, 1h) or be 1d", *bucket));
+        AddError(def["bucket"],
+                 fmt::format("bucket '{}' must divide one hour (e.g. 10s, 1m, 5m, 1h) or be 1d", *bucket));
       } else {
         m.bucket_seconds = *secs;
       }

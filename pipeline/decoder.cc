@@ -72,19 +72,17 @@ bool CheckValues(const pb::Message& msg, std::string* bad_field) {
 
 }  // namespace
 
-bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat format, EventView* out,
-                     DecodeError* err) {
+bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat format, EventView* out, DecodeError* err) {
   if (payload.size() > rep_->options.max_payload_bytes) {
-    *err = {RejectReason::kOversized, fmt::format("payload is {} bytes, the maximum is {}",
-                                                  payload.size(), rep_->options.max_payload_bytes)};
+    *err = {RejectReason::kOversized,
+            fmt::format("payload is {} bytes, the maximum is {}", payload.size(), rep_->options.max_payload_bytes)};
     return false;
   }
   pb::Message* msg = rep_->MessageFor(family);
   msg->Clear();
   const bool json = format == PayloadFormat::kJson || (format == PayloadFormat::kAuto && IsJson(payload));
   if (json) {
-    auto st = pb::util::JsonStringToMessage(pb::StringPiece(payload.data(), payload.size()), msg,
-                                            rep_->json_options);
+    auto st = pb::util::JsonStringToMessage(pb::StringPiece(payload.data(), payload.size()), msg, rep_->json_options);
     if (!st.ok()) {
       *err = {RejectReason::kBadJson, std::string(st.message())};
       return false;
@@ -117,8 +115,7 @@ bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat form
   const auto& ts = static_cast<const pb::Timestamp&>(r->GetMessage(*msg, time_f));
   if (ts.seconds() < rep_->options.min_time_ms / 1000 || ts.seconds() >= rep_->options.max_time_ms / 1000 ||
       ts.nanos() < 0 || ts.nanos() > 999999999) {
-    *err = {RejectReason::kBadTimestamp,
-            fmt::format("event_time {}s is outside the accepted range", ts.seconds())};
+    *err = {RejectReason::kBadTimestamp, fmt::format("event_time {}s is outside the accepted range", ts.seconds())};
     return false;
   }
   std::string bad;

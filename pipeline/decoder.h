@@ -39,8 +39,7 @@ class Decoder {
   Decoder& operator=(const Decoder&) = delete;
 
   // On success fills *out and returns true; otherwise fills *err.
-  bool Decode(Family family, std::string_view payload, PayloadFormat format, EventView* out,
-              DecodeError* err);
+  bool Decode(Family family, std::string_view payload, PayloadFormat format, EventView* out, DecodeError* err);
 
  private:
   struct Rep;

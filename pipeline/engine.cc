@@ -166,20 +166,20 @@ absl::Status Engine::Rep::Init() {
     if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
   }
   rd_kafka_conf_set_opaque(cconf.get(), this);
-  rd_kafka_conf_set_rebalance_cb(cconf.get(), [](rd_kafka_t*, rd_kafka_resp_err_t e,
-                                                 rd_kafka_topic_partition_list_t* parts, void* opaque) {
-    static_cast<Rep*>(opaque)->OnRebalance(e, parts);
-  });
+  rd_kafka_conf_set_rebalance_cb(
+      cconf.get(), [](rd_kafka_t*, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t* parts, void* opaque) {
+        static_cast<Rep*>(opaque)->OnRebalance(e, parts);
+      });
   consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf.release(), err, sizeof(err));
   if (!consumer) return absl::InvalidArgumentError(fmt::format("creating Kafka consumer: {}", err));
   rd_kafka_poll_set_consumer(consumer);
 
-  for (const auto& [k, v] : std::initializer_list<std::pair<const char*, std::string>>{
-           {"bootstrap.servers", options.brokers},
-           {"linger.ms", "5"},
-           // Retry for as long as it takes: offsets never pass an undelivered
-           // dead letter (see Commit).
-           {"message.timeout.ms", "0"}}) {
+  for (const auto& [k, v] :
+       std::initializer_list<std::pair<const char*, std::string>>{{"bootstrap.servers", options.brokers},
+                                                                  {"linger.ms", "5"},
+                                                                  // Retry for as long as it takes: offsets never pass
+                                                                  // an undelivered dead letter (see Commit).
+                                                                  {"message.timeout.ms", "0"}}) {
     if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
     if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
   }
@@ -225,21 +225,20 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     ps.source = state::SourceId(topic_ids[p.topic], p.partition);
     auto stored = store->ReadOffset(ps.source);
     if (!stored.ok()) {
-      SetFatal(absl::Status(stored.status().code(),
-                            fmt::format("reading stored offset of {}[{}]: {}", p.topic, p.partition,
-                                        std::string(stored.status().message()))));
+      SetFatal(absl::Status(stored.status().code(), fmt::format("reading stored offset of {}[{}]: {}", p.topic,
+                                                                p.partition, std::string(stored.status().message()))));
       return;
     }
     int64_t lo = 0, hi = 0;
     const auto we = rd_kafka_query_watermark_offsets(consumer, p.topic, p.partition, &lo, &hi, 10000);
     if (stored->has_value()) {
       if (we == RD_KAFKA_RESP_ERR_NO_ERROR && **stored < lo) {
-        SetFatal(absl::FailedPreconditionError(fmt::format(
-            "{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by "
-            "retention while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip "
-            "them silently: restore the records, or start with a fresh --state-dir to recompute the "
-            "KPIs from what Kafka still holds",
-            p.topic, p.partition, **stored, lo, **stored, lo - 1)));
+        SetFatal(absl::FailedPreconditionError(
+            fmt::format("{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by "
+                        "retention while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip "
+                        "them silently: restore the records, or start with a fresh --state-dir to recompute the "
+                        "KPIs from what Kafka still holds",
+                        p.topic, p.partition, **stored, lo, **stored, lo - 1)));
         return;
       }
       ps.next_offset = **stored;
@@ -320,9 +319,8 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
   rd_kafka_header_add(h, "kpistream.source.offset", -1, offset.data(), static_cast<ssize_t>(offset.size()));
   while (true) {
     const auto e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(options.dlq_topic.c_str()),
-                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                     RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_KEY(m->key, m->key_len),
-                                     RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(m->payload, m->len),
+                                     RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer, 100);
       continue;
@@ -342,11 +340,11 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
 void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-      SetFatal(absl::FailedPreconditionError(fmt::format(
-          "{}[{}]: offset out of range ({}): the records kpid needs next no longer exist in Kafka "
-          "(deleted by retention). kpid will not skip them silently: restore the records, or start "
-          "with a fresh --state-dir to recompute the KPIs from what Kafka still holds",
-          m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition, rd_kafka_message_errstr(m))));
+      SetFatal(absl::FailedPreconditionError(
+          fmt::format("{}[{}]: offset out of range ({}): the records kpid needs next no longer exist in Kafka "
+                      "(deleted by retention). kpid will not skip them silently: restore the records, or start "
+                      "with a fresh --state-dir to recompute the KPIs from what Kafka still holds",
+                      m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition, rd_kafka_message_errstr(m))));
       return;
     }
     spdlog::warn("consumer: {}", rd_kafka_message_errstr(m));

@@ -92,8 +92,8 @@ class Engine {
  public:
   // REQUIRES: catalog and store outlive the engine. Assigns the catalog's
   // measure ids (stable ids from the store).
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
-                                                                     Catalog* catalog, state::Store* store);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options, Catalog* catalog,
+                                                                      state::Store* store);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

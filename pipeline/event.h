@@ -44,8 +44,8 @@ std::string_view RejectReasonName(RejectReason r);
 // until its next Decode call.
 struct EventView {
   Family family;
-  int type = 0;          // enum number of the family's type enum
-  int64_t time_ms = 0;   // event time, ms since the epoch
+  int type = 0;         // enum number of the family's type enum
+  int64_t time_ms = 0;  // event time, ms since the epoch
   const google::protobuf::Message* msg = nullptr;
 };
 

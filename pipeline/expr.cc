@@ -24,8 +24,7 @@ class Parser {
 
  private:
   absl::Status Error(std::string_view what) const {
-    return absl::InvalidArgumentError(
-        fmt::format("formula \"{}\": {} at column {}", s_, what, pos_ + 1));
+    return absl::InvalidArgumentError(fmt::format("formula \"{}\": {} at column {}", s_, what, pos_ + 1));
   }
   void Skip() {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
@@ -114,8 +113,7 @@ class Parser {
     }
     if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
       const size_t start = pos_;
-      while (pos_ < s_.size() &&
-             (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) {
+      while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) {
         ++pos_;
       }
       const std::string_view name = s_.substr(start, pos_ - start);
@@ -159,8 +157,8 @@ class Parser {
       if (!Eat(')')) return Error("expected ')' or ',' in function call");
     }
     if (e.args.size() < min_args || e.args.size() > max_args) {
-      return Error(fmt::format("{}() takes {} argument(s), got {}", name,
-                               max_args == 1 ? "1" : "1 or more", e.args.size()));
+      return Error(
+          fmt::format("{}() takes {} argument(s), got {}", name, max_args == 1 ? "1" : "1 or more", e.args.size()));
     }
     return e;
   }

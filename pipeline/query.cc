@@ -193,13 +193,13 @@ absl::StatusOr<std::vector<Series>> QueryEngine::Range(const KpiQuery& q, int64_
   for (int mi : (*kpi_or)->measures) {
     const auto& m = catalog_.measures[mi];
     if (step % m.bucket_seconds != 0) {
-      return absl::InvalidArgumentError(fmt::format(
-          "step {}s is not a multiple of measure '{}' bucket ({}s)", step, m.name, m.bucket_seconds));
+      return absl::InvalidArgumentError(
+          fmt::format("step {}s is not a multiple of measure '{}' bucket ({}s)", step, m.name, m.bucket_seconds));
     }
   }
   if ((q.end - q.start) / step > kMaxRangePoints) {
-    return absl::InvalidArgumentError(fmt::format(
-        "range has {} points; the maximum is {}: use a larger step", (q.end - q.start) / step, kMaxRangePoints));
+    return absl::InvalidArgumentError(fmt::format("range has {} points; the maximum is {}: use a larger step",
+                                                  (q.end - q.start) / step, kMaxRangePoints));
   }
   std::map<std::string, Series> series;
   for (int64_t t = q.start; t < q.end; t += step) {

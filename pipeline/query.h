@@ -40,8 +40,8 @@ std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, c
 
 struct KpiQuery {
   std::string kpi;
-  int64_t start = 0;  // seconds since the epoch, inclusive
-  int64_t end = 0;    // exclusive
+  int64_t start = 0;     // seconds since the epoch, inclusive
+  int64_t end = 0;       // exclusive
   std::string group_by;  // empty: one value over everything
   Labels filter;         // dimension == value
 };

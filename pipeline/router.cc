@@ -28,8 +28,7 @@ Router::Router(const Catalog& catalog) {
 namespace {
 
 // Appends the value of a dimension field, as text, to the group key.
-void AppendDimension(const pb::Message& msg, const pb::Reflection* r, const pb::FieldDescriptor* f,
-                     std::string* key) {
+void AppendDimension(const pb::Message& msg, const pb::Reflection* r, const pb::FieldDescriptor* f, std::string* key) {
   switch (f->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_STRING: {
       std::string tmp;

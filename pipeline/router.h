@@ -18,10 +18,10 @@ namespace kpistream::pipeline {
 
 // One contribution of an event to a measure.
 struct Contribution {
-  int measure = -1;         // index into Catalog::measures
-  std::string_view group;   // encoded group key (state/keys.h), valid until next Route
-  double value = 0;         // numeric value (sum/min/max/avg), 0 for count
-  uint64_t hash = 0;        // distinct: hash of the field (state::HashForSketch)
+  int measure = -1;        // index into Catalog::measures
+  std::string_view group;  // encoded group key (state/keys.h), valid until next Route
+  double value = 0;        // numeric value (sum/min/max/avg), 0 for count
+  uint64_t hash = 0;       // distinct: hash of the field (state::HashForSketch)
 };
 
 class Router {

@@ -34,7 +34,8 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto k = it->first.as<std::string>();
       if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb") {
-        return bad(it->first, fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb)", k));
+        return bad(it->first,
+                   fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb)", k));
       }
     }
     const auto kafka = root["kafka"];
@@ -62,7 +63,9 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     }
     for (auto it = topics.begin(); it != topics.end(); ++it) {
       const auto fam = pipeline::ParseFamily(it->first.as<std::string>());
-      if (!fam) return bad(it->first, fmt::format("unknown family '{}' (known: campaign, product, crm)", it->first.as<std::string>()));
+      if (!fam)
+        return bad(it->first,
+                   fmt::format("unknown family '{}' (known: campaign, product, crm)", it->first.as<std::string>()));
       c.engine.topics.push_back({it->second.as<std::string>(), *fam, fmt_default});
     }
     if (const auto props = kafka["properties"]) {
@@ -96,8 +99,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       c.engine.max_dirty_bytes = c.memory_budget_bytes / 4;
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+    return absl::InvalidArgumentError(fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(fmt::format("{}: {}", path, e.what()));
   }

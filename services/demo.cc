@@ -32,8 +32,9 @@ struct EmbeddedDemo::Rep {
   void Feed(std::unique_ptr<gen::KafkaSink> sink) {
     const std::string topics[] = {options.topic_prefix + "campaign", options.topic_prefix + "product",
                                   options.topic_prefix + "crm"};
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     gen::Record r;
     // History first, so 1h and 24h windows are not empty.
     gen::GenOptions back;

@@ -15,10 +15,10 @@ namespace kpistream::services {
 struct DemoOptions {
   std::string topic_prefix = "kpi.";
   int partitions = 4;
-  double rate = 2000;              // live events per second
-  uint64_t backfill = 50000;       // events spread over the past backfill_span_s
+  double rate = 2000;         // live events per second
+  uint64_t backfill = 50000;  // events spread over the past backfill_span_s
   int64_t backfill_span_s = 2 * 3600;
-  uint64_t bad_every = 1000;       // a bad record now and then, to show the DLQ
+  uint64_t bad_every = 1000;  // a bad record now and then, to show the DLQ
   uint64_t seed = 1;
 };
 

@@ -105,7 +105,8 @@ class KpiServiceImpl final : public v1::KpiService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req, v1::QueryRangeResponse* resp) override {
+  grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
+                          v1::QueryRangeResponse* resp) override {
     if (req->kpi().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "kpi is required"};
     if (!req->has_start_time() || !req->has_end_time()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "start_time and end_time are required"};
@@ -177,7 +178,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   builder.RegisterService(rep->service.get());
   rep->server = builder.BuildAndStart();
   if (!rep->server || port == 0) {
-    return absl::UnavailableError(fmt::format("cannot listen for gRPC on {} (in use, or not a host:port?)", options.listen));
+    return absl::UnavailableError(
+        fmt::format("cannot listen for gRPC on {} (in use, or not a host:port?)", options.listen));
   }
   const auto colon = options.listen.rfind(':');
   rep->address = fmt::format("{}:{}", options.listen.substr(0, colon), port);

@@ -24,9 +24,9 @@ class GrpcServer {
  public:
   // REQUIRES: catalog, store and probe (may be null) outlive the server.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
-                                                                        const pipeline::Catalog& catalog,
-                                                                        const state::Store& store,
-                                                                        const pipeline::EngineProbe* probe);
+                                                                         const pipeline::Catalog& catalog,
+                                                                         const state::Store& store,
+                                                                         const pipeline::EngineProbe* probe);
   ~GrpcServer();
 
   // The address actually bound (with the chosen port).

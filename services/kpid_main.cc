@@ -1,14 +1,14 @@
 // kpid: wiring only. Start order: store -> engine -> gRPC -> /metrics;
 // shutdown in reverse, with a final state commit.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
-#include <unistd.h>
 
 #include "pipeline/decoder.h"
 #include "pipeline/engine.h"
@@ -31,13 +31,14 @@ int Fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   CLI::App app{"kpid: live KPIs from Kafka events. With no --config it runs the embedded demo."};
-  std::string config_path, check_config, state_dir, grpc_listen = "127.0.0.1:50051",
-                                                    metrics_listen = "127.0.0.1:9464", listen_info, log_level = "info";
+  std::string config_path, check_config, state_dir, grpc_listen = "127.0.0.1:50051", metrics_listen = "127.0.0.1:9464",
+                                                    listen_info, log_level = "info";
   double demo_rate = 2000;
   app.add_option("--config", config_path, "kpid config file (brokers, topics, catalog); omit for the embedded demo");
   app.add_option("--check-config", check_config, "validate a config or KPI file, print every error, and exit");
-  app.add_option("--state-dir", state_dir, "RocksDB state directory (default: ./kpistream-state; the demo uses a "
-                                           "fresh temporary one)");
+  app.add_option("--state-dir", state_dir,
+                 "RocksDB state directory (default: ./kpistream-state; the demo uses a "
+                 "fresh temporary one)");
   app.add_option("--grpc-listen", grpc_listen, "gRPC address (port 0: any free port)")->capture_default_str();
   app.add_option("--metrics-listen", metrics_listen, "Prometheus /metrics address")->capture_default_str();
   app.add_option("--listen-info", listen_info, "write the bound addresses to this file once serving");
@@ -84,7 +85,8 @@ int main(int argc, char** argv) {
     config.engine.brokers = demo->bootstrap();
     config.engine.group_id = "kpistream-demo";
     for (const char* f : {"campaign", "product", "crm"}) {
-      config.engine.topics.push_back({fmt::format("kpi.{}", f), *pipeline::ParseFamily(f), pipeline::PayloadFormat::kAuto});
+      config.engine.topics.push_back(
+          {fmt::format("kpi.{}", f), *pipeline::ParseFamily(f), pipeline::PayloadFormat::kAuto});
     }
     if (state_dir.empty()) {
       // The mock broker starts empty every time, so the demo's state must too.
@@ -113,13 +115,14 @@ int main(int argc, char** argv) {
   auto grpc = services::GrpcServer::Start({.listen = grpc_listen}, *catalog, **store, &(*engine)->probe());
   if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
   auto* eng = engine->get();
-  auto metrics = services::MetricsExporter::Start(metrics_listen, *catalog, **store, eng->probe(),
-                                                  [eng] { return eng->Ready(); });
+  auto metrics =
+      services::MetricsExporter::Start(metrics_listen, *catalog, **store, eng->probe(), [eng] { return eng->Ready(); });
   if (!metrics.ok()) return Fail(std::string(metrics.status().message()));
   if (auto st = eng->Start(); !st.ok()) return Fail(std::string(st.message()));
 
-  fmt::print("kpid {}: {} KPIs, state in {}\n", demo ? "running the embedded demo" : "consuming " + config.engine.brokers,
-             catalog->kpis.size(), state_dir);
+  fmt::print("kpid {}: {} KPIs, state in {}\n",
+             demo ? "running the embedded demo" : "consuming " + config.engine.brokers, catalog->kpis.size(),
+             state_dir);
   fmt::print("  gRPC     {}   (grpcurl -plaintext {} list)\n", (*grpc)->address(), (*grpc)->address());
   fmt::print("  metrics  http://{}/metrics\n", (*metrics)->address());
   std::fflush(stdout);

@@ -70,9 +70,9 @@ class Collector final : public prom::Collectable {
       auto f = Family("kpistream_records_rejected_total",
                       "Records rejected (and sent to the dead-letter topic), by reason.", C);
       for (int r = 0; r < pipeline::kNumRejectReasons; ++r) {
-        f.metric.push_back(Sample(static_cast<double>(probe_.rejected[r].load()), C,
-                                  {{"reason", std::string(pipeline::RejectReasonName(
-                                                  static_cast<pipeline::RejectReason>(r)))}}));
+        f.metric.push_back(
+            Sample(static_cast<double>(probe_.rejected[r].load()), C,
+                   {{"reason", std::string(pipeline::RejectReasonName(static_cast<pipeline::RejectReason>(r)))}}));
       }
       out.push_back(std::move(f));
     }
@@ -94,9 +94,11 @@ class Collector final : public prom::Collectable {
       }
     }
     {
-      auto f = Family("kpistream_consumer_lag_records", "Records in Kafka not yet committed to state, per partition.", G);
+      auto f =
+          Family("kpistream_consumer_lag_records", "Records in Kafka not yet committed to state, per partition.", G);
       for (const auto& l : probe_.Lags()) {
-        f.metric.push_back(Sample(static_cast<double>(l.lag), G, {{"partition", std::to_string(l.partition)}, {"topic", l.topic}}));
+        f.metric.push_back(
+            Sample(static_cast<double>(l.lag), G, {{"partition", std::to_string(l.partition)}, {"topic", l.topic}}));
       }
       out.push_back(std::move(f));
     }
@@ -119,16 +121,20 @@ class Collector final : public prom::Collectable {
     }
     {
       const auto st = store_.Stats();
-      gauge("kpistream_state_live_bytes", "Estimated live data in the state store.", static_cast<double>(st.live_data_bytes));
-      gauge("kpistream_state_sst_bytes", "Size of the state store's SST files.", static_cast<double>(st.sst_files_bytes));
+      gauge("kpistream_state_live_bytes", "Estimated live data in the state store.",
+            static_cast<double>(st.live_data_bytes));
+      gauge("kpistream_state_sst_bytes", "Size of the state store's SST files.",
+            static_cast<double>(st.sst_files_bytes));
       gauge("kpistream_state_memtable_bytes", "Memory held by the state store's memtables.",
             static_cast<double>(st.memtable_bytes));
       gauge("kpistream_state_block_cache_bytes", "State block-cache usage (memtables are charged to it).",
             static_cast<double>(st.block_cache_usage_bytes));
       gauge("kpistream_state_pending_compaction_bytes", "Bytes the state store estimates compaction must rewrite.",
             static_cast<double>(st.pending_compaction_bytes));
-      gauge("kpistream_state_running_compactions", "Compactions running now.", static_cast<double>(st.running_compactions));
-      gauge("kpistream_state_keys", "Estimated number of keys in the state store.", static_cast<double>(st.estimated_keys));
+      gauge("kpistream_state_running_compactions", "Compactions running now.",
+            static_cast<double>(st.running_compactions));
+      gauge("kpistream_state_keys", "Estimated number of keys in the state store.",
+            static_cast<double>(st.estimated_keys));
     }
     CollectKpis(&out);
     return out;
@@ -136,8 +142,9 @@ class Collector final : public prom::Collectable {
 
  private:
   void CollectKpis(std::vector<prom::MetricFamily>* out) const {
-    auto f = Family("kpistream_kpi_value", "Current KPI value over each of its default windows (see ListKpis for units).",
-                    prom::MetricType::Gauge);
+    auto f =
+        Family("kpistream_kpi_value", "Current KPI value over each of its default windows (see ListKpis for units).",
+               prom::MetricType::Gauge);
     const int64_t end = (NowMs() + 999) / 1000;
     uint64_t errors = 0;
     for (const auto& k : catalog_.kpis) {
@@ -156,13 +163,14 @@ class Collector final : public prom::Collectable {
         for (const auto& gv : *vals) {
           // No value (e.g. a ratio over zero events) is an absent sample.
           if (!gv.value) continue;
-          f.metric.push_back(Sample(*gv.value, prom::MetricType::Gauge,
-                                    {{"kpi", k.name}, {"unit", k.unit}, {"window", w}}));
+          f.metric.push_back(
+              Sample(*gv.value, prom::MetricType::Gauge, {{"kpi", k.name}, {"unit", k.unit}, {"window", w}}));
         }
       }
     }
     out->push_back(std::move(f));
-    auto e = Family("kpistream_kpi_query_errors", "KPI evaluations that failed during this scrape.", prom::MetricType::Gauge);
+    auto e = Family("kpistream_kpi_query_errors", "KPI evaluations that failed during this scrape.",
+                    prom::MetricType::Gauge);
     e.metric.push_back(Sample(static_cast<double>(errors), prom::MetricType::Gauge));
     out->push_back(std::move(e));
   }

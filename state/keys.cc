@@ -28,8 +28,7 @@ std::string SeriesPrefix(Tier tier, uint32_t measure_id, uint64_t source) {
   return k;
 }
 
-std::string AggKey(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket,
-                   std::string_view group_key) {
+std::string AggKey(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket, std::string_view group_key) {
   std::string k = SeriesPrefix(tier, measure_id, source);
   PutU64BE(&k, FlipSign(bucket));
   k.append(group_key);

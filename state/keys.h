@@ -41,8 +41,7 @@ inline constexpr size_t kSeriesPrefixSize = 1 + 4 + 8;
 inline constexpr size_t kAggKeyFixedSize = kSeriesPrefixSize + 8;
 
 std::string SeriesPrefix(Tier tier, uint32_t measure_id, uint64_t source);
-std::string AggKey(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket,
-                   std::string_view group_key);
+std::string AggKey(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket, std::string_view group_key);
 
 struct AggKeyParts {
   Tier tier;

@@ -32,9 +32,8 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 // operands in any grouping.
 class PartialMergeOperator : public rocksdb::AssociativeMergeOperator {
  public:
-  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
-             const rocksdb::Slice& value, std::string* new_value,
-             rocksdb::Logger* /*logger*/) const override {
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger* /*logger*/) const override {
     if (existing == nullptr) {
       new_value->assign(value.data(), value.size());
       return true;
@@ -77,8 +76,7 @@ size_t WriteBatch::ByteSize() const { return rep_->wb.GetDataSize(); }
 void WriteBatch::Clear() { rep_->wb.Clear(); }
 
 void WriteBatch::MergePartial(std::string_view key, std::string_view encoded) {
-  rep_->wb.Merge(rep_->agg, rocksdb::Slice(key.data(), key.size()),
-                 rocksdb::Slice(encoded.data(), encoded.size()))
+  rep_->wb.Merge(rep_->agg, rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(encoded.data(), encoded.size()))
       .PermitUncheckedError();
 }
 
@@ -115,9 +113,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
       cf.compression = rocksdb::kLZ4Compression;
     }
     // RocksDB requires the default column family; "agg" plays that role.
-    descs.emplace_back(std::string_view(name) == "agg" ? rocksdb::kDefaultColumnFamilyName
-                                                       : std::string(name),
-                       cf);
+    descs.emplace_back(std::string_view(name) == "agg" ? rocksdb::kDefaultColumnFamilyName : std::string(name), cf);
   }
   rocksdb::DB* raw = nullptr;
   auto s = rocksdb::DB::Open(db_opts, options.path, descs, &rep->cfs, &raw);
@@ -177,12 +173,10 @@ absl::StatusOr<std::optional<int64_t>> Store::ReadOffset(uint64_t source) const 
 
 absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() const {
   std::vector<std::pair<uint64_t, int64_t>> out;
-  std::unique_ptr<rocksdb::Iterator> it(
-      rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets)));
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     uint64_t source;
-    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &source) ||
-        it->value().size() != 8) {
+    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &source) || it->value().size() != 8) {
       return absl::DataLossError("malformed offset record");
     }
     int64_t off;
@@ -193,8 +187,8 @@ absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() c
   return out;
 }
 
-absl::Status Store::Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
-                         int64_t bucket_end, const ScanFn& fn) const {
+absl::Status Store::Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin, int64_t bucket_end,
+                         const ScanFn& fn) const {
   const std::string prefix = SeriesPrefix(tier, measure_id, source);
   std::string start = prefix;
   PutU64BE(&start, FlipSign(bucket_begin));

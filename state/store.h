@@ -87,11 +87,9 @@ class Store {
   // Calls fn(bucket, group_key, encoded_partial) for every partial of
   // (tier, measure, source) with bucket in [bucket_begin, bucket_end), in
   // bucket order. Reads a consistent snapshot.
-  using ScanFn = std::function<void(int64_t bucket, std::string_view group_key,
-                                    std::string_view encoded)>;
-  [[nodiscard]] absl::Status Scan(Tier tier, uint32_t measure_id, uint64_t source,
-                                  int64_t bucket_begin, int64_t bucket_end,
-                                  const ScanFn& fn) const;
+  using ScanFn = std::function<void(int64_t bucket, std::string_view group_key, std::string_view encoded)>;
+  [[nodiscard]] absl::Status Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
+                                  int64_t bucket_end, const ScanFn& fn) const;
 
   StoreStats Stats() const;
 

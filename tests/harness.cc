@@ -26,8 +26,8 @@ std::string KafkaLocalScript() { return KPISTREAM_KAFKA_LOCAL; }
 
 TempDir::TempDir(const std::string& tag) {
   std::random_device rd;
-  path_ = (fs::temp_directory_path() / ("kpistream-it-" + tag + "-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(rd() % 100000)))
+  path_ = (fs::temp_directory_path() /
+           ("kpistream-it-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000)))
               .string();
   fs::remove_all(path_);
   fs::create_directories(path_);
@@ -107,9 +107,9 @@ int RunToEnd(const std::vector<std::string>& argv, const std::string& log_path, 
 KafkaBroker::KafkaBroker(const std::string& dir) : dir_(dir) {
   const auto log = dir + "/kafka-local.log";
   const auto rc = RunToEnd({"/bin/bash", KafkaLocalScript(), "start", "--dir", dir + "/kafka", "--partitions", "4",
-                           // Lets a restarted kpid replace a killed member quickly.
-                           "--prop", "group.min.session.timeout.ms=1000"},
-                          log, 300s);
+                            // Lets a restarted kpid replace a killed member quickly.
+                            "--prop", "group.min.session.timeout.ms=1000"},
+                           log, 300s);
   std::ifstream in(dir + "/kafka/bootstrap");
   std::getline(in, bootstrap_);
   if (rc != 0 || bootstrap_.empty()) {

@@ -56,7 +56,7 @@ class Process {
 
 // Runs a command to completion; returns exit code; output to log.
 int RunToEnd(const std::vector<std::string>& argv, const std::string& log_path,
-        std::chrono::seconds timeout = std::chrono::seconds(600));
+             std::chrono::seconds timeout = std::chrono::seconds(600));
 
 // The local real Kafka broker (tools/kafka/kafka-local).
 class KafkaBroker {
@@ -123,7 +123,6 @@ std::optional<Truth> ReadTruth(const std::string& path);
 // Reads every record of a topic from the beginning; returns the value of the
 // given header per record.
 std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::string& topic,
-                                         const std::string& header, size_t expected,
-                                         std::chrono::seconds timeout);
+                                         const std::string& header, size_t expected, std::chrono::seconds timeout);
 
 }  // namespace kpistream::testing

@@ -66,12 +66,21 @@ class PipelineIT : public ::testing::Test {
   }
 
   std::vector<std::string> Kpigen(const std::string& prefix, uint64_t count, std::vector<std::string> extra) {
-    std::vector<std::string> args = {KpigenBin(),          "--brokers", brokers_, "--topic-prefix", prefix,
-                                     "--partitions",       std::to_string(kPartitions),
-                                     "--count",            std::to_string(count),
-                                     "--start-time",       std::to_string(kStart),
-                                     "--span",             "1h",
-                                     "--truth",            dir_->path() + "/truth.txt"};
+    std::vector<std::string> args = {KpigenBin(),
+                                     "--brokers",
+                                     brokers_,
+                                     "--topic-prefix",
+                                     prefix,
+                                     "--partitions",
+                                     std::to_string(kPartitions),
+                                     "--count",
+                                     std::to_string(count),
+                                     "--start-time",
+                                     std::to_string(kStart),
+                                     "--span",
+                                     "1h",
+                                     "--truth",
+                                     dir_->path() + "/truth.txt"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -191,16 +200,17 @@ TEST_F(PipelineIT, KillNineFiveTimesDuringIngestLosesAndDuplicatesNothing) {
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
   ASSERT_TRUE(WaitCaughtUp(kpid, 600s)) << kpid.process().LogTail();
   const double applied_last = MetricSum(kpid.Scrape(), "kpistream_records_applied_total");
-  std::printf("[ measure  ] %d kill -9 during ingest; applied %.0f before the kills + %.0f after = %.0f "
-              "(%.0f re-applied after crashes, none counted twice)\n",
-              kills, applied_before_kills, applied_last, applied_before_kills + applied_last,
-              applied_before_kills + applied_last - static_cast<double>(truth->good));
+  std::printf(
+      "[ measure  ] %d kill -9 during ingest; applied %.0f before the kills + %.0f after = %.0f "
+      "(%.0f re-applied after crashes, none counted twice)\n",
+      kills, applied_before_kills, applied_last, applied_before_kills + applied_last,
+      applied_before_kills + applied_last - static_cast<double>(truth->good));
   ExpectTruth(kpid, *truth);
 }
 
 TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   ASSERT_EQ(RunToEnd(Kpigen("b1.", 200000, {"--seed", "5", "--bad-every", "50", "--format", "mixed"}),
-                dir_->path() + "/kpigen.log"),
+                     dir_->path() + "/kpigen.log"),
             0);
   auto truth = ReadTruth(dir_->path() + "/truth.txt");
   ASSERT_TRUE(truth);

@@ -63,9 +63,11 @@ TEST(CatalogTest, ErrorsHaveFileLineColumnAndAFix) {
   EXPECT_NE(ErrorOf(base + "    aggregation: count\nkpis:\n  c:\n    formula: clicks\n    windows: [5x]\n")
                 .find("bad window \"5x\""),
             std::string::npos);
-  EXPECT_NE(ErrorOf("measures:\n  a:\n    family: ads\n").find("kpis.yaml:3:13: unknown family 'ads'"), std::string::npos);
+  EXPECT_NE(ErrorOf("measures:\n  a:\n    family: ads\n").find("kpis.yaml:3:13: unknown family 'ads'"),
+            std::string::npos);
   EXPECT_NE(ErrorOf("measures: [\n").find("YAML syntax error"), std::string::npos);
-  EXPECT_NE(ErrorOf(base + "    aggregation: count\n    colour: red\n").find("unknown key 'colour'"), std::string::npos);
+  EXPECT_NE(ErrorOf(base + "    aggregation: count\n    colour: red\n").find("unknown key 'colour'"),
+            std::string::npos);
 }
 
 TEST(CatalogTest, ReportsEveryErrorNotJustTheFirst) {

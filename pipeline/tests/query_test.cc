@@ -114,7 +114,8 @@ TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
     p0.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500, i % 2 ? "search" : "social"));
     p1.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500 + 7, "search"));
   }
-  for (int i = 0; i < 30; ++i) p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + i * 4000, i < 10 ? "social" : "search"));
+  for (int i = 0; i < 30; ++i)
+    p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + i * 4000, i < 10 ? "social" : "search"));
   p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 10, "search", 0.1));
   p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 20, "search", 0.2));
   p1.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 30, "social", 1.25));
@@ -202,7 +203,8 @@ TEST_F(QueryTest, BadRequestsSayWhatToFix) {
   EXPECT_EQ(v.status().code(), absl::StatusCode::kNotFound);
   v = q.Get({.kpi = "ctr", .start = 0, .end = 60, .group_by = "campaign"});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(v.status().message()), "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
+  EXPECT_EQ(std::string(v.status().message()),
+            "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
   v = q.Get({.kpi = "ctr", .start = 60, .end = 60});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
   auto r = q.Range({.kpi = "ctr", .start = 0, .end = 86400 * 365}, 60);

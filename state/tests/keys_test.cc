@@ -42,7 +42,10 @@ TEST(KeysTest, MalformedInputsAreRejected) {
   bad_tier[0] = 9;
   EXPECT_FALSE(ParseAggKey(bad_tier, &p));
   std::vector<std::string_view> vals;
-  EXPECT_FALSE(SplitGroupKey(std::string("\x05" "ab", 3), &vals));
+  EXPECT_FALSE(SplitGroupKey(std::string("\x05"
+                                         "ab",
+                                         3),
+                             &vals));
   EXPECT_FALSE(SplitGroupKey(std::string("\xff\xff\xff\xff\xff\xff", 6), &vals));
   uint64_t src;
   EXPECT_FALSE(ParseOffsetKey("1234567", &src));

@@ -12,9 +12,8 @@ namespace {
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kpistream_store_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = std::filesystem::temp_directory_path() / ("kpistream_store_test_" + std::to_string(::getpid()) + "_" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -76,8 +75,9 @@ TEST_F(StoreTest, ScanHonoursBucketRangeAndSeries) {
   }
   ASSERT_TRUE(store->Commit(&b).ok());
   std::vector<int64_t> seen;
-  ASSERT_TRUE(store->Scan(Tier::kFine, 1, SourceId(1, 0), 60, 180,
-                          [&](int64_t bucket, std::string_view, std::string_view) { seen.push_back(bucket); })
+  ASSERT_TRUE(store
+                  ->Scan(Tier::kFine, 1, SourceId(1, 0), 60, 180,
+                         [&](int64_t bucket, std::string_view, std::string_view) { seen.push_back(bucket); })
                   .ok());
   EXPECT_EQ(seen, (std::vector<int64_t>{60, 120}));
 }

@@ -4,11 +4,11 @@
 //   kpictl range KPI --start unix_s --end unix_s --step 1m [--group-by dim]
 //   kpictl health
 //   kpictl validate FILE
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
 
 #include <fstream>
 
@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
   auto stub = v1::KpiService::NewStub(channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
   auto add_filters = [&](google::protobuf::Map<std::string, std::string>* m) -> bool {
     for (const auto& f : filters) {
       const auto eq = f.find('=');

@@ -35,7 +35,8 @@ constexpr const char* kChannels[] = {"search", "social", "display", "email", "vi
 constexpr const char* kRegions[] = {"na", "eu", "apac", "latam"};
 constexpr const char* kPlans[] = {"free", "starter", "pro", "enterprise"};
 constexpr const char* kSegments[] = {"smb", "mid_market", "enterprise"};
-constexpr const char* kFeatures[] = {"dashboards", "alerts", "sql_editor", "connectors", "sharing", "api", "ml_insights"};
+constexpr const char* kFeatures[] = {"dashboards", "alerts", "sql_editor", "connectors",
+                                     "sharing",    "api",    "ml_insights"};
 constexpr const char* kSources[] = {"organic", "paid", "referral", "partner", "outbound"};
 constexpr const char* kAudiences[] = {"retargeting", "lookalike", "broad", "in_market"};
 template <typename T, size_t N>
@@ -224,16 +225,18 @@ struct Generator::Rep {
         break;
       }
       case BadKind::kJsonWrongType:
-        r->payload = fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"lots"}})",
-                                 rng(), r->family == Family::kCampaign  ? "CAMPAIGN_SPEND"
-                                        : r->family == Family::kProduct ? "PRODUCT_PAGE_LOAD"
-                                                                        : "CRM_LEAD",
-                                 r->family == Family::kCampaign  ? "cost"
-                                 : r->family == Family::kProduct ? "latencyMs"
-                                                                 : "amount");
+        r->payload =
+            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"lots"}})", rng(),
+                        r->family == Family::kCampaign  ? "CAMPAIGN_SPEND"
+                        : r->family == Family::kProduct ? "PRODUCT_PAGE_LOAD"
+                                                        : "CRM_LEAD",
+                        r->family == Family::kCampaign  ? "cost"
+                        : r->family == Family::kProduct ? "latencyMs"
+                                                        : "amount");
         break;
       case BadKind::kUnknownType:
-        r->payload = fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"TELEPORT"}})", rng());
+        r->payload =
+            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"TELEPORT"}})", rng());
         break;
       case BadKind::kCount_:
         break;
@@ -250,7 +253,8 @@ void Generator::Next(Record* out) {
   const uint64_t i = index_++;
   int64_t t;
   if (o.live) {
-    t = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    t = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
   } else {
     const int64_t step = o.count > 0 ? o.span_ms / static_cast<int64_t>(o.count) : 1;
     const int64_t jitter = step > 1 ? static_cast<int64_t>(rep_->rng() % static_cast<uint64_t>(step)) : 0;

@@ -20,7 +20,7 @@ KafkaSink::KafkaSink(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 KafkaSink::~KafkaSink() = default;
 
 absl::StatusOr<std::unique_ptr<KafkaSink>> KafkaSink::Open(const std::string& brokers,
-                                                          const std::map<std::string, std::string>& properties) {
+                                                           const std::map<std::string, std::string>& properties) {
   auto rep = std::make_unique<Rep>();
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char err[512];
@@ -70,8 +70,8 @@ absl::Status KafkaSink::CreateTopics(const std::vector<std::string>& topics, int
       for (size_t i = 0; i < n; ++i) {
         const auto e = rd_kafka_topic_result_error(results[i]);
         if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-          st = absl::UnavailableError(fmt::format("creating topic {}: {}", rd_kafka_topic_result_name(results[i]),
-                                                  rd_kafka_err2str(e)));
+          st = absl::UnavailableError(
+              fmt::format("creating topic {}: {}", rd_kafka_topic_result_name(results[i]), rd_kafka_err2str(e)));
         }
       }
     }
@@ -84,9 +84,10 @@ absl::Status KafkaSink::CreateTopics(const std::vector<std::string>& topics, int
 
 absl::Status KafkaSink::Produce(const std::string& topic, std::string_view key, std::string_view payload) {
   while (true) {
-    const auto e = rd_kafka_producev(rep_->rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                     RD_KAFKA_V_KEY(key.data(), key.size()),
-                                     RD_KAFKA_V_VALUE(const_cast<char*>(payload.data()), payload.size()), RD_KAFKA_V_END);
+    const auto e =
+        rd_kafka_producev(rep_->rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_KEY(key.data(), key.size()),
+                          RD_KAFKA_V_VALUE(const_cast<char*>(payload.data()), payload.size()), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(rep_->rk, 10);
@@ -101,7 +102,8 @@ absl::Status KafkaSink::Produce(const std::string& topic, std::string_view key, 
 absl::Status KafkaSink::Flush(int timeout_ms) {
   const auto e = rd_kafka_flush(rep_->rk, timeout_ms);
   if (e) return absl::DeadlineExceededError(fmt::format("flush: {} records still queued", rd_kafka_outq_len(rep_->rk)));
-  if (rep_->failures > 0) return absl::UnavailableError(fmt::format("{} records were not delivered", rep_->failures.load()));
+  if (rep_->failures > 0)
+    return absl::UnavailableError(fmt::format("{} records were not delivered", rep_->failures.load()));
   return absl::OkStatus();
 }
 

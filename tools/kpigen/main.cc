@@ -1,7 +1,7 @@
 // kpigen: produces realistic campaign, product-usage and CRM events to Kafka,
 // deterministic for a seed, and can write the exact KPI values they produce.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <fstream>
@@ -27,13 +27,15 @@ int main(int argc, char** argv) {
   app.add_option("--count", count, "number of records")->capture_default_str();
   app.add_option("--rate", rate, "records per second (0 = as fast as possible)")->capture_default_str();
   app.add_option("--seed", seed, "random seed; same seed, same records")->capture_default_str();
-  app.add_option("--format", format, "protobuf | json | mixed")->check(CLI::IsMember({"protobuf", "json", "mixed"}))
+  app.add_option("--format", format, "protobuf | json | mixed")
+      ->check(CLI::IsMember({"protobuf", "json", "mixed"}))
       ->capture_default_str();
   app.add_option("--start-time", start_time, "first event time, unix seconds (default: now - span)");
   app.add_option("--span", span, "event times are spread over this duration")->capture_default_str();
   app.add_flag("--live", live, "stamp events with the wall clock instead");
-  app.add_option("--bad-every", bad_every, "make every Nth record a bad one (garbage, truncated, wrong JSON type, "
-                                           "unknown type)");
+  app.add_option("--bad-every", bad_every,
+                 "make every Nth record a bad one (garbage, truncated, wrong JSON type, "
+                 "unknown type)");
   app.add_option("--partitions", partitions, "create the topics with this many partitions first");
   app.add_option("--truth", truth_path, "write the expected KPI values here");
   app.add_option("--catalog", catalog_path, "KPI file for --truth (default: the built-in catalog)");
@@ -51,8 +53,8 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "kpigen: {}\n", std::string(catalog.status().message()));
     return 2;
   }
-  const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   gen::GenOptions opts;
   opts.seed = seed;
   opts.count = count;
@@ -60,7 +62,9 @@ int main(int argc, char** argv) {
   opts.start_ms = (start_time >= 0 ? start_time : now_s - *span_s) * 1000;
   opts.live = live;
   opts.bad_every = bad_every;
-  opts.format = format == "json" ? gen::Format::kJson : format == "mixed" ? gen::Format::kMixed : gen::Format::kProtobuf;
+  opts.format = format == "json"    ? gen::Format::kJson
+                : format == "mixed" ? gen::Format::kMixed
+                                    : gen::Format::kProtobuf;
 
   std::unique_ptr<gen::KafkaSink> sink;
   const std::string topics[] = {topic_prefix + "campaign", topic_prefix + "product", topic_prefix + "crm"};
