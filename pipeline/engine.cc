@@ -85,6 +85,9 @@ struct Engine::Rep {
   // (topic, partition) -> state. Owned by the consumer thread.
   std::map<std::pair<std::string, int32_t>, PartitionState> owned;
   uint64_t dlq_pending = 0;  // produced since the last successful flush
+  // Newest event time applied since the last commit; published to the probe
+  // once committed, so freshness measures what queries can see.
+  int64_t pending_newest_ms = 0;
 
   std::thread thread;
   std::atomic<bool> stop{false};
@@ -364,9 +367,7 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
     router.Route(ev, &scratch, &contribs);
     for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
     probe.applied.fetch_add(1, std::memory_order_relaxed);
-    int64_t cur = probe.newest_event_ms.load(std::memory_order_relaxed);
-    while (ev.time_ms > cur && !probe.newest_event_ms.compare_exchange_weak(cur, ev.time_ms)) {
-    }
+    if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
   }
   ps.next_offset = m->offset + 1;
 }
@@ -409,6 +410,9 @@ bool Engine::Rep::Commit(bool force) {
   rd_kafka_commit(consumer, offs, 1);
   rd_kafka_topic_partition_list_destroy(offs);
   probe.commits.fetch_add(1, std::memory_order_relaxed);
+  if (pending_newest_ms > probe.newest_event_ms.load(std::memory_order_relaxed)) {
+    probe.newest_event_ms.store(pending_newest_ms, std::memory_order_relaxed);
+  }
   probe.commit_latency.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
   return true;
 }

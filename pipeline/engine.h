@@ -71,7 +71,7 @@ struct EngineProbe {
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> commit_failures{0};
   std::atomic<uint64_t> rebalances{0};
-  std::atomic<int64_t> newest_event_ms{0};  // newest applied event time
+  std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
   std::atomic<int64_t> assigned_partitions{0};
   LatencyHistogram commit_latency;
 

@@ -86,10 +86,10 @@ class Collector final : public prom::Collectable {
           static_cast<double>(probe_.assigned_partitions.load()));
     {
       const int64_t newest = probe_.newest_event_ms.load();
-      gauge("kpistream_newest_event_timestamp_seconds", "Event time of the newest applied event.",
+      gauge("kpistream_newest_event_timestamp_seconds", "Event time of the newest committed (queryable) event.",
             static_cast<double>(newest) / 1000.0);
       if (newest > 0) {
-        gauge("kpistream_freshness_seconds", "End-to-end freshness: now - newest applied event time.",
+        gauge("kpistream_freshness_seconds", "End-to-end freshness: now - event time of the newest event visible to queries.",
               static_cast<double>(NowMs() - newest) / 1000.0);
       }
     }
