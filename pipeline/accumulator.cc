@@ -10,51 +10,54 @@ void Accumulator::Add(const Contribution& c, uint64_t source, int64_t time_ms) {
   key_ = state::AggKey(state::Tier::kFine, m.id, source, bucket, c.group);
   auto it = dirty_.find(key_);
   if (it == dirty_.end()) {
-    it = dirty_.emplace(key_, Partial{}).first;
-    bytes_ += key_.size() + sizeof(Partial) + 32;
-    if (m.aggregation == Aggregation::kDistinct) {
-      it->second.hll = std::make_unique<state::Hll>();
-      bytes_ += state::Hll::kRegisters;
-    }
+    const auto kind = PartialKind(m.aggregation);
+    it = dirty_.emplace(key_, state::Partial(kind)).first;
+    bytes_ += key_.size() + sizeof(state::Partial) + 32;
+    if (kind == state::ValueKind::kHll) bytes_ += state::Hll::kRegisters;
+    if (kind == state::ValueKind::kSketch) bytes_ += 1024;  // typical bins
   }
   auto& p = it->second;
-  if (p.hll) {
-    p.hll->AddHash(c.hash);
-    ++p.agg.count;
-  } else {
-    p.agg.Add(c.value, state::ToMicros(c.value));
+  switch (p.kind) {
+    case state::ValueKind::kAgg:
+      p.agg.Add(c.value, state::ToMicros(c.value));
+      return;
+    case state::ValueKind::kHll:
+      p.hll->AddHash(c.hash);
+      break;
+    case state::ValueKind::kSketch:
+      p.sketch->Add(c.value);
+      break;
+    case state::ValueKind::kLast:
+      p.last.Add(time_ms, c.value);
+      break;
   }
+  ++p.agg.count;
 }
 
 void Accumulator::Flush(state::WriteBatch* batch) {
   // Roll fine partials up to the hour and day tiers first, so each coarse
   // key gets one merge operand per commit.
-  absl::flat_hash_map<std::string, Partial> coarse;
+  absl::flat_hash_map<std::string, state::Partial> coarse;
   std::vector<const MeasureDef*> by_id;
   for (const auto& m : catalog_.measures) {
     if (by_id.size() <= m.id) by_id.resize(m.id + 1, nullptr);
     by_id[m.id] = &m;
   }
-  auto roll = [&](state::Tier tier, int64_t width, const state::AggKeyParts& parts, const Partial& p) {
+  auto roll = [&](state::Tier tier, int64_t width, const state::AggKeyParts& parts, const state::Partial& p) {
     auto key = state::AggKey(tier, parts.measure_id, parts.source, BucketStart(parts.bucket, width), parts.group_key);
-    auto& dst = coarse[key];
-    if (p.hll) {
-      if (!dst.hll) dst.hll = std::make_unique<state::Hll>();
-      dst.hll->Merge(*p.hll);
-    }
-    dst.agg.Merge(p.agg);
+    auto it = coarse.find(key);
+    if (it == coarse.end()) it = coarse.emplace(std::move(key), state::Partial(p.kind)).first;
+    it->second.Merge(p);
   };
   for (const auto& [key, p] : dirty_) {
     state::AggKeyParts parts;
     if (!state::ParseAggKey(key, &parts)) continue;  // impossible: we built it
-    batch->MergePartial(key, p.hll ? state::EncodeHll(*p.hll) : state::EncodeAgg(p.agg));
+    batch->MergePartial(key, p.Encode());
     const auto* m = by_id[parts.measure_id];
     if (m->bucket_seconds < state::kHourSeconds) roll(state::Tier::kHour, state::kHourSeconds, parts, p);
     if (m->bucket_seconds < state::kDaySeconds) roll(state::Tier::kDay, state::kDaySeconds, parts, p);
   }
-  for (const auto& [key, p] : coarse) {
-    batch->MergePartial(key, p.hll ? state::EncodeHll(*p.hll) : state::EncodeAgg(p.agg));
-  }
+  for (const auto& [key, p] : coarse) batch->MergePartial(key, p.Encode());
   Clear();
 }
 

@@ -48,12 +48,8 @@ class Accumulator {
   }
 
  private:
-  struct Partial {
-    state::Agg agg;
-    std::unique_ptr<state::Hll> hll;
-  };
   const Catalog& catalog_;
-  absl::flat_hash_map<std::string, Partial> dirty_;
+  absl::flat_hash_map<std::string, state::Partial> dirty_;
   std::string key_;  // scratch
   size_t bytes_ = 0;
 };

@@ -4,10 +4,15 @@
 #include <google/protobuf/descriptor.h>
 #include <yaml-cpp/yaml.h>
 
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 
 namespace kpistream::pipeline {
@@ -28,8 +33,52 @@ std::string_view AggregationName(Aggregation a) {
       return "avg";
     case Aggregation::kDistinct:
       return "distinct";
+    case Aggregation::kQuantile:
+      return "quantile";
+    case Aggregation::kLast:
+      return "last";
   }
   return "?";
+}
+
+state::ValueKind PartialKind(Aggregation a) {
+  switch (a) {
+    case Aggregation::kDistinct:
+      return state::ValueKind::kHll;
+    case Aggregation::kQuantile:
+      return state::ValueKind::kSketch;
+    case Aggregation::kLast:
+      return state::ValueKind::kLast;
+    default:
+      return state::ValueKind::kAgg;
+  }
+}
+
+std::string_view StatusName(Status s) {
+  switch (s) {
+    case Status::kUnknown:
+      return "unknown";
+    case Status::kCritical:
+      return "critical";
+    case Status::kWarning:
+      return "warning";
+    case Status::kGood:
+      return "good";
+    case Status::kExcellent:
+      return "excellent";
+  }
+  return "unknown";
+}
+
+Status Target::Classify(std::optional<double> v) const {
+  if (!v) return Status::kUnknown;
+  auto at_least = [&](const std::optional<double>& t) { return t && (higher_is_better ? *v >= *t : *v <= *t); };
+  if (critical && !at_least(critical)) return Status::kCritical;
+  if (at_least(excellent)) return Status::kExcellent;
+  if (at_least(good)) return Status::kGood;
+  if (at_least(warning)) return Status::kWarning;
+  if (!warning && !good && !excellent) return Status::kUnknown;
+  return Status::kCritical;
 }
 
 const MeasureDef* Catalog::FindMeasure(std::string_view name) const {
@@ -91,16 +140,52 @@ absl::StatusOr<int64_t> ParseDuration(std::string_view text) {
   return n * mult;
 }
 
-absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
-  if (text == "all") return kAllTime;
-  auto d = ParseDuration(text);
-  if (!d.ok()) {
-    return absl::InvalidArgumentError(
-        fmt::format("bad window \"{}\": use a duration such as 5m, 1h, 24h, 7d, "
-                    "30d, or \"all\"",
-                    text));
+namespace {
+constexpr std::string_view kCalendarWindows[] = {"today", "yesterday", "wtd",           "mtd",
+                                                 "qtd",   "ytd",       "previous_week", "previous_month"};
+absl::Status BadWindow(std::string_view text) {
+  return absl::InvalidArgumentError(
+      fmt::format("bad window \"{}\": use a duration such as 5m, 1h, 24h, 7d, 30d, \"all\", or a calendar window "
+                  "(today, yesterday, wtd, mtd, qtd, ytd, previous_week, previous_month)",
+                  text));
+}
+}  // namespace
+
+absl::Status ValidateWindow(std::string_view text) {
+  if (text == "all") return absl::OkStatus();
+  for (auto c : kCalendarWindows) {
+    if (c == text) return absl::OkStatus();
   }
-  return d;
+  if (!ParseDuration(text).ok()) return BadWindow(text);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TimeRange> ResolveWindow(std::string_view text, int64_t now, const std::string& timezone) {
+  if (text == "all") return TimeRange{0, now};
+  if (auto d = ParseDuration(text); d.ok()) return TimeRange{now - *d, now};
+  absl::TimeZone tz;
+  if (!absl::LoadTimeZone(timezone, &tz)) {
+    return absl::InvalidArgumentError(fmt::format("unknown time zone '{}'", timezone));
+  }
+  const auto t = absl::FromUnixSeconds(now);
+  const absl::CivilDay today = absl::ToCivilDay(t, tz);
+  auto at = [&](absl::CivilDay d) { return absl::ToUnixSeconds(absl::FromCivil(d, tz)); };
+  // Monday-based weeks (ISO 8601).
+  const int since_monday =
+      (static_cast<int>(absl::GetWeekday(today)) - static_cast<int>(absl::Weekday::monday) + 7) % 7;
+  const absl::CivilDay monday = today - since_monday;
+  const absl::CivilMonth month(today);
+  const absl::CivilDay month_start(month);
+  const absl::CivilMonth quarter_month(today.year(), (today.month() - 1) / 3 * 3 + 1);
+  if (text == "today") return TimeRange{at(today), now};
+  if (text == "yesterday") return TimeRange{at(today - 1), at(today)};
+  if (text == "wtd") return TimeRange{at(monday), now};
+  if (text == "previous_week") return TimeRange{at(monday - 7), at(monday)};
+  if (text == "mtd") return TimeRange{at(month_start), now};
+  if (text == "previous_month") return TimeRange{at(absl::CivilDay(month - 1)), at(month_start)};
+  if (text == "qtd") return TimeRange{at(absl::CivilDay(quarter_month)), now};
+  if (text == "ytd") return TimeRange{at(absl::CivilDay(absl::CivilYear(today))), now};
+  return BadWindow(text);
 }
 
 namespace {
@@ -120,8 +205,17 @@ class CatalogParser {
     if (!root.IsMap()) return Fail(root, "the catalog must be a map with 'measures' and 'kpis'");
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto key = it->first.as<std::string>();
-      if (key != "measures" && key != "kpis") {
-        AddError(it->first, fmt::format("unknown top-level key '{}' (expected measures, kpis)", key));
+      if (key != "measures" && key != "kpis" && key != "timezone") {
+        AddError(it->first, fmt::format("unknown top-level key '{}' (expected measures, kpis, timezone)", key));
+      }
+    }
+    if (const auto tz = root["timezone"]) {
+      absl::TimeZone z;
+      if (!tz.IsScalar() || !absl::LoadTimeZone(tz.as<std::string>(), &z)) {
+        AddError(tz, fmt::format("unknown time zone '{}' (use an IANA name such as UTC or Europe/Berlin)",
+                                 tz.IsScalar() ? tz.as<std::string>() : std::string("?")));
+      } else {
+        cat_.timezone = tz.as<std::string>();
       }
     }
     const auto measures = root["measures"];
@@ -132,7 +226,9 @@ class CatalogParser {
     const auto kpis = root["kpis"];
     if (kpis && !kpis.IsMap()) AddError(kpis, "'kpis' must be a map of KPI name to definition");
     if (kpis && kpis.IsMap()) {
+      for (auto it = kpis.begin(); it != kpis.end(); ++it) kpi_names_.push_back(it->first.as<std::string>());
       for (auto it = kpis.begin(); it != kpis.end(); ++it) ParseKpi(it->first, it->second);
+      InlineKpiRefs();
     }
     if (!errors_.empty()) {
       std::string all;
@@ -232,7 +328,8 @@ class CatalogParser {
       AddError(def, fmt::format("measure '{}' must be a map (family, types, aggregation, ...)", m.name));
       return;
     }
-    CheckKeys(def, {"family", "types", "aggregation", "field", "group_by", "bucket", "help"});
+    CheckKeys(def, {"family", "types", "aggregation", "field", "group_by", "bucket", "help", "filter", "lateness",
+                    "max_groups"});
     const size_t errors_before = errors_.size();
     const auto family = Scalar(def, "family", true);
     if (!family) return;
@@ -264,8 +361,9 @@ class CatalogParser {
     const auto agg = Scalar(def, "aggregation", true);
     if (!agg) return;
     static constexpr std::pair<std::string_view, Aggregation> kAggs[] = {
-        {"count", Aggregation::kCount}, {"sum", Aggregation::kSum}, {"min", Aggregation::kMin},
-        {"max", Aggregation::kMax},     {"avg", Aggregation::kAvg}, {"distinct", Aggregation::kDistinct}};
+        {"count", Aggregation::kCount},       {"sum", Aggregation::kSum},  {"min", Aggregation::kMin},
+        {"max", Aggregation::kMax},           {"avg", Aggregation::kAvg},  {"distinct", Aggregation::kDistinct},
+        {"quantile", Aggregation::kQuantile}, {"last", Aggregation::kLast}};
     bool found = false;
     for (const auto& [n, a] : kAggs) {
       if (n == *agg) {
@@ -274,8 +372,9 @@ class CatalogParser {
       }
     }
     if (!found) {
-      AddError(def["aggregation"],
-               fmt::format("unknown aggregation '{}' (known: count, sum, min, max, avg, distinct)", *agg));
+      AddError(
+          def["aggregation"],
+          fmt::format("unknown aggregation '{}' (known: count, sum, min, max, avg, distinct, quantile, last)", *agg));
       return;
     }
     const auto field = Scalar(def, "field", m.aggregation != Aggregation::kCount);
@@ -323,6 +422,31 @@ class CatalogParser {
         m.bucket_seconds = *secs;
       }
     }
+    if (const auto f = Scalar(def, "filter", false)) {
+      auto compiled = Filter::Compile(*f, m.family);
+      if (!compiled.ok()) {
+        AddError(def["filter"], std::string(compiled.status().message()));
+      } else {
+        m.filter = std::make_shared<const Filter>(std::move(*compiled));
+      }
+    }
+    if (const auto l = Scalar(def, "lateness", false)) {
+      auto secs = ParseDuration(*l);
+      if (!secs.ok()) {
+        AddError(def["lateness"], std::string(secs.status().message()));
+      } else {
+        m.lateness_ms = *secs * 1000;
+      }
+    }
+    if (const auto g = Scalar(def, "max_groups", false)) {
+      uint64_t n = 0;
+      auto [ptr, ec] = std::from_chars(g->data(), g->data() + g->size(), n);
+      if (ec != std::errc() || ptr != g->data() + g->size() || n < 1 || n > 1000000) {
+        AddError(def["max_groups"], fmt::format("max_groups '{}' must be a whole number from 1 to 1000000", *g));
+      } else {
+        m.max_groups = static_cast<uint32_t>(n);
+      }
+    }
     if (errors_.size() == errors_before) cat_.measures.push_back(std::move(m));
   }
 
@@ -341,7 +465,7 @@ class CatalogParser {
       AddError(def, fmt::format("KPI '{}' must be a map (help, unit, formula, windows)", k.name));
       return;
     }
-    CheckKeys(def, {"help", "unit", "formula", "windows"});
+    CheckKeys(def, {"help", "unit", "formula", "windows", "target"});
     k.help = Scalar(def, "help", false).value_or("");
     k.unit = Scalar(def, "unit", false).value_or("ratio");
     static constexpr std::string_view kUnits[] = {"ratio", "percent", "currency", "seconds", "count"};
@@ -355,29 +479,157 @@ class CatalogParser {
       for (size_t i = 0; i < cat_.measures.size(); ++i) {
         if (cat_.measures[i].name == name) return static_cast<int>(i);
       }
+      for (size_t i = 0; i < kpi_names_.size(); ++i) {
+        if (kpi_names_[i] == name) return kKpiRefBase + static_cast<int>(i);
+      }
       return std::nullopt;
     });
     if (!expr.ok()) {
       AddError(def["formula"], std::string(expr.status().message()));
       return;
     }
+    if (auto st = CheckQuantileUse(*expr, false); !st.empty()) {
+      AddError(def["formula"], fmt::format("formula \"{}\": {}", k.formula, st));
+      return;
+    }
     k.expr = std::move(*expr);
-    CollectRefs(k.expr, &k.measures);
+    formula_nodes_[k.name] = def["formula"];
     for (const auto& [w, node] : List(def, "windows")) {
-      auto secs = ParseWindow(w);
-      if (!secs.ok()) {
-        AddError(node, std::string(secs.status().message()));
+      if (auto st = ValidateWindow(w); !st.ok()) {
+        AddError(node, std::string(st.message()));
         continue;
       }
       k.windows.push_back(w);
     }
     if (k.windows.empty()) k.windows = {"1h", "24h"};
+    if (const auto t = def["target"]) ParseTarget(t, &k);
     cat_.kpis.push_back(std::move(k));
+  }
+
+  static constexpr int kKpiRefBase = 1 << 20;
+
+  // A quantile measure must be read through p50()..quantile(); other
+  // measures must not.
+  std::string CheckQuantileUse(const Expr& e, bool inside_quantile) const {
+    if (e.op == Expr::Op::kRef && e.ref < kKpiRefBase) {
+      const bool is_q = cat_.measures[e.ref].aggregation == Aggregation::kQuantile;
+      if (is_q && !inside_quantile) {
+        return fmt::format("measure '{}' is a quantile sketch: use p50({}), p95({}), p99({}) or quantile({}, q)",
+                           e.name, e.name, e.name, e.name, e.name);
+      }
+      if (!is_q && inside_quantile) return fmt::format("measure '{}' is not a quantile measure", e.name);
+      return "";
+    }
+    if (e.op == Expr::Op::kRef && inside_quantile) return fmt::format("'{}' is a KPI, not a quantile measure", e.name);
+    for (const auto& a : e.args) {
+      auto err = CheckQuantileUse(a, e.op == Expr::Op::kQuantile);
+      if (!err.empty()) return err;
+    }
+    return "";
+  }
+
+  void ParseTarget(const YAML::Node& t, KpiDef* k) {
+    if (!t.IsMap()) {
+      AddError(t, "target must be a map: {direction: higher|lower, excellent: x, good: y, warning: z}");
+      return;
+    }
+    CheckKeys(t, {"direction", "excellent", "good", "warning", "critical"});
+    Target target;
+    const auto dir = Scalar(t, "direction", false).value_or("higher");
+    if (dir != "higher" && dir != "lower") {
+      AddError(t["direction"], fmt::format("direction '{}' must be higher or lower (which way is better)", dir));
+      return;
+    }
+    target.higher_is_better = dir == "higher";
+    std::vector<std::pair<const char*, std::optional<double>*>> bands = {{"excellent", &target.excellent},
+                                                                         {"good", &target.good},
+                                                                         {"warning", &target.warning},
+                                                                         {"critical", &target.critical}};
+    std::optional<double> prev;
+    const char* prev_name = nullptr;
+    for (auto& [name, slot] : bands) {
+      const auto v = Scalar(t, name, false);
+      if (!v) continue;
+      double d = 0;
+      auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
+      if (ec != std::errc() || ptr != v->data() + v->size()) {
+        AddError(t[name], fmt::format("target {} '{}' must be a number", name, *v));
+        return;
+      }
+      if (prev && (target.higher_is_better ? d > *prev : d < *prev)) {
+        AddError(t[name], fmt::format("target {} ({}) must be {} than {} ({}) when {} is better", name, d,
+                                      target.higher_is_better ? "lower" : "higher", prev_name, *prev, dir));
+        return;
+      }
+      *slot = d;
+      prev = d;
+      prev_name = name;
+    }
+    k->target = target;
+  }
+
+  // Replaces references to other KPIs by their (inlined) formulas; reports
+  // cycles with the path.
+  void InlineKpiRefs() {
+    std::map<std::string, int> state;  // 0 new, 1 visiting, 2 done
+    std::function<bool(size_t, std::vector<std::string>*)> visit = [&](size_t ki, std::vector<std::string>* path) {
+      auto& k = cat_.kpis[ki];
+      if (state[k.name] == 2) return true;
+      if (state[k.name] == 3) return false;  // failed already, error reported
+      if (state[k.name] == 1) {
+        std::string cycle;
+        bool on = false;
+        for (const auto& p : *path) {
+          on |= p == k.name;
+          if (on) cycle += p + " -> ";
+        }
+        AddError(formula_nodes_[k.name], fmt::format("KPI '{}' is part of a cycle: {}{}", k.name, cycle, k.name));
+        return false;
+      }
+      state[k.name] = 1;
+      path->push_back(k.name);
+      bool ok = true;
+      std::function<void(Expr*)> subst = [&](Expr* e) {
+        if (!ok) return;
+        if (e->op == Expr::Op::kRef && e->ref >= kKpiRefBase) {
+          const auto& target_name = kpi_names_[static_cast<size_t>(e->ref - kKpiRefBase)];
+          size_t ti = cat_.kpis.size();
+          for (size_t i = 0; i < cat_.kpis.size(); ++i) {
+            if (cat_.kpis[i].name == target_name) ti = i;
+          }
+          if (ti == cat_.kpis.size()) {  // that KPI had errors of its own
+            ok = false;
+            return;
+          }
+          if (!visit(ti, path)) {
+            ok = false;
+            return;
+          }
+          *e = cat_.kpis[ti].expr;
+          return;
+        }
+        for (auto& a : e->args) subst(&a);
+      };
+      subst(&k.expr);
+      path->pop_back();
+      state[k.name] = ok ? 2 : 3;
+      if (ok) {
+        k.measures.clear();
+        CollectRefs(k.expr, &k.measures);
+      }
+      return ok;
+    };
+    for (size_t i = 0; i < cat_.kpis.size(); ++i) {
+      std::vector<std::string> path;
+      if (state[cat_.kpis[i].name] != 2 && !visit(i, &path)) break;
+    }
   }
 
   std::string_view file_;
   Catalog cat_;
   std::vector<std::string> errors_;
+  std::vector<std::string> kpi_names_;
+  std::map<std::string, YAML::Node> formula_nodes_;
 };
 
 }  // namespace

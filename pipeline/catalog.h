@@ -29,6 +29,8 @@
 #include "absl/status/statusor.h"
 #include "pipeline/event.h"
 #include "pipeline/expr.h"
+#include "pipeline/filter.h"
+#include "state/aggregate.h"
 
 namespace google::protobuf {
 class FieldDescriptor;
@@ -36,8 +38,23 @@ class FieldDescriptor;
 
 namespace kpistream::pipeline {
 
-enum class Aggregation : uint8_t { kCount, kSum, kMin, kMax, kAvg, kDistinct };
+enum class Aggregation : uint8_t { kCount, kSum, kMin, kMax, kAvg, kDistinct, kQuantile, kLast };
 std::string_view AggregationName(Aggregation a);
+// The stored partial kind of an aggregation.
+state::ValueKind PartialKind(Aggregation a);
+
+// Traffic-light bands of a KPI (as in the seeds' dashboards).
+enum class Status : uint8_t { kUnknown = 0, kCritical, kWarning, kGood, kExcellent };
+std::string_view StatusName(Status s);
+
+struct Target {
+  bool higher_is_better = true;
+  // Thresholds, each optional. Higher is better: value >= excellent ->
+  // excellent, >= good -> good, >= warning -> warning, else critical (and
+  // below `critical` too). Lower is better: the same with <=.
+  std::optional<double> excellent, good, warning, critical;
+  Status Classify(std::optional<double> v) const;
+};
 
 struct MeasureDef {
   std::string name;
@@ -50,6 +67,11 @@ struct MeasureDef {
   std::vector<std::string> group_by;
   std::vector<const google::protobuf::FieldDescriptor*> group_by_desc;
   int64_t bucket_seconds = 60;
+  // Events older than (partition's newest event time - lateness) are late.
+  int64_t lateness_ms = 3600 * 1000;
+  // Distinct group keys admitted per partition; more go to "__other__".
+  uint32_t max_groups = 10000;
+  std::shared_ptr<const Filter> filter;  // null: every event of the types
   // Stable id in the state store (assigned by the engine at start).
   uint32_t id = 0;
 };
@@ -60,13 +82,15 @@ struct KpiDef {
   std::string unit;
   std::string formula;
   std::vector<std::string> windows;
-  Expr expr;
+  Expr expr;                  // KPI references already inlined
   std::vector<int> measures;  // indices into Catalog::measures
+  std::optional<Target> target;
 };
 
 struct Catalog {
   std::vector<MeasureDef> measures;
   std::vector<KpiDef> kpis;
+  std::string timezone = "UTC";  // IANA name, for calendar windows
 
   const MeasureDef* FindMeasure(std::string_view name) const;
   const KpiDef* FindKpi(std::string_view name) const;
@@ -83,8 +107,18 @@ std::string_view DefaultCatalogYaml();
 
 // Durations: "30s", "5m", "1h", "24h", "7d". Returns seconds.
 [[nodiscard]] absl::StatusOr<int64_t> ParseDuration(std::string_view text);
-// A window: a duration, or "all" (everything since the epoch) -> kAllTime.
-inline constexpr int64_t kAllTime = -1;
-[[nodiscard]] absl::StatusOr<int64_t> ParseWindow(std::string_view text);
+// A window: a rolling duration ("5m", "24h", "30d"), "all" (since the
+// epoch), or a calendar window in the catalog's time zone: "today",
+// "yesterday", "wtd" (week to date, weeks start on Monday), "mtd", "qtd",
+// "ytd", "previous_week", "previous_month".
+struct TimeRange {
+  int64_t start;  // seconds since the epoch, inclusive
+  int64_t end;    // exclusive
+};
+// Checks the syntax only.
+[[nodiscard]] absl::Status ValidateWindow(std::string_view text);
+// Resolves a window ending at `now` (seconds). Rolling windows end at now;
+// calendar windows use the civil calendar of `timezone`.
+[[nodiscard]] absl::StatusOr<TimeRange> ResolveWindow(std::string_view text, int64_t now, const std::string& timezone);
 
 }  // namespace kpistream::pipeline

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "pipeline/accumulator.h"
+#include "pipeline/admission.h"
 #include "pipeline/router.h"
 #include "state/keys.h"
 
@@ -65,6 +66,8 @@ struct PartitionState {
   uint64_t source = 0;
   int64_t next_offset = 0;     // next offset to apply
   int64_t stored_offset = -1;  // next offset durable in the store (-1: none)
+  // Lateness watermark and admitted groups, as of next_offset.
+  std::unique_ptr<PartitionAdmission> admission;
 };
 
 }  // namespace
@@ -99,9 +102,23 @@ struct Engine::Rep {
 
   std::vector<Contribution> contribs;
   std::string scratch;
+  std::vector<int> late_scratch, overflow_scratch;
+  // Groups admitted since the last commit: (source, measure id, key).
+  std::vector<std::tuple<uint64_t, uint32_t, std::string>> new_groups;
+  std::vector<std::pair<uint32_t, std::string>> new_groups_scratch;
 
   Rep(const EngineOptions& o, Catalog* c, state::Store* s)
-      : options(o), catalog(c), store(s), router(*c), acc(*c), decoder(o.decoder) {}
+      : options(o), catalog(c), store(s), router(*c), acc(*c), decoder(o.decoder) {
+    probe.late_by_measure = std::vector<std::atomic<uint64_t>>(c->measures.size());
+    probe.overflow_by_measure = std::vector<std::atomic<uint64_t>>(c->measures.size());
+  }
+
+  // Loads a partition's watermark and admitted groups as committed.
+  absl::Status LoadAdmission(PartitionState* ps, int64_t newest_ms) {
+    ps->admission = std::make_unique<PartitionAdmission>(*catalog, newest_ms);
+    return store->ListAdmittedGroups(ps->source,
+                                     [&](uint32_t id, std::string_view g) { ps->admission->RestoreGroup(id, g); });
+  }
 
   ~Rep() {
     if (consumer) rd_kafka_destroy(consumer);
@@ -235,25 +252,31 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     int64_t lo = 0, hi = 0;
     const auto we = rd_kafka_query_watermark_offsets(consumer, p.topic, p.partition, &lo, &hi, 10000);
     if (stored->has_value()) {
-      if (we == RD_KAFKA_RESP_ERR_NO_ERROR && **stored < lo) {
+      const int64_t stored_next = (*stored)->next_offset;
+      if (we == RD_KAFKA_RESP_ERR_NO_ERROR && stored_next < lo) {
         SetFatal(absl::FailedPreconditionError(
             fmt::format("{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by "
                         "retention while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip "
                         "them silently: restore the records, or start with a fresh --state-dir to recompute the "
                         "KPIs from what Kafka still holds",
-                        p.topic, p.partition, **stored, lo, **stored, lo - 1)));
+                        p.topic, p.partition, stored_next, lo, stored_next, lo - 1)));
         return;
       }
-      ps.next_offset = **stored;
-      ps.stored_offset = **stored;
-      p.offset = **stored;
+      ps.next_offset = stored_next;
+      ps.stored_offset = stored_next;
+      p.offset = stored_next;
     } else {
       ps.next_offset = we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0;
       p.offset = RD_KAFKA_OFFSET_BEGINNING;
     }
+    if (auto st = LoadAdmission(&ps, stored->has_value() ? (*stored)->newest_event_ms : PartitionAdmission::kNoEvents);
+        !st.ok()) {
+      SetFatal(st);
+      return;
+    }
     spdlog::info("assigned {}[{}] from offset {}", p.topic, p.partition,
-                 stored->has_value() ? fmt::format("{} (stored)", **stored) : std::string("beginning"));
-    owned[{p.topic, p.partition}] = ps;
+                 stored->has_value() ? fmt::format("{} (stored)", (*stored)->next_offset) : std::string("beginning"));
+    owned[{p.topic, p.partition}] = std::move(ps);
   }
   rd_kafka_error_t* e = nullptr;
   if (std::strcmp(rd_kafka_rebalance_protocol(consumer), "COOPERATIVE") == 0) {
@@ -292,6 +315,13 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
 
 void Engine::Rep::ResetToStored() {
   acc.Clear();
+  new_groups.clear();
+  for (auto& [tp, ps] : owned) {
+    auto stored = store->ReadOffset(ps.source);
+    const int64_t newest =
+        stored.ok() && stored->has_value() ? (*stored)->newest_event_ms : PartitionAdmission::kNoEvents;
+    if (auto st = LoadAdmission(&ps, newest); !st.ok()) SetFatal(st);
+  }
   rd_kafka_topic_partition_list_t* seeks = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
   for (auto& [tp, ps] : owned) {
     ps.next_offset = ps.stored_offset >= 0 ? ps.stored_offset : 0;
@@ -365,9 +395,26 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
     Reject(m, ps, err);
   } else {
     router.Route(ev, &scratch, &contribs);
-    for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
-    probe.applied.fetch_add(1, std::memory_order_relaxed);
-    if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
+    late_scratch.clear();
+    overflow_scratch.clear();
+    new_groups_scratch.clear();
+    const auto r = ps.admission->Admit(ev.time_ms, &contribs, &new_groups_scratch, &late_scratch, &overflow_scratch);
+    for (int mi : late_scratch) probe.late_by_measure[static_cast<size_t>(mi)].fetch_add(1, std::memory_order_relaxed);
+    for (int mi : overflow_scratch) {
+      probe.overflow_by_measure[static_cast<size_t>(mi)].fetch_add(1, std::memory_order_relaxed);
+    }
+    for (auto& [id, g] : new_groups_scratch) new_groups.emplace_back(ps.source, id, std::move(g));
+    if (r.all_late()) {
+      Reject(m, ps,
+             {RejectReason::kLate,
+              fmt::format("event time {} ms is older than the partition's newest event {} ms minus the "
+                          "allowed lateness of every measure it feeds",
+                          ev.time_ms, ps.admission->newest_event_ms())});
+    } else {
+      for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
+      probe.applied.fetch_add(1, std::memory_order_relaxed);
+      if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
+    }
   }
   ps.next_offset = m->offset + 1;
 }
@@ -392,7 +439,8 @@ bool Engine::Rep::Commit(bool force) {
   }
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
-  for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset);
+  for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset, ps->admission->newest_event_ms());
+  for (const auto& [source, id, g] : new_groups) batch.PutAdmittedGroup(source, id, g);
   auto st = store->Commit(&batch);
   if (!st.ok()) {
     // The batch is lost with its partials: rewind to what is durable.
@@ -401,6 +449,7 @@ bool Engine::Rep::Commit(bool force) {
     ResetToStored();
     return false;
   }
+  new_groups.clear();
   rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
   for (auto& [tp, ps] : moved) {
     ps->stored_offset = ps->next_offset;

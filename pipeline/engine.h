@@ -74,6 +74,10 @@ struct EngineProbe {
   std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
   std::atomic<int64_t> assigned_partitions{0};
   LatencyHistogram commit_latency;
+  // Per measure (indexed like Catalog::measures): contributions dropped as
+  // late, and contributions whose group went to __other__.
+  std::vector<std::atomic<uint64_t>> late_by_measure;
+  std::vector<std::atomic<uint64_t>> overflow_by_measure;
 
   struct PartitionLag {
     std::string topic;

@@ -35,6 +35,7 @@ enum class RejectReason : uint8_t {
   kBadTimestamp,      // outside [2000-01-01, 2100-01-01)
   kBadValue,          // NaN, infinite or absurdly large numeric value
   kOversized,         // payload larger than the configured maximum
+  kLate,              // older than every matching measure's allowed lateness
   kCount_,
 };
 inline constexpr int kNumRejectReasons = static_cast<int>(RejectReason::kCount_);

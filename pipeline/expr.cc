@@ -135,6 +135,30 @@ class Parser {
   absl::StatusOr<Expr> ParseCall(std::string_view name, size_t start) {
     Expr e;
     size_t min_args = 1, max_args = 64;
+    static constexpr std::pair<std::string_view, double> kPercentiles[] = {
+        {"p50", 0.5}, {"p90", 0.9}, {"p95", 0.95}, {"p99", 0.99}, {"quantile", -1}};
+    for (const auto& [fn, q] : kPercentiles) {
+      if (name != fn) continue;
+      auto arg = ParseSum();
+      if (!arg.ok()) return arg;
+      if (arg->op != Expr::Op::kRef) {
+        pos_ = start;
+        return Error(fmt::format("{}() takes a measure name first", name));
+      }
+      e.op = Expr::Op::kQuantile;
+      e.num = q;
+      if (q < 0) {
+        if (!Eat(',')) return Error("quantile(measure, q) needs q, e.g. quantile(latency, 0.9)");
+        Skip();
+        const auto* begin = s_.data() + pos_;
+        auto [ptr, ec] = std::from_chars(begin, s_.data() + s_.size(), e.num);
+        if (ec != std::errc() || !(e.num > 0 && e.num < 1)) return Error("q must be a number between 0 and 1");
+        pos_ += static_cast<size_t>(ptr - begin);
+      }
+      if (!Eat(')')) return Error("expected ')'");
+      e.args.push_back(std::move(*arg));
+      return e;
+    }
     if (name == "min") {
       e.op = Expr::Op::kMin;
     } else if (name == "max") {
@@ -146,7 +170,8 @@ class Parser {
       e.op = Expr::Op::kCoalesce;
     } else {
       pos_ = start;
-      return Error(fmt::format("unknown function '{}' (known: min, max, abs, coalesce)", name));
+      return Error(
+          fmt::format("unknown function '{}' (known: min, max, abs, coalesce, p50, p90, p95, p99, quantile)", name));
     }
     if (!Eat(')')) {
       do {
@@ -185,7 +210,9 @@ std::optional<double> Eval(const Expr& e, const ValueFn& value) {
     case Expr::Op::kNum:
       return e.num;
     case Expr::Op::kRef:
-      return value(e.ref);
+      return value(e.ref, -1);
+    case Expr::Op::kQuantile:
+      return value(e.args[0].ref, e.num);
     case Expr::Op::kNeg: {
       auto v = Eval(e.args[0], value);
       if (!v) return std::nullopt;

@@ -3,7 +3,8 @@
 //   expr    := term (('+' | '-') term)*
 //   term    := factor (('*' | '/') factor)*
 //   factor  := number | name | name '(' expr (',' expr)* ')' | '(' expr ')' | '-' factor
-//   functions: min, max, abs, coalesce
+//   functions: min, max, abs, coalesce; quantiles of a sketch measure:
+//   p50(m), p90(m), p95(m), p99(m), quantile(m, q) with 0 < q < 1
 //
 // Evaluation never produces inf or NaN: division by zero, a missing operand
 // (except inside coalesce) or a non-finite result give "no value".
@@ -22,11 +23,12 @@
 namespace kpistream::pipeline {
 
 struct Expr {
-  enum class Op { kNum, kRef, kAdd, kSub, kMul, kDiv, kNeg, kMin, kMax, kAbs, kCoalesce };
+  enum class Op { kNum, kRef, kAdd, kSub, kMul, kDiv, kNeg, kMin, kMax, kAbs, kCoalesce, kQuantile };
   Op op = Op::kNum;
   double num = 0;
   int ref = -1;      // index returned by the resolver, for kRef
   std::string name;  // for kRef
+  // kQuantile: num is q and args[0] is the kRef of the measure.
   std::vector<Expr> args;
 };
 
@@ -36,7 +38,8 @@ using NameResolver = std::function<std::optional<int>(std::string_view)>;
 // Errors say what is wrong and at which column (1-based) of the formula.
 [[nodiscard]] absl::StatusOr<Expr> ParseExpr(std::string_view text, const NameResolver& resolve);
 
-using ValueFn = std::function<std::optional<double>(int ref)>;
+// Value of a ref; q is the quantile for refs inside kQuantile, else -1.
+using ValueFn = std::function<std::optional<double>(int ref, double q)>;
 std::optional<double> Eval(const Expr& e, const ValueFn& value);
 
 // Every ref index used by e, in first-use order, without duplicates.

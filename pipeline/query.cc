@@ -44,11 +44,6 @@ void Decompose(int64_t start, int64_t end, int64_t fine, int level, std::vector<
   }
 }
 
-struct MeasureAcc {
-  state::Agg agg;
-  std::unique_ptr<state::Hll> hll;
-};
-
 int DimIndex(const MeasureDef& m, const std::string& dim) {
   for (size_t i = 0; i < m.group_by.size(); ++i) {
     if (m.group_by[i] == dim) return static_cast<int>(i);
@@ -58,7 +53,9 @@ int DimIndex(const MeasureDef& m, const std::string& dim) {
 
 }  // namespace
 
-std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, const state::Hll* hll) {
+std::optional<double> MeasureValue(const MeasureDef& m, const state::Partial* p, double q) {
+  static const state::Agg kNoData;
+  const state::Agg& agg = p ? p->agg : kNoData;
   switch (m.aggregation) {
     case Aggregation::kCount:
       return static_cast<double>(agg.count);
@@ -74,7 +71,13 @@ std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, c
       if (agg.count == 0) return std::nullopt;
       return agg.sum() / static_cast<double>(agg.count);
     case Aggregation::kDistinct:
-      return hll ? std::round(hll->Estimate()) : 0.0;
+      return p && p->hll ? std::round(p->hll->Estimate()) : 0.0;
+    case Aggregation::kQuantile:
+      if (!p || !p->sketch) return std::nullopt;
+      return p->sketch->Quantile(q);
+    case Aggregation::kLast:
+      if (!p || p->last.empty()) return std::nullopt;
+      return p->last.value;
   }
   return std::nullopt;
 }
@@ -119,7 +122,7 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
   if (!sources.ok()) return sources.status();
 
   // group value -> per-measure partial (indexed like kpi.measures)
-  std::map<std::string, std::vector<MeasureAcc>> groups;
+  std::map<std::string, std::vector<std::optional<state::Partial>>> groups;
   if (q.group_by.empty()) groups[""].resize(kpi.measures.size());
   std::vector<std::string_view> vals;
   for (size_t mi = 0; mi < kpi.measures.size(); ++mi) {
@@ -144,21 +147,9 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
       auto& accs = groups[gdim < 0 ? std::string() : std::string(vals[gdim])];
       if (accs.empty()) accs.resize(kpi.measures.size());
       auto& acc = accs[mi];
-      if (m.aggregation == Aggregation::kDistinct) {
-        state::Hll h;
-        if (!state::DecodeHll(enc, &h)) {
-          bad = absl::DataLossError(fmt::format("malformed sketch in measure '{}'", m.name));
-          return;
-        }
-        if (!acc.hll) acc.hll = std::make_unique<state::Hll>();
-        acc.hll->Merge(h);
-      } else {
-        state::Agg a;
-        if (!state::DecodeAgg(enc, &a)) {
-          bad = absl::DataLossError(fmt::format("malformed partial in measure '{}'", m.name));
-          return;
-        }
-        acc.agg.Merge(a);
+      if (!acc) acc.emplace(PartialKind(m.aggregation));
+      if (!acc->MergeEncoded(enc)) {
+        bad = absl::DataLossError(fmt::format("malformed partial in measure '{}'", m.name));
       }
     };
     for (const auto& [source, next_offset] : *sources) {
@@ -175,9 +166,11 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
   for (auto& [g, accs] : groups) {
     GroupValue gv;
     if (!q.group_by.empty()) gv.group.emplace_back(q.group_by, g);
-    gv.value = Eval(kpi.expr, [&](int ref) -> std::optional<double> {
+    gv.value = Eval(kpi.expr, [&](int ref, double q) -> std::optional<double> {
       for (size_t i = 0; i < kpi.measures.size(); ++i) {
-        if (kpi.measures[i] == ref) return MeasureValue(catalog_.measures[ref], accs[i].agg, accs[i].hll.get());
+        if (kpi.measures[i] == ref) {
+          return MeasureValue(catalog_.measures[ref], accs[i] ? &*accs[i] : nullptr, q);
+        }
       }
       return std::nullopt;
     });

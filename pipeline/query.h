@@ -33,10 +33,10 @@ std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fin
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// The value of a measure from its merged partial (hll: distinct measures
-// only, may be null when there was no data). count and sum are 0 without
-// data; min, max and avg have no value.
-std::optional<double> MeasureValue(const MeasureDef& m, const state::Agg& agg, const state::Hll* hll);
+// The value of a measure from its merged partial (null when there was no
+// data); q is the quantile for quantile measures. count, sum and distinct
+// are 0 without data; the others have no value.
+std::optional<double> MeasureValue(const MeasureDef& m, const state::Partial* p, double q);
 
 struct KpiQuery {
   std::string kpi;

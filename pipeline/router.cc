@@ -69,9 +69,10 @@ void Router::Route(const EventView& ev, std::string* scratch, std::vector<Contri
   spans.reserve(measures.size());
   for (const auto& c : measures) {
     if (ev.type < 0 || ev.type >= 64 || !c.types.test(static_cast<size_t>(ev.type))) continue;
+    const auto* def = c.def;
+    if (def->filter && !def->filter->Matches(*ev.msg)) continue;
     Contribution con;
     con.measure = c.index;
-    const auto* def = c.def;
     if (def->aggregation == Aggregation::kDistinct) {
       std::string tmp;
       const auto& s = r->GetStringReference(*ev.msg, def->field_desc, &tmp);

@@ -48,6 +48,14 @@ class KpiServiceImpl final : public v1::KpiService::Service {
       for (const auto& w : k.windows) info->add_windows(w);
       for (const auto& d : catalog_.KpiDimensions(k)) info->add_dimensions(d);
       for (int mi : k.measures) info->add_measures(catalog_.measures[mi].name);
+      if (k.target) {
+        auto* t = info->mutable_target();
+        t->set_direction(k.target->higher_is_better ? "higher" : "lower");
+        if (k.target->excellent) t->set_excellent(*k.target->excellent);
+        if (k.target->good) t->set_good(*k.target->good);
+        if (k.target->warning) t->set_warning(*k.target->warning);
+        if (k.target->critical) t->set_critical(*k.target->critical);
+      }
     }
     for (const auto& m : catalog_.measures) {
       auto* info = resp->add_measures();
@@ -71,8 +79,6 @@ class KpiServiceImpl final : public v1::KpiService::Service {
       return {grpc::StatusCode::NOT_FOUND, fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", req->kpi())};
     }
     const std::string window = req->window().empty() ? kpi->windows.front() : req->window();
-    auto len = pipeline::ParseWindow(window);
-    if (!len.ok()) return ToGrpc(len.status());
     int64_t end_s;
     if (req->has_end_time()) {
       if (!ValidTime(req->end_time())) {
@@ -82,10 +88,12 @@ class KpiServiceImpl final : public v1::KpiService::Service {
     } else {
       end_s = (NowMs() + 999) / 1000;
     }
+    auto range = pipeline::ResolveWindow(window, end_s, catalog_.timezone);
+    if (!range.ok()) return ToGrpc(range.status());
     pipeline::KpiQuery q;
     q.kpi = req->kpi();
-    q.end = end_s;
-    q.start = *len == pipeline::kAllTime ? 0 : end_s - *len;
+    q.start = range->start;
+    q.end = range->end;
     q.group_by = req->group_by();
     for (const auto& [k, v] : req->filter()) q.filter.emplace_back(k, v);
     std::sort(q.filter.begin(), q.filter.end());
@@ -100,6 +108,7 @@ class KpiServiceImpl final : public v1::KpiService::Service {
       auto* v = resp->add_values();
       for (const auto& [k, val] : gv.group) (*v->mutable_group())[k] = val;
       if (gv.value) v->set_value(*gv.value);
+      if (kpi->target) v->set_status(std::string(pipeline::StatusName(kpi->target->Classify(gv.value))));
     }
     FillFreshness(resp);
     return grpc::Status::OK;

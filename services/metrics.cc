@@ -76,6 +76,20 @@ class Collector final : public prom::Collectable {
       }
       out.push_back(std::move(f));
     }
+    {
+      auto late = Family("kpistream_late_contributions_total",
+                         "Contributions dropped because the event was older than the measure's allowed lateness.", C);
+      auto over = Family("kpistream_group_overflow_total",
+                         "Contributions whose group-by key went to __other__ (measure's max_groups reached).", C);
+      for (size_t i = 0; i < catalog_.measures.size() && i < probe_.late_by_measure.size(); ++i) {
+        const auto& name = catalog_.measures[i].name;
+        late.metric.push_back(Sample(static_cast<double>(probe_.late_by_measure[i].load()), C, {{"measure", name}}));
+        over.metric.push_back(
+            Sample(static_cast<double>(probe_.overflow_by_measure[i].load()), C, {{"measure", name}}));
+      }
+      out.push_back(std::move(late));
+      out.push_back(std::move(over));
+    }
     counter("kpistream_dead_letters_total", "Records written to the dead-letter topic.", probe_.dlq_produced.load());
     counter("kpistream_dead_letter_failures_total", "Dead-letter writes that failed.", probe_.dlq_failed.load());
     counter("kpistream_commits_total", "State commits (partials + offsets in one batch).", probe_.commits.load());
@@ -89,7 +103,8 @@ class Collector final : public prom::Collectable {
       gauge("kpistream_newest_event_timestamp_seconds", "Event time of the newest committed (queryable) event.",
             static_cast<double>(newest) / 1000.0);
       if (newest > 0) {
-        gauge("kpistream_freshness_seconds", "End-to-end freshness: now - event time of the newest event visible to queries.",
+        gauge("kpistream_freshness_seconds",
+              "End-to-end freshness: now - event time of the newest event visible to queries.",
               static_cast<double>(NowMs() - newest) / 1000.0);
       }
     }
@@ -145,16 +160,20 @@ class Collector final : public prom::Collectable {
     auto f =
         Family("kpistream_kpi_value", "Current KPI value over each of its default windows (see ListKpis for units).",
                prom::MetricType::Gauge);
-    const int64_t end = (NowMs() + 999) / 1000;
+    auto status = Family("kpistream_kpi_status",
+                         "KPI status against its target: 0 critical, 1 warning, 2 good, 3 excellent (KPIs with a "
+                         "target and a value only).",
+                         prom::MetricType::Gauge);
+    const int64_t now = (NowMs() + 999) / 1000;
     uint64_t errors = 0;
     for (const auto& k : catalog_.kpis) {
       for (const auto& w : k.windows) {
-        auto len = pipeline::ParseWindow(w);
-        if (!len.ok()) continue;
+        auto range = pipeline::ResolveWindow(w, now, catalog_.timezone);
+        if (!range.ok()) continue;
         pipeline::KpiQuery q;
         q.kpi = k.name;
-        q.end = end;
-        q.start = *len == pipeline::kAllTime ? 0 : end - *len;
+        q.start = range->start;
+        q.end = range->end;
         auto vals = query_.Get(q);
         if (!vals.ok()) {
           ++errors;
@@ -165,9 +184,15 @@ class Collector final : public prom::Collectable {
           if (!gv.value) continue;
           f.metric.push_back(
               Sample(*gv.value, prom::MetricType::Gauge, {{"kpi", k.name}, {"unit", k.unit}, {"window", w}}));
+          if (k.target) {
+            const auto st = k.target->Classify(gv.value);
+            status.metric.push_back(Sample(static_cast<double>(static_cast<int>(st) - 1), prom::MetricType::Gauge,
+                                           {{"kpi", k.name}, {"window", w}}));
+          }
         }
       }
     }
+    out->push_back(std::move(status));
     out->push_back(std::move(f));
     auto e = Family("kpistream_kpi_query_errors", "KPI evaluations that failed during this scrape.",
                     prom::MetricType::Gauge);

@@ -86,7 +86,198 @@ std::optional<ValueKind> KindOf(std::string_view in) {
   const auto k = static_cast<ValueKind>(in[0]);
   if (k == ValueKind::kAgg && in.size() == kAggSize) return k;
   if (k == ValueKind::kHll && in.size() == kHllSize) return k;
+  if (k == ValueKind::kSketch && in.size() >= 3) return k;
+  if (k == ValueKind::kLast && in.size() == 17) return k;
   return std::nullopt;
+}
+
+// ---- QuantileSketch ----
+
+namespace {
+const double kGamma = (1 + QuantileSketch::kRelativeAccuracy) / (1 - QuantileSketch::kRelativeAccuracy);
+const double kLogGamma = std::log(kGamma);
+constexpr double kMinPositive = 1e-9;
+
+int32_t BinOf(double v) { return static_cast<int32_t>(std::ceil(std::log(v) / kLogGamma)); }
+double ValueOf(int32_t bin) { return 2.0 * std::pow(kGamma, bin) / (kGamma + 1.0); }
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*pos >= in.size()) return false;
+    const uint8_t b = static_cast<uint8_t>(in[(*pos)++]);
+    *v |= uint64_t{b & 0x7fu} << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+uint64_t ZigZag(int32_t v) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(v)) << 1) ^ static_cast<uint64_t>(v >> 31);
+}
+int32_t UnZigZag(uint64_t v) { return static_cast<int32_t>((v >> 1) ^ (~(v & 1) + 1)); }
+
+void EncodeBins(const std::map<int32_t, uint64_t>& bins, std::string* out) {
+  PutVarint(out, bins.size());
+  for (const auto& [b, c] : bins) {
+    PutVarint(out, ZigZag(b));
+    PutVarint(out, c);
+  }
+}
+bool DecodeBins(std::string_view in, size_t* pos, std::map<int32_t, uint64_t>* bins, uint64_t* total) {
+  uint64_t n;
+  if (!GetVarint(in, pos, &n) || n > 1'000'000) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t b, c;
+    if (!GetVarint(in, pos, &b) || !GetVarint(in, pos, &c)) return false;
+    (*bins)[UnZigZag(b)] += c;
+    *total += c;
+  }
+  return true;
+}
+}  // namespace
+
+void QuantileSketch::Collapse(std::map<int32_t, uint64_t>* bins) {
+  while (bins->size() > kMaxBins) {
+    auto first = bins->begin();
+    auto second = std::next(first);
+    second->second += first->second;
+    bins->erase(first);
+  }
+}
+
+void QuantileSketch::Add(double v) {
+  ++count_;
+  if (v > kMinPositive) {
+    ++pos_[BinOf(v)];
+    if (pos_.size() > kMaxBins) Collapse(&pos_);
+  } else if (v < -kMinPositive) {
+    ++neg_[BinOf(-v)];
+    if (neg_.size() > kMaxBins) Collapse(&neg_);
+  } else {
+    ++zeros_;
+  }
+}
+
+void QuantileSketch::Merge(const QuantileSketch& o) {
+  for (const auto& [b, c] : o.pos_) pos_[b] += c;
+  for (const auto& [b, c] : o.neg_) neg_[b] += c;
+  zeros_ += o.zeros_;
+  count_ += o.count_;
+  Collapse(&pos_);
+  Collapse(&neg_);
+}
+
+std::optional<double> QuantileSketch::Quantile(double q) const {
+  if (count_ == 0 || !(q >= 0 && q <= 1)) return std::nullopt;
+  const double rank = q * static_cast<double>(count_ - 1);
+  double seen = 0;
+  for (auto it = neg_.rbegin(); it != neg_.rend(); ++it) {
+    seen += static_cast<double>(it->second);
+    if (seen > rank) return -ValueOf(it->first);
+  }
+  seen += static_cast<double>(zeros_);
+  if (seen > rank) return 0.0;
+  for (const auto& [b, c] : pos_) {
+    seen += static_cast<double>(c);
+    if (seen > rank) return ValueOf(b);
+  }
+  return pos_.empty() ? 0.0 : ValueOf(pos_.rbegin()->first);
+}
+
+void QuantileSketch::EncodeTo(std::string* out) const {
+  out->push_back(static_cast<char>(ValueKind::kSketch));
+  PutVarint(out, zeros_);
+  EncodeBins(pos_, out);
+  EncodeBins(neg_, out);
+}
+
+bool QuantileSketch::DecodeFrom(std::string_view in) {
+  *this = QuantileSketch();
+  if (KindOf(in) != ValueKind::kSketch) return false;
+  size_t pos = 1;
+  uint64_t total = 0;
+  if (!GetVarint(in, &pos, &zeros_)) return false;
+  total = zeros_;
+  if (!DecodeBins(in, &pos, &pos_, &total) || !DecodeBins(in, &pos, &neg_, &total)) return false;
+  count_ = total;
+  return pos == in.size();
+}
+
+// ---- Partial ----
+
+Partial::Partial(ValueKind k) : kind(k) {
+  if (k == ValueKind::kHll) hll = std::make_unique<Hll>();
+  if (k == ValueKind::kSketch) sketch = std::make_unique<QuantileSketch>();
+}
+
+std::string Partial::Encode() const {
+  switch (kind) {
+    case ValueKind::kAgg:
+      return EncodeAgg(agg);
+    case ValueKind::kHll:
+      return EncodeHll(*hll);
+    case ValueKind::kSketch: {
+      std::string out;
+      sketch->EncodeTo(&out);
+      return out;
+    }
+    case ValueKind::kLast: {
+      std::string out;
+      out.push_back(static_cast<char>(ValueKind::kLast));
+      Put(&out, last.time_ms);
+      Put(&out, last.value);
+      return out;
+    }
+  }
+  return {};
+}
+
+void Partial::Merge(const Partial& o) {
+  agg.Merge(o.agg);
+  if (hll && o.hll) hll->Merge(*o.hll);
+  if (sketch && o.sketch) sketch->Merge(*o.sketch);
+  last.Merge(o.last);
+}
+
+bool Partial::MergeEncoded(std::string_view enc) {
+  const auto k = KindOf(enc);
+  if (!k || *k != kind) return false;
+  switch (kind) {
+    case ValueKind::kAgg: {
+      Agg a;
+      DecodeAgg(enc, &a);
+      agg.Merge(a);
+      return true;
+    }
+    case ValueKind::kHll: {
+      for (size_t i = 0; i < Hll::kRegisters; ++i) {
+        const auto r = static_cast<uint8_t>(enc[i + 1]);
+        if (r > hll->registers()[i]) hll->mutable_registers()[i] = r;
+      }
+      return true;
+    }
+    case ValueKind::kSketch: {
+      QuantileSketch s;
+      if (!s.DecodeFrom(enc)) return false;
+      sketch->Merge(s);
+      return true;
+    }
+    case ValueKind::kLast: {
+      Last l;
+      l.time_ms = Get<int64_t>(enc.data() + 1);
+      l.value = Get<double>(enc.data() + 9);
+      last.Merge(l);
+      return true;
+    }
+  }
+  return false;
 }
 
 bool DecodeAgg(std::string_view in, Agg* out) {
@@ -108,12 +299,10 @@ bool DecodeHll(std::string_view in, Hll* out) {
 bool MergeEncoded(std::string_view a, std::string_view b, std::string* out) {
   const auto ka = KindOf(a);
   if (!ka || ka != KindOf(b)) return false;
-  if (*ka == ValueKind::kAgg) {
-    Agg x, y;
-    DecodeAgg(a, &x);
-    DecodeAgg(b, &y);
-    x.Merge(y);
-    *out = EncodeAgg(x);
+  if (*ka != ValueKind::kHll) {
+    Partial p(*ka);
+    if (!p.MergeEncoded(a) || !p.MergeEncoded(b)) return false;
+    *out = p.Encode();
     return true;
   }
   // Register-wise max in place, without materialising two sketches.

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,8 +73,67 @@ class Hll {
 // Stable 64-bit hash (XXH3, seed 0): identical across processes and builds.
 uint64_t HashForSketch(std::string_view s);
 
-// A stored partial: either an Agg or an Hll.
-enum class ValueKind : uint8_t { kAgg = 1, kHll = 2 };
+// DDSketch-style quantile sketch: logarithmic bins with relative accuracy
+// kRelativeAccuracy (every quantile estimate is within 1 % of a value that
+// is really at that rank). Mergeable by adding bin counts; encodes
+// deterministically (sorted bins). Bins beyond kMaxBins collapse the lowest
+// ones, keeping high quantiles exact to the bound.
+class QuantileSketch {
+ public:
+  static constexpr double kRelativeAccuracy = 0.01;
+  static constexpr size_t kMaxBins = 2048;
+
+  void Add(double v);
+  void Merge(const QuantileSketch& o);
+  // q in [0, 1]; nullopt when empty.
+  std::optional<double> Quantile(double q) const;
+  uint64_t count() const { return count_; }
+  bool operator==(const QuantileSketch&) const = default;
+
+  void EncodeTo(std::string* out) const;
+  bool DecodeFrom(std::string_view in);
+
+ private:
+  void Collapse(std::map<int32_t, uint64_t>* bins);
+  std::map<int32_t, uint64_t> pos_;  // bin index -> count, for v > 0
+  std::map<int32_t, uint64_t> neg_;  // for -v, v < 0
+  uint64_t zeros_ = 0;
+  uint64_t count_ = 0;
+};
+
+// The last value by event time (ties: the larger value, so the result does
+// not depend on arrival order).
+struct Last {
+  int64_t time_ms = std::numeric_limits<int64_t>::min();
+  double value = 0;
+  void Add(int64_t t, double v) {
+    if (t > time_ms || (t == time_ms && v > value)) {
+      time_ms = t;
+      value = v;
+    }
+  }
+  void Merge(const Last& o) { Add(o.time_ms, o.value); }
+  bool empty() const { return time_ms == std::numeric_limits<int64_t>::min(); }
+  bool operator==(const Last&) const = default;
+};
+
+// A stored partial: one of these kinds.
+enum class ValueKind : uint8_t { kAgg = 1, kHll = 2, kSketch = 3, kLast = 4 };
+
+// An in-memory partial of any kind (only the member of its kind is used).
+struct Partial {
+  ValueKind kind = ValueKind::kAgg;
+  Agg agg;  // kAgg; also counts events for every kind
+  std::unique_ptr<Hll> hll;
+  std::unique_ptr<QuantileSketch> sketch;
+  Last last;
+
+  explicit Partial(ValueKind k = ValueKind::kAgg);
+  std::string Encode() const;
+  // Merges an encoded partial of the same kind; false if malformed.
+  bool MergeEncoded(std::string_view enc);
+  void Merge(const Partial& o);
+};
 
 // Wire encoding (little-endian, fixed width; no size_t):
 //   kAgg: kind(1) count(8) sum_micros(8) min(8) max(8)  = 33 bytes

@@ -53,6 +53,15 @@ std::string OffsetKey(uint64_t source) {
   return k;
 }
 
+std::string GroupKeyPrefix(uint64_t source) { return OffsetKey(source); }
+
+std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key) {
+  std::string k = OffsetKey(source);
+  PutU32BE(&k, measure_id);
+  k.append(group_key);
+  return k;
+}
+
 bool ParseOffsetKey(std::string_view key, uint64_t* source) {
   if (key.size() != 8) return false;
   *source = GetU64BE(key.data());

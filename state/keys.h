@@ -9,8 +9,12 @@
 // numeric order, so a (measure, partition) series is contiguous and sorted by
 // time: a window is one range scan per partition.
 //
-// Column family "offsets": stream_id(u32 BE) partition(u32 BE) -> next offset
-//   (i64 LE). Written in the same WriteBatch as the partials (invariant 1).
+// Column family "offsets": source(u64 BE) -> next offset (i64 LE) and the
+//   partition's newest event time in ms (i64 LE; its watermark). Written in
+//   the same WriteBatch as the partials (invariant 1).
+// Column family "groups": source(u64 BE) measure_id(u32 BE) group_key -> ""
+//   the group keys admitted under a measure's cardinality cap, written in the
+//   same batch as the partials that first used them.
 // Column family "meta": "<kind>/<name>" -> id (u32 LE), stable ids for topic
 //   and measure names.
 #pragma once
@@ -22,8 +26,8 @@
 
 namespace kpistream::state {
 
-enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2 };
-inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta"};
+enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2, kGroups = 3 };
+inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta", "groups"};
 
 // Roll-up tiers. The finest tier's width is the measure's bucket width.
 enum class Tier : uint8_t { kFine = 0, kHour = 1, kDay = 2 };
@@ -54,6 +58,8 @@ struct AggKeyParts {
 bool ParseAggKey(std::string_view key, AggKeyParts* out);
 
 std::string OffsetKey(uint64_t source);
+std::string GroupKeyPrefix(uint64_t source);
+std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key);
 bool ParseOffsetKey(std::string_view key, uint64_t* source);
 
 // Group keys: the ordered values of a measure's group-by dimensions.

@@ -50,6 +50,7 @@ struct WriteBatch::Rep {
   rocksdb::WriteBatch wb;
   rocksdb::ColumnFamilyHandle* agg;
   rocksdb::ColumnFamilyHandle* offsets;
+  rocksdb::ColumnFamilyHandle* groups;
 };
 
 struct Store::Rep {
@@ -69,6 +70,7 @@ struct Store::Rep {
 WriteBatch::WriteBatch(const Store& store) : rep_(std::make_unique<Rep>()) {
   rep_->agg = store.rep_->cf(Keyspace::kAgg);
   rep_->offsets = store.rep_->cf(Keyspace::kOffsets);
+  rep_->groups = store.rep_->cf(Keyspace::kGroups);
 }
 WriteBatch::~WriteBatch() = default;
 size_t WriteBatch::Count() const { return rep_->wb.Count(); }
@@ -80,10 +82,15 @@ void WriteBatch::MergePartial(std::string_view key, std::string_view encoded) {
       .PermitUncheckedError();
 }
 
-void WriteBatch::PutOffset(uint64_t source, int64_t next_offset) {
-  char v[8];
+void WriteBatch::PutOffset(uint64_t source, int64_t next_offset, int64_t newest_event_ms) {
+  char v[16];
   std::memcpy(v, &next_offset, 8);
-  rep_->wb.Put(rep_->offsets, OffsetKey(source), rocksdb::Slice(v, 8)).PermitUncheckedError();
+  std::memcpy(v + 8, &newest_event_ms, 8);
+  rep_->wb.Put(rep_->offsets, OffsetKey(source), rocksdb::Slice(v, 16)).PermitUncheckedError();
+}
+
+void WriteBatch::PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key) {
+  rep_->wb.Put(rep_->groups, AdmittedGroupKey(source, measure_id, group_key), rocksdb::Slice()).PermitUncheckedError();
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
@@ -160,15 +167,28 @@ absl::Status Store::Commit(WriteBatch* batch) {
   return FromRocks(rep_->db->Write(rep_->write_options, &batch->rep_->wb), "committing state");
 }
 
-absl::StatusOr<std::optional<int64_t>> Store::ReadOffset(uint64_t source) const {
+absl::StatusOr<std::optional<Store::SourcePosition>> Store::ReadOffset(uint64_t source) const {
   std::string v;
   auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets), OffsetKey(source), &v);
-  if (s.IsNotFound()) return std::optional<int64_t>();
+  if (s.IsNotFound()) return std::optional<SourcePosition>();
   if (!s.ok()) return FromRocks(s, "reading offset");
-  if (v.size() != 8) return absl::DataLossError("offset record has wrong size");
-  int64_t off;
-  std::memcpy(&off, v.data(), 8);
-  return std::optional<int64_t>(off);
+  if (v.size() != 16) return absl::DataLossError("offset record has wrong size");
+  SourcePosition p;
+  std::memcpy(&p.next_offset, v.data(), 8);
+  std::memcpy(&p.newest_event_ms, v.data() + 8, 8);
+  return std::optional<SourcePosition>(p);
+}
+
+absl::Status Store::ListAdmittedGroups(uint64_t source,
+                                       const std::function<void(uint32_t, std::string_view)>& fn) const {
+  const std::string prefix = GroupKeyPrefix(source);
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kGroups)));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (it->key().size() < prefix.size() + 4) return absl::DataLossError("malformed admitted-group key");
+    fn(GetU32BE(it->key().data() + prefix.size()),
+       std::string_view(it->key().data() + prefix.size() + 4, it->key().size() - prefix.size() - 4));
+  }
+  return FromRocks(it->status(), "listing admitted groups");
 }
 
 absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() const {
@@ -176,7 +196,7 @@ absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() c
   std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kOffsets)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     uint64_t source;
-    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &source) || it->value().size() != 8) {
+    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &source) || it->value().size() != 16) {
       return absl::DataLossError("malformed offset record");
     }
     int64_t off;

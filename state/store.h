@@ -45,7 +45,9 @@ class WriteBatch {
 
   // Merges an encoded partial (see aggregate.h) into key (see AggKey).
   void MergePartial(std::string_view key, std::string_view encoded);
-  void PutOffset(uint64_t source, int64_t next_offset);
+  void PutOffset(uint64_t source, int64_t next_offset, int64_t newest_event_ms);
+  // Records a group admitted under a measure's cardinality cap.
+  void PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key);
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
@@ -79,10 +81,17 @@ class Store {
 
   [[nodiscard]] absl::Status Commit(WriteBatch* batch);
 
-  // Next offset to read for a source, if any state was ever committed for it.
-  [[nodiscard]] absl::StatusOr<std::optional<int64_t>> ReadOffset(uint64_t source) const;
+  struct SourcePosition {
+    int64_t next_offset = 0;
+    int64_t newest_event_ms = 0;  // INT64_MIN if no event yet
+  };
+  // Where a source stands, if any state was ever committed for it.
+  [[nodiscard]] absl::StatusOr<std::optional<SourcePosition>> ReadOffset(uint64_t source) const;
   // Every source with committed state, with its next offset.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> ListOffsets() const;
+  // Calls fn(measure_id, group_key) for every admitted group of a source.
+  [[nodiscard]] absl::Status ListAdmittedGroups(uint64_t source,
+                                                const std::function<void(uint32_t, std::string_view)>& fn) const;
 
   // Calls fn(bucket, group_key, encoded_partial) for every partial of
   // (tier, measure, source) with bucket in [bucket_begin, bucket_end), in

@@ -78,12 +78,68 @@ TEST(CatalogTest, ReportsEveryErrorNotJustTheFirst) {
   EXPECT_NE(err.find("unknown crm event type 'x'"), std::string::npos);
 }
 
+TEST(CatalogTest, FiltersQuantilesLastTargetsAndTimezone) {
+  auto c = ParseCatalog(R"YAML(
+timezone: Europe/Berlin
+measures:
+  errors: {family: product, types: [api_call], aggregation: count, filter: "status_code >= 500"}
+  calls: {family: product, types: [api_call], aggregation: count}
+  latency: {family: product, types: [api_call], aggregation: quantile, field: latency_ms, lateness: 10m}
+  last_mrr: {family: crm, aggregation: last, field: mrr_delta, max_groups: 50, group_by: [account_id]}
+kpis:
+  error_rate:
+    formula: errors / calls
+    target: {direction: lower, excellent: 0.001, good: 0.01, warning: 0.05}
+  availability: {formula: 1 - error_rate}
+  p95_latency: {formula: p95(latency) / 1000, unit: seconds}
+  p90_latency: {formula: "quantile(latency, 0.9)"}
+)YAML",
+                        "x.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->timezone, "Europe/Berlin");
+  EXPECT_EQ(c->measures[2].lateness_ms, 600000);
+  EXPECT_EQ(c->measures[3].max_groups, 50u);
+  ASSERT_NE(c->measures[0].filter, nullptr);
+  // KPI references are inlined: availability depends on errors and calls.
+  const auto* avail = c->FindKpi("availability");
+  EXPECT_EQ(avail->measures.size(), 2u);
+  const auto& t = *c->FindKpi("error_rate")->target;
+  EXPECT_EQ(t.Classify(0.0005), Status::kExcellent);
+  EXPECT_EQ(t.Classify(0.005), Status::kGood);
+  EXPECT_EQ(t.Classify(0.02), Status::kWarning);
+  EXPECT_EQ(t.Classify(0.2), Status::kCritical);
+  EXPECT_EQ(t.Classify(std::nullopt), Status::kUnknown);
+}
+
+TEST(CatalogTest, SemanticErrors) {
+  const std::string m =
+      "measures:\n  calls: {family: product, types: [api_call], aggregation: count}\n"
+      "  lat: {family: product, aggregation: quantile, field: latency_ms}\n";
+  EXPECT_NE(
+      ErrorOf(m + "kpis:\n  a: {formula: b + 1}\n  b: {formula: a * 2}\n").find("is part of a cycle: a -> b -> a"),
+      std::string::npos);
+  EXPECT_NE(ErrorOf(m + "kpis:\n  a: {formula: lat}\n").find("is a quantile sketch: use p50(lat)"), std::string::npos);
+  EXPECT_NE(ErrorOf(m + "kpis:\n  a: {formula: p95(calls)}\n").find("'calls' is not a quantile measure"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(m + "kpis:\n  a: {formula: calls, target: {direction: higher, good: 9, excellent: 5}}\n")
+                .find("must be lower than"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("timezone: Mars/Olympus\n" + m).find("unknown time zone 'Mars/Olympus'"), std::string::npos);
+  EXPECT_NE(ErrorOf("measures:\n  e: {family: product, aggregation: count, filter: \"status_code > 'x'\"}\n")
+                .find("filter \"status_code > 'x'\": type mismatch"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("measures:\n  e: {family: product, aggregation: count, max_groups: 0}\n").find("max_groups"),
+            std::string::npos);
+}
+
 TEST(CatalogTest, Durations) {
   EXPECT_EQ(*ParseDuration("30s"), 30);
   EXPECT_EQ(*ParseDuration("5m"), 300);
   EXPECT_EQ(*ParseDuration("24h"), 86400);
   EXPECT_EQ(*ParseDuration("30d"), 30 * 86400);
-  EXPECT_EQ(*ParseWindow("all"), kAllTime);
+  EXPECT_TRUE(ValidateWindow("all").ok());
+  EXPECT_TRUE(ValidateWindow("mtd").ok());
+  EXPECT_FALSE(ValidateWindow("month").ok());
   for (const char* bad : {"", "5", "m", "-5m", "5w", "1.5h", "0s"}) EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
 }
 

@@ -13,7 +13,7 @@ class ExprTest : public ::testing::Test {
     auto e = ParseExpr(text, resolve_);
     EXPECT_TRUE(e.ok()) << e.status();
     if (!e.ok()) return std::nullopt;
-    return Eval(*e, [&](int ref) { return vals_[ref]; });
+    return Eval(*e, [&](int ref, double) { return vals_[ref]; });
   }
   std::string Error(std::string_view text) {
     auto e = ParseExpr(text, resolve_);

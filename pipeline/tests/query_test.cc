@@ -84,7 +84,7 @@ kpis:
     }
     state::WriteBatch b(*store_);
     acc.Flush(&b);
-    b.PutOffset(state::SourceId(1, partition), static_cast<int64_t>(events.size()));
+    b.PutOffset(state::SourceId(1, partition), static_cast<int64_t>(events.size()), 0);
     ASSERT_TRUE(store_->Commit(&b).ok());
   }
 

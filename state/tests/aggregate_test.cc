@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 
@@ -89,6 +91,85 @@ TEST(HllTest, MergeEqualsUnion) {
   Hll back;
   ASSERT_TRUE(DecodeHll(merged, &back));
   EXPECT_EQ(back, c);
+}
+
+}  // namespace
+}  // namespace kpistream::state
+
+namespace kpistream::state {
+namespace {
+
+TEST(QuantileSketchTest, RelativeErrorWithinOnePercent) {
+  QuantileSketch s;
+  std::vector<double> vals;
+  std::mt19937_64 rng(3);
+  std::lognormal_distribution<double> dist(5.0, 1.2);  // latency-like
+  for (int i = 0; i < 200000; ++i) {
+    vals.push_back(dist(rng));
+    s.Add(vals.back());
+  }
+  std::sort(vals.begin(), vals.end());
+  for (double q : {0.5, 0.9, 0.95, 0.99, 0.999}) {
+    const double exact = vals[static_cast<size_t>(q * (vals.size() - 1))];
+    const double est = *s.Quantile(q);
+    EXPECT_LE(std::abs(est - exact) / exact, 0.01) << "q=" << q;
+  }
+}
+
+TEST(QuantileSketchTest, MergeEncodeAndEdgeValues) {
+  QuantileSketch a, b, all;
+  for (int i = 1; i <= 1000; ++i) {
+    const double v = i % 10 == 0 ? -i : (i % 7 == 0 ? 0 : i);
+    (i % 2 ? a : b).Add(v);
+    all.Add(v);
+  }
+  a.Merge(b);
+  EXPECT_EQ(a, all);
+  std::string enc;
+  all.EncodeTo(&enc);
+  QuantileSketch back;
+  ASSERT_TRUE(back.DecodeFrom(enc));
+  EXPECT_EQ(back, all);
+  EXPECT_EQ(back.count(), 1000u);
+  EXPECT_LT(*all.Quantile(0), -900);
+  EXPECT_FALSE(QuantileSketch().Quantile(0.5).has_value());
+  EXPECT_FALSE(back.DecodeFrom(enc.substr(0, enc.size() - 1)));
+  // Merging encoded partials through the store's merge path.
+  std::string e1, e2, merged;
+  QuantileSketch x, y;
+  x.Add(10);
+  y.Add(20);
+  x.EncodeTo(&e1);
+  y.EncodeTo(&e2);
+  ASSERT_TRUE(MergeEncoded(e1, e2, &merged));
+  QuantileSketch m;
+  ASSERT_TRUE(m.DecodeFrom(merged));
+  EXPECT_EQ(m.count(), 2u);
+}
+
+TEST(QuantileSketchTest, BinsStayBounded) {
+  QuantileSketch s;
+  for (int i = -300; i < 300; ++i) s.Add(std::pow(10.0, i / 10.0));  // 60 decades
+  std::string enc;
+  s.EncodeTo(&enc);
+  EXPECT_LT(enc.size(), 4 * QuantileSketch::kMaxBins + 16);
+  EXPECT_NEAR(*s.Quantile(0.99) / std::pow(10.0, 29.3), 1.0, 0.02);
+}
+
+TEST(LastTest, LatestEventTimeWinsRegardlessOfOrder) {
+  Partial a(ValueKind::kLast), b(ValueKind::kLast);
+  a.last.Add(100, 1.5);
+  a.last.Add(300, 7);
+  b.last.Add(200, 9);
+  b.last.Add(300, 6);
+  Partial ab(ValueKind::kLast), ba(ValueKind::kLast);
+  ASSERT_TRUE(ab.MergeEncoded(a.Encode()));
+  ASSERT_TRUE(ab.MergeEncoded(b.Encode()));
+  ASSERT_TRUE(ba.MergeEncoded(b.Encode()));
+  ASSERT_TRUE(ba.MergeEncoded(a.Encode()));
+  EXPECT_EQ(ab.last, ba.last);
+  EXPECT_EQ(ab.last.value, 7);
+  EXPECT_FALSE(ab.MergeEncoded(EncodeAgg(Agg())));
 }
 
 }  // namespace

@@ -34,7 +34,8 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
       Agg a;
       a.Add(1.5, ToMicros(1.5));
       b.MergePartial(AggKey(Tier::kFine, 7, src, 60, "g"), EncodeAgg(a));
-      b.PutOffset(src, 100 * (round + 1));
+      b.PutOffset(src, 100 * (round + 1), 1000 + round);
+      b.PutAdmittedGroup(src, 7, "g");
       ASSERT_TRUE(store->Commit(&b).ok());
     }
   }
@@ -42,7 +43,12 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
   auto off = store->ReadOffset(src);
   ASSERT_TRUE(off.ok());
   ASSERT_TRUE(off->has_value());
-  EXPECT_EQ(**off, 300);
+  EXPECT_EQ((*off)->next_offset, 300);
+  EXPECT_EQ((*off)->newest_event_ms, 1002);
+  std::vector<std::pair<uint32_t, std::string>> groups;
+  ASSERT_TRUE(store->ListAdmittedGroups(src, [&](uint32_t m, std::string_view g) { groups.emplace_back(m, g); }).ok());
+  EXPECT_EQ(groups, (std::vector<std::pair<uint32_t, std::string>>{{7, "g"}}));
+  ASSERT_TRUE(store->ListAdmittedGroups(SourceId(1, 1), [&](uint32_t, std::string_view) { FAIL(); }).ok());
   int rows = 0;
   ASSERT_TRUE(store
                   ->Scan(Tier::kFine, 7, src, 0, 120,

@@ -274,14 +274,13 @@ void Generator::Next(Record* out) {
 struct Truth::Rep {
   const pipeline::Catalog& catalog;
   pipeline::Router router;
-  std::vector<state::Agg> aggs;
-  std::vector<std::unique_ptr<state::Hll>> hlls;
+  std::vector<std::optional<state::Partial>> partials;
   std::string scratch;
   std::vector<pipeline::Contribution> contribs;
   uint64_t records = 0, good = 0;
   std::map<std::string, uint64_t> rejected;
   int64_t min_ms = INT64_MAX, max_ms = INT64_MIN;
-  explicit Rep(const pipeline::Catalog& c) : catalog(c), router(c), aggs(c.measures.size()), hlls(c.measures.size()) {}
+  explicit Rep(const pipeline::Catalog& c) : catalog(c), router(c), partials(c.measures.size()) {}
 };
 
 Truth::Truth(const pipeline::Catalog& catalog) : rep_(std::make_unique<Rep>(catalog)) {}
@@ -299,12 +298,21 @@ void Truth::Add(const Record& r) {
   pipeline::EventView v{r.family, r.type, r.time_ms, r.event};
   rep_->router.Route(v, &rep_->scratch, &rep_->contribs);
   for (const auto& c : rep_->contribs) {
-    if (rep_->catalog.measures[c.measure].aggregation == pipeline::Aggregation::kDistinct) {
-      auto& h = rep_->hlls[c.measure];
-      if (!h) h = std::make_unique<state::Hll>();
-      h->AddHash(c.hash);
-    } else {
-      rep_->aggs[c.measure].Add(c.value, state::ToMicros(c.value));
+    auto& p = rep_->partials[c.measure];
+    if (!p) p.emplace(pipeline::PartialKind(rep_->catalog.measures[c.measure].aggregation));
+    switch (p->kind) {
+      case state::ValueKind::kAgg:
+        p->agg.Add(c.value, state::ToMicros(c.value));
+        break;
+      case state::ValueKind::kHll:
+        p->hll->AddHash(c.hash);
+        break;
+      case state::ValueKind::kSketch:
+        p->sketch->Add(c.value);
+        break;
+      case state::ValueKind::kLast:
+        p->last.Add(r.time_ms, c.value);
+        break;
     }
   }
 }
@@ -316,15 +324,18 @@ std::string Truth::Render() const {
   out += fmt::format("window_end {}\n", rep_->good ? rep_->max_ms / 1000 + 1 : 0);
   out += fmt::format("records {}\ngood {}\n", rep_->records, rep_->good);
   for (const auto& [reason, n] : rep_->rejected) out += fmt::format("rejected {} {}\n", reason, n);
-  std::vector<std::optional<double>> vals;
+  auto value = [&](int i, double q) {
+    const auto& p = rep_->partials[static_cast<size_t>(i)];
+    return pipeline::MeasureValue(rep_->catalog.measures[static_cast<size_t>(i)], p ? &*p : nullptr, q);
+  };
   for (size_t i = 0; i < rep_->catalog.measures.size(); ++i) {
     const auto& m = rep_->catalog.measures[i];
-    vals.push_back(pipeline::MeasureValue(m, rep_->aggs[i], rep_->hlls[i].get()));
-    out += fmt::format("measure {} {} {}\n", m.name, pipeline::AggregationName(m.aggregation), fmt_val(vals.back()));
+    const double q = m.aggregation == pipeline::Aggregation::kQuantile ? 0.5 : -1;
+    out += fmt::format("measure {} {} {}\n", m.name, pipeline::AggregationName(m.aggregation),
+                       fmt_val(value(static_cast<int>(i), q)));
   }
   for (const auto& k : rep_->catalog.kpis) {
-    auto v = pipeline::Eval(k.expr, [&](int ref) { return vals[ref]; });
-    out += fmt::format("kpi {} {}\n", k.name, fmt_val(v));
+    out += fmt::format("kpi {} {}\n", k.name, fmt_val(pipeline::Eval(k.expr, value)));
   }
   return out;
 }
