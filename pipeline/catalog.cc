@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -98,6 +100,9 @@ const KpiDef* Catalog::FindKpi(std::string_view name) const {
 std::vector<std::string> Catalog::KpiDimensions(const KpiDef& kpi) const {
   std::vector<std::string> dims;
   bool first = true;
+  for (const auto& in : kpi.inputs) {
+    if (!in.group_dim.empty()) return {};  // counts groups: not groupable itself
+  }
   for (int mi : kpi.measures) {
     const auto& gb = measures[mi].group_by;
     if (first) {
@@ -205,8 +210,9 @@ class CatalogParser {
     if (!root.IsMap()) return Fail(root, "the catalog must be a map with 'measures' and 'kpis'");
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto key = it->first.as<std::string>();
-      if (key != "measures" && key != "kpis" && key != "timezone") {
-        AddError(it->first, fmt::format("unknown top-level key '{}' (expected measures, kpis, timezone)", key));
+      if (key != "measures" && key != "kpis" && key != "timezone" && key != "constants") {
+        AddError(it->first,
+                 fmt::format("unknown top-level key '{}' (expected measures, kpis, timezone, constants)", key));
       }
     }
     if (const auto tz = root["timezone"]) {
@@ -216,6 +222,23 @@ class CatalogParser {
                                  tz.IsScalar() ? tz.as<std::string>() : std::string("?")));
       } else {
         cat_.timezone = tz.as<std::string>();
+      }
+    }
+    if (const auto consts = root["constants"]) {
+      if (!consts.IsMap()) {
+        AddError(consts, "'constants' must be a map of name to number, e.g. {monthly_budget: 150000}");
+      } else {
+        for (auto it = consts.begin(); it != consts.end(); ++it) {
+          const auto name = it->first.as<std::string>();
+          const auto text = it->second.IsScalar() ? it->second.as<std::string>() : std::string();
+          double v = 0;
+          auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+          if (!ValidName(name) || ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(v)) {
+            AddError(it->first, fmt::format("constant '{}' must be a name and a number", name));
+            continue;
+          }
+          cat_.constants[name] = v;
+        }
       }
     }
     const auto measures = root["measures"];
@@ -482,6 +505,11 @@ class CatalogParser {
       for (size_t i = 0; i < kpi_names_.size(); ++i) {
         if (kpi_names_[i] == name) return kKpiRefBase + static_cast<int>(i);
       }
+      int ci = 0;
+      for (const auto& [cname, v] : cat_.constants) {
+        if (cname == name) return kConstBase + ci;
+        ++ci;
+      }
       return std::nullopt;
     });
     if (!expr.ok()) {
@@ -507,6 +535,51 @@ class CatalogParser {
   }
 
   static constexpr int kKpiRefBase = 1 << 20;
+  static constexpr int kConstBase = 1 << 24;
+
+  // Replaces constants by numbers, checks windows and dimensions, and turns
+  // measure refs into inputs.
+  void BuildInputs(KpiDef* k) {
+    std::function<void(Expr*, const Expr*)> walk = [&](Expr* e, const Expr* parent) {
+      if (e->op == Expr::Op::kRef && e->ref >= kConstBase) {
+        auto it = cat_.constants.begin();
+        std::advance(it, e->ref - kConstBase);
+        Expr n;
+        n.num = it->second;
+        *e = n;
+        return;
+      }
+      if (e->op == Expr::Op::kRef) {
+        KpiInput in;
+        in.measure = e->ref;
+        in.window = e->window;
+        if (!in.window.empty()) {
+          if (auto st = ValidateWindow(in.window); !st.ok()) {
+            AddError(formula_nodes_[k->name], fmt::format("formula \"{}\": {}", k->formula, std::string(st.message())));
+          }
+        }
+        if (parent && parent->op == Expr::Op::kGroupsAtLeast) {
+          const auto& m = cat_.measures[static_cast<size_t>(in.measure)];
+          if (std::find(m.group_by.begin(), m.group_by.end(), parent->name) == m.group_by.end()) {
+            AddError(formula_nodes_[k->name],
+                     fmt::format("formula \"{}\": groups_at_least needs '{}' in the group_by of measure '{}'",
+                                 k->formula, parent->name, m.name));
+          }
+          in.group_dim = parent->name;
+          in.threshold = parent->num;
+        }
+        auto pos = std::find(k->inputs.begin(), k->inputs.end(), in);
+        if (pos == k->inputs.end()) pos = k->inputs.insert(pos, in);
+        e->ref = static_cast<int>(pos - k->inputs.begin());
+        if (std::find(k->measures.begin(), k->measures.end(), in.measure) == k->measures.end()) {
+          k->measures.push_back(in.measure);
+        }
+        return;
+      }
+      for (auto& a : e->args) walk(&a, e);
+    };
+    walk(&k->expr, nullptr);
+  }
 
   // A quantile measure must be read through p50()..quantile(); other
   // measures must not.
@@ -605,7 +678,15 @@ class CatalogParser {
             ok = false;
             return;
           }
+          const std::string window = e->window;
           *e = cat_.kpis[ti].expr;
+          if (!window.empty()) {
+            std::function<void(Expr*)> set_window = [&](Expr* x) {
+              if (x->op == Expr::Op::kRef && x->window.empty()) x->window = window;
+              for (auto& a : x->args) set_window(&a);
+            };
+            set_window(e);
+          }
           return;
         }
         for (auto& a : e->args) subst(&a);
@@ -613,16 +694,13 @@ class CatalogParser {
       subst(&k.expr);
       path->pop_back();
       state[k.name] = ok ? 2 : 3;
-      if (ok) {
-        k.measures.clear();
-        CollectRefs(k.expr, &k.measures);
-      }
       return ok;
     };
     for (size_t i = 0; i < cat_.kpis.size(); ++i) {
       std::vector<std::string> path;
-      if (state[cat_.kpis[i].name] != 2 && !visit(i, &path)) break;
+      if (state[cat_.kpis[i].name] != 2 && !visit(i, &path)) return;
     }
+    for (auto& k : cat_.kpis) BuildInputs(&k);
   }
 
   std::string_view file_;

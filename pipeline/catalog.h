@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -76,21 +77,33 @@ struct MeasureDef {
   uint32_t id = 0;
 };
 
+// One input of a KPI formula: a measure over a window, or the number of
+// groups of one of its dimensions whose value reaches a threshold.
+struct KpiInput {
+  int measure = -1;       // index into Catalog::measures
+  std::string window;     // its own window; empty: the KPI's window
+  std::string group_dim;  // groups_at_least: the dimension counted
+  double threshold = 0;   // groups_at_least: the minimum value
+  bool operator==(const KpiInput&) const = default;
+};
+
 struct KpiDef {
   std::string name;
   std::string help;
   std::string unit;
   std::string formula;
   std::vector<std::string> windows;
-  Expr expr;                  // KPI references already inlined
-  std::vector<int> measures;  // indices into Catalog::measures
+  Expr expr;  // refs index `inputs`; KPI refs and constants inlined
+  std::vector<KpiInput> inputs;
+  std::vector<int> measures;  // distinct measures of the inputs
   std::optional<Target> target;
 };
 
 struct Catalog {
   std::vector<MeasureDef> measures;
   std::vector<KpiDef> kpis;
-  std::string timezone = "UTC";  // IANA name, for calendar windows
+  std::string timezone = "UTC";             // IANA name, for calendar windows
+  std::map<std::string, double> constants;  // usable by name in formulas
 
   const MeasureDef* FindMeasure(std::string_view name) const;
   const KpiDef* FindKpi(std::string_view name) const;

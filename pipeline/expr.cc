@@ -127,6 +127,14 @@ class Parser {
       e.op = Expr::Op::kRef;
       e.ref = *idx;
       e.name = std::string(name);
+      if (Eat('[')) {
+        Skip();
+        const size_t ws = pos_;
+        while (pos_ < s_.size() && s_[pos_] != ']' && !std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+        e.window = std::string(s_.substr(ws, pos_ - ws));
+        if (e.window.empty()) return Error("expected a window inside [ ], e.g. clicks[30d]");
+        if (!Eat(']')) return Error("expected ']' after the window");
+      }
       return e;
     }
     return Error(fmt::format("unexpected '{}'", c));
@@ -156,6 +164,30 @@ class Parser {
         pos_ += static_cast<size_t>(ptr - begin);
       }
       if (!Eat(')')) return Error("expected ')'");
+      e.args.push_back(std::move(*arg));
+      return e;
+    }
+    if (name == "groups_at_least") {
+      auto arg = ParseSum();
+      if (!arg.ok()) return arg;
+      if (arg->op != Expr::Op::kRef) {
+        pos_ = start;
+        return Error("groups_at_least(measure, dimension, threshold) takes a measure name first");
+      }
+      if (!Eat(',')) return Error("groups_at_least(measure, dimension, threshold) needs a dimension");
+      Skip();
+      const size_t ds = pos_;
+      while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) ++pos_;
+      e.name = std::string(s_.substr(ds, pos_ - ds));
+      if (e.name.empty()) return Error("expected a dimension name");
+      if (!Eat(',')) return Error("groups_at_least(measure, dimension, threshold) needs a threshold");
+      Skip();
+      const auto* begin = s_.data() + pos_;
+      auto [ptr, ec] = std::from_chars(begin, s_.data() + s_.size(), e.num);
+      if (ec != std::errc() || !std::isfinite(e.num)) return Error("the threshold must be a number");
+      pos_ += static_cast<size_t>(ptr - begin);
+      if (!Eat(')')) return Error("expected ')'");
+      e.op = Expr::Op::kGroupsAtLeast;
       e.args.push_back(std::move(*arg));
       return e;
     }
@@ -213,6 +245,8 @@ std::optional<double> Eval(const Expr& e, const ValueFn& value) {
       return value(e.ref, -1);
     case Expr::Op::kQuantile:
       return value(e.args[0].ref, e.num);
+    case Expr::Op::kGroupsAtLeast:
+      return value(e.args[0].ref, -1);
     case Expr::Op::kNeg: {
       auto v = Eval(e.args[0], value);
       if (!v) return std::nullopt;

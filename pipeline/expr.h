@@ -4,7 +4,11 @@
 //   term    := factor (('*' | '/') factor)*
 //   factor  := number | name | name '(' expr (',' expr)* ')' | '(' expr ')' | '-' factor
 //   functions: min, max, abs, coalesce; quantiles of a sketch measure:
-//   p50(m), p90(m), p95(m), p99(m), quantile(m, q) with 0 < q < 1
+//   p50(m), p90(m), p95(m), p99(m), quantile(m, q) with 0 < q < 1;
+//   groups_at_least(m, dim, x): how many values of dimension dim have m >= x
+//   (e.g. accounts using at least 3 core features).
+//   A name may carry its own window: clicks[30d], mrr_change[all] (else the
+//   KPI's window applies).
 //
 // Evaluation never produces inf or NaN: division by zero, a missing operand
 // (except inside coalesce) or a non-finite result give "no value".
@@ -23,12 +27,14 @@
 namespace kpistream::pipeline {
 
 struct Expr {
-  enum class Op { kNum, kRef, kAdd, kSub, kMul, kDiv, kNeg, kMin, kMax, kAbs, kCoalesce, kQuantile };
+  enum class Op { kNum, kRef, kAdd, kSub, kMul, kDiv, kNeg, kMin, kMax, kAbs, kCoalesce, kQuantile, kGroupsAtLeast };
   Op op = Op::kNum;
   double num = 0;
-  int ref = -1;      // index returned by the resolver, for kRef
-  std::string name;  // for kRef
+  int ref = -1;        // index returned by the resolver, for kRef
+  std::string name;    // for kRef; the dimension for kGroupsAtLeast
+  std::string window;  // for kRef: its own window, empty = the KPI's
   // kQuantile: num is q and args[0] is the kRef of the measure.
+  // kGroupsAtLeast: num is the threshold, name the dimension, args[0] the kRef.
   std::vector<Expr> args;
 };
 

@@ -114,51 +114,91 @@ absl::StatusOr<const KpiDef*> QueryEngine::Check(const KpiQuery& q) const {
   return kpi;
 }
 
+absl::Status QueryEngine::ScanInput(const MeasureDef& m, int64_t start, int64_t end_excl,
+                                    const std::vector<uint64_t>& sources, const ScanVisitor& visit) const {
+  // Align to the measure's buckets; the window keeps its length.
+  const int64_t b = m.bucket_seconds;
+  const int64_t end = -Accumulator::FloorDiv(-end_excl, b) * b;
+  const int64_t begin = Accumulator::BucketStart(end - (end_excl - start), b);
+  const auto pieces = DecomposeWindow(begin, end, b);
+  std::vector<std::string_view> vals;
+  absl::Status bad = absl::OkStatus();
+  auto fn = [&](int64_t, std::string_view group_key, std::string_view enc) {
+    if (!bad.ok()) return;
+    if (!state::SplitGroupKey(group_key, &vals) || vals.size() != m.group_by.size()) {
+      bad = absl::DataLossError(fmt::format("malformed group key in measure '{}'", m.name));
+      return;
+    }
+    if (!visit(vals, enc)) bad = absl::DataLossError(fmt::format("malformed partial in measure '{}'", m.name));
+  };
+  for (uint64_t source : sources) {
+    for (const auto& p : pieces) {
+      auto st = store_.Scan(p.tier, m.id, source, p.begin, p.end, fn);
+      if (!st.ok()) return st;
+      if (!bad.ok()) return bad;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) const {
   auto kpi_or = Check(q);
   if (!kpi_or.ok()) return kpi_or.status();
   const KpiDef& kpi = **kpi_or;
-  auto sources = store_.ListOffsets();
-  if (!sources.ok()) return sources.status();
+  auto offsets = store_.ListOffsets();
+  if (!offsets.ok()) return offsets.status();
+  std::vector<uint64_t> sources;
+  for (const auto& [source, next] : *offsets) sources.push_back(source);
 
-  // group value -> per-measure partial (indexed like kpi.measures)
+  // group value -> per-input partial (indexed like kpi.inputs)
   std::map<std::string, std::vector<std::optional<state::Partial>>> groups;
-  if (q.group_by.empty()) groups[""].resize(kpi.measures.size());
-  std::vector<std::string_view> vals;
-  for (size_t mi = 0; mi < kpi.measures.size(); ++mi) {
-    const MeasureDef& m = catalog_.measures[kpi.measures[mi]];
+  if (q.group_by.empty()) groups[""].resize(kpi.inputs.size());
+  std::vector<std::optional<double>> group_counts(kpi.inputs.size());
+  for (size_t ii = 0; ii < kpi.inputs.size(); ++ii) {
+    const KpiInput& in = kpi.inputs[ii];
+    const MeasureDef& m = catalog_.measures[static_cast<size_t>(in.measure)];
+    TimeRange range{q.start, q.end};
+    if (!in.window.empty()) {
+      auto r = ResolveWindow(in.window, q.end, catalog_.timezone);
+      if (!r.ok()) return r.status();
+      range = *r;
+    }
+    if (!in.group_dim.empty()) {
+      // groups_at_least: value per group of the dimension, then count.
+      const int dim = DimIndex(m, in.group_dim);
+      std::map<std::string, state::Partial, std::less<>> per_group;
+      auto st = ScanInput(m, range.start, range.end, sources, [&](const auto& vals, std::string_view enc) {
+        auto it = per_group.find(vals[static_cast<size_t>(dim)]);
+        if (it == per_group.end()) {
+          it =
+              per_group.emplace(std::string(vals[static_cast<size_t>(dim)]), state::Partial(PartialKind(m.aggregation)))
+                  .first;
+        }
+        return it->second.MergeEncoded(enc);
+      });
+      if (!st.ok()) return st;
+      int64_t n = 0;
+      for (const auto& [g, p] : per_group) {
+        const auto v = MeasureValue(m, &p, 0.5);
+        if (v && *v >= in.threshold) ++n;
+      }
+      group_counts[ii] = static_cast<double>(n);
+      continue;
+    }
     const int gdim = q.group_by.empty() ? -1 : DimIndex(m, q.group_by);
     std::vector<std::pair<int, std::string>> filt;
     for (const auto& [k, v] : q.filter) filt.emplace_back(DimIndex(m, k), v);
-    // Align to the measure's buckets; the window keeps its length.
-    const int64_t b = m.bucket_seconds;
-    const int64_t end = -Accumulator::FloorDiv(-q.end, b) * b;
-    const int64_t start = Accumulator::BucketStart(end - (q.end - q.start), b);
-    const auto pieces = DecomposeWindow(start, end, b);
-    absl::Status bad = absl::OkStatus();
-    auto fn = [&](int64_t, std::string_view group_key, std::string_view enc) {
-      if (!state::SplitGroupKey(group_key, &vals) || vals.size() != m.group_by.size()) {
-        bad = absl::DataLossError(fmt::format("malformed group key in measure '{}'", m.name));
-        return;
-      }
+    auto st = ScanInput(m, range.start, range.end, sources, [&](const auto& vals, std::string_view enc) {
       for (const auto& [i, v] : filt) {
-        if (vals[i] != v) return;
+        if (vals[static_cast<size_t>(i)] != v) return true;
       }
-      auto& accs = groups[gdim < 0 ? std::string() : std::string(vals[gdim])];
-      if (accs.empty()) accs.resize(kpi.measures.size());
-      auto& acc = accs[mi];
+      auto& accs = groups[gdim < 0 ? std::string() : std::string(vals[static_cast<size_t>(gdim)])];
+      if (accs.empty()) accs.resize(kpi.inputs.size());
+      auto& acc = accs[ii];
       if (!acc) acc.emplace(PartialKind(m.aggregation));
-      if (!acc->MergeEncoded(enc)) {
-        bad = absl::DataLossError(fmt::format("malformed partial in measure '{}'", m.name));
-      }
-    };
-    for (const auto& [source, next_offset] : *sources) {
-      for (const auto& p : pieces) {
-        auto st = store_.Scan(p.tier, m.id, source, p.begin, p.end, fn);
-        if (!st.ok()) return st;
-        if (!bad.ok()) return bad;
-      }
-    }
+      return acc->MergeEncoded(enc);
+    });
+    if (!st.ok()) return st;
   }
 
   std::vector<GroupValue> out;
@@ -166,13 +206,11 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
   for (auto& [g, accs] : groups) {
     GroupValue gv;
     if (!q.group_by.empty()) gv.group.emplace_back(q.group_by, g);
-    gv.value = Eval(kpi.expr, [&](int ref, double q) -> std::optional<double> {
-      for (size_t i = 0; i < kpi.measures.size(); ++i) {
-        if (kpi.measures[i] == ref) {
-          return MeasureValue(catalog_.measures[ref], accs[i] ? &*accs[i] : nullptr, q);
-        }
-      }
-      return std::nullopt;
+    gv.value = Eval(kpi.expr, [&](int input, double quantile) -> std::optional<double> {
+      const auto i = static_cast<size_t>(input);
+      if (group_counts[i]) return group_counts[i];
+      return MeasureValue(catalog_.measures[static_cast<size_t>(kpi.inputs[i].measure)], accs[i] ? &*accs[i] : nullptr,
+                          quantile);
     });
     out.push_back(std::move(gv));
   }

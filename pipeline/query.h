@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -75,6 +76,11 @@ class QueryEngine {
 
  private:
   absl::StatusOr<const KpiDef*> Check(const KpiQuery& q) const;
+  // Visits every partial of a measure in [start, end) (bucket-aligned) with
+  // its split group values; the visitor returns false on a malformed partial.
+  using ScanVisitor = std::function<bool(const std::vector<std::string_view>&, std::string_view)>;
+  absl::Status ScanInput(const MeasureDef& m, int64_t start, int64_t end, const std::vector<uint64_t>& sources,
+                         const ScanVisitor& visit) const;
   const Catalog& catalog_;
   const state::Store& store_;
 };

@@ -247,9 +247,9 @@ std::optional<Truth> ReadTruth(const std::string& path) {
       t.rejected[r] = n;
     }
     if (kind == "kpi") {
-      std::string name, v;
-      ls >> name >> v;
-      t.kpis[name] = v == "none" ? std::nullopt : std::optional<double>(std::stod(v));
+      std::string name, window, v, flag;
+      ls >> name >> window >> v >> flag;
+      t.kpis[{name, window}] = {v == "none" ? std::nullopt : std::optional<double>(std::stod(v)), flag == "approx"};
     }
   }
   return t;

@@ -116,7 +116,11 @@ struct Truth {
   int64_t window_start = 0, window_end = 0;
   uint64_t records = 0, good = 0;
   std::map<std::string, uint64_t> rejected;
-  std::map<std::string, std::optional<double>> kpis;
+  struct Value {
+    std::optional<double> value;
+    bool approx = false;  // from a sketch in kpid: compare within its bound
+  };
+  std::map<std::pair<std::string, std::string>, Value> kpis;  // (kpi, window)
 };
 std::optional<Truth> ReadTruth(const std::string& path);
 

@@ -4,11 +4,15 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <chrono>
+#include <tuple>
+#include <unordered_set>
 
 #include "kpistream/events/v1/events.pb.h"
 #include "pipeline/query.h"
 #include "pipeline/router.h"
+#include "state/keys.h"
 
 namespace kpistream::gen {
 
@@ -271,19 +275,93 @@ void Generator::Next(Record* out) {
   rep_->Serialize(out);
 }
 
+namespace {
+
+// Exact aggregate of one (range, measure, group).
+struct Exact {
+  state::Agg agg;
+  state::Last last;
+  std::unordered_set<uint64_t> distinct;
+  std::vector<double> values;
+  void Merge(const Exact& o) {
+    agg.Merge(o.agg);
+    last.Merge(o.last);
+    distinct.insert(o.distinct.begin(), o.distinct.end());
+    values.insert(values.end(), o.values.begin(), o.values.end());
+  }
+  std::optional<double> Value(const pipeline::MeasureDef& m, double q) const {
+    switch (m.aggregation) {
+      case pipeline::Aggregation::kDistinct:
+        return static_cast<double>(distinct.size());
+      case pipeline::Aggregation::kQuantile: {
+        if (values.empty()) return std::nullopt;
+        auto v = values;
+        const size_t k = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
+        std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+        return v[k];
+      }
+      case pipeline::Aggregation::kLast:
+        if (last.empty()) return std::nullopt;
+        return last.value;
+      default: {
+        state::Partial p;
+        p.agg = agg;
+        return pipeline::MeasureValue(m, &p, q);
+      }
+    }
+  }
+};
+
+// A measure's bucket-aligned range (the same alignment kpid's queries use).
+struct Span {
+  int measure;
+  int64_t start, end;
+  bool operator<(const Span& o) const { return std::tie(measure, start, end) < std::tie(o.measure, o.start, o.end); }
+};
+
+Span Align(int measure, int64_t bucket, pipeline::TimeRange r) {
+  auto floor_div = [](int64_t a, int64_t b) { return a / b - (a % b != 0 && a < 0 ? 1 : 0); };
+  const int64_t end = -floor_div(-r.end, bucket) * bucket;
+  const int64_t start = floor_div(end - (r.end - r.start), bucket) * bucket;
+  return {measure, start, end};
+}
+
+}  // namespace
+
 struct Truth::Rep {
   const pipeline::Catalog& catalog;
   pipeline::Router router;
-  std::vector<std::optional<state::Partial>> partials;
+  int64_t end_s;
+  std::vector<std::string> windows;
+  std::map<Span, std::map<std::string, Exact>> spans;  // span -> group key -> exact
+  std::vector<std::vector<const Span*>> spans_by_measure;
   std::string scratch;
   std::vector<pipeline::Contribution> contribs;
   uint64_t records = 0, good = 0;
   std::map<std::string, uint64_t> rejected;
   int64_t min_ms = INT64_MAX, max_ms = INT64_MIN;
-  explicit Rep(const pipeline::Catalog& c) : catalog(c), router(c), partials(c.measures.size()) {}
+
+  Rep(const pipeline::Catalog& c, int64_t end, std::vector<std::string> w)
+      : catalog(c), router(c), end_s(end), windows(std::move(w)), spans_by_measure(c.measures.size()) {
+    for (const auto& k : catalog.kpis) {
+      for (const auto& w : windows) {
+        for (const auto& in : k.inputs) {
+          if (auto s = SpanOf(in, w)) spans[*s];
+        }
+      }
+    }
+    for (const auto& [s, unused] : spans) spans_by_measure[static_cast<size_t>(s.measure)].push_back(&s);
+  }
+
+  std::optional<Span> SpanOf(const pipeline::KpiInput& in, const std::string& window) const {
+    auto r = pipeline::ResolveWindow(in.window.empty() ? window : in.window, end_s, catalog.timezone);
+    if (!r.ok()) return std::nullopt;
+    return Align(in.measure, catalog.measures[static_cast<size_t>(in.measure)].bucket_seconds, *r);
+  }
 };
 
-Truth::Truth(const pipeline::Catalog& catalog) : rep_(std::make_unique<Rep>(catalog)) {}
+Truth::Truth(const pipeline::Catalog& catalog, int64_t end_s, std::vector<std::string> windows)
+    : rep_(std::make_unique<Rep>(catalog, end_s, std::move(windows))) {}
 Truth::~Truth() = default;
 
 void Truth::Add(const Record& r) {
@@ -297,22 +375,24 @@ void Truth::Add(const Record& r) {
   rep_->max_ms = std::max(rep_->max_ms, r.time_ms);
   pipeline::EventView v{r.family, r.type, r.time_ms, r.event};
   rep_->router.Route(v, &rep_->scratch, &rep_->contribs);
+  const int64_t t = r.time_ms / 1000 - (r.time_ms % 1000 < 0 ? 1 : 0);
   for (const auto& c : rep_->contribs) {
-    auto& p = rep_->partials[c.measure];
-    if (!p) p.emplace(pipeline::PartialKind(rep_->catalog.measures[c.measure].aggregation));
-    switch (p->kind) {
-      case state::ValueKind::kAgg:
-        p->agg.Add(c.value, state::ToMicros(c.value));
-        break;
-      case state::ValueKind::kHll:
-        p->hll->AddHash(c.hash);
-        break;
-      case state::ValueKind::kSketch:
-        p->sketch->Add(c.value);
-        break;
-      case state::ValueKind::kLast:
-        p->last.Add(r.time_ms, c.value);
-        break;
+    for (const Span* s : rep_->spans_by_measure[static_cast<size_t>(c.measure)]) {
+      if (t < s->start || t >= s->end) continue;
+      auto& e = rep_->spans[*s][std::string(c.group)];
+      switch (rep_->catalog.measures[static_cast<size_t>(c.measure)].aggregation) {
+        case pipeline::Aggregation::kDistinct:
+          e.distinct.insert(c.hash);
+          break;
+        case pipeline::Aggregation::kQuantile:
+          e.values.push_back(c.value);
+          break;
+        case pipeline::Aggregation::kLast:
+          e.last.Add(r.time_ms, c.value);
+          break;
+        default:
+          e.agg.Add(c.value, state::ToMicros(c.value));
+      }
     }
   }
 }
@@ -324,18 +404,42 @@ std::string Truth::Render() const {
   out += fmt::format("window_end {}\n", rep_->good ? rep_->max_ms / 1000 + 1 : 0);
   out += fmt::format("records {}\ngood {}\n", rep_->records, rep_->good);
   for (const auto& [reason, n] : rep_->rejected) out += fmt::format("rejected {} {}\n", reason, n);
-  auto value = [&](int i, double q) {
-    const auto& p = rep_->partials[static_cast<size_t>(i)];
-    return pipeline::MeasureValue(rep_->catalog.measures[static_cast<size_t>(i)], p ? &*p : nullptr, q);
-  };
-  for (size_t i = 0; i < rep_->catalog.measures.size(); ++i) {
-    const auto& m = rep_->catalog.measures[i];
-    const double q = m.aggregation == pipeline::Aggregation::kQuantile ? 0.5 : -1;
-    out += fmt::format("measure {} {} {}\n", m.name, pipeline::AggregationName(m.aggregation),
-                       fmt_val(value(static_cast<int>(i), q)));
-  }
   for (const auto& k : rep_->catalog.kpis) {
-    out += fmt::format("kpi {} {}\n", k.name, fmt_val(pipeline::Eval(k.expr, value)));
+    bool approx = false;
+    for (const auto& in : k.inputs) {
+      const auto a = rep_->catalog.measures[static_cast<size_t>(in.measure)].aggregation;
+      approx |= a == pipeline::Aggregation::kDistinct || a == pipeline::Aggregation::kQuantile;
+    }
+    for (const auto& w : rep_->windows) {
+      auto value = [&](int input, double q) -> std::optional<double> {
+        const auto& in = k.inputs[static_cast<size_t>(input)];
+        const auto& m = rep_->catalog.measures[static_cast<size_t>(in.measure)];
+        const auto span = rep_->SpanOf(in, w);
+        if (!span) return std::nullopt;
+        const auto& groups = rep_->spans.at(*span);
+        if (in.group_dim.empty()) {
+          Exact all;
+          for (const auto& [g, e] : groups) all.Merge(e);
+          return all.Value(m, q);
+        }
+        size_t dim = 0;
+        while (m.group_by[dim] != in.group_dim) ++dim;
+        std::map<std::string, Exact> by_dim;
+        std::vector<std::string_view> vals;
+        for (const auto& [g, e] : groups) {
+          state::SplitGroupKey(g, &vals);
+          by_dim[std::string(vals[dim])].Merge(e);
+        }
+        int64_t n = 0;
+        for (const auto& [d, e] : by_dim) {
+          const auto v = e.Value(m, 0.5);
+          if (v && *v >= in.threshold) ++n;
+        }
+        return static_cast<double>(n);
+      };
+      out += fmt::format("kpi {} {} {} {}\n", k.name, w, fmt_val(pipeline::Eval(k.expr, value)),
+                         approx ? "approx" : "exact");
+    }
   }
   return out;
 }

@@ -67,16 +67,21 @@ class Generator {
   uint64_t index_ = 0;
 };
 
-// Ground truth: aggregates every good record over every measure of a catalog,
-// exactly as kpid should, without Kafka or state.
+// Ground truth: the exact value of every KPI of a catalog over each of the
+// given windows ending at `end_s`, computed from the generated events
+// directly (exact distinct counts and quantiles, no sketches, no Kafka, no
+// state store). Windows resolve to each measure's buckets exactly as kpid
+// documents (docs/ARCHITECTURE.md, "Windows").
 class Truth {
  public:
-  explicit Truth(const pipeline::Catalog& catalog);
+  Truth(const pipeline::Catalog& catalog, int64_t end_s, std::vector<std::string> windows);
   ~Truth();
   void Add(const Record& r);
   // Writes:  window_start <s> / window_end <s> / records <n> / good <n> /
-  //          rejected <reason> <n> / measure <name> <value|none> /
-  //          kpi <name> <value|none>   (values as %.17g)
+  //          rejected <reason> <n> /
+  //          kpi <name> <window> <value|none> <exact|approx>
+  // "approx" marks KPIs whose kpid value comes from a sketch (distinct,
+  // quantile) and is only within the sketch's error bound. Values: %.17g.
   std::string Render() const;
 
  private:

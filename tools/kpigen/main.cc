@@ -39,6 +39,12 @@ int main(int argc, char** argv) {
   app.add_option("--partitions", partitions, "create the topics with this many partitions first");
   app.add_option("--truth", truth_path, "write the expected KPI values here");
   app.add_option("--catalog", catalog_path, "KPI file for --truth (default: the built-in catalog)");
+  int64_t truth_end = -1;
+  std::vector<std::string> truth_windows = {"all"};
+  app.add_option("--truth-end", truth_end, "--truth windows end here, unix seconds (default: start + span)");
+  app.add_option("--truth-windows", truth_windows, "--truth evaluates every KPI over these windows")
+      ->delimiter(',')
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto span_s = pipeline::ParseDuration(span);
@@ -84,7 +90,7 @@ int main(int argc, char** argv) {
   }
 
   gen::Generator g(opts);
-  gen::Truth truth(*catalog);
+  gen::Truth truth(*catalog, truth_end >= 0 ? truth_end : opts.start_ms / 1000 + *span_s, truth_windows);
   gen::Record r;
   const auto t0 = std::chrono::steady_clock::now();
   for (uint64_t i = 0; i < count; ++i) {

@@ -64,7 +64,7 @@ TEST(GeneratorTest, DecoderAgreesWithEveryRecord) {
 TEST(GeneratorTest, TruthCountsEveryRecord) {
   auto cat = pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "kpis.yaml");
   ASSERT_TRUE(cat.ok());
-  Truth t(*cat);
+  Truth t(*cat, 1763856000 + 3600, {"all", "10m"});
   Generator g(Opts());
   Record r;
   for (int i = 0; i < 700; ++i) {
@@ -74,7 +74,9 @@ TEST(GeneratorTest, TruthCountsEveryRecord) {
   const auto text = t.Render();
   EXPECT_NE(text.find("records 700\ngood 600\n"), std::string::npos) << text;
   EXPECT_NE(text.find("rejected not_decodable 50\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("kpi ctr "), std::string::npos);
+  EXPECT_NE(text.find("kpi ctr all "), std::string::npos);
+  EXPECT_NE(text.find("kpi ctr 10m "), std::string::npos);
+  EXPECT_NE(text.find(" exact\n"), std::string::npos);
 }
 
 }  // namespace
