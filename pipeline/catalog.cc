@@ -664,7 +664,7 @@ class CatalogParser {
       bool ok = true;
       std::function<void(Expr*)> subst = [&](Expr* e) {
         if (!ok) return;
-        if (e->op == Expr::Op::kRef && e->ref >= kKpiRefBase) {
+        if (e->op == Expr::Op::kRef && e->ref >= kKpiRefBase && e->ref < kConstBase) {
           const auto& target_name = kpi_names_[static_cast<size_t>(e->ref - kKpiRefBase)];
           size_t ti = cat_.kpis.size();
           for (size_t i = 0; i < cat_.kpis.size(); ++i) {

@@ -47,9 +47,11 @@ TEST(FilterTest, ComparisonsAndLogic) {
 }
 
 TEST(FilterTest, ErrorsSayWhatAndWhere) {
-  EXPECT_EQ(Error("colour == 'red'"),
-            "filter \"colour == 'red'\": unknown field 'colour' of product events (fields: event_id, type, account_id, "
-            "user_id, session_id, plan, feature, region, page, duration_seconds, latency_ms, status_code) at column 1");
+  EXPECT_EQ(
+      Error("colour == 'red'"),
+      "filter \"colour == 'red'\": unknown field 'colour' of product events (fields: event_id, type, account_id, "
+      "user_id, session_id, plan, feature, region, page, duration_seconds, latency_ms, status_code, signup_cohort, "
+      "cohort_month) at column 1");
   EXPECT_NE(Error("plan == 5").find("type mismatch: field 'plan' is text; quote the value"), std::string::npos);
   EXPECT_NE(Error("status_code == 'x'").find("type mismatch: field 'status_code' is a number"), std::string::npos);
   EXPECT_NE(Error("plan < 'b'").find("supports only == and !="), std::string::npos);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <tuple>
 #include <unordered_set>
 
@@ -63,14 +64,27 @@ struct Generator::Rep {
   // Money with cents, so sums are exercised with non-representable decimals.
   double Cents(double lo, double hi) { return std::round(Uniform(lo, hi) * 100) / 100; }
   int Account() { return static_cast<int>(rng() % static_cast<uint64_t>(o.accounts)); }
+  // Account a signed up (a % 13) months before the event: cohort 0..12.
+  static int CohortMonth(int acct) { return acct % 13; }
+  static std::string Cohort(int64_t time_ms, int months_back) {
+    const std::time_t t = static_cast<std::time_t>(time_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    int month = tm.tm_year * 12 + tm.tm_mon - months_back;
+    return fmt::format("{:04}-{:02}", 1900 + month / 12, month % 12 + 1);
+  }
+  // Older cohorts lose some accounts: those stay silent in the product.
+  static bool Churned(int acct) { return (acct * 7919) % 100 < CohortMonth(acct) * 3; }
 
   void Fill(int64_t time_ms, uint64_t i, Record* r) {
     const auto ts = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(time_ms);
     const std::string id = fmt::format("{:x}-{}", o.seed, i);
     const uint64_t fam = rng() % 100;
-    const int acct = Account();
+    const int acct0 = Account();
+    const uint64_t user_n = rng() % static_cast<uint64_t>(o.users_per_account);
+    const int acct = acct0;
     const std::string account = fmt::format("acct-{}", acct);
-    const std::string user = fmt::format("user-{}-{}", acct, rng() % static_cast<uint64_t>(o.users_per_account));
+    const std::string user = fmt::format("user-{}-{}", acct, user_n);
     if (fam < 50) {
       auto& e = campaign;
       e.Clear();
@@ -97,6 +111,12 @@ struct Generator::Rep {
       r->event = &e;
       r->type = e.type();
     } else if (fam < 85) {
+      // Churned accounts are silent in the product: their events go to the
+      // next active account.
+      int acct = acct0;
+      while (Churned(acct)) acct = (acct + 1) % o.accounts;
+      const std::string account = fmt::format("acct-{}", acct);
+      const std::string user = fmt::format("user-{}-{}", acct, user_n);
       auto& e = product;
       e.Clear();
       e.set_event_id(id);
@@ -120,7 +140,17 @@ struct Generator::Rep {
       e.set_session_id(fmt::format("s-{}-{}", user, rng() % 8));
       e.set_plan(kPlans[static_cast<size_t>(acct) % std::size(kPlans)]);
       e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
-      if (type == ev::PRODUCT_FEATURE_USED) e.set_feature(Pick(rng, kFeatures));
+      e.set_cohort_month(CohortMonth(acct));
+      e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
+      if (type == ev::PRODUCT_FEATURE_USED) {
+        // Each account uses its own subset of features (1..7 of them).
+        const uint64_t used = 1 + static_cast<uint64_t>(acct) % std::size(kFeatures);
+        e.set_feature(kFeatures[rng() % used]);
+      }
+      if (type == ev::PRODUCT_ADVANCED_ANALYTICS && rng() % 4 == 0) {
+        e.set_type(ev::PRODUCT_FIRST_VALUE);
+        e.set_duration_seconds(std::round(Uniform(3600, 72 * 3600)));
+      }
       if (type == ev::PRODUCT_SESSION_END) e.set_duration_seconds(std::round(Uniform(5, 3600)));
       if (type == ev::PRODUCT_API_CALL) {
         e.set_latency_ms(std::round(Uniform(2, 400) * 10) / 10);
@@ -165,7 +195,8 @@ struct Generator::Rep {
       e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
       e.set_sales_rep(fmt::format("rep-{}", acct % 9));
       e.set_source(Pick(rng, kSources));
-      e.set_signup_cohort(fmt::format("2026-{:02}", 1 + acct % 12));
+      e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
+      e.set_cohort_month(CohortMonth(acct));
       switch (type) {
         case ev::CRM_OPPORTUNITY_CREATED:
         case ev::CRM_OPPORTUNITY_WON:
@@ -182,11 +213,11 @@ struct Generator::Rep {
         case ev::CRM_SUBSCRIPTION_CANCELLED:
           e.set_mrr_delta(-Cents(49, 2000));
           break;
-        case ev::CRM_NPS_RESPONSE:
-          e.set_score(static_cast<double>(rng() % 11));
+        case ev::CRM_NPS_RESPONSE:  // skewed towards promoters, as in the seeds
+          e.set_score(static_cast<double>(rng() % 100 < 55 ? 8 + rng() % 3 : rng() % 11));
           break;
         case ev::CRM_CSAT_RESPONSE:
-          e.set_score(static_cast<double>(1 + rng() % 5));
+          e.set_score(static_cast<double>(rng() % 100 < 60 ? 4 + rng() % 2 : 1 + rng() % 5));
           break;
         case ev::CRM_TICKET_FIRST_RESPONSE:
         case ev::CRM_TICKET_RESOLVED:
@@ -223,9 +254,12 @@ struct Generator::Rep {
         for (int i = 0; i < 8; ++i) r->payload.push_back(static_cast<char>(rng() & 0x7f));
         break;
       case BadKind::kTruncatedProtobuf: {
-        // Cut inside the last length-delimited field (region / plan).
+        // Cut the message short, until what is left no longer parses (a cut
+        // on a field boundary would still be a valid, shorter message).
         r->event->SerializeToString(&r->payload);
+        std::unique_ptr<google::protobuf::Message> probe(r->event->New());
         r->payload.resize(r->payload.size() - 2);
+        while (r->payload.size() > 1 && probe->ParseFromString(r->payload)) r->payload.pop_back();
         break;
       }
       case BadKind::kJsonWrongType:
