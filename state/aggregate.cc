@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -73,19 +74,65 @@ std::string EncodeAgg(const Agg& a) {
   return out;
 }
 
+// HLL encodings. Dense: kind + 2^14 registers (exactly kHllSize bytes).
+// Sparse, while few registers are set: kind, 'S', count (u16 LE), then per
+// set register index (u16 LE) and rank (u8), in index order. Small sketches
+// (a few users per group and bucket) are then tens of bytes, not 16 KiB.
+constexpr char kSparseTag = 'S';
+constexpr size_t kSparseMaxEntries = (kHllSize - 4) / 3 - 1;
+
 std::string EncodeHll(const Hll& h) {
+  const auto& regs = h.registers();
+  size_t n = 0;
+  for (uint8_t r : regs) n += r != 0;
   std::string out;
-  out.reserve(kHllSize);
   out.push_back(static_cast<char>(ValueKind::kHll));
-  out.append(reinterpret_cast<const char*>(h.registers().data()), Hll::kRegisters);
+  if (n <= kSparseMaxEntries) {
+    out.reserve(4 + 3 * n);
+    out.push_back(kSparseTag);
+    Put(&out, static_cast<uint16_t>(n));
+    for (size_t i = 0; i < regs.size(); ++i) {
+      if (regs[i] == 0) continue;
+      Put(&out, static_cast<uint16_t>(i));
+      out.push_back(static_cast<char>(regs[i]));
+    }
+    return out;
+  }
+  out.reserve(kHllSize);
+  out.append(reinterpret_cast<const char*>(regs.data()), Hll::kRegisters);
   return out;
 }
+
+namespace {
+// Calls fn(index, rank) for every set register of an encoded HLL; false if
+// malformed.
+template <typename Fn>
+bool ForEachRegister(std::string_view in, Fn fn) {
+  if (in.size() == kHllSize) {
+    for (size_t i = 0; i < Hll::kRegisters; ++i) {
+      const auto r = static_cast<uint8_t>(in[i + 1]);
+      if (r) fn(i, r);
+    }
+    return true;
+  }
+  if (in.size() < 4 || in[1] != kSparseTag) return false;
+  const size_t n = Get<uint16_t>(in.data() + 2);
+  if (in.size() != 4 + 3 * n) return false;
+  for (size_t e = 0; e < n; ++e) {
+    const size_t idx = Get<uint16_t>(in.data() + 4 + 3 * e);
+    const auto r = static_cast<uint8_t>(in[4 + 3 * e + 2]);
+    if (idx >= Hll::kRegisters || r > 64) return false;
+    fn(idx, r);
+  }
+  return true;
+}
+}  // namespace
 
 std::optional<ValueKind> KindOf(std::string_view in) {
   if (in.empty()) return std::nullopt;
   const auto k = static_cast<ValueKind>(in[0]);
   if (k == ValueKind::kAgg && in.size() == kAggSize) return k;
-  if (k == ValueKind::kHll && in.size() == kHllSize) return k;
+  if (k == ValueKind::kHll && (in.size() == kHllSize || (in.size() >= 4 && in[1] == kSparseTag))) return k;
   if (k == ValueKind::kSketch && in.size() >= 3) return k;
   if (k == ValueKind::kLast && in.size() == 17) return k;
   return std::nullopt;
@@ -257,11 +304,10 @@ bool Partial::MergeEncoded(std::string_view enc) {
       return true;
     }
     case ValueKind::kHll: {
-      for (size_t i = 0; i < Hll::kRegisters; ++i) {
-        const auto r = static_cast<uint8_t>(enc[i + 1]);
-        if (r > hll->registers()[i]) hll->mutable_registers()[i] = r;
-      }
-      return true;
+      auto& regs = hll->mutable_registers();
+      return ForEachRegister(enc, [&](size_t i, uint8_t r) {
+        if (r > regs[i]) regs[i] = r;
+      });
     }
     case ValueKind::kSketch: {
       QuantileSketch s;
@@ -292,24 +338,25 @@ bool DecodeAgg(std::string_view in, Agg* out) {
 
 bool DecodeHll(std::string_view in, Hll* out) {
   if (KindOf(in) != ValueKind::kHll) return false;
-  std::memcpy(out->mutable_registers().data(), in.data() + 1, Hll::kRegisters);
-  return true;
+  auto& regs = out->mutable_registers();
+  std::fill(regs.begin(), regs.end(), 0);
+  return ForEachRegister(in, [&](size_t i, uint8_t r) { regs[i] = r; });
 }
 
 bool MergeEncoded(std::string_view a, std::string_view b, std::string* out) {
   const auto ka = KindOf(a);
   if (!ka || ka != KindOf(b)) return false;
-  if (*ka != ValueKind::kHll) {
-    Partial p(*ka);
-    if (!p.MergeEncoded(a) || !p.MergeEncoded(b)) return false;
-    *out = p.Encode();
+  if (*ka == ValueKind::kHll && a.size() == kHllSize && b.size() == kHllSize) {
+    // Both dense: register-wise max in place.
+    out->assign(a.data(), a.size());
+    for (size_t i = 1; i < kHllSize; ++i) {
+      if (static_cast<uint8_t>(b[i]) > static_cast<uint8_t>((*out)[i])) (*out)[i] = b[i];
+    }
     return true;
   }
-  // Register-wise max in place, without materialising two sketches.
-  out->assign(a.data(), a.size());
-  for (size_t i = 1; i < kHllSize; ++i) {
-    if (static_cast<uint8_t>(b[i]) > static_cast<uint8_t>((*out)[i])) (*out)[i] = b[i];
-  }
+  Partial p(*ka);
+  if (!p.MergeEncoded(a) || !p.MergeEncoded(b)) return false;
+  *out = p.Encode();
   return true;
 }
 

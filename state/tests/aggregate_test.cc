@@ -174,3 +174,30 @@ TEST(LastTest, LatestEventTimeWinsRegardlessOfOrder) {
 
 }  // namespace
 }  // namespace kpistream::state
+
+namespace kpistream::state {
+namespace {
+
+TEST(HllTest, SmallSketchesEncodeSparselyAndMergeWithDenseOnes) {
+  Hll small, big;
+  for (int i = 0; i < 7; ++i) small.AddHash(HashForSketch("feature-" + std::to_string(i)));
+  for (int i = 0; i < 100000; ++i) big.AddHash(HashForSketch("u" + std::to_string(i)));
+  const auto es = EncodeHll(small), eb = EncodeHll(big);
+  EXPECT_LT(es.size(), 32u);
+  EXPECT_EQ(eb.size(), 1 + Hll::kRegisters);
+  Hll back;
+  ASSERT_TRUE(DecodeHll(es, &back));
+  EXPECT_EQ(back, small);
+  std::string merged;
+  ASSERT_TRUE(MergeEncoded(es, eb, &merged));
+  Hll m, want = big;
+  want.Merge(small);
+  ASSERT_TRUE(DecodeHll(merged, &m));
+  EXPECT_EQ(m, want);
+  ASSERT_TRUE(MergeEncoded(es, es, &merged));
+  EXPECT_EQ(merged, es);
+  EXPECT_FALSE(DecodeHll(es.substr(0, es.size() - 1), &back));
+}
+
+}  // namespace
+}  // namespace kpistream::state

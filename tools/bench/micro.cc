@@ -1,0 +1,168 @@
+// Google Benchmark micro-suite for kpid's hot path: decode (protobuf, JSON),
+// route + aggregate per event (single KPI and full default catalog), commit
+// (flush of dirty partials into a WriteBatch), key encoding, sketch merges.
+//   build/tools/kpistream_micro_bench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <filesystem>
+
+#include "pipeline/accumulator.h"
+#include "pipeline/catalog.h"
+#include "pipeline/decoder.h"
+#include "pipeline/router.h"
+#include "state/keys.h"
+#include "state/store.h"
+#include "tools/kpigen/generator.h"
+
+namespace kpistream {
+namespace {
+
+constexpr int kRecords = 20000;
+
+std::vector<gen::Record> Records(gen::Format format) {
+  gen::GenOptions o;
+  o.seed = 9;
+  o.count = kRecords;
+  o.start_ms = 1763856000000;
+  o.format = format;
+  gen::Generator g(o);
+  std::vector<gen::Record> out(kRecords);
+  for (auto& r : out) {
+    g.Next(&r);
+    r.event = nullptr;
+  }
+  return out;
+}
+
+void BM_Decode(benchmark::State& state, gen::Format format) {
+  pipeline::SilenceProtobufLogging();
+  const auto recs = Records(format);
+  pipeline::Decoder dec;
+  pipeline::EventView ev;
+  pipeline::DecodeError err;
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& r = recs[i++ % recs.size()];
+    benchmark::DoNotOptimize(dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kAuto, &ev, &err));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_Decode, protobuf, gen::Format::kProtobuf);
+BENCHMARK_CAPTURE(BM_Decode, json, gen::Format::kJson);
+
+pipeline::Catalog LoadCatalog(bool full) {
+  auto c = full ? pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "kpis.yaml")
+                : pipeline::ParseCatalog(R"(
+measures:
+  impressions: {family: campaign, types: [impression], aggregation: count, group_by: [channel, campaign_id, region]}
+kpis:
+  impressions: {formula: impressions}
+)",
+                                         "single.yaml");
+  uint32_t id = 1;
+  for (auto& m : c->measures) m.id = id++;
+  return std::move(*c);
+}
+
+// Decode + route + accumulate: the per-event work of the consumer thread.
+void BM_DecodeRouteAggregate(benchmark::State& state, bool full) {
+  pipeline::SilenceProtobufLogging();
+  const auto recs = Records(gen::Format::kProtobuf);
+  auto catalog = LoadCatalog(full);
+  pipeline::Router router(catalog);
+  pipeline::Accumulator acc(catalog);
+  pipeline::Decoder dec;
+  pipeline::EventView ev;
+  pipeline::DecodeError err;
+  std::string scratch;
+  std::vector<pipeline::Contribution> cs;
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& r = recs[i++ % recs.size()];
+    if (!dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev, &err)) continue;
+    router.Route(ev, &scratch, &cs);
+    for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+    if (acc.DirtyEntries() > 100000) acc.Clear();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_DecodeRouteAggregate, single_kpi, false);
+BENCHMARK_CAPTURE(BM_DecodeRouteAggregate, full_catalog, true);
+
+// Flush of one commit interval's dirty partials (200 ms at 100k events/s).
+void BM_CommitFlush(benchmark::State& state) {
+  pipeline::SilenceProtobufLogging();
+  const auto recs = Records(gen::Format::kProtobuf);
+  auto catalog = LoadCatalog(true);
+  const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench";
+  std::filesystem::remove_all(dir);
+  auto store = state::Store::Open({.path = dir.string()});
+  pipeline::Router router(catalog);
+  pipeline::Decoder dec;
+  pipeline::EventView ev;
+  pipeline::DecodeError err;
+  std::string scratch;
+  std::vector<pipeline::Contribution> cs;
+  for (auto _ : state) {
+    state.PauseTiming();
+    pipeline::Accumulator acc(catalog);
+    for (const auto& r : recs) {
+      if (!dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev, &err)) continue;
+      router.Route(ev, &scratch, &cs);
+      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+    }
+    state.ResumeTiming();
+    state::WriteBatch batch(**store);
+    acc.Flush(&batch);
+    batch.PutOffset(state::SourceId(1, 0), 1, 1);
+    benchmark::DoNotOptimize((*store)->Commit(&batch));
+  }
+  state.SetItemsProcessed(state.iterations() * kRecords);
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_CommitFlush)->Unit(benchmark::kMillisecond);
+
+void BM_AggKey(benchmark::State& state) {
+  std::string g;
+  state::AppendGroupValue(&g, "search");
+  state::AppendGroupValue(&g, "cmp-17");
+  state::AppendGroupValue(&g, "eu");
+  int64_t b = 1763856000;
+  for (auto _ : state)
+    benchmark::DoNotOptimize(state::AggKey(state::Tier::kFine, 7, state::SourceId(1, 3), b += 60, g));
+}
+BENCHMARK(BM_AggKey);
+
+void BM_MergeAgg(benchmark::State& state) {
+  state::Agg a, b;
+  b.Add(1.5, state::ToMicros(1.5));
+  const auto ea = state::EncodeAgg(a), eb = state::EncodeAgg(b);
+  std::string out;
+  for (auto _ : state) benchmark::DoNotOptimize(state::MergeEncoded(ea, eb, &out));
+}
+BENCHMARK(BM_MergeAgg);
+
+void BM_MergeHll(benchmark::State& state) {
+  state::Hll a, b;
+  for (int i = 0; i < 1000; ++i) b.AddHash(state::HashForSketch(std::to_string(i)));
+  const auto ea = state::EncodeHll(a), eb = state::EncodeHll(b);
+  std::string out;
+  for (auto _ : state) benchmark::DoNotOptimize(state::MergeEncoded(ea, eb, &out));
+}
+BENCHMARK(BM_MergeHll);
+
+void BM_MergeSketch(benchmark::State& state) {
+  state::QuantileSketch a, b;
+  for (int i = 1; i < 5000; ++i) b.Add(i * 0.7);
+  std::string ea, eb, out;
+  a.EncodeTo(&ea);
+  b.EncodeTo(&eb);
+  for (auto _ : state) benchmark::DoNotOptimize(state::MergeEncoded(ea, eb, &out));
+}
+BENCHMARK(BM_MergeSketch);
+
+}  // namespace
+}  // namespace kpistream
+
+BENCHMARK_MAIN();
