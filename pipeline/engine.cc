@@ -91,6 +91,7 @@ struct Engine::Rep {
   // Newest event time applied since the last commit; published to the probe
   // once committed, so freshness measures what queries can see.
   int64_t pending_newest_ms = 0;
+  int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
 
   std::thread thread;
   std::atomic<bool> stop{false};
@@ -486,14 +487,20 @@ void Engine::Rep::PublishLags() {
       lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
     }
   }
+  int64_t total = 0;
+  for (const auto& l : lags) total += l.lag;
+  total_lag = total;
   probe.SetLags(std::move(lags));
 }
 
 void Engine::Rep::Run() {
-  const auto interval = std::chrono::milliseconds(options.commit_interval_ms);
+  const auto live_interval = std::chrono::milliseconds(options.commit_interval_ms);
+  const auto catchup_interval =
+      std::chrono::milliseconds(std::max(options.commit_interval_ms, options.catchup_commit_interval_ms));
   auto last_commit = Clock::now();
-  auto backoff = interval;
+  auto backoff = live_interval;
   while (!stop) {
+    const auto interval = total_lag > options.catchup_lag_records ? catchup_interval : live_interval;
     rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, blocked ? 50 : 20);
     if (m) {
       Handle(m);

@@ -41,6 +41,11 @@ struct EngineOptions {
   std::map<std::string, std::string> kafka_properties;
   // Commit at least this often while there is new data.
   int commit_interval_ms = 200;
+  // While more than catchup_lag_records are waiting in Kafka (replay after a
+  // restart, a backlog), commit this often instead: more events fold into
+  // each partial per commit, and freshness does not matter until caught up.
+  int catchup_commit_interval_ms = 1000;
+  int64_t catchup_lag_records = 100000;
   // Commit early when the dirty partials exceed this (invariant 6).
   size_t max_dirty_bytes = 64ull << 20;
   DecoderOptions decoder;
