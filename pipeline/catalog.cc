@@ -713,7 +713,16 @@ class CatalogParser {
 }  // namespace
 
 absl::StatusOr<Catalog> ParseCatalog(std::string_view yaml_text, std::string_view filename) {
-  return CatalogParser(filename).Parse(yaml_text);
+  // yaml-cpp reports some malformed documents (e.g. a list used as a map
+  // key) by throwing from accessors; turn that into an error with its place.
+  try {
+    return CatalogParser(filename).Parse(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(fmt::format("{}:{}:{}: {} (expected a name or a single value here)", filename,
+                                                  e.mark.line + 1, e.mark.column + 1, e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(fmt::format("{}: {}", filename, e.what()));
+  }
 }
 
 absl::StatusOr<Catalog> LoadCatalogFile(const std::string& path) {

@@ -203,7 +203,9 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
 
   std::vector<GroupValue> out;
   out.reserve(groups.size());
-  for (auto& [g, accs] : groups) {
+  for (auto& entry : groups) {
+    const std::string& g = entry.first;
+    auto& accs = entry.second;  // a named reference: lambdas cannot capture bindings in clang 14
     GroupValue gv;
     if (!q.group_by.empty()) gv.group.emplace_back(q.group_by, g);
     gv.value = Eval(kpi.expr, [&](int input, double quantile) -> std::optional<double> {

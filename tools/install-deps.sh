@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev librocksdb-dev prometheus-cpp-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libabsl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev clang-format clang-14 libclang-rt-14-dev
   openjdk-17-jre-headless maven
   prometheus prometheus-alertmanager
 )

@@ -145,3 +145,18 @@ TEST(CatalogTest, Durations) {
 
 }  // namespace
 }  // namespace kpistream::pipeline
+
+namespace kpistream::pipeline {
+namespace {
+
+// Found by tools/fuzz/run (catalog_fuzz): a list as a map key made yaml-cpp
+// throw from inside the parser.
+TEST(CatalogTest, NonScalarKeysAreErrorsNotCrashes) {
+  EXPECT_NE(ErrorOf("measures:\n  a: {family: campaign, aggregation: count, [x]: 1}\n").find("kpis.yaml:2:"),
+            std::string::npos);
+  EXPECT_FALSE(ParseCatalog("? [a, b]\n: 1\n", "k.yaml").ok());
+  EXPECT_FALSE(ParseCatalog("measures:\n  ? {x: 1}\n  : {family: crm}\n", "k.yaml").ok());
+}
+
+}  // namespace
+}  // namespace kpistream::pipeline
