@@ -419,7 +419,7 @@ class CatalogParser {
     }
     for (const auto& [g, node] : List(def, "group_by")) {
       const auto* f = desc->FindFieldByName(g);
-      if (!f || g == "event_id" || g == "event_time" ||
+      if (!f || g == "event_time" ||
           (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING && f->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM &&
            f->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT32)) {
         AddError(node,
