@@ -6,6 +6,7 @@
 #include <prometheus/metric_family.h>
 
 #include <chrono>
+#include <mutex>
 
 #include "pipeline/query.h"
 
@@ -151,7 +152,18 @@ class Collector final : public prom::Collectable {
       gauge("kpistream_state_keys", "Estimated number of keys in the state store.",
             static_cast<double>(st.estimated_keys));
     }
-    CollectKpis(&out);
+    // KPI values scan the store; several scrapers (Prometheus HA pairs,
+    // dashboards, probes) share one evaluation per kKpiCacheTtl.
+    {
+      std::lock_guard<std::mutex> lock(kpi_mu_);
+      const auto now = std::chrono::steady_clock::now();
+      if (kpi_cache_.empty() || now - kpi_cached_at_ >= kKpiCacheTtl) {
+        kpi_cache_.clear();
+        CollectKpis(&kpi_cache_);
+        kpi_cached_at_ = now;
+      }
+      out.insert(out.end(), kpi_cache_.begin(), kpi_cache_.end());
+    }
     return out;
   }
 
@@ -200,11 +212,15 @@ class Collector final : public prom::Collectable {
     out->push_back(std::move(e));
   }
 
+  static constexpr std::chrono::seconds kKpiCacheTtl{2};
   const pipeline::Catalog& catalog_;
   const state::Store& store_;
   const pipeline::EngineProbe& probe_;
   pipeline::QueryEngine query_;
   std::function<bool()> ready_;
+  mutable std::mutex kpi_mu_;
+  mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
+  mutable std::chrono::steady_clock::time_point kpi_cached_at_;
 };
 
 }  // namespace
