@@ -4,8 +4,8 @@
 
 namespace kpistream::pipeline {
 
-PartitionAdmission::PartitionAdmission(const Catalog& catalog, int64_t newest_event_ms)
-    : catalog_(catalog), newest_ms_(newest_event_ms) {
+PartitionAdmission::PartitionAdmission(const Catalog& catalog, int64_t newest_event_ms, CommittedLookup committed)
+    : catalog_(catalog), newest_ms_(newest_event_ms), committed_(std::move(committed)) {
   for (const auto& m : catalog.measures) {
     std::string key;
     for (size_t i = 0; i < m.group_by.size(); ++i) state::AppendGroupValue(&key, kOtherGroupValue);
@@ -13,9 +13,7 @@ PartitionAdmission::PartitionAdmission(const Catalog& catalog, int64_t newest_ev
   }
 }
 
-void PartitionAdmission::RestoreGroup(uint32_t measure_id, std::string_view group_key) {
-  admitted_[measure_id].emplace(group_key);
-}
+void PartitionAdmission::RestoreCount(uint32_t measure_id, uint32_t count) { counts_[measure_id] = count; }
 
 AdmitResult PartitionAdmission::Admit(int64_t time_ms, std::vector<Contribution>* contribs,
                                       std::vector<std::pair<uint32_t, std::string>>* new_groups,
@@ -34,8 +32,12 @@ AdmitResult PartitionAdmission::Admit(int64_t time_ms, std::vector<Contribution>
     if (!m.group_by.empty()) {
       auto& set = admitted_[m.id];
       if (!set.contains(absl::string_view(c.group.data(), c.group.size()))) {
-        if (set.size() < m.max_groups) {
+        auto& count = counts_[m.id];
+        if (committed_ && committed_(m.id, c.group)) {
           set.emplace(c.group);
+        } else if (count < m.max_groups) {
+          set.emplace(c.group);
+          ++count;
           new_groups->emplace_back(m.id, std::string(c.group));
         } else {
           c.group = other_keys_[static_cast<size_t>(c.measure)];

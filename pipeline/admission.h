@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -35,11 +36,18 @@ class PartitionAdmission {
  public:
   static constexpr int64_t kNoEvents = std::numeric_limits<int64_t>::min();
 
-  // REQUIRES: catalog outlives this object and its measure ids are set.
-  PartitionAdmission(const Catalog& catalog, int64_t newest_event_ms);
+  // Whether a group was admitted in a committed batch (a store lookup).
+  using CommittedLookup = std::function<bool(uint32_t measure_id, std::string_view group_key)>;
 
-  // Restores an admitted group (from the store).
-  void RestoreGroup(uint32_t measure_id, std::string_view group_key);
+  // REQUIRES: catalog outlives this object and its measure ids are set.
+  // `committed` answers for groups not seen since this object was made, so
+  // a restart loads only the per-measure counts, whatever the state size.
+  PartitionAdmission(const Catalog& catalog, int64_t newest_event_ms, CommittedLookup committed);
+
+  // Restores the committed number of admitted groups of a measure.
+  void RestoreCount(uint32_t measure_id, uint32_t count);
+  // Admitted-group counts per measure id (to commit with new groups).
+  const absl::flat_hash_map<uint32_t, uint32_t>& counts() const { return counts_; }
 
   // Drops late contributions, maps groups over the cap to __other__, and
   // records newly admitted groups in *new_groups as (measure id, key).
@@ -53,7 +61,10 @@ class PartitionAdmission {
  private:
   const Catalog& catalog_;
   int64_t newest_ms_;
+  CommittedLookup committed_;
+  // Groups known admitted (a cache of the store plus this run's new ones).
   absl::flat_hash_map<uint32_t, absl::flat_hash_set<std::string>> admitted_;
+  absl::flat_hash_map<uint32_t, uint32_t> counts_;
   std::vector<std::string> other_keys_;  // per measure index
 };
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -114,11 +115,21 @@ struct Engine::Rep {
     probe.overflow_by_measure = std::vector<std::atomic<uint64_t>>(c->measures.size());
   }
 
-  // Loads a partition's watermark and admitted groups as committed.
+  // Loads a partition's watermark and admitted-group counts as committed.
   absl::Status LoadAdmission(PartitionState* ps, int64_t newest_ms) {
-    ps->admission = std::make_unique<PartitionAdmission>(*catalog, newest_ms);
-    return store->ListAdmittedGroups(ps->source,
-                                     [&](uint32_t id, std::string_view g) { ps->admission->RestoreGroup(id, g); });
+    const uint64_t source = ps->source;
+    ps->admission =
+        std::make_unique<PartitionAdmission>(*catalog, newest_ms, [this, source](uint32_t id, std::string_view g) {
+          auto has = store->HasAdmittedGroup(source, id, g);
+          // A failing lookup counts as "not admitted": the group may go to
+          // __other__ but is never double counted.
+          if (!has.ok()) spdlog::error("admitted-group lookup: {}", has.status().ToString());
+          return has.ok() && *has;
+        });
+    auto counts = store->ReadGroupCounts(source);
+    if (!counts.ok()) return counts.status();
+    for (const auto& [id, n] : *counts) ps->admission->RestoreCount(id, n);
+    return absl::OkStatus();
   }
 
   ~Rep() {
@@ -441,7 +452,16 @@ bool Engine::Rep::Commit(bool force) {
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
   for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset, ps->admission->newest_event_ms());
-  for (const auto& [source, id, g] : new_groups) batch.PutAdmittedGroup(source, id, g);
+  std::set<std::pair<uint64_t, uint32_t>> counted;
+  for (const auto& [source, id, g] : new_groups) {
+    batch.PutAdmittedGroup(source, id, g);
+    counted.emplace(source, id);
+  }
+  for (const auto& [source, id] : counted) {
+    for (auto& [tp, ps] : owned) {
+      if (ps.source == source) batch.PutGroupCount(source, id, ps.admission->counts().at(id));
+    }
+  }
   auto st = store->Commit(&batch);
   if (!st.ok()) {
     // The batch is lost with its partials: rewind to what is durable.

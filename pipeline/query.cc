@@ -118,8 +118,19 @@ absl::Status QueryEngine::ScanInput(const MeasureDef& m, int64_t start, int64_t 
                                     const std::vector<uint64_t>& sources, const ScanVisitor& visit) const {
   // Align to the measure's buckets; the window keeps its length.
   const int64_t b = m.bucket_seconds;
-  const int64_t end = -Accumulator::FloorDiv(-end_excl, b) * b;
-  const int64_t begin = Accumulator::BucketStart(end - (end_excl - start), b);
+  int64_t end = -Accumulator::FloorDiv(-end_excl, b) * b;
+  int64_t begin = Accumulator::BucketStart(end - (end_excl - start), b);
+  // Where a tier's retention has dropped the buckets an edge needs, round
+  // that edge outward to the next tier's buckets (still kept).
+  const auto& so = store_.options();
+  const int64_t now = so.now_s();
+  auto round = [&](int64_t retention, int64_t width, int64_t fine) {
+    if (retention <= 0 || fine >= width) return;
+    if (begin < now - retention) begin = Accumulator::BucketStart(begin, width);
+    if (end < now - retention) end = -Accumulator::FloorDiv(-end, width) * width;
+  };
+  round(so.retention_fine_s, state::kHourSeconds, b);
+  round(so.retention_hour_s, state::kDaySeconds, std::max(b, state::kHourSeconds));
   const auto pieces = DecomposeWindow(begin, end, b);
   std::vector<std::string_view> vals;
   absl::Status bad = absl::OkStatus();

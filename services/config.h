@@ -11,10 +11,12 @@
 //   catalog: kpis.yaml             # relative to this file; default: built-in
 //   commit_interval: 200ms
 //   memory_budget_mb: 256
+//   retention: {fine: 35d, hour: 400d, day: forever}   # per roll-up tier
 //
 // Thread-safety: plain values.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,6 +29,8 @@ struct KpidConfig {
   pipeline::EngineOptions engine;
   std::string catalog_path;  // empty: built-in default catalog
   uint64_t memory_budget_bytes = 256ull << 20;
+  // Seconds per tier, 0 = forever (state::StoreOptions has the defaults).
+  std::optional<int64_t> retention_fine_s, retention_hour_s, retention_day_s;
 };
 
 // Errors carry "file:line:col: what to fix".

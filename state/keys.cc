@@ -53,12 +53,23 @@ std::string OffsetKey(uint64_t source) {
   return k;
 }
 
-std::string GroupKeyPrefix(uint64_t source) { return OffsetKey(source); }
-
 std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key) {
-  std::string k = OffsetKey(source);
+  std::string k = "G";
+  PutU64BE(&k, source);
   PutU32BE(&k, measure_id);
   k.append(group_key);
+  return k;
+}
+
+std::string GroupCountPrefix(uint64_t source) {
+  std::string k = "C";
+  PutU64BE(&k, source);
+  return k;
+}
+
+std::string GroupCountKey(uint64_t source, uint32_t measure_id) {
+  std::string k = GroupCountPrefix(source);
+  PutU32BE(&k, measure_id);
   return k;
 }
 

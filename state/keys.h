@@ -12,9 +12,11 @@
 // Column family "offsets": source(u64 BE) -> next offset (i64 LE) and the
 //   partition's newest event time in ms (i64 LE; its watermark). Written in
 //   the same WriteBatch as the partials (invariant 1).
-// Column family "groups": source(u64 BE) measure_id(u32 BE) group_key -> ""
-//   the group keys admitted under a measure's cardinality cap, written in the
-//   same batch as the partials that first used them.
+// Column family "groups": 'G' source(u64 BE) measure_id(u32 BE) group_key ->
+//   "" for every group key admitted under a measure's cardinality cap, and
+//   'C' source(u64 BE) measure_id(u32 BE) -> count (u32 LE) of them; both
+//   written in the same batch as the partials that first used the group.
+//   Restart reads only the counts; groups are looked up when first seen.
 // Column family "meta": "<kind>/<name>" -> id (u32 LE), stable ids for topic
 //   and measure names.
 #pragma once
@@ -58,8 +60,9 @@ struct AggKeyParts {
 bool ParseAggKey(std::string_view key, AggKeyParts* out);
 
 std::string OffsetKey(uint64_t source);
-std::string GroupKeyPrefix(uint64_t source);
 std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key);
+std::string GroupCountPrefix(uint64_t source);
+std::string GroupCountKey(uint64_t source, uint32_t measure_id);
 bool ParseOffsetKey(std::string_view key, uint64_t* source);
 
 // Group keys: the ordered values of a measure's group-by dimensions.

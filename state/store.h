@@ -30,6 +30,15 @@ struct StoreOptions {
   // nothing, a power loss may lose the last commits (offsets go back with the
   // partials, so it still never double counts).
   bool sync_commits = false;
+  // Retention per roll-up tier, seconds (0 = forever): partials whose bucket
+  // ended longer ago than this are dropped by compaction. Defaults keep fine
+  // buckets for every standard window (<= 30d) ending now; windows reaching
+  // further back read whole hours and days there (QueryEngine rounds).
+  int64_t retention_fine_s = 35 * 86400;
+  int64_t retention_hour_s = 400 * 86400;
+  int64_t retention_day_s = 0;
+  // The clock compaction compares with; injectable for tests.
+  std::function<int64_t()> now_s;
 };
 
 // An atomic unit of change: partial deltas and next offsets, applied together
@@ -46,8 +55,10 @@ class WriteBatch {
   // Merges an encoded partial (see aggregate.h) into key (see AggKey).
   void MergePartial(std::string_view key, std::string_view encoded);
   void PutOffset(uint64_t source, int64_t next_offset, int64_t newest_event_ms);
-  // Records a group admitted under a measure's cardinality cap.
+  // Records a group admitted under a measure's cardinality cap, and the
+  // number of groups admitted so far.
   void PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key);
+  void PutGroupCount(uint64_t source, uint32_t measure_id, uint32_t count);
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
@@ -89,9 +100,11 @@ class Store {
   [[nodiscard]] absl::StatusOr<std::optional<SourcePosition>> ReadOffset(uint64_t source) const;
   // Every source with committed state, with its next offset.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> ListOffsets() const;
-  // Calls fn(measure_id, group_key) for every admitted group of a source.
-  [[nodiscard]] absl::Status ListAdmittedGroups(uint64_t source,
-                                                const std::function<void(uint32_t, std::string_view)>& fn) const;
+  // Whether a group was admitted (committed) for a source and measure.
+  [[nodiscard]] absl::StatusOr<bool> HasAdmittedGroup(uint64_t source, uint32_t measure_id,
+                                                      std::string_view group_key) const;
+  // Committed admitted-group counts of a source, per measure id.
+  [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadGroupCounts(uint64_t source) const;
 
   // Calls fn(bucket, group_key, encoded_partial) for every partial of
   // (tier, measure, source) with bucket in [bucket_begin, bucket_end), in
@@ -101,6 +114,9 @@ class Store {
                                   int64_t bucket_end, const ScanFn& fn) const;
 
   StoreStats Stats() const;
+  const StoreOptions& options() const;
+  // Compacts the partials now (applies retention); for tests and tools.
+  [[nodiscard]] absl::Status CompactForTest();
 
  private:
   friend class WriteBatch;

@@ -23,8 +23,14 @@ using namespace std::chrono_literals;
 using google::protobuf::util::TimeUtil;
 using Clock = std::chrono::steady_clock;
 
-constexpr int64_t kStart = 1763856000;   // 2025-11-23T00:00:00Z
-constexpr int64_t kEnd = kStart + 3600;  // events span [kStart, kEnd)
+// Yesterday's UTC midnight: recent enough for the default retention of fine
+// buckets (35 days), fixed for the whole run.
+const int64_t kStart =
+    (std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count() /
+         86400 -
+     1) *
+    86400;
+const int64_t kEnd = kStart + 3600;  // events span [kStart, kEnd)
 constexpr int kPartitions = 4;
 // Windows every KPI is checked over, all ending at kEnd.
 const std::vector<std::string> kWindows = {"10m", "30m", "1h", "24h", "today", "mtd", "all"};

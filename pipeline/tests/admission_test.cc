@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "state/keys.h"
 
 namespace kpistream::pipeline {
@@ -38,7 +40,7 @@ measures:
 };
 
 TEST_F(AdmissionTest, LatenessIsPerMeasureAgainstThePartitionsNewestEvent) {
-  PartitionAdmission a(cat_, PartitionAdmission::kNoEvents);
+  PartitionAdmission a(cat_, PartitionAdmission::kNoEvents, nullptr);
   auto cs = Both("search");
   EXPECT_EQ(Admit(a, 10'000'000, &cs).late, 0);
   EXPECT_EQ(a.newest_event_ms(), 10'000'000);
@@ -63,13 +65,13 @@ TEST_F(AdmissionTest, LatenessIsPerMeasureAgainstThePartitionsNewestEvent) {
 }
 
 TEST_F(AdmissionTest, WatermarkSurvivesRestartFromTheStoredValue) {
-  PartitionAdmission restored(cat_, 50'000'000);
+  PartitionAdmission restored(cat_, 50'000'000, nullptr);
   auto cs = Both("x");
   EXPECT_TRUE(Admit(restored, 40'000'000, &cs).all_late());
 }
 
 TEST_F(AdmissionTest, GroupsOverTheCapGoToOtherDeterministically) {
-  PartitionAdmission a(cat_, PartitionAdmission::kNoEvents);
+  PartitionAdmission a(cat_, PartitionAdmission::kNoEvents, nullptr);
   std::vector<std::string> seen;
   for (const char* ch : {"a", "b", "a", "c", "d", "b"}) {
     auto cs = Both(ch);
@@ -81,9 +83,13 @@ TEST_F(AdmissionTest, GroupsOverTheCapGoToOtherDeterministically) {
   EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "a", "__other__", "__other__", "b"}));
   ASSERT_EQ(groups_.size(), 2u);
   EXPECT_EQ(groups_[0].first, 10u);
-  // Restored admissions keep the same decisions after a restart.
-  PartitionAdmission b(cat_, 1000);
-  for (const auto& [id, g] : groups_) b.RestoreGroup(id, g);
+  // After a restart only the count is restored; committed groups are found
+  // by lookup, so the decisions stay the same.
+  std::set<std::pair<uint32_t, std::string>> committed(groups_.begin(), groups_.end());
+  PartitionAdmission b(cat_, 1000, [&](uint32_t id, std::string_view g) {
+    return committed.count({id, std::string(g)}) > 0;
+  });
+  b.RestoreCount(10, static_cast<uint32_t>(committed.size()));
   groups_.clear();
   auto cs = Both("c");
   EXPECT_EQ(Admit(b, 1000, &cs).overflow, 1);

@@ -65,7 +65,8 @@ kpis:
                             "test.yaml");
     ASSERT_TRUE(cat.ok()) << cat.status();
     catalog_ = std::move(*cat);
-    auto store = state::Store::Open({.path = dir_.string()});
+    // Test data is from 2025: keep every tier forever.
+    auto store = state::Store::Open({.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0});
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
     for (auto& m : catalog_.measures) m.id = *store_->IdFor("measure", m.name);
@@ -195,6 +196,49 @@ TEST_F(QueryTest, DistinctUsersAcrossBucketsAndPartitions) {
   auto v = q.Get({.kpi = "users", .start = day, .end = day + 86400});
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_NEAR(*(*v)[0].value, 1500, 15);
+}
+
+TEST(QueryRetentionTest, EdgesPastFineRetentionRoundToHours) {
+  const auto dir = std::filesystem::temp_directory_path() / ("kpistream_retention_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const int64_t day = 1763856000;
+  const int64_t now = day + 10 * 86400;
+  auto cat =
+      ParseCatalog("measures:\n  c: {family: campaign, aggregation: count}\nkpis:\n  c: {formula: c}\n", "t.yaml");
+  ASSERT_TRUE(cat.ok());
+  {
+    auto store =
+        state::Store::Open({.path = dir.string(), .retention_fine_s = 2 * 86400, .now_s = [now] { return now; }});
+    ASSERT_TRUE(store.ok());
+    cat->measures[0].id = 1;
+    Router router(*cat);
+    Accumulator acc(*cat);
+    std::string scratch;
+    std::vector<Contribution> cs;
+    // One event per 10 minutes over the first day.
+    for (int64_t t = day; t < day + 86400; t += 600) {
+      CampaignEvent e;
+      e.set_type(events::v1::CAMPAIGN_CLICK);
+      EventView ev{Family::kCampaign, e.type(), t * 1000, &e};
+      router.Route(ev, &scratch, &cs);
+      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+    }
+    state::WriteBatch b(**store);
+    acc.Flush(&b);
+    b.PutOffset(state::SourceId(1, 0), 1, 0);
+    ASSERT_TRUE((*store)->Commit(&b).ok());
+    ASSERT_TRUE((*store)->CompactForTest().ok());
+    QueryEngine q(*cat, **store);
+    // [00:30, 02:30): fine buckets are gone; the edges round out to
+    // [00:00, 03:00) = 18 events instead of 12.
+    auto v = q.Get({.kpi = "c", .start = day + 1800, .end = day + 9000});
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(*(*v)[0].value, 18);
+    // Whole hours are unaffected.
+    v = q.Get({.kpi = "c", .start = day + 3600, .end = day + 7200});
+    EXPECT_EQ(*(*v)[0].value, 6);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(QueryTest, BadRequestsSayWhatToFix) {

@@ -36,6 +36,7 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
       b.MergePartial(AggKey(Tier::kFine, 7, src, 60, "g"), EncodeAgg(a));
       b.PutOffset(src, 100 * (round + 1), 1000 + round);
       b.PutAdmittedGroup(src, 7, "g");
+      b.PutGroupCount(src, 7, 1);
       ASSERT_TRUE(store->Commit(&b).ok());
     }
   }
@@ -45,10 +46,11 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
   ASSERT_TRUE(off->has_value());
   EXPECT_EQ((*off)->next_offset, 300);
   EXPECT_EQ((*off)->newest_event_ms, 1002);
-  std::vector<std::pair<uint32_t, std::string>> groups;
-  ASSERT_TRUE(store->ListAdmittedGroups(src, [&](uint32_t m, std::string_view g) { groups.emplace_back(m, g); }).ok());
-  EXPECT_EQ(groups, (std::vector<std::pair<uint32_t, std::string>>{{7, "g"}}));
-  ASSERT_TRUE(store->ListAdmittedGroups(SourceId(1, 1), [&](uint32_t, std::string_view) { FAIL(); }).ok());
+  EXPECT_TRUE(*store->HasAdmittedGroup(src, 7, "g"));
+  EXPECT_FALSE(*store->HasAdmittedGroup(src, 7, "h"));
+  EXPECT_FALSE(*store->HasAdmittedGroup(src, 8, "g"));
+  EXPECT_EQ(*store->ReadGroupCounts(src), (std::vector<std::pair<uint32_t, uint32_t>>{{7, 1}}));
+  EXPECT_TRUE(store->ReadGroupCounts(SourceId(1, 1))->empty());
   int rows = 0;
   ASSERT_TRUE(store
                   ->Scan(Tier::kFine, 7, src, 0, 120,
@@ -86,6 +88,36 @@ TEST_F(StoreTest, ScanHonoursBucketRangeAndSeries) {
                          [&](int64_t bucket, std::string_view, std::string_view) { seen.push_back(bucket); })
                   .ok());
   EXPECT_EQ(seen, (std::vector<int64_t>{60, 120}));
+}
+
+TEST_F(StoreTest, RetentionDropsOldBucketsPerTier) {
+  const int64_t now = 100 * kDaySeconds;
+  auto s = Store::Open({.path = dir_.string(),
+                        .retention_fine_s = 2 * kDaySeconds,
+                        .retention_hour_s = 10 * kDaySeconds,
+                        .retention_day_s = 0,
+                        .now_s = [now] { return now; }});
+  ASSERT_TRUE(s.ok());
+  auto& store = *s;
+  Agg a;
+  a.Add(1, ToMicros(1));
+  WriteBatch b(*store);
+  for (int64_t age_days : {1, 5, 50}) {
+    const int64_t t = now - age_days * kDaySeconds;
+    b.MergePartial(AggKey(Tier::kFine, 1, 1, t, ""), EncodeAgg(a));
+    b.MergePartial(AggKey(Tier::kHour, 1, 1, t, ""), EncodeAgg(a));
+    b.MergePartial(AggKey(Tier::kDay, 1, 1, t, ""), EncodeAgg(a));
+  }
+  ASSERT_TRUE(store->Commit(&b).ok());
+  ASSERT_TRUE(store->CompactForTest().ok());
+  auto count = [&](Tier tier) {
+    int n = 0;
+    EXPECT_TRUE(store->Scan(tier, 1, 1, 0, now + 1, [&](int64_t, std::string_view, std::string_view) { ++n; }).ok());
+    return n;
+  };
+  EXPECT_EQ(count(Tier::kFine), 1);  // 1 day old only
+  EXPECT_EQ(count(Tier::kHour), 2);  // 1 and 5 days
+  EXPECT_EQ(count(Tier::kDay), 3);   // forever
 }
 
 TEST_F(StoreTest, NameIdsAreStable) {

@@ -2,9 +2,9 @@
 // threads (open loop: a late call does not delay the next ones' schedule)
 // and reports latency percentiles as one JSON line.
 //   kpistream_query_load --addr host:port --kpi ctr --window 5m --rate 5000 --seconds 10
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -69,9 +69,10 @@ int main(int argc, char** argv) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   std::sort(lat_us.begin(), lat_us.end());
   auto q = [&](double p) { return lat_us.empty() ? 0.0 : lat_us[static_cast<size_t>(p * (lat_us.size() - 1))]; };
-  fmt::print("{{\"calls\": {}, \"errors\": {}, \"achieved_rate\": {:.0f}, \"p50_ms\": {:.3f}, \"p99_ms\": {:.3f}, "
-             "\"max_ms\": {:.3f}}}\n",
-             lat_us.size(), errors.load(), static_cast<double>(lat_us.size()) / elapsed, q(0.5) / 1000,
-             q(0.99) / 1000, lat_us.empty() ? 0 : lat_us.back() / 1000);
+  fmt::print(
+      "{{\"calls\": {}, \"errors\": {}, \"achieved_rate\": {:.0f}, \"p50_ms\": {:.3f}, \"p99_ms\": {:.3f}, "
+      "\"max_ms\": {:.3f}}}\n",
+      lat_us.size(), errors.load(), static_cast<double>(lat_us.size()) / elapsed, q(0.5) / 1000, q(0.99) / 1000,
+      lat_us.empty() ? 0 : lat_us.back() / 1000);
   return errors.load() == 0 ? 0 : 1;
 }

@@ -17,9 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return std::nullopt;
   });
   if (e.ok()) {
-    const auto v = kpistream::pipeline::Eval(*e, [](int ref, double) -> std::optional<double> {
-      return ref == 0 ? 0.0 : 1e308;
-    });
+    const auto v =
+        kpistream::pipeline::Eval(*e, [](int ref, double) -> std::optional<double> { return ref == 0 ? 0.0 : 1e308; });
     if (v && !std::isfinite(*v)) __builtin_trap();
   } else if (e.status().message().empty()) {
     __builtin_trap();
