@@ -33,9 +33,10 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     if (!root.IsMap()) return bad(root, "the config must be a map (kafka, catalog, ...)");
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto k = it->first.as<std::string>();
-      if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb") {
-        return bad(it->first,
-                   fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb)", k));
+      if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb" && k != "retention") {
+        return bad(
+            it->first,
+            fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb, retention)", k));
       }
     }
     const auto kafka = root["kafka"];
@@ -97,6 +98,28 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (v < 16) return bad(mb, "memory_budget_mb must be at least 16");
       c.memory_budget_bytes = static_cast<uint64_t>(v) << 20;
       c.engine.max_dirty_bytes = c.memory_budget_bytes / 4;
+    }
+    if (const auto r = root["retention"]) {
+      if (!r.IsMap()) return bad(r, "retention must be a map: {fine: 35d, hour: 400d, day: forever}");
+      for (auto it = r.begin(); it != r.end(); ++it) {
+        const auto tier = it->first.as<std::string>();
+        const auto val = it->second.as<std::string>();
+        int64_t secs = 0;
+        if (val != "forever") {
+          auto d = pipeline::ParseDuration(val);
+          if (!d.ok()) return bad(it->second, std::string(d.status().message()));
+          secs = *d;
+        }
+        if (tier == "fine") {
+          c.retention_fine_s = secs;
+        } else if (tier == "hour") {
+          c.retention_hour_s = secs;
+        } else if (tier == "day") {
+          c.retention_day_s = secs;
+        } else {
+          return bad(it->first, fmt::format("unknown tier '{}' (known: fine, hour, day)", tier));
+        }
+      }
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
