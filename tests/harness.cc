@@ -299,4 +299,32 @@ std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::
   return out;
 }
 
+bool DeleteAllRecords(const std::string& brokers, const std::string& topic, int partitions) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) return false;
+  auto* offsets = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p) {
+    rd_kafka_topic_partition_list_add(offsets, topic.c_str(), p)->offset = RD_KAFKA_OFFSET_END;
+  }
+  rd_kafka_DeleteRecords_t* del = rd_kafka_DeleteRecords_new(offsets);
+  rd_kafka_topic_partition_list_destroy(offsets);
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_DeleteRecords(rk, &del, 1, nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  bool ok = ev != nullptr && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (ok) {
+    const auto* res = rd_kafka_event_DeleteRecords_result(ev);
+    const auto* parts = res ? rd_kafka_DeleteRecords_result_offsets(res) : nullptr;
+    for (int i = 0; parts && i < parts->cnt; ++i) ok &= parts->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_DeleteRecords_destroy(del);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
 }  // namespace kpistream::testing

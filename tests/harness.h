@@ -129,4 +129,8 @@ std::optional<Truth> ReadTruth(const std::string& path);
 std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::string& topic,
                                          const std::string& header, size_t expected, std::chrono::seconds timeout);
 
+// Deletes every record currently in the topic's partitions (Kafka's
+// DeleteRecords up to the high watermark), as retention would.
+bool DeleteAllRecords(const std::string& brokers, const std::string& topic, int partitions);
+
 }  // namespace kpistream::testing

@@ -294,6 +294,28 @@ TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   }
 }
 
+TEST_F(PipelineIT, StoredOffsetBelowLogStartFailsLoudlyInsteadOfSkipping) {
+  ASSERT_EQ(RunToEnd(Kpigen("o1.", 20000, {"--seed", "21"}), dir_->path() + "/kpigen.log"), 0);
+  {
+    Kpid kpid(Options("o1."));
+    ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+    ASSERT_TRUE(WaitCaughtUp(kpid, 120s)) << kpid.process().LogTail();
+    kpid.process().Signal(SIGTERM);
+    ASSERT_EQ(kpid.process().Wait(30s), std::optional<int>(0));
+  }
+  // More records arrive while kpid is down, and retention deletes them all
+  // before kpid comes back: the records after its stored offsets are gone.
+  ASSERT_EQ(RunToEnd(Kpigen("o1.", 20000, {"--seed", "22"}), dir_->path() + "/kpigen2.log"), 0);
+  ASSERT_TRUE(DeleteAllRecords(brokers_, "o1.campaign", kPartitions));
+  Kpid kpid(Options("o1."));
+  const auto rc = kpid.process().Wait(120s);
+  ASSERT_TRUE(rc.has_value()) << "kpid kept running over deleted records: " << kpid.process().LogTail();
+  EXPECT_EQ(*rc, 1);
+  const auto log = kpid.process().LogTail(20000);
+  EXPECT_NE(log.find("is below the log start"), std::string::npos) << log;
+  EXPECT_NE(log.find("will not skip them silently"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace kpistream::testing
 
