@@ -9,7 +9,7 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev clang-format clang-14 libclang-rt-14-dev
-  openjdk-17-jre-headless maven
+  openjdk-17-jdk-headless maven python3
   prometheus prometheus-alertmanager
 )
 
