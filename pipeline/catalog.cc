@@ -6,6 +6,7 @@
 
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
+#include "pipeline/alerting.h"
 
 #include <algorithm>
 #include <cctype>
@@ -54,6 +55,50 @@ state::ValueKind PartialKind(Aggregation a) {
     default:
       return state::ValueKind::kAgg;
   }
+}
+
+std::string_view AlertKindName(AlertKind k) {
+  switch (k) {
+    case AlertKind::kThreshold:
+      return "threshold";
+    case AlertKind::kChange:
+      return "change";
+    case AlertKind::kAnomaly:
+      return "anomaly";
+    case AlertKind::kAbsence:
+      return "absence";
+    case AlertKind::kFreshness:
+      return "freshness";
+  }
+  return "?";
+}
+
+bool Compare(CompareOp op, double lhs, double rhs) {
+  switch (op) {
+    case CompareOp::kGt:
+      return lhs > rhs;
+    case CompareOp::kGe:
+      return lhs >= rhs;
+    case CompareOp::kLt:
+      return lhs < rhs;
+    case CompareOp::kLe:
+      return lhs <= rhs;
+  }
+  return false;
+}
+
+std::string_view CompareOpName(CompareOp op) {
+  switch (op) {
+    case CompareOp::kGt:
+      return ">";
+    case CompareOp::kGe:
+      return ">=";
+    case CompareOp::kLt:
+      return "<";
+    case CompareOp::kLe:
+      return "<=";
+  }
+  return "?";
 }
 
 std::string_view StatusName(Status s) {
@@ -210,9 +255,9 @@ class CatalogParser {
     if (!root.IsMap()) return Fail(root, "the catalog must be a map with 'measures' and 'kpis'");
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto key = it->first.as<std::string>();
-      if (key != "measures" && key != "kpis" && key != "timezone" && key != "constants") {
+      if (key != "measures" && key != "kpis" && key != "timezone" && key != "constants" && key != "alerts") {
         AddError(it->first,
-                 fmt::format("unknown top-level key '{}' (expected measures, kpis, timezone, constants)", key));
+                 fmt::format("unknown top-level key '{}' (expected measures, kpis, alerts, timezone, constants)", key));
       }
     }
     if (const auto tz = root["timezone"]) {
@@ -252,6 +297,13 @@ class CatalogParser {
       for (auto it = kpis.begin(); it != kpis.end(); ++it) kpi_names_.push_back(it->first.as<std::string>());
       for (auto it = kpis.begin(); it != kpis.end(); ++it) ParseKpi(it->first, it->second);
       InlineKpiRefs();
+    }
+    if (const auto alerts = root["alerts"]) {
+      if (!alerts.IsMap()) {
+        AddError(alerts, "'alerts' must be a map of alert name to rule");
+      } else {
+        for (auto it = alerts.begin(); it != alerts.end(); ++it) ParseAlert(it->first, it->second);
+      }
     }
     if (!errors_.empty()) {
       std::string all;
@@ -599,6 +651,255 @@ class CatalogParser {
       if (!err.empty()) return err;
     }
     return "";
+  }
+
+  // "> 4", "<= -20%": the operator, the number and whether it had a '%'.
+  std::optional<std::pair<CompareOp, double>> ParseCondition(const YAML::Node& n, bool percent_allowed) {
+    const std::string text = n.IsScalar() ? n.as<std::string>() : std::string();
+    std::string_view v = text;
+    auto trim = [&v] {
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    };
+    trim();
+    CompareOp op;
+    if (v.starts_with(">=")) {
+      op = CompareOp::kGe, v.remove_prefix(2);
+    } else if (v.starts_with("<=")) {
+      op = CompareOp::kLe, v.remove_prefix(2);
+    } else if (v.starts_with(">")) {
+      op = CompareOp::kGt, v.remove_prefix(1);
+    } else if (v.starts_with("<")) {
+      op = CompareOp::kLt, v.remove_prefix(1);
+    } else {
+      AddError(n, fmt::format("condition '{}' must be an operator (>, >=, <, <=) and a number, e.g. \"> 4\"", text));
+      return std::nullopt;
+    }
+    trim();
+    bool percent = false;
+    if (v.ends_with("%")) {
+      percent = true;
+      v.remove_suffix(1);
+    }
+    double d = 0;
+    auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+    if (ec != std::errc() || ptr != v.data() + v.size() || !std::isfinite(d)) {
+      AddError(n, fmt::format("condition '{}': '{}' is not a number", text, v));
+      return std::nullopt;
+    }
+    if (percent && !percent_allowed) {
+      AddError(n, fmt::format("condition '{}': write the threshold in the KPI's own unit, without '%' (a percent "
+                              "KPI is already in percent: \"> 4\" means above 4 %)",
+                              text));
+      return std::nullopt;
+    }
+    return std::make_pair(op, percent ? d / 100 : d);
+  }
+
+  std::optional<int64_t> DurationKey(const YAML::Node& parent, const char* key, bool required) {
+    const auto v = Scalar(parent, key, required);
+    if (!v) return std::nullopt;
+    auto secs = ParseDuration(*v);
+    if (!secs.ok()) {
+      AddError(parent[key], std::string(secs.status().message()));
+      return std::nullopt;
+    }
+    return *secs;
+  }
+
+  void ParseAlert(const YAML::Node& key_node, const YAML::Node& def) {
+    AlertRule r;
+    r.name = key_node.as<std::string>();
+    if (!ValidName(r.name)) {
+      AddError(key_node, fmt::format("alert name '{}' must be letters, digits and '_'", r.name));
+      return;
+    }
+    if (!def.IsMap()) {
+      AddError(def, fmt::format("alert '{}' must be a map (kpi, window, condition, for, severity, ...)", r.name));
+      return;
+    }
+    CheckKeys(def, {"kpi", "window", "condition", "target", "change", "anomaly", "absence", "freshness", "for",
+                    "keep_firing_for", "severity", "labels", "annotations", "group_by", "filter"});
+    const size_t errors_before = errors_.size();
+    int kinds = 0;
+    for (const char* k : {"condition", "target", "change", "anomaly", "absence", "freshness"}) kinds += def[k] ? 1 : 0;
+    if (kinds != 1) {
+      AddError(def, fmt::format("alert '{}' needs exactly one of: condition, target, change, anomaly, absence, "
+                                "freshness",
+                                r.name));
+      return;
+    }
+    const bool on_kpi = !def["absence"] && !def["freshness"];
+    if (on_kpi) {
+      const auto kpi = Scalar(def, "kpi", true);
+      if (!kpi) return;
+      for (size_t i = 0; i < cat_.kpis.size(); ++i) {
+        if (cat_.kpis[i].name == *kpi) r.kpi = static_cast<int>(i);
+      }
+      if (r.kpi < 0) {
+        AddError(def["kpi"], fmt::format("alert '{}': unknown KPI '{}'", r.name, *kpi));
+        return;
+      }
+      const auto& k = cat_.kpis[static_cast<size_t>(r.kpi)];
+      r.window = Scalar(def, "window", false).value_or(k.windows.empty() ? std::string() : k.windows.front());
+      if (auto st = ValidateWindow(r.window); !st.ok()) {
+        AddError(def["window"] ? def["window"] : def, std::string(st.message()));
+      }
+      const auto dims = cat_.KpiDimensions(k);
+      auto check_dim = [&](const std::string& d, const YAML::Node& n) {
+        if (std::find(dims.begin(), dims.end(), d) == dims.end()) {
+          std::string list;
+          for (const auto& x : dims) list += (list.empty() ? "" : ", ") + x;
+          AddError(n, fmt::format("alert '{}': '{}' is not a dimension of KPI '{}' (its dimensions: {})", r.name, d,
+                                  k.name, list.empty() ? "none" : list));
+        }
+      };
+      if (const auto g = Scalar(def, "group_by", false)) {
+        r.group_by = *g;
+        check_dim(r.group_by, def["group_by"]);
+      }
+      if (const auto f = def["filter"]) {
+        if (!f.IsMap()) {
+          AddError(f, "filter must be a map of dimension to value, e.g. {region: eu}");
+        } else {
+          for (auto it = f.begin(); it != f.end(); ++it) {
+            const auto dim = it->first.as<std::string>();
+            if (!it->second.IsScalar()) {
+              AddError(it->second, fmt::format("filter value of '{}' must be a single value", dim));
+              continue;
+            }
+            check_dim(dim, it->first);
+            r.filter.emplace_back(dim, it->second.as<std::string>());
+          }
+        }
+      }
+    } else if (def["kpi"] || def["window"] || def["group_by"] || def["filter"]) {
+      AddError(def,
+               fmt::format("alert '{}': absence and freshness alerts take no kpi, window, group_by or filter", r.name));
+    }
+    if (const auto c = def["condition"]) {
+      r.kind = AlertKind::kThreshold;
+      if (auto cond = ParseCondition(c, false)) std::tie(r.op, r.threshold) = *cond;
+    } else if (const auto t = def["target"]) {
+      r.kind = AlertKind::kThreshold;
+      const auto band = t.IsScalar() ? t.as<std::string>() : std::string();
+      if (band == "critical") {
+        r.target_band = Status::kCritical;
+      } else if (band == "warning") {
+        r.target_band = Status::kWarning;
+      } else {
+        AddError(t, fmt::format("alert '{}': target must be critical or warning (fires when the KPI's status is "
+                                "that band or worse)",
+                                r.name));
+      }
+      if (!cat_.kpis[static_cast<size_t>(r.kpi)].target) {
+        AddError(t, fmt::format("alert '{}': KPI '{}' has no target to compare with", r.name,
+                                cat_.kpis[static_cast<size_t>(r.kpi)].name));
+      }
+    } else if (const auto ch = def["change"]) {
+      r.kind = AlertKind::kChange;
+      if (!ch.IsMap()) {
+        AddError(ch, "change must be a map: {compare_to: 7d, condition: \"< -20%\"}");
+      } else {
+        CheckKeys(ch, {"compare_to", "condition"});
+        r.compare_to_s = DurationKey(ch, "compare_to", true).value_or(0);
+        if (const auto c = ch["condition"]) {
+          if (auto cond = ParseCondition(c, true)) std::tie(r.op, r.threshold) = *cond;
+        } else {
+          AddError(ch, "change needs a condition on the relative change, e.g. \"< -20%\"");
+        }
+      }
+    } else if (const auto an = def["anomaly"]) {
+      r.kind = AlertKind::kAnomaly;
+      if (!an.IsMap()) {
+        AddError(an, "anomaly must be a map: {period: 7d, periods: 4, k: 3, direction: both|up|down}");
+      } else {
+        CheckKeys(an, {"period", "periods", "k", "direction", "min_delta"});
+        r.period_s = DurationKey(an, "period", false).value_or(r.period_s);
+        auto num = [&](const char* key, double* out, double lo) {
+          if (const auto v = Scalar(an, key, false)) {
+            double d = 0;
+            auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
+            if (ec != std::errc() || ptr != v->data() + v->size() || !(d >= lo)) {
+              AddError(an[key], fmt::format("anomaly {} must be a number >= {}", key, lo));
+              return;
+            }
+            *out = d;
+          }
+        };
+        double periods = r.periods;
+        num("periods", &periods, 2);
+        r.periods = static_cast<int>(std::min(periods, 52.0));
+        num("k", &r.k, 0);
+        num("min_delta", &r.min_delta, 0);
+        const auto dir = Scalar(an, "direction", false).value_or("both");
+        if (dir == "both" || dir == "up" || dir == "down") {
+          r.direction = dir == "up" ? 1 : dir == "down" ? -1 : 0;
+        } else {
+          AddError(an["direction"], fmt::format("anomaly direction '{}' must be both, up or down", dir));
+        }
+      }
+    } else if (const auto ab = def["absence"]) {
+      r.kind = AlertKind::kAbsence;
+      if (!ab.IsMap()) {
+        AddError(ab, "absence must be a map: {family: product, for: 10m} (family optional: any event)");
+      } else {
+        CheckKeys(ab, {"family", "for"});
+        if (const auto f = Scalar(ab, "family", false)) {
+          auto fam = ParseFamily(*f);
+          if (!fam) {
+            AddError(ab["family"], fmt::format("family '{}' must be campaign, product or crm", *f));
+          } else {
+            r.family = *fam;
+          }
+        }
+        r.max_age_s = DurationKey(ab, "for", true).value_or(0);
+      }
+    } else if (const auto fr = def["freshness"]) {
+      r.kind = AlertKind::kFreshness;
+      if (!fr.IsMap()) {
+        AddError(fr, "freshness must be a map: {max: 5m}");
+      } else {
+        CheckKeys(fr, {"max"});
+        r.max_age_s = DurationKey(fr, "max", true).value_or(0);
+      }
+    }
+    r.for_s = DurationKey(def, "for", false).value_or(0);
+    r.keep_firing_for_s = DurationKey(def, "keep_firing_for", false).value_or(0);
+    r.severity = Scalar(def, "severity", false).value_or("warning");
+    if (r.severity != "critical" && r.severity != "high" && r.severity != "warning" && r.severity != "info") {
+      AddError(def["severity"], fmt::format("severity '{}' must be critical, high, warning or info", r.severity));
+    }
+    auto string_map = [&](const char* key, std::map<std::string, std::string>* out) {
+      const auto m = def[key];
+      if (!m) return;
+      if (!m.IsMap()) {
+        AddError(m, fmt::format("'{}' must be a map of name to text", key));
+        return;
+      }
+      for (auto it = m.begin(); it != m.end(); ++it) {
+        const auto name = it->first.as<std::string>();
+        if (!ValidName(name) || !it->second.IsScalar()) {
+          AddError(it->first, fmt::format("{} '{}' must be a name with a single text value", key, name));
+          continue;
+        }
+        (*out)[name] = it->second.as<std::string>();
+      }
+    };
+    string_map("labels", &r.labels);
+    string_map("annotations", &r.annotations);
+    for (const auto& reserved : {"alertname", "severity"}) {
+      if (r.labels.count(reserved)) AddError(def["labels"], fmt::format("label '{}' is set by kpid", reserved));
+    }
+    for (const auto& [name, text] : r.annotations) {
+      if (auto st = CheckAlertTemplate(text); !st.ok()) {
+        AddError(def["annotations"][name], fmt::format("annotation '{}': {}", name, std::string(st.message())));
+      }
+    }
+    for (const auto& a : cat_.alerts) {
+      if (a.name == r.name) AddError(key_node, fmt::format("alert '{}' is defined twice", r.name));
+    }
+    if (errors_.size() == errors_before) cat_.alerts.push_back(std::move(r));
   }
 
   void ParseTarget(const YAML::Node& t, KpiDef* k) {

@@ -99,9 +99,55 @@ struct KpiDef {
   std::optional<Target> target;
 };
 
+// An alert rule (in the catalog's `alerts:` section; see docs/ALERTS.md).
+enum class AlertKind : uint8_t {
+  kThreshold,  // the KPI's value against a number, or its target band
+  kChange,     // relative change against the same window `compare_to` earlier
+  kAnomaly,    // robust z-score against the same window in past periods
+  kAbsence,    // no event of a family (or of any) for a duration
+  kFreshness,  // newest applied event older than a bound
+};
+std::string_view AlertKindName(AlertKind k);
+enum class CompareOp : uint8_t { kGt, kGe, kLt, kLe };
+bool Compare(CompareOp op, double lhs, double rhs);
+std::string_view CompareOpName(CompareOp op);
+
+struct AlertRule {
+  std::string name;
+  AlertKind kind = AlertKind::kThreshold;
+  int kpi = -1;  // index into Catalog::kpis (threshold, change, anomaly)
+  std::string window;
+  std::string group_by;  // one alert instance per group
+  std::vector<std::pair<std::string, std::string>> filter;
+  // Threshold and change: value `op` threshold (change: a fraction, -0.2 =
+  // a 20 % drop).
+  CompareOp op = CompareOp::kGt;
+  double threshold = 0;
+  // Threshold from the KPI's target: fires when the status is this band or
+  // worse (kWarning: warning or critical).
+  std::optional<Status> target_band;
+  int64_t compare_to_s = 0;  // change
+  // Anomaly: the same window ending period_s * i earlier, i = 1..periods;
+  // fires when |value - median| > k * 1.4826 * MAD (a robust standard
+  // deviation), in the direction asked, and by at least min_delta.
+  int64_t period_s = 7 * 86400;
+  int periods = 4;
+  double k = 3;
+  int direction = 0;  // 0 both, 1 up only, -1 down only
+  double min_delta = 0;
+  std::optional<Family> family;  // absence: null = any family
+  int64_t max_age_s = 0;         // absence and freshness
+  int64_t for_s = 0;
+  int64_t keep_firing_for_s = 0;
+  std::string severity = "warning";  // critical | high | warning | info
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> annotations;  // templates
+};
+
 struct Catalog {
   std::vector<MeasureDef> measures;
   std::vector<KpiDef> kpis;
+  std::vector<AlertRule> alerts;
   std::string timezone = "UTC";             // IANA name, for calendar windows
   std::map<std::string, double> constants;  // usable by name in formulas
 

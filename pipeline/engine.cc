@@ -92,6 +92,7 @@ struct Engine::Rep {
   // Newest event time applied since the last commit; published to the probe
   // once committed, so freshness measures what queries can see.
   int64_t pending_newest_ms = 0;
+  std::array<int64_t, kNumFamilies> pending_newest_by_family{};
   int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
 
   std::thread thread;
@@ -156,6 +157,7 @@ struct Engine::Rep {
   void ResetToStored();
   void PublishLags();
   void SetPaused(bool paused);
+  void PublishNewest(int64_t newest, const std::array<int64_t, kNumFamilies>& by_family);
   void UpdateReady() { ready = !owned.empty() && !blocked && !stop; }
 };
 
@@ -280,6 +282,13 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     } else {
       ps.next_offset = we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0;
       p.offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (stored->has_value()) {
+      // What was committed before a restart counts as applied (absence and
+      // freshness alerts, the event-time alert clock).
+      std::array<int64_t, kNumFamilies> by_family{};
+      by_family[static_cast<size_t>(ps.binding->family)] = (*stored)->newest_event_ms;
+      PublishNewest((*stored)->newest_event_ms, by_family);
     }
     if (auto st = LoadAdmission(&ps, stored->has_value() ? (*stored)->newest_event_ms : PartitionAdmission::kNoEvents);
         !st.ok()) {
@@ -426,6 +435,8 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
       for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
       probe.applied.fetch_add(1, std::memory_order_relaxed);
       if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
+      auto& fam_newest = pending_newest_by_family[static_cast<size_t>(ps.binding->family)];
+      if (ev.time_ms > fam_newest) fam_newest = ev.time_ms;
     }
   }
   ps.next_offset = m->offset + 1;
@@ -480,11 +491,17 @@ bool Engine::Rep::Commit(bool force) {
   rd_kafka_commit(consumer, offs, 1);
   rd_kafka_topic_partition_list_destroy(offs);
   probe.commits.fetch_add(1, std::memory_order_relaxed);
-  if (pending_newest_ms > probe.newest_event_ms.load(std::memory_order_relaxed)) {
-    probe.newest_event_ms.store(pending_newest_ms, std::memory_order_relaxed);
-  }
+  PublishNewest(pending_newest_ms, pending_newest_by_family);
   probe.commit_latency.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
   return true;
+}
+
+void Engine::Rep::PublishNewest(int64_t newest, const std::array<int64_t, kNumFamilies>& by_family) {
+  auto raise = [](std::atomic<int64_t>& a, int64_t v) {
+    if (v > a.load(std::memory_order_relaxed)) a.store(v, std::memory_order_relaxed);
+  };
+  raise(probe.newest_event_ms, newest);
+  for (size_t f = 0; f < by_family.size(); ++f) raise(probe.newest_event_ms_by_family[f], by_family[f]);
 }
 
 void Engine::Rep::SetPaused(bool paused) {

@@ -77,6 +77,7 @@ struct EngineProbe {
   std::atomic<uint64_t> commit_failures{0};
   std::atomic<uint64_t> rebalances{0};
   std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
+  std::array<std::atomic<int64_t>, kNumFamilies> newest_event_ms_by_family{};
   std::atomic<int64_t> assigned_partitions{0};
   LatencyHistogram commit_latency;
   // Per measure (indexed like Catalog::measures): contributions dropped as

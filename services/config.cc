@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace kpistream::services {
@@ -33,10 +34,11 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     if (!root.IsMap()) return bad(root, "the config must be a map (kafka, catalog, ...)");
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto k = it->first.as<std::string>();
-      if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb" && k != "retention") {
-        return bad(
-            it->first,
-            fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, memory_budget_mb, retention)", k));
+      if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb" && k != "retention" &&
+          k != "alerting") {
+        return bad(it->first, fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, "
+                                          "memory_budget_mb, retention, alerting)",
+                                          k));
       }
     }
     const auto kafka = root["kafka"];
@@ -120,6 +122,56 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
           return bad(it->first, fmt::format("unknown tier '{}' (known: fine, hour, day)", tier));
         }
       }
+    }
+    if (const auto a = root["alerting"]) {
+      if (!a.IsMap()) return bad(a, "alerting must be a map (alertmanagers, webhooks, evaluation_interval, ...)");
+      for (auto it = a.begin(); it != a.end(); ++it) {
+        const auto k = it->first.as<std::string>();
+        const auto& v = it->second;
+        auto millis = [&](int64_t lo_ms) -> absl::StatusOr<int64_t> {
+          auto d = pipeline::ParseDuration(v.as<std::string>());
+          if (!d.ok()) return bad(v, std::string(d.status().message()));
+          if (*d * 1000 < lo_ms) return bad(v, fmt::format("{} must be at least {} ms", k, lo_ms));
+          return *d * 1000;
+        };
+        auto urls = [&](std::vector<std::string>* out) -> absl::Status {
+          if (!v.IsSequence()) return bad(v, fmt::format("{} must be a list of URLs", k));
+          for (const auto& u : v) {
+            const auto url = u.as<std::string>();
+            if (!url.starts_with("http://") && !url.starts_with("https://")) {
+              return bad(u, fmt::format("'{}' must be an http:// or https:// URL", url));
+            }
+            out->push_back(url);
+          }
+          return absl::OkStatus();
+        };
+        if (k == "alertmanagers") {
+          if (auto st = urls(&c.notifier.alertmanager_urls); !st.ok()) return st;
+        } else if (k == "webhooks") {
+          if (auto st = urls(&c.notifier.webhook_urls); !st.ok()) return st;
+        } else if (k == "evaluation_interval") {
+          auto ms = millis(1000);
+          if (!ms.ok()) return ms.status();
+          c.alerter.eval_interval_ms = *ms;
+        } else if (k == "resend_interval") {
+          auto ms = millis(1000);
+          if (!ms.ok()) return ms.status();
+          c.notifier.resend_interval_ms = *ms;
+        } else if (k == "clock") {
+          const auto s = v.as<std::string>();
+          if (s != "wall" && s != "event_time") return bad(v, "clock must be wall or event_time");
+          c.alert_clock_event_time = s == "event_time";
+        } else if (k == "generator_url") {
+          c.notifier.generator_url = v.as<std::string>();
+        } else {
+          return bad(it->first, fmt::format("unknown key '{}' (known: alertmanagers, webhooks, evaluation_interval, "
+                                            "resend_interval, clock, generator_url)",
+                                            k));
+        }
+      }
+      // As Prometheus: firing alerts live in Alertmanager for 4 intervals
+      // past the last send.
+      c.notifier.ends_at_ahead_ms = 4 * std::max(c.notifier.resend_interval_ms, c.alerter.eval_interval_ms);
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));

@@ -12,6 +12,13 @@
 //   commit_interval: 200ms
 //   memory_budget_mb: 256
 //   retention: {fine: 35d, hour: 400d, day: forever}   # per roll-up tier
+//   alerting:
+//     alertmanagers: [http://am-1:9093, http://am-2:9093]  # every URL gets every alert
+//     webhooks: [https://hooks.example.com/kpi]            # same JSON as Alertmanager's
+//     evaluation_interval: 15s     # and soon after each state commit
+//     resend_interval: 1m
+//     clock: wall                  # wall | event_time (replays, backfills, tests)
+//     generator_url: http://kpid.example.com:9464/metrics
 //
 // Thread-safety: plain values.
 #pragma once
@@ -22,6 +29,8 @@
 #include "absl/status/statusor.h"
 #include "pipeline/catalog.h"
 #include "pipeline/engine.h"
+#include "services/alerter.h"
+#include "services/notifier.h"
 
 namespace kpistream::services {
 
@@ -31,6 +40,9 @@ struct KpidConfig {
   uint64_t memory_budget_bytes = 256ull << 20;
   // Seconds per tier, 0 = forever (state::StoreOptions has the defaults).
   std::optional<int64_t> retention_fine_s, retention_hour_s, retention_day_s;
+  AlerterOptions alerter;
+  NotifierOptions notifier;
+  bool alert_clock_event_time = false;
 };
 
 // Errors carry "file:line:col: what to fix".

@@ -10,6 +10,7 @@
 
 #include "kpistream/v1/kpi.grpc.pb.h"
 #include "pipeline/query.h"
+#include "services/alert_service.h"
 
 namespace kpistream::services {
 
@@ -166,6 +167,7 @@ class KpiServiceImpl final : public v1::KpiService::Service {
 
 struct GrpcServer::Rep {
   std::unique_ptr<KpiServiceImpl> service;
+  std::unique_ptr<grpc::Service> alert_service;
   std::unique_ptr<grpc::Server> server;
   std::string address;
 };
@@ -185,6 +187,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(rep->service.get());
+  if (options.alerter) {
+    rep->alert_service = MakeAlertService(options.alerter);
+    builder.RegisterService(rep->alert_service.get());
+  }
   rep->server = builder.BuildAndStart();
   if (!rep->server || port == 0) {
     return absl::UnavailableError(
@@ -205,6 +211,7 @@ void GrpcServer::SetServing(bool serving) {
   if (!health) return;
   health->SetServingStatus(serving);
   health->SetServingStatus("kpistream.v1.KpiService", serving);
+  health->SetServingStatus("kpistream.v1.AlertService", serving);
 }
 
 void GrpcServer::Shutdown() {

@@ -16,8 +16,12 @@
 
 namespace kpistream::services {
 
+class Alerter;
+
 struct GrpcServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0 picks a free port
+  // Serves kpistream.v1.AlertService when set; must outlive the server.
+  Alerter* alerter = nullptr;
 };
 
 class GrpcServer {

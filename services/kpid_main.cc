@@ -12,10 +12,12 @@
 
 #include "pipeline/decoder.h"
 #include "pipeline/engine.h"
+#include "services/alerter.h"
 #include "services/config.h"
 #include "services/demo.h"
 #include "services/grpc_server.h"
 #include "services/metrics.h"
+#include "services/notifier.h"
 #include "state/store.h"
 
 using namespace kpistream;
@@ -115,17 +117,42 @@ int main(int argc, char** argv) {
   auto engine = pipeline::Engine::Create(config.engine, &*catalog, store->get());
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
 
-  auto grpc = services::GrpcServer::Start({.listen = grpc_listen}, *catalog, **store, &(*engine)->probe());
-  if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
   auto* eng = engine->get();
-  auto metrics =
-      services::MetricsExporter::Start(metrics_listen, *catalog, **store, eng->probe(), [eng] { return eng->Ready(); });
+  const auto& probe = eng->probe();
+  // Alerts: evaluated only on loaded, caught-up state.
+  services::AlertSources sources;
+  sources.ready = [eng, &config] {
+    if (!eng->Ready()) return false;
+    int64_t lag = 0;
+    for (const auto& l : eng->probe().Lags()) lag += l.lag;
+    return lag <= config.engine.catchup_lag_records;
+  };
+  sources.newest_event_ms = [&probe](std::optional<pipeline::Family> f) {
+    return f ? probe.newest_event_ms_by_family[static_cast<size_t>(*f)].load() : probe.newest_event_ms.load();
+  };
+  sources.change_counter = [&probe] { return probe.commits.load(); };
+  if (config.alert_clock_event_time) config.alerter.now_ms = [&probe] { return probe.newest_event_ms.load(); };
+  auto alerter = services::Alerter::Create(config.alerter, *catalog, store->get(), sources);
+  if (!alerter.ok()) return Fail(std::string(alerter.status().message()));
+  std::unique_ptr<services::Notifier> notifier;
+  if (!config.notifier.alertmanager_urls.empty() || !config.notifier.webhook_urls.empty()) {
+    auto n = services::Notifier::Start(config.notifier, alerter->get());
+    if (!n.ok()) return Fail(std::string(n.status().message()));
+    notifier = std::move(*n);
+  }
+
+  auto grpc =
+      services::GrpcServer::Start({.listen = grpc_listen, .alerter = alerter->get()}, *catalog, **store, &probe);
+  if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
+  auto metrics = services::MetricsExporter::Start(
+      metrics_listen, *catalog, **store, probe, [eng] { return eng->Ready(); }, alerter->get(), notifier.get());
   if (!metrics.ok()) return Fail(std::string(metrics.status().message()));
   if (auto st = eng->Start(); !st.ok()) return Fail(std::string(st.message()));
+  (*alerter)->Start();
 
-  fmt::print("kpid {}: {} KPIs, state in {}\n",
+  fmt::print("kpid {}: {} KPIs, {} alert rules, state in {}\n",
              demo ? "running the embedded demo" : "consuming " + config.engine.brokers, catalog->kpis.size(),
-             state_dir);
+             catalog->alerts.size(), state_dir);
   fmt::print("  gRPC     {}   (grpcurl -plaintext {} list)\n", (*grpc)->address(), (*grpc)->address());
   fmt::print("  metrics  http://{}/metrics\n", (*metrics)->address());
   std::fflush(stdout);
@@ -157,9 +184,11 @@ int main(int argc, char** argv) {
     }
   }
   (*grpc)->SetServing(false);
+  (*alerter)->Stop();
   eng->Stop();
   (*grpc)->Shutdown();
   metrics->reset();
+  if (notifier) notifier->Stop();
   if (demo) demo->Stop();
   store->reset();
   if (!temp_state.empty()) std::filesystem::remove_all(temp_state);

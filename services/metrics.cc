@@ -5,14 +5,18 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
 #include "pipeline/query.h"
+#include "services/alerter.h"
+#include "services/notifier.h"
 
 namespace kpistream::services {
 
 namespace prom = prometheus;
+namespace v1 = kpistream::v1;
 
 namespace {
 
@@ -45,8 +49,14 @@ int64_t NowMs() {
 class Collector final : public prom::Collectable {
  public:
   Collector(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe& probe,
-            std::function<bool()> ready)
-      : catalog_(catalog), store_(store), probe_(probe), query_(catalog, store), ready_(std::move(ready)) {}
+            std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier)
+      : catalog_(catalog),
+        store_(store),
+        probe_(probe),
+        query_(catalog, store),
+        ready_(std::move(ready)),
+        alerter_(alerter),
+        notifier_(notifier) {}
 
   std::vector<prom::MetricFamily> Collect() const override {
     std::vector<prom::MetricFamily> out;
@@ -152,6 +162,7 @@ class Collector final : public prom::Collectable {
       gauge("kpistream_state_keys", "Estimated number of keys in the state store.",
             static_cast<double>(st.estimated_keys));
     }
+    if (alerter_) CollectAlerts(&out);
     // KPI values scan the store; several scrapers (Prometheus HA pairs,
     // dashboards, probes) share one evaluation per kKpiCacheTtl.
     {
@@ -212,12 +223,61 @@ class Collector final : public prom::Collectable {
     out->push_back(std::move(e));
   }
 
+  // Prometheus' own alert series, so dashboards and rules treat kpid's
+  // alerts like any other: ALERTS{alertname, alertstate, ...labels} 1 and
+  // ALERTS_FOR_STATE (the time the instance became active, in seconds).
+  void CollectAlerts(std::vector<prom::MetricFamily>* out) const {
+    const auto G = prom::MetricType::Gauge;
+    const auto C = prom::MetricType::Counter;
+    auto alerts = Family("ALERTS", "Pending and firing kpistream alerts.", G);
+    auto for_state = Family("ALERTS_FOR_STATE", "When each pending or firing alert became active (Unix seconds).", G);
+    for (const auto& a : alerter_->Alerts()) {
+      const bool firing = a.state() == v1::ALERT_STATE_FIRING;
+      if (!firing && a.state() != v1::ALERT_STATE_PENDING) continue;
+      std::vector<prom::ClientMetric::Label> labels;
+      for (const auto& [k, v] : a.labels()) labels.push_back({k, v});
+      std::sort(labels.begin(), labels.end(), [](const auto& x, const auto& y) { return x.name < y.name; });
+      for_state.metric.push_back(Sample(static_cast<double>(a.active_since().seconds()), G, labels));
+      labels.push_back({"alertstate", firing ? "firing" : "pending"});
+      alerts.metric.push_back(Sample(1, G, std::move(labels)));
+    }
+    out->push_back(std::move(alerts));
+    out->push_back(std::move(for_state));
+    const auto st = alerter_->stats();
+    auto evals = Family("kpistream_alert_evaluations_total", "Alert evaluation rounds.", C);
+    evals.metric.push_back(Sample(static_cast<double>(st.evaluations), C));
+    out->push_back(std::move(evals));
+    auto fails = Family("kpistream_alert_evaluation_failures_total",
+                        "Rule evaluations that failed (the instances kept their state).", C);
+    fails.metric.push_back(Sample(static_cast<double>(st.evaluation_failures), C));
+    out->push_back(std::move(fails));
+    auto persist = Family("kpistream_alert_persist_failures_total", "Alert state writes that failed.", C);
+    persist.metric.push_back(Sample(static_cast<double>(st.persist_failures), C));
+    out->push_back(std::move(persist));
+    if (!notifier_) return;
+    auto sent = Family("kpistream_alert_notifications_total",
+                       "Requests to Alertmanager and webhooks, by target and result.", C);
+    auto up = Family("kpistream_alert_target_up", "1 when the last request to the target succeeded.", G);
+    auto alerts_sent = Family("kpistream_alerts_sent_total", "Alerts sent, by target.", C);
+    for (const auto& t : notifier_->stats()) {
+      sent.metric.push_back(Sample(static_cast<double>(t.sent), C, {{"result", "ok"}, {"target", t.url}}));
+      sent.metric.push_back(Sample(static_cast<double>(t.failed), C, {{"result", "failed"}, {"target", t.url}}));
+      up.metric.push_back(Sample(t.up ? 1 : 0, G, {{"target", t.url}}));
+      alerts_sent.metric.push_back(Sample(static_cast<double>(t.alerts_sent), C, {{"target", t.url}}));
+    }
+    out->push_back(std::move(sent));
+    out->push_back(std::move(up));
+    out->push_back(std::move(alerts_sent));
+  }
+
   static constexpr std::chrono::seconds kKpiCacheTtl{2};
   const pipeline::Catalog& catalog_;
   const state::Store& store_;
   const pipeline::EngineProbe& probe_;
   pipeline::QueryEngine query_;
   std::function<bool()> ready_;
+  const Alerter* alerter_;
+  const Notifier* notifier_;
   mutable std::mutex kpi_mu_;
   mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
   mutable std::chrono::steady_clock::time_point kpi_cached_at_;
@@ -234,13 +294,11 @@ struct MetricsExporter::Rep {
 MetricsExporter::MetricsExporter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 MetricsExporter::~MetricsExporter() = default;
 
-absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& listen,
-                                                                        const pipeline::Catalog& catalog,
-                                                                        const state::Store& store,
-                                                                        const pipeline::EngineProbe& probe,
-                                                                        std::function<bool()> ready) {
+absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
+    const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
+    const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier) {
   auto rep = std::make_unique<Rep>();
-  rep->collector = std::make_shared<Collector>(catalog, store, probe, std::move(ready));
+  rep->collector = std::make_shared<Collector>(catalog, store, probe, std::move(ready), alerter, notifier);
   try {
     rep->exposer = std::make_unique<prom::Exposer>(listen, 2);
   } catch (const std::exception& e) {

@@ -15,15 +15,17 @@
 
 namespace kpistream::services {
 
+class Alerter;
+class Notifier;
+
 class MetricsExporter {
  public:
   // listen: host:port (port 0 picks a free port).
   // REQUIRES: catalog, store and probe outlive the exporter.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(const std::string& listen,
-                                                                              const pipeline::Catalog& catalog,
-                                                                              const state::Store& store,
-                                                                              const pipeline::EngineProbe& probe,
-                                                                              std::function<bool()> ready);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
+      const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
+      const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter = nullptr,
+      const Notifier* notifier = nullptr);
   ~MetricsExporter();
   std::string address() const;
 

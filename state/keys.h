@@ -28,8 +28,8 @@
 
 namespace kpistream::state {
 
-enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2, kGroups = 3 };
-inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta", "groups"};
+enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2, kGroups = 3, kAlerts = 4 };
+inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta", "groups", "alerts"};
 
 // Roll-up tiers. The finest tier's width is the measure's bucket width.
 enum class Tier : uint8_t { kFine = 0, kHour = 1, kDay = 2 };

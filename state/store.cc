@@ -306,6 +306,30 @@ absl::Status Store::CompactForTest() {
   return FromRocks(rep_->db->CompactRange(o, rep_->cf(Keyspace::kAgg), nullptr, nullptr), "compacting");
 }
 
+absl::Status Store::WriteAlerts(const std::vector<AlertWrite>& writes) {
+  rocksdb::WriteBatch wb;
+  for (const auto& [key, value] : writes) {
+    if (value) {
+      wb.Put(rep_->cf(Keyspace::kAlerts), key, *value).PermitUncheckedError();
+    } else {
+      wb.Delete(rep_->cf(Keyspace::kAlerts), key).PermitUncheckedError();
+    }
+  }
+  auto s = rep_->db->Write(rep_->write_options, &wb);
+  if (!s.ok()) return FromRocks(s, "writing alert state");
+  return absl::OkStatus();
+}
+
+absl::Status Store::ScanAlerts(std::string_view prefix, const AlertScanFn& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kAlerts)));
+  const rocksdb::Slice p(prefix.data(), prefix.size());
+  for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+    fn(std::string_view(it->key().data(), it->key().size()), std::string_view(it->value().data(), it->value().size()));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "reading alert state");
+  return absl::OkStatus();
+}
+
 StoreStats Store::Stats() const {
   StoreStats st;
   auto get = [&](const std::string& prop, uint64_t* out) {

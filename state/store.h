@@ -113,6 +113,14 @@ class Store {
   [[nodiscard]] absl::Status Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
                                   int64_t bucket_end, const ScanFn& fn) const;
 
+  // The alerts keyspace, owned by the alert evaluator: alert instances and
+  // the transition log. Applies puts (value set) and deletes (nullopt)
+  // atomically; Scan visits the keys with a prefix in order.
+  using AlertWrite = std::pair<std::string, std::optional<std::string>>;
+  [[nodiscard]] absl::Status WriteAlerts(const std::vector<AlertWrite>& writes);
+  using AlertScanFn = std::function<void(std::string_view key, std::string_view value)>;
+  [[nodiscard]] absl::Status ScanAlerts(std::string_view prefix, const AlertScanFn& fn) const;
+
   StoreStats Stats() const;
   const StoreOptions& options() const;
   // Compacts the partials now (applies retention); for tests and tools.

@@ -10,7 +10,7 @@ PKGS=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev clang-format clang-14 libclang-rt-14-dev
   openjdk-17-jdk-headless maven python3
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager libcurl4-openssl-dev nlohmann-json3-dev
 )
 
 missing=()

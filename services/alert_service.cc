@@ -1,0 +1,124 @@
+#include "services/alert_service.h"
+
+#include <fmt/format.h>
+
+#include <deque>
+#include <mutex>
+
+#include "kpistream/v1/alerts.grpc.pb.h"
+
+namespace kpistream::services {
+
+namespace {
+
+// One WatchAlerts call. Writes one transition at a time: the next is taken
+// from the alerter's log when the previous write completes, or when the
+// alerter announces new transitions. Finish is called exactly once; the
+// reactor deletes itself in OnDone, after unsubscribing.
+class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
+ public:
+  Watcher(Alerter* alerter, uint64_t after) : alerter_(alerter), after_(after) {
+    sub_ = alerter_->Subscribe([this] { Pump(); });
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      writing_ = false;
+      if (deferred_finish_) {
+        Finish(pending_finish_);
+        return;
+      }
+      if (!ok) {
+        FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream broke"));
+        return;
+      }
+    }
+    Pump();
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> l(mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    alerter_->Unsubscribe(sub_);  // after this, Pump is not running
+    delete this;
+  }
+
+ private:
+  void Pump() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (writing_ || finished_) return;
+    if (queue_.empty()) {
+      std::vector<v1::AlertTransition> next;
+      if (!alerter_->TransitionsAfter(after_, 64, &next)) {
+        FinishLocked(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                                  fmt::format("transitions after sequence {} are no longer kept; call ListAlerts "
+                                              "for the current alerts and watch from its sequence",
+                                              after_)));
+        return;
+      }
+      for (auto& t : next) queue_.push_back(std::move(t));
+    }
+    if (queue_.empty()) return;  // woken by the alerter later
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    after_ = current_.sequence();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  void FinishLocked(const grpc::Status& s) {
+    if (finished_) return;
+    finished_ = true;
+    if (!writing_) {
+      Finish(s);
+    } else {  // Finish once the write in flight completes
+      pending_finish_ = s;
+      deferred_finish_ = true;
+    }
+  }
+
+  Alerter* alerter_;
+  int sub_ = -1;
+  std::mutex mu_;
+  uint64_t after_;
+  std::deque<v1::AlertTransition> queue_;
+  v1::AlertTransition current_;
+  bool writing_ = false;
+  bool finished_ = false;
+  bool deferred_finish_ = false;
+  grpc::Status pending_finish_;
+};
+
+class AlertServiceImpl final : public v1::AlertService::CallbackService {
+ public:
+  explicit AlertServiceImpl(Alerter* alerter) : alerter_(alerter) {}
+
+  grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* ctx, const v1::ListAlertsRequest*,
+                                       v1::ListAlertsResponse* resp) override {
+    // The sequence first: a transition between the two reads is then both
+    // in the list and replayed by a watch from this sequence, never lost.
+    resp->set_sequence(alerter_->sequence());
+    for (auto& a : alerter_->Alerts()) *resp->add_alerts() = std::move(a);
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerWriteReactor<v1::AlertTransition>* WatchAlerts(grpc::CallbackServerContext*,
+                                                             const v1::WatchAlertsRequest* req) override {
+    return new Watcher(alerter_, req->after_sequence());
+  }
+
+ private:
+  Alerter* alerter_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> MakeAlertService(Alerter* alerter) {
+  return std::make_unique<AlertServiceImpl>(alerter);
+}
+
+}  // namespace kpistream::services
