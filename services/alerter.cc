@@ -306,6 +306,9 @@ absl::Status Alerter::EvaluateOnce() {
   absl::MutexLock eval_lock(&rep_->eval_mu);
   if (!rep_->sources.ready()) return absl::OkStatus();
   const int64_t now = rep_->options.now_ms();
+  // An event-time clock reads 0 until the first event arrives: nothing to
+  // evaluate yet (and no window ends at the epoch).
+  if (now <= 0) return absl::OkStatus();
   {
     absl::MutexLock l(&rep_->mu);
     // The event-time clock restarts at the committed watermark, which can
