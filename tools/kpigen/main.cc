@@ -10,6 +10,7 @@
 #include "pipeline/catalog.h"
 #include "tools/kpigen/generator.h"
 #include "tools/kpigen/kafka_sink.h"
+#include "tools/kpigen/scenario.h"
 
 using namespace kpistream;
 
@@ -45,6 +46,14 @@ int main(int argc, char** argv) {
   app.add_option("--truth-windows", truth_windows, "--truth evaluates every KPI over these windows")
       ->delimiter(',')
       ->capture_default_str();
+  std::string scenario;
+  double from_day = 0, to_day = 1e9;
+  app.add_option("--scenario", scenario,
+                 "emit a scripted story instead of random events (churn-spike: see tools/kpigen/scenario.h); "
+                 "--start-time is its day 0")
+      ->check(CLI::IsMember({"churn-spike"}));
+  app.add_option("--from-day", from_day, "--scenario: emit events from this day of the story (inclusive)");
+  app.add_option("--to-day", to_day, "--scenario: ... to this day (exclusive)");
   CLI11_PARSE(app, argc, argv);
 
   auto span_s = pipeline::ParseDuration(span);
@@ -87,6 +96,28 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+  }
+
+  if (!scenario.empty()) {
+    if (!sink || start_time < 0) {
+      fmt::print(stderr, "kpigen: --scenario needs --brokers and --start-time\n");
+      return 2;
+    }
+    absl::Status produced = absl::OkStatus();
+    uint64_t n = 0;
+    auto st = gen::EmitScenario(scenario, start_time, from_day, to_day, [&](const gen::Record& rec) {
+      if (!produced.ok()) return;
+      produced = sink->Produce(topics[static_cast<int>(rec.family)], rec.key, rec.payload);
+      ++n;
+    });
+    if (st.ok()) st = produced;
+    if (st.ok()) st = sink->Flush(120000);
+    if (!st.ok()) {
+      fmt::print(stderr, "kpigen: {}\n", std::string(st.message()));
+      return 1;
+    }
+    fmt::print(stderr, "kpigen: scenario {} days [{}, {}): {} records\n", scenario, from_day, to_day, n);
+    return 0;
   }
 
   gen::Generator g(opts);
