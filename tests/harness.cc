@@ -1,16 +1,23 @@
 #include "tests/harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -131,7 +138,8 @@ Kpid::Kpid(const KpidOptions& o) : o_(o) {
                      << "\n  dlq_topic: " << o.topic_prefix << "dlq\n  topics:\n    campaign: " << o.topic_prefix
                      << "campaign\n    product: " << o.topic_prefix << "product\n    crm: " << o.topic_prefix
                      << "crm\n  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
-                     << "commit_interval: " << o.commit_interval_ms << "ms\n";
+                     << "commit_interval: " << o.commit_interval_ms << "ms\n"
+                     << o.extra_config;
   info_path_ = o.work_dir + "/listen-info";
   fs::remove(info_path_);
   proc_ = std::make_unique<Process>(
@@ -175,11 +183,13 @@ bool Kpid::WaitServing(std::chrono::seconds timeout) {
   return false;
 }
 
-std::string Kpid::Scrape() const {
+std::string Kpid::Scrape() const { return HttpGet(metrics_, "/metrics"); }
+
+std::string HttpGet(const std::string& host_port, const std::string& path) {
   // A minimal HTTP/1.0 GET over a socket keeps the tests free of an HTTP client.
-  const auto colon = metrics_.rfind(':');
-  const std::string cmd = "exec 3<>/dev/tcp/" + metrics_.substr(0, colon) + "/" + metrics_.substr(colon + 1) +
-                          " && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+  const auto colon = host_port.rfind(':');
+  const std::string cmd = "exec 3<>/dev/tcp/" + host_port.substr(0, colon) + "/" + host_port.substr(colon + 1) +
+                          " && printf 'GET " + path + " HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
   FILE* f = popen(("/bin/bash -c \"" + cmd + "\" 2>/dev/null").c_str(), "r");
   if (!f) return "";
   std::string out;
@@ -189,6 +199,154 @@ std::string Kpid::Scrape() const {
   pclose(f);
   const auto body = out.find("\r\n\r\n");
   return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+// One connection at a time is plenty for a test receiver: both Alertmanager's
+// webhook and kpid's notifier send one small request per connection or reuse
+// a keep-alive connection sequentially.
+struct HttpSink::Rep {
+  int listen_fd = -1;
+  int port = 0;
+  std::atomic<bool> stop{false};
+  mutable std::mutex mu;
+  std::vector<std::string> bodies;
+  std::thread thread;
+
+  void Serve(int fd) {
+    std::string buf;
+    char chunk[8192];
+    while (!stop.load()) {
+      // Reads one request (headers, then Content-Length bytes of body).
+      size_t header_end;
+      while ((header_end = buf.find("\r\n\r\n")) == std::string::npos) {
+        if (!ReadSome(fd, chunk, sizeof(chunk), buf)) return;
+      }
+      std::string headers = buf.substr(0, header_end);
+      std::string lower = headers;
+      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      size_t content_length = 0;
+      if (auto p = lower.find("content-length:"); p != std::string::npos) {
+        content_length = std::stoul(lower.substr(p + 15));
+      }
+      if (lower.find("expect: 100-continue") != std::string::npos) {
+        const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (write(fd, cont.data(), cont.size()) < 0) return;
+      }
+      while (buf.size() < header_end + 4 + content_length) {
+        if (!ReadSome(fd, chunk, sizeof(chunk), buf)) return;
+      }
+      const std::string body = buf.substr(header_end + 4, content_length);
+      buf.erase(0, header_end + 4 + content_length);
+      if (headers.rfind("POST", 0) == 0) {
+        std::lock_guard<std::mutex> l(mu);
+        bodies.push_back(body);
+      }
+      const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+      if (write(fd, resp.data(), resp.size()) < 0) return;
+    }
+  }
+
+  bool ReadSome(int fd, char* chunk, size_t size, std::string& buf) {
+    while (!stop.load()) {
+      pollfd p{fd, POLLIN, 0};
+      const int r = poll(&p, 1, 100);
+      if (r < 0) return false;
+      if (r == 0) continue;
+      const ssize_t n = read(fd, chunk, size);
+      if (n <= 0) return false;
+      buf.append(chunk, static_cast<size_t>(n));
+      return true;
+    }
+    return false;
+  }
+
+  void Loop() {
+    while (!stop.load()) {
+      pollfd p{listen_fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      const int fd = accept(listen_fd, nullptr, nullptr);
+      if (fd < 0) continue;
+      Serve(fd);
+      close(fd);
+    }
+  }
+};
+
+HttpSink::HttpSink() : rep_(std::make_unique<Rep>()) {
+  rep_->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(rep_->listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(rep_->listen_fd, 16) != 0 || getsockname(rep_->listen_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("HttpSink: cannot listen on loopback");
+  }
+  rep_->port = ntohs(addr.sin_port);
+  rep_->thread = std::thread([r = rep_.get()] { r->Loop(); });
+}
+
+HttpSink::~HttpSink() {
+  rep_->stop = true;
+  rep_->thread.join();
+  close(rep_->listen_fd);
+}
+
+std::string HttpSink::url() const { return "http://127.0.0.1:" + std::to_string(rep_->port) + "/"; }
+
+std::vector<std::string> HttpSink::Bodies() const {
+  std::lock_guard<std::mutex> l(rep_->mu);
+  return rep_->bodies;
+}
+
+Alertmanager::Alertmanager(const std::string& dir, const std::string& webhook_url, int port) : port_(port) {
+  fs::create_directories(dir + "/data");
+  std::ofstream(dir + "/alertmanager.yml") << "route:\n"
+                                              "  receiver: sink\n"
+                                              "  group_by: [alertname]\n"
+                                              "  group_wait: 1s\n"
+                                              "  group_interval: 1s\n"
+                                              "  repeat_interval: 1h\n"
+                                              "receivers:\n"
+                                              "  - name: sink\n"
+                                              "    webhook_configs:\n"
+                                              "      - url: \""
+                                           << webhook_url << "\"\n        send_resolved: true\n";
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/prometheus-alertmanager", "--config.file=" + dir + "/alertmanager.yml",
+                               "--storage.path=" + dir + "/data", "--web.listen-address=" + address(),
+                               "--cluster.listen-address="},
+      dir + "/alertmanager.log");
+}
+
+Alertmanager::~Alertmanager() {
+  proc_->Signal(SIGTERM);
+  if (!proc_->Wait(10s)) proc_->Signal(SIGKILL);
+}
+
+bool Alertmanager::WaitReady(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && proc_->Running()) {
+    if (HttpGet(address(), "/-/ready").find("OK") != std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
 }
 
 namespace {

@@ -81,6 +81,7 @@ struct KpidOptions {
   std::string state_dir;
   std::string work_dir;
   int commit_interval_ms = 200;
+  std::string extra_config;  // appended to the generated kpid.yaml
 };
 
 class Kpid {
@@ -93,6 +94,7 @@ class Kpid {
   v1::KpiService::Stub& stub() { return *stub_; }
   grpc::health::v1::Health::Stub& health() { return *health_; }
   std::string metrics_address() const { return metrics_; }
+  std::string grpc_address() const { return grpc_; }
   // Scrapes /metrics; empty on failure.
   std::string Scrape() const;
 
@@ -103,6 +105,42 @@ class Kpid {
   std::string grpc_, metrics_;
   std::unique_ptr<v1::KpiService::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// A free TCP port on 127.0.0.1 (bound and released; racy only in theory).
+int FreePort();
+// HTTP/1.0 GET of http://host:port<path>; the body, or empty on failure.
+std::string HttpGet(const std::string& host_port, const std::string& path);
+
+// A test-side HTTP receiver: answers every request 200 and keeps the bodies
+// of POSTs (what Alertmanager's webhook or kpid's webhook delivered).
+class HttpSink {
+ public:
+  HttpSink();
+  ~HttpSink();
+  std::string url() const;  // http://127.0.0.1:port/
+  std::vector<std::string> Bodies() const;
+
+ private:
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
+// A real Alertmanager (Debian's prometheus-alertmanager) on a free loopback
+// port, routing every alert to a webhook receiver, grouped by alertname,
+// with short group_wait/group_interval and send_resolved.
+class Alertmanager {
+ public:
+  Alertmanager(const std::string& dir, const std::string& webhook_url, int port);
+  ~Alertmanager();
+  bool WaitReady(std::chrono::seconds timeout = std::chrono::seconds(30));
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return "http://" + address(); }
+  Process& process() { return *proc_; }
+
+ private:
+  int port_;
+  std::unique_ptr<Process> proc_;
 };
 
 // Sum of a metric's samples whose labels contain every given pair.
