@@ -254,6 +254,10 @@ class Collector final : public prom::Collectable {
     auto persist = Family("kpistream_alert_persist_failures_total", "Alert state writes that failed.", C);
     persist.metric.push_back(Sample(static_cast<double>(st.persist_failures), C));
     out->push_back(std::move(persist));
+    auto duration =
+        Family("kpistream_alert_evaluation_duration_seconds", "How long the last evaluation of every rule took.", G);
+    duration.metric.push_back(Sample(st.last_duration_s, G));
+    out->push_back(std::move(duration));
     if (!notifier_) return;
     auto sent = Family("kpistream_alert_notifications_total",
                        "Requests to Alertmanager and webhooks, by target and result.", C);
