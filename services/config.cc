@@ -127,7 +127,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (!a.IsMap()) return bad(a, "alerting must be a map (alertmanagers, webhooks, evaluation_interval, ...)");
       for (auto it = a.begin(); it != a.end(); ++it) {
         const auto k = it->first.as<std::string>();
-        const auto& v = it->second;
+        const YAML::Node v = it->second;  // a copy: it->second refers into a temporary
         auto millis = [&](int64_t lo_ms) -> absl::StatusOr<int64_t> {
           auto d = pipeline::ParseDuration(v.as<std::string>());
           if (!d.ok()) return bad(v, std::string(d.status().message()));

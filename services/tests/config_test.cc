@@ -1,0 +1,74 @@
+// kpid's config file: the alerting and retention sections, and that every
+// error names file:line:col and what to fix.
+#include "services/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace kpistream::services {
+namespace {
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("kpid-config-test-" + std::to_string(::getpid()) + "-" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".yaml"))
+                .string();
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+  absl::StatusOr<KpidConfig> Load(const std::string& extra) {
+    std::ofstream(path_) << "kafka:\n  brokers: localhost:9092\n  topics: {campaign: c, product: p, crm: r}\n" << extra;
+    return LoadKpidConfig(path_);
+  }
+  std::string path_;
+};
+
+TEST_F(ConfigTest, AlertingSection) {
+  auto c = Load(R"yaml(alerting:
+  alertmanagers: ["http://am-0:9093", "http://am-1:9093"]
+  webhooks: [https://hooks.example/k]
+  evaluation_interval: 30s
+  resend_interval: 2m
+  clock: event_time
+  generator_url: http://kpid:9464/metrics
+)yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->notifier.alertmanager_urls, (std::vector<std::string>{"http://am-0:9093", "http://am-1:9093"}));
+  EXPECT_EQ(c->notifier.webhook_urls, (std::vector<std::string>{"https://hooks.example/k"}));
+  EXPECT_EQ(c->alerter.eval_interval_ms, 30000);
+  EXPECT_EQ(c->notifier.resend_interval_ms, 120000);
+  EXPECT_TRUE(c->alert_clock_event_time);
+  EXPECT_EQ(c->notifier.generator_url, "http://kpid:9464/metrics");
+  // Alertmanager keeps a firing alert 4 intervals past the last send.
+  EXPECT_EQ(c->notifier.ends_at_ahead_ms, 4 * 120000);
+}
+
+TEST_F(ConfigTest, AlertingErrorsNameTheLineAndTheFix) {
+  struct Case {
+    std::string yaml;
+    std::string where;
+    std::string what;
+  };
+  const Case cases[] = {
+      {"alerting:\n  alertmanagers: [am-0:9093]\n", ":5:19:", "must be an http:// or https:// URL"},
+      {"alerting:\n  webhooks: http://x\n", ":5:13:", "must be a list of URLs"},
+      {"alerting:\n  evaluation_interval: 100ms\n", ":5:24:", "bad duration"},
+      {"alerting:\n  resend_interval: 0s\n", ":5:20:", "bad duration \"0s\""},
+      {"alerting:\n  clock: tsc\n", ":5:10:", "clock must be wall or event_time"},
+      {"alerting:\n  pager: yes\n", ":5:3:", "unknown key 'pager'"},
+      {"alerting: [1]\n", ":4:11:", "alerting must be a map"},
+  };
+  for (const auto& c : cases) {
+    auto r = Load(c.yaml);
+    ASSERT_FALSE(r.ok()) << c.yaml;
+    const std::string msg(r.status().message());
+    EXPECT_NE(msg.find(path_ + c.where), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.what), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
+}  // namespace kpistream::services
