@@ -67,6 +67,10 @@ struct PartitionState {
   uint64_t source = 0;
   int64_t next_offset = 0;     // next offset to apply
   int64_t stored_offset = -1;  // next offset durable in the store (-1: none)
+  // High watermark queried at assignment. librdkafka's cached watermark is
+  // only refreshed by fetches, and after a re-assignment it can be the
+  // stale one from before (a broker outage): lag must not read 0 then.
+  int64_t assigned_hi = -1;
   // Lateness watermark and admitted groups, as of next_offset.
   std::unique_ptr<PartitionAdmission> admission;
 };
@@ -99,6 +103,9 @@ struct Engine::Rep {
   std::atomic<bool> stop{false};
   std::atomic<bool> ready{false};
   std::atomic<bool> blocked{false};
+  bool brokers_suspect = false;  // a connection failed: probe the cluster
+  std::atomic<bool> brokers_down{false};
+  Clock::time_point last_broker_probe{};
   std::atomic<bool> started{false};
   mutable absl::Mutex fatal_mu;
   std::optional<absl::Status> fatal ABSL_GUARDED_BY(fatal_mu);
@@ -158,7 +165,10 @@ struct Engine::Rep {
   void PublishLags();
   void SetPaused(bool paused);
   void PublishNewest(int64_t newest, const std::array<int64_t, kNumFamilies>& by_family);
-  void UpdateReady() { ready = !owned.empty() && !blocked && !stop; }
+  void ProbeBrokers();
+  void OnClientError(rd_kafka_resp_err_t err, const char* reason);
+  bool SkipToLogStart(const std::string& topic, int32_t partition);
+  void UpdateReady() { ready = !owned.empty() && !blocked && !brokers_down && !stop; }
 };
 
 absl::Status Engine::Rep::Init() {
@@ -200,6 +210,11 @@ absl::Status Engine::Rep::Init() {
     if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
   }
   rd_kafka_conf_set_opaque(cconf.get(), this);
+  // Client-level errors (brokers unreachable, ...) arrive here, on the
+  // consumer thread (rd_kafka_poll_set_consumer routes the main queue to it).
+  rd_kafka_conf_set_error_cb(cconf.get(), [](rd_kafka_t*, int err, const char* reason, void* opaque) {
+    static_cast<Rep*>(opaque)->OnClientError(static_cast<rd_kafka_resp_err_t>(err), reason);
+  });
   rd_kafka_conf_set_rebalance_cb(
       cconf.get(), [](rd_kafka_t*, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t* parts, void* opaque) {
         static_cast<Rep*>(opaque)->OnRebalance(e, parts);
@@ -267,20 +282,32 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     const auto we = rd_kafka_query_watermark_offsets(consumer, p.topic, p.partition, &lo, &hi, 10000);
     if (stored->has_value()) {
       const int64_t stored_next = (*stored)->next_offset;
+      int64_t next = stored_next;
       if (we == RD_KAFKA_RESP_ERR_NO_ERROR && stored_next < lo) {
-        SetFatal(absl::FailedPreconditionError(
-            fmt::format("{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by "
-                        "retention while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip "
-                        "them silently: restore the records, or start with a fresh --state-dir to recompute the "
-                        "KPIs from what Kafka still holds",
-                        p.topic, p.partition, stored_next, lo, stored_next, lo - 1)));
-        return;
+        if (!options.accept_lost_records) {
+          SetFatal(absl::FailedPreconditionError(fmt::format(
+              "{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by retention "
+              "while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip them silently: "
+              "restore the records; or restart with --accept-lost-records to continue from the log start (KPIs "
+              "over windows that held those {} records stay short of them); or start with a fresh --state-dir to "
+              "recompute the KPIs from what Kafka still holds",
+              p.topic, p.partition, stored_next, lo, stored_next, lo - 1, lo - stored_next)));
+          return;
+        }
+        spdlog::error(
+            "{}[{}]: records {}..{} ({}) were deleted before kpid applied them; continuing from the log "
+            "start as --accept-lost-records asks (counted in kpistream_records_lost_total)",
+            p.topic, p.partition, stored_next, lo - 1, lo - stored_next);
+        probe.lost_records.fetch_add(static_cast<uint64_t>(lo - stored_next));
+        next = lo;  // stored_offset stays behind, so the next commit records the jump
       }
-      ps.next_offset = stored_next;
+      ps.next_offset = next;
       ps.stored_offset = stored_next;
-      p.offset = stored_next;
+      if (we == RD_KAFKA_RESP_ERR_NO_ERROR) ps.assigned_hi = hi;
+      p.offset = next;
     } else {
       ps.next_offset = we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0;
+      if (we == RD_KAFKA_RESP_ERR_NO_ERROR) ps.assigned_hi = hi;
       p.offset = RD_KAFKA_OFFSET_BEGINNING;
     }
     if (stored->has_value()) {
@@ -394,10 +421,12 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
 void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+      if (options.accept_lost_records && m->rkt && SkipToLogStart(rd_kafka_topic_name(m->rkt), m->partition)) return;
       SetFatal(absl::FailedPreconditionError(
           fmt::format("{}[{}]: offset out of range ({}): the records kpid needs next no longer exist in Kafka "
-                      "(deleted by retention). kpid will not skip them silently: restore the records, or start "
-                      "with a fresh --state-dir to recompute the KPIs from what Kafka still holds",
+                      "(deleted by retention). kpid will not skip them silently: restore the records; or restart "
+                      "with --accept-lost-records to continue from the log start; or start with a fresh "
+                      "--state-dir to recompute the KPIs from what Kafka still holds",
                       m->rkt ? rd_kafka_topic_name(m->rkt) : "?", m->partition, rd_kafka_message_errstr(m))));
       return;
     }
@@ -515,14 +544,81 @@ void Engine::Rep::SetPaused(bool paused) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
+// Retention deleted records while we were fetching them and the operator
+// accepts the loss: move the partition to its log start, counting the gap.
+bool Engine::Rep::SkipToLogStart(const std::string& topic, int32_t partition) {
+  auto it = owned.find({topic, partition});
+  if (it == owned.end()) return false;
+  int64_t lo = 0, hi = 0;
+  if (rd_kafka_query_watermark_offsets(consumer, topic.c_str(), partition, &lo, &hi, 10000) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      lo <= it->second.next_offset) {
+    return false;
+  }
+  spdlog::error(
+      "{}[{}]: records {}..{} ({}) were deleted before kpid applied them; continuing from the log start "
+      "as --accept-lost-records asks (counted in kpistream_records_lost_total)",
+      topic, partition, it->second.next_offset, lo - 1, lo - it->second.next_offset);
+  probe.lost_records.fetch_add(static_cast<uint64_t>(lo - it->second.next_offset));
+  it->second.next_offset = lo;
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic.c_str(), partition)->offset = lo;
+  rd_kafka_error_t* e = rd_kafka_seek_partitions(consumer, l, 10000);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    spdlog::error("seek {}[{}] to {}: {}", topic, partition, lo, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return false;
+  }
+  return true;
+}
+
+void Engine::Rep::OnClientError(rd_kafka_resp_err_t err, const char* reason) {
+  spdlog::warn("kafka: {}", reason);
+  // librdkafka's "all brokers down" event is not reliable for a consumer
+  // (its bootstrap and coordinator connections count apart), and nothing
+  // reports the brokers' return: a connection-level error makes the engine
+  // probe the cluster (ProbeBrokers) until a metadata request succeeds.
+  if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+      err == RD_KAFKA_RESP_ERR__RESOLVE) {
+    brokers_suspect = true;
+  }
+}
+
+// Asks for metadata (brokers only). Failing: every broker is unreachable, so
+// not ready (what we serve is frozen at the last commit, and /health and
+// /metrics must say so). Runs on the consumer thread, at most once a second,
+// only after a connection error and until a request succeeds.
+void Engine::Rep::ProbeBrokers() {
+  const auto now = Clock::now();
+  if (now - last_broker_probe < std::chrono::seconds(1)) return;
+  last_broker_probe = now;
+  const struct rd_kafka_metadata* md = nullptr;
+  const auto e = rd_kafka_metadata(consumer, 0, nullptr, &md, 500);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (!brokers_down) {
+      spdlog::error("kafka: no broker answers ({}); not ready until one does", rd_kafka_err2str(e));
+      brokers_down = true;
+      probe.kafka_reachable = false;
+    }
+    return;
+  }
+  rd_kafka_metadata_destroy(md);
+  if (brokers_down) spdlog::info("kafka: reachable again");
+  brokers_down = false;
+  brokers_suspect = false;
+  probe.kafka_reachable = true;
+}
+
 void Engine::Rep::PublishLags() {
   std::vector<EngineProbe::PartitionLag> lags;
   for (const auto& [tp, ps] : owned) {
     int64_t lo = 0, hi = 0;
-    if (rd_kafka_get_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        hi >= 0) {
-      lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
+    if (rd_kafka_get_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      hi = -1;
     }
+    hi = std::max(hi, ps.assigned_hi);
+    if (hi >= 0) lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
   }
   int64_t total = 0;
   for (const auto& l : lags) total += l.lag;
@@ -561,6 +657,7 @@ void Engine::Rep::Run() {
       } else {
         backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
       }
+      if (brokers_suspect) ProbeBrokers();
       PublishLags();
       UpdateReady();
     }

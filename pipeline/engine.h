@@ -49,6 +49,11 @@ struct EngineOptions {
   // Commit early when the dirty partials exceed this (invariant 6).
   size_t max_dirty_bytes = 64ull << 20;
   DecoderOptions decoder;
+  // When records kpid still needed were deleted from Kafka (a stored offset
+  // below the log start, or out of range while fetching), continue from the
+  // log start and count them in EngineProbe::lost_records, instead of
+  // stopping. An operator's one-off decision (kpid --accept-lost-records).
+  bool accept_lost_records = false;
 };
 
 // Latency histogram with fixed bounds (seconds); lock-free.
@@ -79,6 +84,12 @@ struct EngineProbe {
   std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
   std::array<std::atomic<int64_t>, kNumFamilies> newest_event_ms_by_family{};
   std::atomic<int64_t> assigned_partitions{0};
+  // False from librdkafka's "all brokers down" until a metadata request
+  // succeeds again; the engine is not ready meanwhile.
+  std::atomic<bool> kafka_reachable{true};
+  // Records deleted from Kafka before kpid applied them, skipped because
+  // EngineOptions::accept_lost_records was set.
+  std::atomic<uint64_t> lost_records{0};
   LatencyHistogram commit_latency;
   // Per measure (indexed like Catalog::measures): contributions dropped as
   // late, and contributions whose group went to __other__.

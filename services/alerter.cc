@@ -304,7 +304,7 @@ Alerter::~Alerter() { Stop(); }
 
 absl::Status Alerter::EvaluateOnce() {
   absl::MutexLock eval_lock(&rep_->eval_mu);
-  if (!rep_->sources.ready()) return absl::OkStatus();
+  const bool ready = rep_->sources.ready();
   const int64_t now = rep_->options.now_ms();
   // An event-time clock reads 0 until the first event arrives: nothing to
   // evaluate yet (and no window ends at the epoch).
@@ -322,7 +322,15 @@ absl::Status Alerter::EvaluateOnce() {
     absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> groups;
   };
   std::vector<RuleResult> results;
-  for (const auto& r : rep_->catalog.alerts) results.push_back({&r, rep_->Evaluate(r, now)});
+  for (const auto& r : rep_->catalog.alerts) {
+    // KPI rules wait for a fully loaded, caught-up state: a half-loaded view
+    // must not resolve a firing alert. Age rules (absence, freshness) read
+    // only the newest applied event times, and matter most exactly when the
+    // engine is not ready (Kafka unreachable, commits failing).
+    const bool age_rule = r.kind == AlertKind::kAbsence || r.kind == AlertKind::kFreshness;
+    if (!ready && !age_rule) continue;
+    results.push_back({&r, rep_->Evaluate(r, now)});
+  }
 
   std::vector<state::Store::AlertWrite> writes;
   std::vector<v1::AlertTransition> transitions;

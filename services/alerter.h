@@ -4,9 +4,10 @@
 // and keeps instances and a bounded log of transitions in the state store,
 // so a restart neither drops a firing alert nor fires it anew.
 //
-// Alerts are evaluated only while the engine is ready: before partitions
+// KPI rules are evaluated only while the engine is ready: before partitions
 // are assigned the state is not loaded yet, and a firing alert must not
-// resolve on a half-loaded view.
+// resolve on a half-loaded view. Absence and freshness rules are evaluated
+// regardless: a broker outage is when they must fire.
 //
 // Thread-safety: all public methods are safe from any thread. Evaluation
 // runs on the alerter's own thread (or the caller of EvaluateOnce in tests).

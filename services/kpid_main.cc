@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   std::string config_path, check_config, state_dir, grpc_listen = "127.0.0.1:50051", metrics_listen = "127.0.0.1:9464",
                                                     listen_info, log_level = "info";
   double demo_rate = 2000;
+  bool accept_lost_records = false;
   app.add_option("--config", config_path, "kpid config file (brokers, topics, catalog); omit for the embedded demo");
   app.add_option("--check-config", check_config, "validate a config or KPI file, print every error, and exit");
   app.add_option("--state-dir", state_dir,
@@ -45,6 +46,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", metrics_listen, "Prometheus /metrics address")->capture_default_str();
   app.add_option("--listen-info", listen_info, "write the bound addresses to this file once serving");
   app.add_option("--demo-rate", demo_rate, "embedded demo: live events per second")->capture_default_str();
+  app.add_flag("--accept-lost-records", accept_lost_records,
+               "when records kpid still needed were deleted from Kafka (retention), continue from the log start "
+               "and count them in kpistream_records_lost_total instead of stopping; for this run only");
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -114,6 +118,7 @@ int main(int argc, char** argv) {
   auto store = state::Store::Open(sopts);
   if (!store.ok()) return Fail(std::string(store.status().message()));
 
+  config.engine.accept_lost_records = accept_lost_records;
   auto engine = pipeline::Engine::Create(config.engine, &*catalog, store->get());
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
 

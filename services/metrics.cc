@@ -75,6 +75,11 @@ class Collector final : public prom::Collectable {
 
     gauge("kpistream_ready", "1 when kpid serves: state loaded, partitions assigned, commits succeeding.",
           ready_() ? 1 : 0);
+    gauge("kpistream_kafka_reachable", "0 while every Kafka broker is unreachable.",
+          probe_.kafka_reachable.load() ? 1 : 0);
+    counter("kpistream_records_lost_total",
+            "Records deleted from Kafka before kpid applied them, skipped under --accept-lost-records.",
+            probe_.lost_records.load());
     counter("kpistream_records_consumed_total", "Records read from the input topics.", probe_.consumed.load());
     counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", probe_.applied.load());
     {

@@ -128,6 +128,16 @@ KafkaBroker::KafkaBroker(const std::string& dir) : dir_(dir) {
   }
 }
 
+bool KafkaBroker::Stop() {
+  return RunToEnd({"/bin/bash", KafkaLocalScript(), "stop", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log",
+                  60s) == 0;
+}
+
+bool KafkaBroker::Restart() {
+  return RunToEnd({"/bin/bash", KafkaLocalScript(), "restart", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log",
+                  300s) == 0;
+}
+
 KafkaBroker::~KafkaBroker() {
   RunToEnd({"/bin/bash", KafkaLocalScript(), "stop", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log", 60s);
 }
@@ -142,10 +152,11 @@ Kpid::Kpid(const KpidOptions& o) : o_(o) {
                      << o.extra_config;
   info_path_ = o.work_dir + "/listen-info";
   fs::remove(info_path_);
-  proc_ = std::make_unique<Process>(
-      std::vector<std::string>{KpidBin(), "--config", cfg, "--state-dir", o.state_dir, "--grpc-listen", "127.0.0.1:0",
-                               "--metrics-listen", "127.0.0.1:0", "--listen-info", info_path_},
-      o.work_dir + "/kpid.log");
+  std::vector<std::string> argv{KpidBin(),     "--config",      cfg,           "--state-dir",
+                                o.state_dir,   "--grpc-listen", "127.0.0.1:0", "--metrics-listen",
+                                "127.0.0.1:0", "--listen-info", info_path_};
+  argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
+  proc_ = std::make_unique<Process>(std::move(argv), o.work_dir + "/kpid.log");
 }
 
 bool Kpid::WaitStarted(std::chrono::seconds timeout) {

@@ -66,6 +66,10 @@ class KafkaBroker {
   const std::string& bootstrap() const { return bootstrap_; }
   bool ok() const { return !bootstrap_.empty(); }
   std::string error() const { return error_; }
+  // Stops the broker (SIGTERM) and brings it back on the same port with its
+  // data (kafka-local stop / restart): a broker outage.
+  bool Stop();
+  bool Restart();
 
  private:
   std::string dir_;
@@ -82,6 +86,7 @@ struct KpidOptions {
   std::string work_dir;
   int commit_interval_ms = 200;
   std::string extra_config;  // appended to the generated kpid.yaml
+  std::vector<std::string> extra_args;
 };
 
 class Kpid {

@@ -70,6 +70,7 @@ alerts:
     o.resolved_retention_ms = 60 * 1000;
     o.max_transitions = max_transitions_;
     AlertSources src;
+    src.ready = [this] { return ready_; };
     src.newest_event_ms = [this](std::optional<pipeline::Family> f) {
       // Product events keep arriving unless a test says otherwise.
       if (f != pipeline::Family::kProduct) return int64_t{0};
@@ -119,6 +120,7 @@ alerts:
   std::unique_ptr<Alerter> alerter_;
   int64_t now_s_ = kDay;
   int64_t newest_product_ms_ = -1;  // -1: the clock's now
+  bool ready_ = true;
   size_t max_transitions_ = 10000;
   int64_t offset_ = 0;
 };
@@ -229,6 +231,28 @@ TEST_F(AlerterTest, AbsenceFiresWhenAFamilyGoesQuiet) {
   newest_product_ms_ = (kDay + 700) * 1000;
   Eval(kDay + 702);
   EXPECT_EQ(alerter_->Alerts()[0].state(), v1::ALERT_STATE_RESOLVED);
+}
+
+TEST_F(AlerterTest, WhileNotReadyOnlyAgeRulesAreEvaluated) {
+  StartAlerter();
+  const int64_t t0 = kDay + 3600;
+  Clicks("search", 8, t0 - 30);
+  Eval(t0);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  // The engine stops being ready (say Kafka is unreachable) and product
+  // events stop: the KPI rule's instance is frozen, not resolved, while the
+  // absence rule still fires.
+  ready_ = false;
+  newest_product_ms_ = t0 * 1000;
+  Eval(t0 + 601);
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  bool quiet_firing = false;
+  for (const auto& a : alerter_->Alerts()) quiet_firing |= a.rule() == "Quiet" && a.state() == v1::ALERT_STATE_FIRING;
+  EXPECT_TRUE(quiet_firing);
+  // Ready again: the KPI rule moves on (the clicks left the 10m window).
+  ready_ = true;
+  Eval(t0 + 602);
+  EXPECT_EQ(StateOf("search"), "");  // pending that cleared: inactive, dropped
 }
 
 TEST_F(AlerterTest, TransitionLogIsBoundedAndSurvivesRestart) {
