@@ -476,7 +476,18 @@ bool Engine::Rep::Commit(bool force) {
   for (auto& [tp, ps] : owned) {
     if (ps.next_offset != ps.stored_offset) moved.emplace_back(&tp, &ps);
   }
-  if (moved.empty()) return true;
+  if (moved.empty()) {
+    if (!blocked) return true;
+    // Blocked after a failed commit (and rewound to the stored offsets):
+    // there is nothing to write, but resuming needs proof that the store
+    // takes writes again, not just nothing to do.
+    if (auto st = store->ProbeWrite(); !st.ok()) {
+      spdlog::warn("state store still refuses writes: {}", st.ToString());
+      probe.commit_failures.fetch_add(1);
+      return false;
+    }
+    return true;
+  }
   const auto t0 = Clock::now();
   // Dead letters first: an offset is never stored past a record whose dead
   // letter is not yet acknowledged by Kafka.

@@ -10,6 +10,7 @@
 #include <rocksdb/write_buffer_manager.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 
@@ -95,8 +96,29 @@ struct Store::Rep {
   StoreOptions options;
   rocksdb::WriteOptions write_options;
   absl::Mutex id_mu;
+  std::atomic<bool> write_failed{false};
 
   rocksdb::ColumnFamilyHandle* cf(Keyspace k) const { return cfs[static_cast<size_t>(k)]; }
+
+  // After a failed write or flush (disk full, I/O error) RocksDB refuses
+  // every write until Resume() clears its background error. Resume first
+  // when the last write failed, so the first commit after space returns
+  // goes through; until then each attempt fails cleanly and nothing is
+  // acknowledged. (Resume is a no-op when there is no error.)
+  absl::Status Write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb, std::string_view what) {
+    if (write_failed.load()) {
+      auto r = db->Resume();
+      if (r.IsBusy()) {
+        return absl::UnavailableError(
+            fmt::format("{}: the store is recovering from an earlier write error (disk full? I/O error?)", what));
+      }
+      if (!r.ok()) return FromRocks(r, fmt::format("{} (writes stopped after an earlier error; resume failed)", what));
+      write_failed = false;
+    }
+    auto s = db->Write(wo, wb);
+    if (!s.ok()) write_failed = true;
+    return FromRocks(s, what);
+  }
   ~Rep() {
     for (auto* h : cfs) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     if (db) db->Close().PermitUncheckedError();
@@ -216,13 +238,23 @@ absl::StatusOr<uint32_t> Store::IdFor(std::string_view kind, std::string_view na
   wb.Put(rep_->cf(Keyspace::kMeta), next_key, rocksdb::Slice(buf, 4));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  s = rep_->db->Write(wo, &wb);
-  if (!s.ok()) return FromRocks(s, "assigning name id");
+  if (auto st = rep_->Write(wo, &wb, "assigning name id"); !st.ok()) return st;
   return next;
 }
 
 absl::Status Store::Commit(WriteBatch* batch) {
-  return FromRocks(rep_->db->Write(rep_->write_options, &batch->rep_->wb), "committing state");
+  return rep_->Write(rep_->write_options, &batch->rep_->wb, "committing state");
+}
+
+absl::Status Store::ProbeWrite() {
+  rocksdb::WriteBatch wb;
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  char buf[8];
+  std::memcpy(buf, &now, 8);
+  wb.Put(rep_->cf(Keyspace::kMeta), "health/write-probe", rocksdb::Slice(buf, 8)).PermitUncheckedError();
+  return rep_->Write(rep_->write_options, &wb, "probing the store");
 }
 
 absl::StatusOr<std::optional<Store::SourcePosition>> Store::ReadOffset(uint64_t source) const {
@@ -315,9 +347,7 @@ absl::Status Store::WriteAlerts(const std::vector<AlertWrite>& writes) {
       wb.Delete(rep_->cf(Keyspace::kAlerts), key).PermitUncheckedError();
     }
   }
-  auto s = rep_->db->Write(rep_->write_options, &wb);
-  if (!s.ok()) return FromRocks(s, "writing alert state");
-  return absl::OkStatus();
+  return rep_->Write(rep_->write_options, &wb, "writing alert state");
 }
 
 absl::Status Store::ScanAlerts(std::string_view prefix, const AlertScanFn& fn) const {

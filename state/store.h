@@ -91,6 +91,9 @@ class Store {
   [[nodiscard]] absl::StatusOr<uint32_t> IdFor(std::string_view kind, std::string_view name);
 
   [[nodiscard]] absl::Status Commit(WriteBatch* batch);
+  // A small real write (a meta key): whether the store accepts writes again
+  // after a failure, when there is nothing else to commit.
+  [[nodiscard]] absl::Status ProbeWrite();
 
   struct SourcePosition {
     int64_t next_offset = 0;

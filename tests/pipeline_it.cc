@@ -269,6 +269,74 @@ TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
   ExpectTruth(kpid, *truth);
 }
 
+// Writes 1 MiB chunks to `path` until the filesystem is full; bytes written.
+uint64_t FillDisk(const std::string& path) {
+  std::ofstream out(path, std::ios::binary);
+  const std::string chunk(1 << 20, 'x');
+  uint64_t n = 0;
+  while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size())) && out.flush()) n += chunk.size();
+  return n;
+}
+
+TEST_F(PipelineIT, FullDiskHoldsOffsetsReportsNotReadyAndRecoversExactly) {
+  // The state directory lives on a small tmpfs (CI runs as root; a tmpfs is
+  // a real filesystem that fills up, with ENOSPC like any disk).
+  const std::string mnt = dir_->path() + "/small-disk";
+  std::filesystem::create_directories(mnt);
+  ASSERT_EQ(RunToEnd({"/bin/sh", "-c", "mount -t tmpfs -o size=256m kpistream-it " + mnt}, dir_->path() + "/mount.log"),
+            0)
+      << "this test mounts a tmpfs and needs root (CAP_SYS_ADMIN): " << dir_->path() + "/mount.log";
+  struct Unmount {
+    std::string at, log;
+    ~Unmount() { RunToEnd({"/bin/sh", "-c", "umount -l " + at}, log); }
+  } unmount{mnt, dir_->path() + "/mount.log"};
+
+  Process gen(Kpigen("f1.", 600000, {"--seed", "17", "--rate", "40000", "--format", "mixed"}),
+              dir_->path() + "/kpigen.log");
+  auto opts = Options("f1.");
+  opts.state_dir = mnt + "/state";
+  Kpid kpid(opts);
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+  ASSERT_TRUE(kpid.WaitServing()) << kpid.process().LogTail();
+  auto deadline = Clock::now() + 60s;
+  while (MetricSum(kpid.Scrape(), "kpistream_records_applied_total") < 100000 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  const uint64_t filled = FillDisk(mnt + "/filler");
+  ASSERT_GT(filled, 0u);
+
+  // Commits fail: not ready, the error counted, and no offset moves (lag
+  // only grows while kpigen keeps producing).
+  bool reported = false;
+  deadline = Clock::now() + 30s;
+  while (!reported && Clock::now() < deadline) {
+    const auto m = kpid.Scrape();
+    reported = MetricSum(m, "kpistream_ready") == 0 && MetricSum(m, "kpistream_commit_failures_total") > 0;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(reported) << "kpid did not report the full disk: " << kpid.process().LogTail();
+  const double lag_before = MetricSum(kpid.Scrape(), "kpistream_consumer_lag_records");
+  std::this_thread::sleep_for(3s);
+  const auto full = kpid.Scrape();
+  EXPECT_GE(MetricSum(full, "kpistream_consumer_lag_records"), lag_before);
+  EXPECT_EQ(MetricSum(full, "kpistream_ready"), 0);
+  ASSERT_TRUE(kpid.process().Running()) << kpid.process().LogTail();
+  EXPECT_NE(kpid.process().LogTail(100000).find("commit failed"), std::string::npos);
+
+  // Space returns: kpid resumes by itself and every record counts once.
+  std::filesystem::remove(mnt + "/filler");
+  ASSERT_EQ(gen.Wait(300s), std::optional<int>(0)) << gen.LogTail();
+  auto truth = ReadTruth(dir_->path() + "/truth.txt");
+  ASSERT_TRUE(truth);
+  ASSERT_TRUE(kpid.WaitServing(120s)) << kpid.process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(kpid, 300s)) << kpid.process().LogTail();
+  std::printf("[ measure  ] disk full (%.0f MiB filler) for ~5 s mid-stream; %.0f commits failed, then recovered\n",
+              static_cast<double>(filled) / (1 << 20), MetricSum(full, "kpistream_commit_failures_total"));
+  ExpectTruth(kpid, *truth);
+  kpid.process().Signal(SIGTERM);
+  EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
+}
+
 TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   ASSERT_EQ(RunToEnd(Kpigen("b1.", 200000, {"--seed", "5", "--bad-every", "50", "--format", "mixed"}),
                      dir_->path() + "/kpigen.log"),
