@@ -10,6 +10,7 @@
 
 #include "kpistream/v1/kpi.grpc.pb.h"
 #include "pipeline/query.h"
+#include "pipeline/request.h"
 #include "services/alert_service.h"
 
 namespace kpistream::services {
@@ -27,11 +28,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// Valid timestamps: 1970 .. 2200. Anything else is a client error.
-bool ValidTime(const google::protobuf::Timestamp& t) {
-  return t.seconds() >= 0 && t.seconds() < 7258118400 && t.nanos() >= 0 && t.nanos() <= 999999999;
 }
 
 class KpiServiceImpl final : public v1::KpiService::Service {
@@ -72,32 +68,11 @@ class KpiServiceImpl final : public v1::KpiService::Service {
   }
 
   grpc::Status GetKpi(grpc::ServerContext*, const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) override {
-    if (req->kpi().empty()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "kpi is required (ListKpis shows the catalog)"};
-    }
-    const auto* kpi = catalog_.FindKpi(req->kpi());
-    if (kpi == nullptr) {
-      return {grpc::StatusCode::NOT_FOUND, fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", req->kpi())};
-    }
-    const std::string window = req->window().empty() ? kpi->windows.front() : req->window();
-    int64_t end_s;
-    if (req->has_end_time()) {
-      if (!ValidTime(req->end_time())) {
-        return {grpc::StatusCode::INVALID_ARGUMENT, "end_time must be between 1970 and 2200"};
-      }
-      end_s = req->end_time().seconds() + (req->end_time().nanos() > 0 ? 1 : 0);
-    } else {
-      end_s = (NowMs() + 999) / 1000;
-    }
-    auto range = pipeline::ResolveWindow(window, end_s, catalog_.timezone);
-    if (!range.ok()) return ToGrpc(range.status());
-    pipeline::KpiQuery q;
-    q.kpi = req->kpi();
-    q.start = range->start;
-    q.end = range->end;
-    q.group_by = req->group_by();
-    for (const auto& [k, v] : req->filter()) q.filter.emplace_back(k, v);
-    std::sort(q.filter.begin(), q.filter.end());
+    auto plan = pipeline::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
+    if (!plan.ok()) return ToGrpc(plan.status());
+    const auto& q = plan->query;
+    const auto* kpi = plan->kpi;
+    const std::string& window = plan->window;
     auto vals = query_.Get(q);
     if (!vals.ok()) return ToGrpc(vals.status());
     resp->set_kpi(req->kpi());
@@ -117,23 +92,9 @@ class KpiServiceImpl final : public v1::KpiService::Service {
 
   grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
                           v1::QueryRangeResponse* resp) override {
-    if (req->kpi().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "kpi is required"};
-    if (!req->has_start_time() || !req->has_end_time()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "start_time and end_time are required"};
-    }
-    if (!ValidTime(req->start_time()) || !ValidTime(req->end_time())) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "start_time and end_time must be between 1970 and 2200"};
-    }
-    if (req->step().empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "step is required, e.g. \"1m\""};
-    auto step = pipeline::ParseDuration(req->step());
-    if (!step.ok()) return ToGrpc(step.status());
-    pipeline::KpiQuery q;
-    q.kpi = req->kpi();
-    q.start = req->start_time().seconds();
-    q.end = req->end_time().seconds();
-    q.group_by = req->group_by();
-    for (const auto& [k, v] : req->filter()) q.filter.emplace_back(k, v);
-    auto series = query_.Range(q, *step);
+    auto plan = pipeline::PlanQueryRange(*req, catalog_);
+    if (!plan.ok()) return ToGrpc(plan.status());
+    auto series = query_.Range(plan->query, plan->step);
     if (!series.ok()) return ToGrpc(series.status());
     resp->set_kpi(req->kpi());
     if (const auto* kpi = catalog_.FindKpi(req->kpi())) resp->set_unit(kpi->unit);
