@@ -88,12 +88,14 @@ std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fin
   return out;
 }
 
-absl::StatusOr<const KpiDef*> QueryEngine::Check(const KpiQuery& q) const {
+absl::StatusOr<const KpiDef*> QueryEngine::Check(const KpiQuery& q, bool allow_empty_window) const {
   const KpiDef* kpi = catalog_.FindKpi(q.kpi);
   if (kpi == nullptr) {
     return absl::NotFoundError(fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", q.kpi));
   }
-  if (q.end <= q.start) {
+  // A calendar window at its first instant ("today" at midnight) is empty,
+  // not an error: it has no data yet.
+  if (q.end < q.start || (q.end == q.start && !allow_empty_window)) {
     return absl::InvalidArgumentError(fmt::format("window end ({}) must be after its start ({})", q.end, q.start));
   }
   const auto dims = catalog_.KpiDimensions(*kpi);
@@ -153,7 +155,7 @@ absl::Status QueryEngine::ScanInput(const MeasureDef& m, int64_t start, int64_t 
 }
 
 absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) const {
-  auto kpi_or = Check(q);
+  auto kpi_or = Check(q, /*allow_empty_window=*/true);
   if (!kpi_or.ok()) return kpi_or.status();
   const KpiDef& kpi = **kpi_or;
   auto offsets = store_.ListOffsets();
@@ -231,7 +233,7 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
 }
 
 absl::StatusOr<std::vector<Series>> QueryEngine::Range(const KpiQuery& q, int64_t step) const {
-  auto kpi_or = Check(q);
+  auto kpi_or = Check(q, /*allow_empty_window=*/false);
   if (!kpi_or.ok()) return kpi_or.status();
   if (step <= 0) return absl::InvalidArgumentError("step must be positive, e.g. 1m");
   for (int mi : (*kpi_or)->measures) {

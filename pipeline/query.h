@@ -75,7 +75,7 @@ class QueryEngine {
   [[nodiscard]] absl::StatusOr<std::vector<Series>> Range(const KpiQuery& q, int64_t step) const;
 
  private:
-  absl::StatusOr<const KpiDef*> Check(const KpiQuery& q) const;
+  absl::StatusOr<const KpiDef*> Check(const KpiQuery& q, bool allow_empty_window) const;
   // Visits every partial of a measure in [start, end) (bucket-aligned) with
   // its split group values; the visitor returns false on a malformed partial.
   using ScanVisitor = std::function<bool(const std::vector<std::string_view>&, std::string_view)>;

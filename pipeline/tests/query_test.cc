@@ -249,8 +249,14 @@ TEST_F(QueryTest, BadRequestsSayWhatToFix) {
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(std::string(v.status().message()),
             "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
+  // An empty window (a calendar window at its first instant) has no data.
   v = q.Get({.kpi = "ctr", .start = 60, .end = 60});
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->size(), 1u);
+  EXPECT_FALSE((*v)[0].value.has_value());
+  v = q.Get({.kpi = "ctr", .start = 61, .end = 60});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(q.Range({.kpi = "ctr", .start = 60, .end = 60}, 60).status().code(), absl::StatusCode::kInvalidArgument);
   auto r = q.Range({.kpi = "ctr", .start = 0, .end = 86400 * 365}, 60);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   r = q.Range({.kpi = "users", .start = 0, .end = 86400}, 60);

@@ -63,6 +63,15 @@ TEST(RequestTest, GetKpiErrorsSayWhatToFix) {
   }
 }
 
+TEST(RequestTest, CalendarWindowAtItsFirstInstantIsEmptyNotAnError) {
+  // Found by tools/fuzz/request_fuzz: "mtd" at 00:00 on the 1st resolves to
+  // [t, t); GetKpi used to answer INVALID_ARGUMENT for it.
+  auto p = PlanGetKpi(Parse<v1::GetKpiRequest>(R"(kpi: "clicks" window: "mtd" end_time { seconds: 1793491200 })"),
+                      Cat(), kNow);  // 2026-11-01T00:00:00Z
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->query.start, p->query.end);
+}
+
 TEST(RequestTest, QueryRange) {
   auto p = PlanQueryRange(Parse<v1::QueryRangeRequest>(R"(kpi: "clicks" start_time { seconds: 100 }
       end_time { seconds: 7300 } step: "1h" group_by: "channel")"),

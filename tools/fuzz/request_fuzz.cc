@@ -120,7 +120,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckClientError(plan.status());
       return 0;
     }
-    if (plan->query.start >= plan->query.end) __builtin_trap();
+    if (plan->query.start > plan->query.end) __builtin_trap();  // empty: a calendar window at its start
     CheckTime(plan->query.start);
     CheckTime(plan->query.end);
     auto vals = world->query->Get(plan->query);
