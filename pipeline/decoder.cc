@@ -5,6 +5,7 @@
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kpistream/events/v1/events.pb.h"
@@ -45,6 +46,34 @@ Decoder::~Decoder() = default;
 
 namespace {
 
+// Events are flat; a deeper document is hostile. Rejected before parsing:
+// protobuf's JSON parser is recursive, and a document nested 100 000 levels
+// deep (in an unknown field it would otherwise skip) is a stack-depth
+// attack on any recursive parser. Linear, brackets inside strings ignored.
+constexpr int kMaxJsonDepth = 64;
+int JsonDepth(std::string_view s) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > kMaxJsonDepth) return max_depth;  // no need to read on
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
 bool IsJson(std::string_view payload) {
   for (char c : payload) {
     if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
@@ -82,6 +111,11 @@ bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat form
   msg->Clear();
   const bool json = format == PayloadFormat::kJson || (format == PayloadFormat::kAuto && IsJson(payload));
   if (json) {
+    if (const int depth = JsonDepth(payload); depth > kMaxJsonDepth) {
+      *err = {RejectReason::kBadJson,
+              fmt::format("JSON nested {} levels deep, the maximum is {}", depth, kMaxJsonDepth)};
+      return false;
+    }
     auto st = pb::util::JsonStringToMessage(pb::StringPiece(payload.data(), payload.size()), msg, rep_->json_options);
     if (!st.ok()) {
       *err = {RejectReason::kBadJson, std::string(st.message())};

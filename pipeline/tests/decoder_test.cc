@@ -106,6 +106,23 @@ TEST_F(DecoderTest, OversizedIsRejectedBeforeParsing) {
   EXPECT_EQ(err_.reason, RejectReason::kOversized);
 }
 
+TEST_F(DecoderTest, DeeplyNestedJsonIsRejectedBeforeParsing) {
+  const std::string head = R"({"eventId":"e1","eventTime":"2025-11-23T07:00:00Z","type":"CAMPAIGN_CLICK","x":)";
+  // 64 levels (the object itself is one) decode; the unknown field is ignored.
+  EXPECT_TRUE(Decode(head + std::string(63, '[') + std::string(63, ']') + "}")) << err_.detail;
+  EXPECT_FALSE(Decode(head + std::string(64, '[') + std::string(64, ']') + "}"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadJson);
+  EXPECT_EQ(err_.detail, "JSON nested 65 levels deep, the maximum is 64");
+  // 100 000 levels: rejected without recursing (this must not overflow the
+  // stack, under ASan too).
+  EXPECT_FALSE(Decode(head + std::string(100000, '[') + std::string(100000, ']') + "}"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadJson);
+  // Brackets inside strings, escaped quotes included, do not count.
+  EXPECT_TRUE(Decode(R"({"eventId":"e\"[[[[","eventTime":"2025-11-23T07:00:00Z","type":"CAMPAIGN_CLICK","channel":")" +
+                     std::string(100, '[') + R"("})"))
+      << err_.detail;
+}
+
 TEST_F(DecoderTest, ForcedFormatIsHonoured) {
   EXPECT_FALSE(Decode(Click().SerializeAsString(), PayloadFormat::kJson));
   EXPECT_EQ(err_.reason, RejectReason::kBadJson);

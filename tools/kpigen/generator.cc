@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <limits>
+#include <memory>
 #include <tuple>
 #include <unordered_set>
 
@@ -28,7 +30,22 @@ pipeline::RejectReason ExpectedReason(BadKind k) {
     case BadKind::kJsonWrongType:
       return pipeline::RejectReason::kBadJson;
     case BadKind::kUnknownType:
+    case BadKind::kUnknownEnumProto:
       return pipeline::RejectReason::kUnknownType;
+    case BadKind::kNanValue:
+    case BadKind::kInfJson:
+    case BadKind::kHugeValue:
+      return pipeline::RejectReason::kBadValue;
+    case BadKind::kTime1970:
+    case BadKind::kTime2200:
+      return pipeline::RejectReason::kBadTimestamp;
+    case BadKind::kInvalidUtf8Proto:
+      return pipeline::RejectReason::kNotDecodable;
+    case BadKind::kInvalidUtf8Json:
+    case BadKind::kDeepJson:
+      return pipeline::RejectReason::kBadJson;
+    case BadKind::kMissingId:
+      return pipeline::RejectReason::kMissingField;
     case BadKind::kCount_:
       break;
   }
@@ -244,6 +261,29 @@ struct Generator::Rep {
     }
   }
 
+  static const google::protobuf::FieldDescriptor* Field(const google::protobuf::Message& m, const char* name) {
+    return m.GetDescriptor()->FindFieldByName(name);
+  }
+  static const char* AmountField(Family f) {
+    return f == Family::kCampaign ? "cost" : f == Family::kProduct ? "latency_ms" : "amount";
+  }
+  static const char* JsonAmountField(Family f) {
+    return f == Family::kCampaign ? "cost" : f == Family::kProduct ? "latencyMs" : "amount";
+  }
+  static const char* AnyType(Family f) {
+    return f == Family::kCampaign ? "CAMPAIGN_SPEND" : f == Family::kProduct ? "PRODUCT_PAGE_LOAD" : "CRM_LEAD";
+  }
+  // The record's event with one change, as protobuf.
+  template <typename Fn>
+  static std::string Mutated(const Record& r, Fn change) {
+    std::unique_ptr<google::protobuf::Message> m(r.event->New());
+    m->CopyFrom(*r.event);
+    change(m.get(), m->GetReflection());
+    std::string out;
+    m->SerializePartialToString(&out);
+    return out;
+  }
+
   void MakeBad(BadKind kind, Record* r) {
     r->bad = true;
     r->bad_kind = kind;
@@ -275,6 +315,48 @@ struct Generator::Rep {
       case BadKind::kUnknownType:
         r->payload =
             fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"TELEPORT"}})", rng());
+        break;
+      case BadKind::kNanValue:
+        r->payload = Mutated(*r, [&](auto* m, auto* refl) {
+          refl->SetDouble(m, Field(*m, AmountField(r->family)), std::numeric_limits<double>::quiet_NaN());
+        });
+        break;
+      case BadKind::kHugeValue:
+        r->payload =
+            Mutated(*r, [&](auto* m, auto* refl) { refl->SetDouble(m, Field(*m, AmountField(r->family)), 1e300); });
+        break;
+      case BadKind::kInfJson:
+        r->payload =
+            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"Infinity"}})",
+                        rng(), AnyType(r->family), JsonAmountField(r->family));
+        break;
+      case BadKind::kTime1970:
+      case BadKind::kTime2200:
+        r->payload = Mutated(*r, [&](auto* m, auto* refl) {
+          auto* ts = refl->MutableMessage(m, Field(*m, "event_time"));
+          ts->GetReflection()->SetInt64(ts, ts->GetDescriptor()->FindFieldByName("seconds"),
+                                        kind == BadKind::kTime1970 ? 86400 : 7258118400 + 86400);
+        });
+        break;
+      case BadKind::kInvalidUtf8Proto:
+        r->payload =
+            Mutated(*r, [&](auto* m, auto* refl) { refl->SetString(m, Field(*m, "event_id"), "bad-\xff\xfe"); });
+        break;
+      case BadKind::kInvalidUtf8Json:
+        r->payload =
+            fmt::format("{{\"eventId\":\"bad-\xff\xfe\",\"eventTime\":\"2026-01-01T00:00:00Z\",\"type\":\"{}\"}}",
+                        AnyType(r->family));
+        break;
+      case BadKind::kDeepJson:
+        r->payload = fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","x":)", rng(),
+                                 AnyType(r->family)) +
+                     std::string(100000, '[') + std::string(100000, ']') + "}";
+        break;
+      case BadKind::kMissingId:
+        r->payload = Mutated(*r, [&](auto* m, auto* refl) { refl->ClearField(m, Field(*m, "event_id")); });
+        break;
+      case BadKind::kUnknownEnumProto:
+        r->payload = Mutated(*r, [&](auto* m, auto* refl) { refl->SetEnumValue(m, Field(*m, "type"), 999); });
         break;
       case BadKind::kCount_:
         break;

@@ -38,7 +38,25 @@ struct GenOptions {
 
 // The kinds of bad record the generator mixes in, and the reason kpid must
 // reject each with.
-enum class BadKind : uint8_t { kGarbage = 0, kTruncatedProtobuf, kJsonWrongType, kUnknownType, kCount_ };
+// Hostile records kpigen mixes in (--bad-every), each with the reason kpid
+// must reject it for.
+enum class BadKind : uint8_t {
+  kGarbage = 0,        // random bytes: neither protobuf nor JSON
+  kTruncatedProtobuf,  // a valid event cut short
+  kJsonWrongType,      // a number field holding a string
+  kUnknownType,        // JSON with an event type no schema knows
+  kNanValue,           // protobuf, the family's amount field NaN
+  kInfJson,            // JSON, the amount field "Infinity"
+  kHugeValue,          // protobuf, the amount field 1e300
+  kTime1970,           // event_time in 1970
+  kTime2200,           // event_time in 2200
+  kInvalidUtf8Proto,   // a string field with invalid UTF-8, protobuf
+  kInvalidUtf8Json,    // the same in JSON
+  kDeepJson,           // an unknown field nested 100 000 arrays deep
+  kMissingId,          // no event_id
+  kUnknownEnumProto,   // protobuf with type = 999 (proto3 keeps unknown enum numbers)
+  kCount_
+};
 pipeline::RejectReason ExpectedReason(BadKind k);
 
 struct Record {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "pipeline/catalog.h"
+#include "pipeline/decoder.h"
 #include "tools/kpigen/generator.h"
 #include "tools/kpigen/kafka_sink.h"
 #include "tools/kpigen/scenario.h"
@@ -35,8 +36,9 @@ int main(int argc, char** argv) {
   app.add_option("--span", span, "event times are spread over this duration")->capture_default_str();
   app.add_flag("--live", live, "stamp events with the wall clock instead");
   app.add_option("--bad-every", bad_every,
-                 "make every Nth record a bad one (garbage, truncated, wrong JSON type, "
-                 "unknown type)");
+                 "make every Nth record a hostile one (14 kinds: garbage, truncated, wrong JSON type, unknown "
+                 "type, NaN/Inf/huge values, 1970/2200 timestamps, invalid UTF-8, 100k-deep JSON, missing id, "
+                 "unknown enum number)");
   app.add_option("--partitions", partitions, "create the topics with this many partitions first");
   app.add_option("--truth", truth_path, "write the expected KPI values here");
   app.add_option("--catalog", catalog_path, "KPI file for --truth (default: the built-in catalog)");
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
   app.add_option("--from-day", from_day, "--scenario: emit events from this day of the story (inclusive)");
   app.add_option("--to-day", to_day, "--scenario: ... to this day (exclusive)");
   CLI11_PARSE(app, argc, argv);
+  pipeline::SilenceProtobufLogging();  // hostile records (invalid UTF-8) make protobuf log per record
 
   auto span_s = pipeline::ParseDuration(span);
   if (!span_s.ok()) {
