@@ -35,9 +35,9 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto k = it->first.as<std::string>();
       if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb" && k != "retention" &&
-          k != "alerting") {
+          k != "alerting" && k != "min_free_disk_mb") {
         return bad(it->first, fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, "
-                                          "memory_budget_mb, retention, alerting)",
+                                          "memory_budget_mb, min_free_disk_mb, retention, alerting)",
                                           k));
       }
     }
@@ -100,6 +100,11 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (v < 16) return bad(mb, "memory_budget_mb must be at least 16");
       c.memory_budget_bytes = static_cast<uint64_t>(v) << 20;
       c.engine.max_dirty_bytes = c.memory_budget_bytes / 4;
+    }
+    if (const auto mb = root["min_free_disk_mb"]) {
+      const auto v = mb.as<int64_t>();
+      if (v < 0) return bad(mb, "min_free_disk_mb must be 0 (no check) or more");
+      c.min_free_disk_bytes = static_cast<uint64_t>(v) << 20;
     }
     if (const auto r = root["retention"]) {
       if (!r.IsMap()) return bad(r, "retention must be a map: {fine: 35d, hour: 400d, day: forever}");

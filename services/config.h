@@ -38,6 +38,7 @@ struct KpidConfig {
   pipeline::EngineOptions engine;
   std::string catalog_path;  // empty: built-in default catalog
   uint64_t memory_budget_bytes = 256ull << 20;
+  uint64_t min_free_disk_bytes = 64ull << 20;  // state::StoreOptions::min_free_bytes
   // Seconds per tier, 0 = forever (state::StoreOptions has the defaults).
   std::optional<int64_t> retention_fine_s, retention_hour_s, retention_day_s;
   AlerterOptions alerter;

@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
   state::StoreOptions sopts;
   sopts.path = state_dir;
   sopts.memory_budget_bytes = config.memory_budget_bytes;
+  sopts.min_free_bytes = config.min_free_disk_bytes;
   if (config.retention_fine_s) sopts.retention_fine_s = *config.retention_fine_s;
   if (config.retention_hour_s) sopts.retention_hour_s = *config.retention_hour_s;
   if (config.retention_day_s) sopts.retention_day_s = *config.retention_day_s;

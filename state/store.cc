@@ -8,6 +8,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <rocksdb/write_buffer_manager.h>
+#include <sys/statvfs.h>
 
 #include <array>
 #include <atomic>
@@ -106,6 +107,18 @@ struct Store::Rep {
   // goes through; until then each attempt fails cleanly and nothing is
   // acknowledged. (Resume is a no-op when there is no error.)
   absl::Status Write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* wb, std::string_view what) {
+    if (options.min_free_bytes > 0) {
+      struct statvfs fs;
+      if (::statvfs(options.path.c_str(), &fs) == 0) {
+        const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+        if (free_bytes < options.min_free_bytes) {
+          return absl::UnavailableError(fmt::format(
+              "{}: disk almost full: {} MiB free for {}, below the {} MiB kept free for RocksDB's flushes and "
+              "compactions; free space (or grow the volume) and kpid resumes by itself",
+              what, free_bytes >> 20, options.path, options.min_free_bytes >> 20));
+        }
+      }
+    }
     if (write_failed.load()) {
       auto r = db->Resume();
       if (r.IsBusy()) {

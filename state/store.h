@@ -37,6 +37,11 @@ struct StoreOptions {
   int64_t retention_fine_s = 35 * 86400;
   int64_t retention_hour_s = 400 * 86400;
   int64_t retention_day_s = 0;
+  // Writes are refused (UNAVAILABLE, "disk almost full") while the state
+  // directory's filesystem has less free space than this: RocksDB's flushes
+  // and compactions need room, and a write that fails half way into the WAL
+  // leaves a DB that must be reopened, so kpid stops before the disk is full.
+  uint64_t min_free_bytes = 64ull << 20;
   // The clock compaction compares with; injectable for tests.
   std::function<int64_t()> now_s;
 };

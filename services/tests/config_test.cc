@@ -46,6 +46,16 @@ TEST_F(ConfigTest, AlertingSection) {
   EXPECT_EQ(c->notifier.ends_at_ahead_ms, 4 * 120000);
 }
 
+TEST_F(ConfigTest, MinFreeDisk) {
+  auto c = Load("min_free_disk_mb: 512\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->min_free_disk_bytes, 512ull << 20);
+  EXPECT_EQ(Load("")->min_free_disk_bytes, 64ull << 20);
+  auto bad = Load("min_free_disk_mb: -1\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(":4:19: min_free_disk_mb must be 0"), std::string::npos) << bad.status();
+}
+
 TEST_F(ConfigTest, AlertingErrorsNameTheLineAndTheFix) {
   struct Case {
     std::string yaml;
