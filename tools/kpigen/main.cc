@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kpigen: synthetic KPI events to Kafka, with ground truth"};
   std::string brokers, topic_prefix = "kpi.", format = "protobuf", truth_path, catalog_path, span = "1h";
   uint64_t count = 100000, seed = 1, bad_every = 0;
+  int campaigns = 40;
   double rate = 0;
   int partitions = 0;
   int64_t start_time = -1;
@@ -39,6 +40,11 @@ int main(int argc, char** argv) {
                  "make every Nth record a hostile one (14 kinds: garbage, truncated, wrong JSON type, unknown "
                  "type, NaN/Inf/huge values, 1970/2200 timestamps, invalid UTF-8, 100k-deep JSON, missing id, "
                  "unknown enum number)");
+  app.add_option("--campaigns", campaigns,
+                 "distinct campaign ids events draw from (a group-by dimension of the campaign measures; raise it "
+                 "for a cardinality explosion)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 30));
   app.add_option("--partitions", partitions, "create the topics with this many partitions first");
   app.add_option("--truth", truth_path, "write the expected KPI values here");
   app.add_option("--catalog", catalog_path, "KPI file for --truth (default: the built-in catalog)");
@@ -80,6 +86,7 @@ int main(int argc, char** argv) {
   opts.start_ms = (start_time >= 0 ? start_time : now_s - *span_s) * 1000;
   opts.live = live;
   opts.bad_every = bad_every;
+  opts.campaigns = campaigns;
   opts.format = format == "json"    ? gen::Format::kJson
                 : format == "mixed" ? gen::Format::kMixed
                                     : gen::Format::kProtobuf;
