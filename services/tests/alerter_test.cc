@@ -109,6 +109,13 @@ alerts:
     }
     return "";
   }
+  // A fresh alerter whose ManyClicks instance for "search" is pending at t0.
+  void StartWithSearchPending(int64_t t0) {
+    StartAlerter();
+    Clicks("search", 8, t0 - 30);
+    Eval(t0);
+    ASSERT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  }
   void Eval(int64_t at_s) {
     now_s_ = at_s;
     ASSERT_TRUE(alerter_->EvaluateOnce().ok());
@@ -168,11 +175,8 @@ TEST_F(AlerterTest, OneInstancePerGroupThroughItsStates) {
 }
 
 TEST_F(AlerterTest, RestartInEachStateNeitherDropsNorRefires) {
-  StartAlerter();
   const int64_t t0 = kDay + 3600;
-  Clicks("search", 8, t0 - 30);
-  Eval(t0);
-  ASSERT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  ASSERT_NO_FATAL_FAILURE(StartWithSearchPending(t0));
   // Restart while pending: `for` keeps counting from the first activation.
   StartAlerter();
   EXPECT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
@@ -234,11 +238,8 @@ TEST_F(AlerterTest, AbsenceFiresWhenAFamilyGoesQuiet) {
 }
 
 TEST_F(AlerterTest, WhileNotReadyOnlyAgeRulesAreEvaluated) {
-  StartAlerter();
   const int64_t t0 = kDay + 3600;
-  Clicks("search", 8, t0 - 30);
-  Eval(t0);
-  ASSERT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  ASSERT_NO_FATAL_FAILURE(StartWithSearchPending(t0));
   // The engine stops being ready (say Kafka is unreachable) and product
   // events stop: the KPI rule's instance is frozen, not resolved, while the
   // absence rule still fires.
