@@ -138,7 +138,8 @@ bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat form
   }
   const auto* id_f = d->FindFieldByNumber(1);
   const auto* time_f = d->FindFieldByNumber(2);
-  if (r->GetStringReference(*msg, id_f, nullptr).empty()) {
+  const std::string& event_id = r->GetStringReference(*msg, id_f, nullptr);
+  if (event_id.empty()) {
     *err = {RejectReason::kMissingField, "event_id is missing"};
     return false;
   }
@@ -161,6 +162,7 @@ bool Decoder::Decode(Family family, std::string_view payload, PayloadFormat form
   out->type = type;
   out->time_ms = ts.seconds() * 1000 + ts.nanos() / 1000000;
   out->msg = msg;
+  out->event_id = event_id;
   return true;
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -116,6 +117,16 @@ struct Engine::Rep {
   // Groups admitted since the last commit: (source, measure id, key).
   std::vector<std::tuple<uint64_t, uint32_t, std::string>> new_groups;
   std::vector<std::pair<uint32_t, std::string>> new_groups_scratch;
+  // Event ids applied since the last commit, by state::EventIdKey. They are
+  // committed with the partials, so a replay after a crash sees exactly the
+  // ids the durable state holds.
+  struct AppliedId {
+    uint64_t source;
+    int64_t event_ms;
+    int64_t offset;
+  };
+  std::unordered_map<std::string, AppliedId> pending_ids;
+  std::string id_scratch;
 
   Rep(const EngineOptions& o, Catalog* c, state::Store* s)
       : options(o), catalog(c), store(s), router(*c), acc(*c), decoder(o.decoder) {
@@ -168,6 +179,14 @@ struct Engine::Rep {
   void ProbeBrokers();
   void OnClientError(rd_kafka_resp_err_t err, const char* reason);
   bool SkipToLogStart(const std::string& topic, int32_t partition);
+  // Whether ev repeats an event applied from this partition; fills *err.
+  // Returns nullopt when the store could not answer.
+  std::optional<bool> IsDuplicate(const PartitionState& ps, const EventView& ev, DecodeError* err);
+  int64_t DedupHorizon(const PartitionState& ps) const {
+    const int64_t newest = ps.admission->newest_event_ms();
+    return newest == PartitionAdmission::kNoEvents ? std::numeric_limits<int64_t>::min()
+                                                   : newest - options.dedup_window_ms;
+  }
   void UpdateReady() { ready = !owned.empty() && !blocked && !brokers_down && !stop; }
 };
 
@@ -364,6 +383,7 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
 void Engine::Rep::ResetToStored() {
   acc.Clear();
   new_groups.clear();
+  pending_ids.clear();
   for (auto& [tp, ps] : owned) {
     auto stored = store->ReadOffset(ps.source);
     const int64_t newest =
@@ -418,6 +438,30 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
   }
 }
 
+std::optional<bool> Engine::Rep::IsDuplicate(const PartitionState& ps, const EventView& ev, DecodeError* err) {
+  const int64_t horizon = DedupHorizon(ps);
+  int64_t offset = -1;
+  id_scratch = state::EventIdKey(ps.source, ev.event_id);
+  if (auto it = pending_ids.find(id_scratch); it != pending_ids.end()) {
+    if (it->second.event_ms < horizon) return false;  // as if committed (below)
+    offset = it->second.offset;
+  } else {
+    auto seen = store->LookupEventId(ps.source, ev.event_id);
+    if (!seen.ok()) {
+      spdlog::error("{}[{}]: {}; holding the partition and retrying", ps.binding->topic, state::PartitionOf(ps.source),
+                    seen.status().ToString());
+      return std::nullopt;
+    }
+    // Ids behind the horizon may or may not be compacted away yet: ignore
+    // them either way, so a replay decides exactly as the first pass did.
+    if (!seen->has_value() || (*seen)->event_ms < horizon) return false;
+    offset = (*seen)->offset;
+  }
+  *err = {RejectReason::kDuplicate, fmt::format("event_id \"{}\" was already applied from {}[{}] at offset {}",
+                                                ev.event_id, ps.binding->topic, state::PartitionOf(ps.source), offset)};
+  return true;
+}
+
 void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -443,6 +487,18 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (!decoder.Decode(ps.binding->family, std::string_view(static_cast<const char*>(m->payload), m->len),
                       ps.binding->format, &ev, &err)) {
     Reject(m, ps, err);
+  } else if (const auto dup = options.dedup_window_ms > 0 ? IsDuplicate(ps, ev, &err) : std::optional<bool>(false);
+             !dup.has_value()) {
+    // The store could not say whether this event was applied: apply
+    // nothing more, rewind to the durable state and retry with backoff.
+    probe.dedup_lookup_failures.fetch_add(1);
+    ResetToStored();
+    blocked = true;
+    SetPaused(true);
+    UpdateReady();
+    return;
+  } else if (*dup) {
+    Reject(m, ps, err);
   } else {
     router.Route(ev, &scratch, &contribs);
     late_scratch.clear();
@@ -462,6 +518,9 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
                           ev.time_ms, ps.admission->newest_event_ms())});
     } else {
       for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
+      if (options.dedup_window_ms > 0) {
+        pending_ids.emplace(id_scratch, AppliedId{ps.source, ev.time_ms, m->offset});
+      }
       probe.applied.fetch_add(1, std::memory_order_relaxed);
       if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
       auto& fam_newest = pending_newest_by_family[static_cast<size_t>(ps.binding->family)];
@@ -503,6 +562,9 @@ bool Engine::Rep::Commit(bool force) {
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
   for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset, ps->admission->newest_event_ms());
+  for (const auto& [k, v] : pending_ids) {
+    batch.PutEventId(v.source, std::string_view(k).substr(8), v.event_ms, v.offset);
+  }
   std::set<std::pair<uint64_t, uint32_t>> counted;
   for (const auto& [source, id, g] : new_groups) {
     batch.PutAdmittedGroup(source, id, g);
@@ -522,6 +584,10 @@ bool Engine::Rep::Commit(bool force) {
     return false;
   }
   new_groups.clear();
+  pending_ids.clear();
+  if (options.dedup_window_ms > 0) {
+    for (auto& [tp, ps] : moved) store->SetEventIdHorizon(ps->source, DedupHorizon(*ps));
+  }
   rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
   for (auto& [tp, ps] : moved) {
     ps->stored_offset = ps->next_offset;

@@ -54,6 +54,13 @@ struct EngineOptions {
   // log start and count them in EngineProbe::lost_records, instead of
   // stopping. An operator's one-off decision (kpid --accept-lost-records).
   bool accept_lost_records = false;
+  // Exactly once per event, not only per record: an event whose event_id
+  // was already applied from the same partition is dead-lettered as a
+  // duplicate (a producer's retry, a replayed batch). Ids are remembered
+  // while their event time is within this window of the partition's newest
+  // event; an event older than that is late for every measure whose
+  // lateness is at most the window. 0 turns de-duplication off.
+  int64_t dedup_window_ms = 3600 * 1000;
 };
 
 // Latency histogram with fixed bounds (seconds); lock-free.
@@ -76,6 +83,7 @@ struct EngineProbe {
   std::atomic<uint64_t> consumed{0};
   std::atomic<uint64_t> applied{0};
   std::array<std::atomic<uint64_t>, kNumRejectReasons> rejected{};
+  std::atomic<uint64_t> dedup_lookup_failures{0};
   std::atomic<uint64_t> dlq_produced{0};
   std::atomic<uint64_t> dlq_failed{0};
   std::atomic<uint64_t> commits{0};

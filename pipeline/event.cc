@@ -53,6 +53,8 @@ std::string_view RejectReasonName(RejectReason r) {
       return "bad_value";
     case RejectReason::kOversized:
       return "oversized";
+    case RejectReason::kDuplicate:
+      return "duplicate";
     case RejectReason::kLate:
       return "late";
     case RejectReason::kCount_:

@@ -36,6 +36,7 @@ enum class RejectReason : uint8_t {
   kBadValue,          // NaN, infinite or absurdly large numeric value
   kOversized,         // payload larger than the configured maximum
   kLate,              // older than every matching measure's allowed lateness
+  kDuplicate,         // an event_id already applied from the same partition
   kCount_,
 };
 inline constexpr int kNumRejectReasons = static_cast<int>(RejectReason::kCount_);
@@ -48,6 +49,7 @@ struct EventView {
   int type = 0;         // enum number of the family's type enum
   int64_t time_ms = 0;  // event time, ms since the epoch
   const google::protobuf::Message* msg = nullptr;
+  std::string_view event_id;  // points into msg; never empty once decoded
 };
 
 }  // namespace kpistream::pipeline

@@ -35,9 +35,9 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     for (auto it = root.begin(); it != root.end(); ++it) {
       const auto k = it->first.as<std::string>();
       if (k != "kafka" && k != "catalog" && k != "commit_interval" && k != "memory_budget_mb" && k != "retention" &&
-          k != "alerting" && k != "min_free_disk_mb") {
+          k != "alerting" && k != "min_free_disk_mb" && k != "dedup_window") {
         return bad(it->first, fmt::format("unknown key '{}' (known: kafka, catalog, commit_interval, "
-                                          "memory_budget_mb, min_free_disk_mb, retention, alerting)",
+                                          "memory_budget_mb, min_free_disk_mb, retention, dedup_window, alerting)",
                                           k));
       }
     }
@@ -105,6 +105,17 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       const auto v = mb.as<int64_t>();
       if (v < 0) return bad(mb, "min_free_disk_mb must be 0 (no check) or more");
       c.min_free_disk_bytes = static_cast<uint64_t>(v) << 20;
+    }
+    if (const auto dw = root["dedup_window"]) {
+      const auto s = dw.as<std::string>();
+      if (s == "off") {
+        c.engine.dedup_window_ms = 0;
+      } else {
+        auto d = pipeline::ParseDuration(s);
+        if (!d.ok()) return bad(dw, fmt::format("dedup_window: {} (or 'off')", std::string(d.status().message())));
+        if (*d <= 0) return bad(dw, "dedup_window must be a positive duration, or 'off'");
+        c.engine.dedup_window_ms = *d * 1000;
+      }
     }
     if (const auto r = root["retention"]) {
       if (!r.IsMap()) return bad(r, "retention must be a map: {fine: 35d, hour: 400d, day: forever}");

@@ -120,6 +120,16 @@ int main(int argc, char** argv) {
   if (!store.ok()) return Fail(std::string(store.status().message()));
 
   config.engine.accept_lost_records = accept_lost_records;
+  if (config.engine.dedup_window_ms > 0) {
+    for (const auto& m : catalog->measures) {
+      if (m.lateness_ms > config.engine.dedup_window_ms) {
+        spdlog::warn(
+            "measure {} accepts events {} s late, more than dedup_window ({} s): a duplicate of an event older "
+            "than the window is counted again; raise dedup_window to at least the largest lateness",
+            m.name, m.lateness_ms / 1000, config.engine.dedup_window_ms / 1000);
+      }
+    }
+  }
   auto engine = pipeline::Engine::Create(config.engine, &*catalog, store->get());
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
 

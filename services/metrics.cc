@@ -80,6 +80,9 @@ class Collector final : public prom::Collectable {
     counter("kpistream_records_lost_total",
             "Records deleted from Kafka before kpid applied them, skipped under --accept-lost-records.",
             probe_.lost_records.load());
+    counter("kpistream_dedup_lookup_failures_total",
+            "Event-id lookups the state store could not answer; kpid held the partition and retried.",
+            probe_.dedup_lookup_failures.load());
     counter("kpistream_records_consumed_total", "Records read from the input topics.", probe_.consumed.load());
     counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", probe_.applied.load());
     {

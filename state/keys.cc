@@ -73,6 +73,14 @@ std::string GroupCountKey(uint64_t source, uint32_t measure_id) {
   return k;
 }
 
+std::string EventIdKey(uint64_t source, std::string_view event_id) {
+  std::string k;
+  k.reserve(8 + event_id.size());
+  PutU64BE(&k, source);
+  k.append(event_id);
+  return k;
+}
+
 bool ParseOffsetKey(std::string_view key, uint64_t* source) {
   if (key.size() != 8) return false;
   *source = GetU64BE(key.data());

@@ -28,8 +28,8 @@
 
 namespace kpistream::state {
 
-enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2, kGroups = 3, kAlerts = 4 };
-inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta", "groups", "alerts"};
+enum class Keyspace : uint8_t { kAgg = 0, kOffsets = 1, kMeta = 2, kGroups = 3, kAlerts = 4, kEventIds = 5 };
+inline constexpr const char* kKeyspaceNames[] = {"agg", "offsets", "meta", "groups", "alerts", "event_ids"};
 
 // Roll-up tiers. The finest tier's width is the measure's bucket width.
 enum class Tier : uint8_t { kFine = 0, kHour = 1, kDay = 2 };
@@ -64,6 +64,8 @@ std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_v
 std::string GroupCountPrefix(uint64_t source);
 std::string GroupCountKey(uint64_t source, uint32_t measure_id);
 bool ParseOffsetKey(std::string_view key, uint64_t* source);
+// An applied event's id, for de-duplication: source then the id's bytes.
+std::string EventIdKey(uint64_t source, std::string_view event_id);
 
 // Group keys: the ordered values of a measure's group-by dimensions.
 void AppendGroupValue(std::string* group_key, std::string_view value);

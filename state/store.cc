@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <mutex>
@@ -76,6 +77,32 @@ class RetentionFilter : public rocksdb::CompactionFilter {
   std::function<int64_t()> now_;
 };
 
+// Drops remembered event ids older than their source's horizon (the
+// engine's de-duplication window behind the partition's newest event). The
+// engine ignores such ids anyway, so when compaction runs never changes what
+// counts as a duplicate.
+class EventIdFilter : public rocksdb::CompactionFilter {
+ public:
+  void SetHorizon(uint64_t source, int64_t horizon_ms) {
+    absl::MutexLock l(&mu_);
+    horizons_[source] = horizon_ms;
+  }
+  bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* /*new_value*/,
+              bool* /*value_changed*/) const override {
+    if (key.size() < 8 || value.size() != 16) return false;
+    int64_t event_ms;
+    std::memcpy(&event_ms, value.data(), 8);
+    absl::MutexLock l(&mu_);
+    auto it = horizons_.find(GetU64BE(key.data()));
+    return it != horizons_.end() && event_ms < it->second;
+  }
+  const char* Name() const override { return "kpistream.EventIdHorizon.v1"; }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::unordered_map<uint64_t, int64_t> horizons_ ABSL_GUARDED_BY(mu_);
+};
+
 int64_t WallClockSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -87,6 +114,7 @@ struct WriteBatch::Rep {
   rocksdb::ColumnFamilyHandle* agg;
   rocksdb::ColumnFamilyHandle* offsets;
   rocksdb::ColumnFamilyHandle* groups;
+  rocksdb::ColumnFamilyHandle* event_ids;
 };
 
 struct Store::Rep {
@@ -94,6 +122,7 @@ struct Store::Rep {
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;  // indexed by Keyspace
   std::shared_ptr<rocksdb::Cache> cache;
   std::unique_ptr<RetentionFilter> retention;
+  std::unique_ptr<EventIdFilter> event_id_filter = std::make_unique<EventIdFilter>();
   StoreOptions options;
   rocksdb::WriteOptions write_options;
   absl::Mutex id_mu;
@@ -142,6 +171,7 @@ WriteBatch::WriteBatch(const Store& store) : rep_(std::make_unique<Rep>()) {
   rep_->agg = store.rep_->cf(Keyspace::kAgg);
   rep_->offsets = store.rep_->cf(Keyspace::kOffsets);
   rep_->groups = store.rep_->cf(Keyspace::kGroups);
+  rep_->event_ids = store.rep_->cf(Keyspace::kEventIds);
 }
 WriteBatch::~WriteBatch() = default;
 size_t WriteBatch::Count() const { return rep_->wb.Count(); }
@@ -168,6 +198,13 @@ void WriteBatch::PutGroupCount(uint64_t source, uint32_t measure_id, uint32_t co
   char v[4];
   std::memcpy(v, &count, 4);
   rep_->wb.Put(rep_->groups, GroupCountKey(source, measure_id), rocksdb::Slice(v, 4)).PermitUncheckedError();
+}
+
+void WriteBatch::PutEventId(uint64_t source, std::string_view event_id, int64_t event_ms, int64_t offset) {
+  char v[16];
+  std::memcpy(v, &event_ms, 8);
+  std::memcpy(v + 8, &offset, 8);
+  rep_->wb.Put(rep_->event_ids, EventIdKey(source, event_id), rocksdb::Slice(v, 16)).PermitUncheckedError();
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
@@ -211,6 +248,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
       t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
       t.cache_index_and_filter_blocks = false;
       cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+    }
+    if (std::string_view(name) == "event_ids") {
+      // One lookup per applied event, nearly all for ids never seen: bloom
+      // filters on the tables and on the memtable answer those without
+      // reading a data block.
+      rocksdb::BlockBasedTableOptions t = table;
+      t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+      t.cache_index_and_filter_blocks = false;
+      cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+      cf.memtable_prefix_bloom_size_ratio = 0.1;
+      cf.memtable_whole_key_filtering = true;
+      cf.compression = rocksdb::kLZ4Compression;
+      cf.compaction_filter = rep->event_id_filter.get();
     }
     // RocksDB requires the default column family; "agg" plays that role.
     descs.emplace_back(std::string_view(name) == "agg" ? rocksdb::kDefaultColumnFamilyName : std::string(name), cf);
@@ -291,6 +341,23 @@ absl::StatusOr<bool> Store::HasAdmittedGroup(uint64_t source, uint32_t measure_i
   return true;
 }
 
+absl::StatusOr<std::optional<Store::AppliedEvent>> Store::LookupEventId(uint64_t source,
+                                                                        std::string_view event_id) const {
+  rocksdb::PinnableSlice v;
+  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kEventIds), EventIdKey(source, event_id), &v);
+  if (s.IsNotFound()) return std::optional<AppliedEvent>();
+  if (!s.ok()) return FromRocks(s, "looking up an event id");
+  if (v.size() != 16) return absl::DataLossError("malformed event-id record");
+  AppliedEvent e;
+  std::memcpy(&e.event_ms, v.data(), 8);
+  std::memcpy(&e.offset, v.data() + 8, 8);
+  return std::optional<AppliedEvent>(e);
+}
+
+void Store::SetEventIdHorizon(uint64_t source, int64_t horizon_ms) {
+  rep_->event_id_filter->SetHorizon(source, horizon_ms);
+}
+
 absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> Store::ReadGroupCounts(uint64_t source) const {
   std::vector<std::pair<uint32_t, uint32_t>> out;
   const std::string prefix = GroupCountPrefix(source);
@@ -348,7 +415,12 @@ const StoreOptions& Store::options() const { return rep_->options; }
 absl::Status Store::CompactForTest() {
   rocksdb::CompactRangeOptions o;
   o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  return FromRocks(rep_->db->CompactRange(o, rep_->cf(Keyspace::kAgg), nullptr, nullptr), "compacting");
+  for (auto k : {Keyspace::kAgg, Keyspace::kEventIds}) {
+    if (auto st = FromRocks(rep_->db->CompactRange(o, rep_->cf(k), nullptr, nullptr), "compacting"); !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Store::WriteAlerts(const std::vector<AlertWrite>& writes) {

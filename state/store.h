@@ -64,6 +64,8 @@ class WriteBatch {
   // number of groups admitted so far.
   void PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key);
   void PutGroupCount(uint64_t source, uint32_t measure_id, uint32_t count);
+  // Records that the event with this id was applied from source, at offset.
+  void PutEventId(uint64_t source, std::string_view event_id, int64_t event_ms, int64_t offset);
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
@@ -111,6 +113,18 @@ class Store {
   // Whether a group was admitted (committed) for a source and measure.
   [[nodiscard]] absl::StatusOr<bool> HasAdmittedGroup(uint64_t source, uint32_t measure_id,
                                                       std::string_view group_key) const;
+  // The applied event with this id, if it is still remembered (see
+  // SetEventIdHorizon).
+  struct AppliedEvent {
+    int64_t event_ms = 0;
+    int64_t offset = 0;
+  };
+  [[nodiscard]] absl::StatusOr<std::optional<AppliedEvent>> LookupEventId(uint64_t source,
+                                                                          std::string_view event_id) const;
+  // Event ids of source whose event time is older than horizon_ms are no
+  // longer needed: compaction drops them. In memory only; until it is set
+  // after a restart, compaction keeps every id.
+  void SetEventIdHorizon(uint64_t source, int64_t horizon_ms);
   // Committed admitted-group counts of a source, per measure id.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadGroupCounts(uint64_t source) const;
 
@@ -131,7 +145,7 @@ class Store {
 
   StoreStats Stats() const;
   const StoreOptions& options() const;
-  // Compacts the partials now (applies retention); for tests and tools.
+  // Compacts the partials and event ids now (applies retention and horizons); for tests and tools.
   [[nodiscard]] absl::Status CompactForTest();
 
  private:

@@ -56,6 +56,16 @@ TEST_F(ConfigTest, MinFreeDisk) {
   EXPECT_NE(bad.status().message().find(":4:19: min_free_disk_mb must be 0"), std::string::npos) << bad.status();
 }
 
+TEST_F(ConfigTest, DedupWindow) {
+  EXPECT_EQ(Load("")->engine.dedup_window_ms, 3600 * 1000);
+  EXPECT_EQ(Load("dedup_window: 15m\n")->engine.dedup_window_ms, 15 * 60 * 1000);
+  EXPECT_EQ(Load("dedup_window: off\n")->engine.dedup_window_ms, 0);
+  auto bad = Load("dedup_window: soon\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(":4:15: dedup_window: "), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("(or 'off')"), std::string::npos) << bad.status();
+}
+
 TEST_F(ConfigTest, AlertingErrorsNameTheLineAndTheFix) {
   struct Case {
     std::string yaml;

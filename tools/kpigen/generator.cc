@@ -46,6 +46,8 @@ pipeline::RejectReason ExpectedReason(BadKind k) {
       return pipeline::RejectReason::kBadJson;
     case BadKind::kMissingId:
       return pipeline::RejectReason::kMissingField;
+    case BadKind::kDuplicate:
+      return pipeline::RejectReason::kDuplicate;
     case BadKind::kCount_:
       break;
   }
@@ -284,6 +286,12 @@ struct Generator::Rep {
     return out;
   }
 
+  struct {
+    Family family = Family::kCampaign;
+    std::string key, payload;
+    int64_t time_ms = 0;
+  } last_good;
+
   void MakeBad(BadKind kind, Record* r) {
     r->bad = true;
     r->bad_kind = kind;
@@ -358,6 +366,14 @@ struct Generator::Rep {
       case BadKind::kUnknownEnumProto:
         r->payload = Mutated(*r, [&](auto* m, auto* refl) { refl->SetEnumValue(m, Field(*m, "type"), 999); });
         break;
+      case BadKind::kDuplicate:
+        // Same key, so the same partition as the original, as a producer's
+        // retry of an acknowledged-but-unconfirmed send would be.
+        r->family = last_good.family;
+        r->key = last_good.key;
+        r->payload = last_good.payload;
+        r->time_ms = last_good.time_ms;
+        break;
       case BadKind::kCount_:
         break;
     }
@@ -389,6 +405,12 @@ void Generator::Next(Record* out) {
     return;
   }
   rep_->Serialize(out);
+  if (o.bad_every > 0) {  // the next kDuplicate repeats it
+    rep_->last_good.family = out->family;
+    rep_->last_good.key = out->key;
+    rep_->last_good.payload = out->payload;
+    rep_->last_good.time_ms = out->time_ms;
+  }
 }
 
 namespace {

@@ -55,6 +55,7 @@ enum class BadKind : uint8_t {
   kDeepJson,           // an unknown field nested 100 000 arrays deep
   kMissingId,          // no event_id
   kUnknownEnumProto,   // protobuf with type = 999 (proto3 keeps unknown enum numbers)
+  kDuplicate,          // the previous good record again, same key and bytes (a producer retry)
   kCount_
 };
 pipeline::RejectReason ExpectedReason(BadKind k);
