@@ -224,7 +224,7 @@ final class Catalog {
     List<FieldDescriptor> groupBy = new ArrayList<>();
     for (String g : list(def.get("group_by"))) {
       FieldDescriptor f = family.descriptor.findFieldByName(g);
-      if (f == null || f.isRepeated() || g.equals("event_id") || g.equals("event_time")
+      if (f == null || f.isRepeated() || g.equals("event_time")
           || (f.getJavaType() != FieldDescriptor.JavaType.STRING && f.getJavaType() != FieldDescriptor.JavaType.ENUM
               && f.getJavaType() != FieldDescriptor.JavaType.INT)) {
         errors.add(at + "cannot group " + family.id + " events by '" + g + "'");

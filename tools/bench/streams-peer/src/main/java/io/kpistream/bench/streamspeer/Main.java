@@ -68,7 +68,7 @@ public final class Main {
                           [--state-dir DIR] [--app-id ID] [--commit-ms MS]
                           [--grace DURATION] [--retention DURATION] [--timeout SECS]
                           [--dump-totals] [--truth FILE] [--keep-state] [--keep-topics]
-                          [--prop KEY=VALUE]...
+                          [--prop KEY=VALUE]... [--crash-when-done] [--until-serving]
 
         --brokers       Kafka bootstrap servers
         --topic-prefix  input topics are <P>campaign, <P>product, <P>crm
@@ -92,6 +92,11 @@ public final class Main {
         --keep-state    keep the local state directory of this application id
         --keep-topics   keep the internal topics and consumer group of this application id
         --prop K=V      extra Streams/client property (repeatable; wins)
+        --crash-when-done  once everything expected is aggregated and committed, halt
+                        the JVM without closing anything (what kill -9 leaves behind)
+        --until-serving restart-to-serving: exit as soon as the client is RUNNING with
+                        every local store restored (no restoration lag), printing
+                        {"serving_seconds": S} measured from JVM start
 
       Prints one JSON line on stdout; logs go to stderr.
       """;
@@ -114,6 +119,8 @@ public final class Main {
     String truth;
     boolean keepState;
     boolean keepTopics;
+    boolean crashWhenDone;
+    boolean untilServing;
     Map<String, String> props = new LinkedHashMap<>();
   }
 
@@ -161,6 +168,8 @@ public final class Main {
         case "--dump-totals" -> a.dumpTotals = true;
         case "--keep-state" -> a.keepState = true;
         case "--keep-topics" -> a.keepTopics = true;
+        case "--crash-when-done" -> a.crashWhenDone = true;
+        case "--until-serving" -> a.untilServing = true;
         default -> {
           if (val == null) {
             if (i + 1 >= argv.length) throw new UsageException(arg + " needs a value");
@@ -348,6 +357,7 @@ public final class Main {
 
     int rc = 0;
     String json = null;
+    if (a.untilServing) return untilServing(streams, failure, t0, a.timeoutS);
     try {
       streams.start();
       final long deadline = t0 + TimeUnit.SECONDS.toNanos(a.timeoutS);
@@ -393,6 +403,13 @@ public final class Main {
               a.timeoutS, counters.seen.get(), a.expect, counters.aggregated.get(), counters.emitted.get()));
         }
         Thread.sleep(2);
+      }
+      if (a.crashWhenDone) {
+        // Let the last commit interval pass, then stop dead: no close, no
+        // flush, no checkpoint file, as after kill -9.
+        Thread.sleep(3 * commitMs);
+        System.err.println("streams-peer: halting without close (as kill -9)");
+        Runtime.getRuntime().halt(137);
       }
       long first = counters.firstRecordNanos.get();
       long running;
@@ -450,6 +467,38 @@ public final class Main {
       System.out.println(json);
     }
     return rc;
+  }
+
+  // Restart-to-serving: from JVM start until the client is RUNNING and every
+  // local store partition has caught up with its changelog (restored), i.e.
+  // interactive queries would answer from complete state.
+  private static int untilServing(KafkaStreams streams, AtomicReference<Throwable> failure, long t0, long timeoutS)
+      throws Exception {
+    final long jvmStartMs = ManagementFactory.getRuntimeMXBean().getStartTime();
+    try {
+      streams.start();
+      final long deadline = t0 + TimeUnit.SECONDS.toNanos(timeoutS);
+      while (true) {
+        if (failure.get() != null) throw new IllegalStateException("Kafka Streams failed", failure.get());
+        if (System.nanoTime() > deadline) throw new IllegalStateException("timed out waiting for RUNNING and restored");
+        if (streams.state() == KafkaStreams.State.RUNNING) {
+          var lags = streams.allLocalStorePartitionLags();
+          boolean restored = !lags.isEmpty();
+          for (var byPartition : lags.values()) {
+            for (var lag : byPartition.values()) restored &= lag.offsetLag() == 0;
+          }
+          if (restored) break;
+        }
+        Thread.sleep(5);
+      }
+      double serving = (System.currentTimeMillis() - jvmStartMs) / 1e3;
+      System.err.printf(Locale.ROOT, "streams-peer: serving %.3f s after JVM start%n", serving);
+      System.out.printf(Locale.ROOT, "{\"serving_seconds\": %.3f}%n", serving);
+      System.out.flush();
+    } finally {
+      streams.close(CLOSE);
+    }
+    return 0;
   }
 
   private static boolean runningSeen(long[] runningAt) {
