@@ -40,11 +40,11 @@ void LatencyHistogram::Snapshot(std::vector<uint64_t>* cumulative, double* sum, 
 }
 
 std::vector<EngineProbe::PartitionLag> EngineProbe::Lags() const {
-  absl::MutexLock l(&mu);
+  std::lock_guard<std::mutex> l(mu);
   return lags_;
 }
 void EngineProbe::SetLags(std::vector<PartitionLag> lags) {
-  absl::MutexLock l(&mu);
+  std::lock_guard<std::mutex> l(mu);
   lags_ = std::move(lags);
 }
 
@@ -108,7 +108,7 @@ struct Engine::Rep {
   std::atomic<bool> brokers_down{false};
   Clock::time_point last_broker_probe{};
   std::atomic<bool> started{false};
-  mutable absl::Mutex fatal_mu;
+  mutable std::mutex fatal_mu;
   std::optional<absl::Status> fatal ABSL_GUARDED_BY(fatal_mu);
 
   std::vector<Contribution> contribs;
@@ -158,7 +158,7 @@ struct Engine::Rep {
 
   void SetFatal(absl::Status s) {
     spdlog::critical("{}", s.ToString());
-    absl::MutexLock l(&fatal_mu);
+    std::lock_guard<std::mutex> l(fatal_mu);
     if (!fatal) fatal = std::move(s);
     ready = false;
     stop = true;
@@ -412,15 +412,21 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
   const std::string partition = std::to_string(m->partition);
   const std::string offset = std::to_string(m->offset);
   // The DLQ carries the original bytes and key; the reason travels in headers.
-  rd_kafka_headers_t* h = rd_kafka_headers_new(5);
+  rd_kafka_headers_t* h = rd_kafka_headers_new(6);
   rd_kafka_header_add(h, "kpistream.reason", -1, reason.data(), static_cast<ssize_t>(reason.size()));
   rd_kafka_header_add(h, "kpistream.error", -1, err.detail.data(), static_cast<ssize_t>(err.detail.size()));
   rd_kafka_header_add(h, "kpistream.source.topic", -1, topic.data(), static_cast<ssize_t>(topic.size()));
   rd_kafka_header_add(h, "kpistream.source.partition", -1, partition.data(), static_cast<ssize_t>(partition.size()));
   rd_kafka_header_add(h, "kpistream.source.offset", -1, offset.data(), static_cast<ssize_t>(offset.size()));
+  size_t len = m->len;
+  if (len > options.dlq_max_payload_bytes) {
+    len = options.dlq_max_payload_bytes;
+    const std::string original = std::to_string(m->len);
+    rd_kafka_header_add(h, "kpistream.truncated", -1, original.data(), static_cast<ssize_t>(original.size()));
+  }
   while (true) {
     const auto e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(options.dlq_topic.c_str()),
-                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(m->payload, m->len),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(m->payload, len),
                                      RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer, 100);
@@ -741,7 +747,7 @@ void Engine::Rep::Run() {
   }
   ready = false;
   const bool fatal_set = [&] {
-    absl::MutexLock l(&fatal_mu);
+    std::lock_guard<std::mutex> l(fatal_mu);
     return fatal.has_value();
   }();
   if (!fatal_set && !Commit(true)) spdlog::error("final commit failed; the next start replays from the last commit");
@@ -773,7 +779,7 @@ void Engine::Stop() {
 bool Engine::Ready() const { return rep_->ready.load(); }
 
 std::optional<absl::Status> Engine::Fatal() const {
-  absl::MutexLock l(&rep_->fatal_mu);
+  std::lock_guard<std::mutex> l(rep_->fatal_mu);
   return rep_->fatal;
 }
 

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <mutex>  // std::mutex, not absl::Mutex: TSan sees pthread locks, Debian's abseil is not instrumented
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "pipeline/catalog.h"
 #include "pipeline/decoder.h"
 #include "state/store.h"
@@ -36,6 +36,12 @@ struct EngineOptions {
   std::string group_id = "kpistream";
   std::vector<TopicBinding> topics;
   std::string dlq_topic = "kpistream.dlq";
+  // A dead letter carries at most this many bytes of the original payload
+  // (header kpistream.truncated = the original size when cut), so an
+  // oversized record still fits Kafka's default 1 MB message limit on the
+  // dead-letter topic; its source topic, partition and offset locate the
+  // whole record.
+  size_t dlq_max_payload_bytes = 900 * 1000;
   // librdkafka settings passed through verbatim (SASL, TLS, ...), applied to
   // the consumer and the dead-letter producer.
   std::map<std::string, std::string> kafka_properties;
@@ -113,7 +119,7 @@ struct EngineProbe {
   void SetLags(std::vector<PartitionLag> lags) ABSL_LOCKS_EXCLUDED(mu);
 
  private:
-  mutable absl::Mutex mu;
+  mutable std::mutex mu;
   std::vector<PartitionLag> lags_ ABSL_GUARDED_BY(mu);
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <mutex>
 #include <set>
 
 namespace kpistream::services {
@@ -90,7 +91,7 @@ struct Alerter::Rep {
     v1::AlertRecord record;  // as persisted and served
   };
 
-  mutable absl::Mutex mu;
+  mutable std::mutex mu;
   std::map<std::string, Instance> instances ABSL_GUARDED_BY(mu);
   std::deque<v1::AlertTransition> log ABSL_GUARDED_BY(mu);
   uint64_t seq ABSL_GUARDED_BY(mu) = 0;
@@ -98,9 +99,9 @@ struct Alerter::Rep {
   int64_t last_eval_now_ms ABSL_GUARDED_BY(mu) = 0;
   AlerterStats stats ABSL_GUARDED_BY(mu);
 
-  absl::Mutex eval_mu;  // one evaluation at a time
+  std::mutex eval_mu;  // one evaluation at a time
 
-  absl::Mutex subs_mu;
+  std::mutex subs_mu;
   std::map<int, std::function<void()>> subs ABSL_GUARDED_BY(subs_mu);
   int next_sub ABSL_GUARDED_BY(subs_mu) = 0;
 
@@ -123,7 +124,7 @@ struct Alerter::Rep {
 };
 
 absl::Status Alerter::Rep::Load() {
-  absl::MutexLock l(&mu);
+  std::lock_guard<std::mutex> l(mu);
   std::map<std::string, const AlertRule*> rules;
   for (const auto& r : catalog.alerts) rules[r.name] = &r;
   std::vector<state::Store::AlertWrite> drop;
@@ -303,14 +304,14 @@ Alerter::Alerter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 Alerter::~Alerter() { Stop(); }
 
 absl::Status Alerter::EvaluateOnce() {
-  absl::MutexLock eval_lock(&rep_->eval_mu);
+  std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
   const bool ready = rep_->sources.ready();
   const int64_t now = rep_->options.now_ms();
   // An event-time clock reads 0 until the first event arrives: nothing to
   // evaluate yet (and no window ends at the epoch).
   if (now <= 0) return absl::OkStatus();
   {
-    absl::MutexLock l(&rep_->mu);
+    std::lock_guard<std::mutex> l(rep_->mu);
     // The event-time clock restarts at the committed watermark, which can
     // be behind the last evaluation: wait until it is past it.
     if (now < rep_->last_eval_now_ms) return absl::OkStatus();
@@ -336,7 +337,7 @@ absl::Status Alerter::EvaluateOnce() {
   std::vector<v1::AlertTransition> transitions;
   bool notify = false;
   {
-    absl::MutexLock l(&rep_->mu);
+    std::lock_guard<std::mutex> l(rep_->mu);
     auto& instances = rep_->instances;
     auto step = [&](Rep::Instance* in, const pipeline::ConditionResult& c) {
       const auto from = pipeline::StepAlert(*in->rule, c.active, c.value, now, &in->inst);
@@ -417,12 +418,12 @@ absl::Status Alerter::EvaluateOnce() {
   // survive a crash.
   auto st = rep_->store->WriteAlerts(writes);
   if (!st.ok()) {
-    absl::MutexLock l(&rep_->mu);
+    std::lock_guard<std::mutex> l(rep_->mu);
     ++rep_->stats.persist_failures;
     return st;
   }
   if (notify) {
-    absl::MutexLock l(&rep_->subs_mu);
+    std::lock_guard<std::mutex> l(rep_->subs_mu);
     for (auto& [id, fn] : rep_->subs) fn();
   }
   return absl::OkStatus();
@@ -464,26 +465,26 @@ void Alerter::Stop() {
 }
 
 std::vector<v1::Alert> Alerter::Alerts() const {
-  absl::MutexLock l(&rep_->mu);
+  std::lock_guard<std::mutex> l(rep_->mu);
   std::vector<v1::Alert> out;
   for (const auto& [k, in] : rep_->instances) out.push_back(in.record.alert());
   return out;
 }
 
 std::vector<v1::AlertRecord> Alerter::Records() const {
-  absl::MutexLock l(&rep_->mu);
+  std::lock_guard<std::mutex> l(rep_->mu);
   std::vector<v1::AlertRecord> out;
   for (const auto& [k, in] : rep_->instances) out.push_back(in.record);
   return out;
 }
 
 uint64_t Alerter::sequence() const {
-  absl::MutexLock l(&rep_->mu);
+  std::lock_guard<std::mutex> l(rep_->mu);
   return rep_->seq;
 }
 
 bool Alerter::TransitionsAfter(uint64_t after, size_t max, std::vector<v1::AlertTransition>* out) const {
-  absl::MutexLock l(&rep_->mu);
+  std::lock_guard<std::mutex> l(rep_->mu);
   if (after + 1 < rep_->oldest_kept && after < rep_->seq) return false;
   for (const auto& t : rep_->log) {
     if (out->size() >= max) break;
@@ -493,21 +494,21 @@ bool Alerter::TransitionsAfter(uint64_t after, size_t max, std::vector<v1::Alert
 }
 
 int Alerter::Subscribe(std::function<void()> fn) {
-  absl::MutexLock l(&rep_->subs_mu);
+  std::lock_guard<std::mutex> l(rep_->subs_mu);
   const int id = rep_->next_sub++;
   rep_->subs.emplace(id, std::move(fn));
   return id;
 }
 
 void Alerter::Unsubscribe(int id) {
-  absl::MutexLock l(&rep_->subs_mu);
+  std::lock_guard<std::mutex> l(rep_->subs_mu);
   rep_->subs.erase(id);
 }
 
 void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprints) {
   std::vector<state::Store::AlertWrite> writes;
   {
-    absl::MutexLock l(&rep_->mu);
+    std::lock_guard<std::mutex> l(rep_->mu);
     for (auto& [key, in] : rep_->instances) {
       if (in.inst.state != AlertState::kResolved || in.record.resolution_delivered()) continue;
       if (std::find(fingerprints.begin(), fingerprints.end(), in.record.alert().fingerprint()) == fingerprints.end()) {
@@ -525,7 +526,7 @@ void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprin
 }
 
 AlerterStats Alerter::stats() const {
-  absl::MutexLock l(&rep_->mu);
+  std::lock_guard<std::mutex> l(rep_->mu);
   return rep_->stats;
 }
 

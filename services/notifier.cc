@@ -12,7 +12,6 @@
 #include <set>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace kpistream::services {
@@ -75,7 +74,7 @@ struct Notifier::Rep {
   };
   std::vector<Target> targets;  // owned by the thread
 
-  mutable absl::Mutex stats_mu;
+  mutable std::mutex stats_mu;
   std::vector<NotifierTargetStats> stats ABSL_GUARDED_BY(stats_mu);
 
   std::mutex mu;
@@ -152,7 +151,7 @@ void Notifier::Rep::Run() {
           batch.empty() ||
           Post(t.url, AlertmanagerPayload(batch, now, options.ends_at_ahead_ms, options.generator_url), &error);
       {
-        absl::MutexLock l(&stats_mu);
+        std::lock_guard<std::mutex> l(stats_mu);
         auto& st = stats[i];
         if (!batch.empty()) (ok ? st.sent : st.failed)++;
         if (ok) st.alerts_sent += batch.size();
@@ -208,7 +207,7 @@ absl::StatusOr<std::unique_ptr<Notifier>> Notifier::Start(const NotifierOptions&
     }
   }
   {
-    absl::MutexLock l(&rep->stats_mu);
+    std::lock_guard<std::mutex> l(rep->stats_mu);
     for (const auto& t : rep->targets) rep->stats.push_back({.url = t.url});
   }
   auto* r = rep.get();
@@ -240,7 +239,7 @@ void Notifier::Stop() {
 }
 
 std::vector<NotifierTargetStats> Notifier::stats() const {
-  absl::MutexLock l(&rep_->stats_mu);
+  std::lock_guard<std::mutex> l(rep_->stats_mu);
   return rep_->stats;
 }
 

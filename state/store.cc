@@ -20,7 +20,6 @@
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "state/aggregate.h"
 
 namespace kpistream::state {
@@ -84,7 +83,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
 class EventIdFilter : public rocksdb::CompactionFilter {
  public:
   void SetHorizon(uint64_t source, int64_t horizon_ms) {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     horizons_[source] = horizon_ms;
   }
   bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* /*new_value*/,
@@ -92,14 +91,14 @@ class EventIdFilter : public rocksdb::CompactionFilter {
     if (key.size() < 8 || value.size() != 16) return false;
     int64_t event_ms;
     std::memcpy(&event_ms, value.data(), 8);
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     auto it = horizons_.find(GetU64BE(key.data()));
     return it != horizons_.end() && event_ms < it->second;
   }
   const char* Name() const override { return "kpistream.EventIdHorizon.v1"; }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::unordered_map<uint64_t, int64_t> horizons_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -125,7 +124,7 @@ struct Store::Rep {
   std::unique_ptr<EventIdFilter> event_id_filter = std::make_unique<EventIdFilter>();
   StoreOptions options;
   rocksdb::WriteOptions write_options;
-  absl::Mutex id_mu;
+  std::mutex id_mu;
   std::atomic<bool> write_failed{false};
 
   rocksdb::ColumnFamilyHandle* cf(Keyspace k) const { return cfs[static_cast<size_t>(k)]; }
@@ -277,7 +276,7 @@ Store::Store(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 Store::~Store() = default;
 
 absl::StatusOr<uint32_t> Store::IdFor(std::string_view kind, std::string_view name) {
-  absl::MutexLock lock(&rep_->id_mu);
+  std::lock_guard<std::mutex> lock(rep_->id_mu);
   const std::string key = fmt::format("{}/{}", kind, name);
   std::string v;
   auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), key, &v);

@@ -496,4 +496,48 @@ bool DeleteAllRecords(const std::string& brokers, const std::string& topic, int 
   return ok;
 }
 
+bool SetTopicConfig(const std::string& brokers, const std::string& topic, const std::string& name,
+                    const std::string& value) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) return false;
+  rd_kafka_ConfigResource_t* res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
+  rd_kafka_ConfigResource_set_config(res, name.c_str(), value.c_str());
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_AlterConfigs(rk, &res, 1, nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  bool ok = ev != nullptr && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (ok) {
+    size_t n = 0;
+    const auto* result = rd_kafka_event_AlterConfigs_result(ev);
+    const auto** resources = result ? rd_kafka_AlterConfigs_result_resources(result, &n) : nullptr;
+    for (size_t i = 0; i < n; ++i) ok &= rd_kafka_ConfigResource_error(resources[i]) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    ok &= n == 1;
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_ConfigResource_destroy(res);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
+bool ProduceRecord(const std::string& brokers, const std::string& topic, const std::string& key,
+                   const std::string& payload) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "message.max.bytes", "16777216", err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) return false;
+  bool ok = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_KEY(key.data(), key.size()),
+                              RD_KAFKA_V_VALUE(const_cast<char*>(payload.data()), payload.size()),
+                              RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  ok &= rd_kafka_flush(rk, 30000) == RD_KAFKA_RESP_ERR_NO_ERROR && rd_kafka_outq_len(rk) == 0;
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
 }  // namespace kpistream::testing

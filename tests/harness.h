@@ -176,4 +176,12 @@ std::vector<std::string> ReadTopicHeader(const std::string& brokers, const std::
 // DeleteRecords up to the high watermark), as retention would.
 bool DeleteAllRecords(const std::string& brokers, const std::string& topic, int partitions);
 
+// Sets one topic config (Kafka AlterConfigs), e.g. max.message.bytes.
+bool SetTopicConfig(const std::string& brokers, const std::string& topic, const std::string& name,
+                    const std::string& value);
+
+// Produces one record (up to 16 MiB) and waits for Kafka to acknowledge it.
+bool ProduceRecord(const std::string& brokers, const std::string& topic, const std::string& key,
+                   const std::string& payload);
+
 }  // namespace kpistream::testing

@@ -391,7 +391,16 @@ TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
   // in ~400k campaign events, against a cap of 10,000 groups per measure
   // and partition. The overflow goes to __other__, is counted per measure,
   // totals stay exact, and kpid stays within its memory budget.
-  ASSERT_EQ(RunToEnd(Kpigen("x1.", 1000000, {"--seed", "31", "--campaigns", "10000000"}), dir_->path() + "/kpigen.log"),
+  // By hand, at full scale: KPISTREAM_IT_CARDINALITY_RECORDS=25000000
+  // KPISTREAM_IT_CARDINALITY_VALUES=1000000000 (~10M distinct ids).
+  auto env_or = [](const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return std::string(v && *v ? v : fallback);
+  };
+  const uint64_t records = std::stoull(env_or("KPISTREAM_IT_CARDINALITY_RECORDS", "1000000"));
+  ASSERT_EQ(RunToEnd(Kpigen("x1.", records,
+                            {"--seed", "31", "--campaigns", env_or("KPISTREAM_IT_CARDINALITY_VALUES", "10000000")}),
+                     dir_->path() + "/kpigen.log"),
             0);
   auto truth = ReadTruth(dir_->path() + "/truth.txt");
   ASSERT_TRUE(truth);
@@ -443,6 +452,15 @@ TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   ASSERT_TRUE(truth);
   ASSERT_EQ(truth->records - truth->good, 4000u);
   ASSERT_GT(truth->rejected["duplicate"], 200u);  // producer retries: same key, same bytes
+  // Oversized records: the campaign topic takes up to 4 MiB (a deployment
+  // that raised the topic limit), kpid's decoder up to 1 MiB. Two of 1.5
+  // MiB must be rejected as oversized, and their dead letters (truncated to
+  // fit the dead-letter topic's default 1 MB limit) must say how big they were.
+  ASSERT_TRUE(SetTopicConfig(brokers_, "b1.campaign", "max.message.bytes", "4194304"));
+  const std::string huge(1536 * 1024, '{');
+  ASSERT_TRUE(ProduceRecord(brokers_, "b1.campaign", "big-1", huge));
+  ASSERT_TRUE(ProduceRecord(brokers_, "b1.campaign", "big-2", huge));
+  truth->rejected["oversized"] += 2;
 
   Kpid kpid(Options("b1."));
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
@@ -461,6 +479,14 @@ TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   std::map<std::string, uint64_t> by_reason;
   for (const auto& r : reasons) ++by_reason[r];
   EXPECT_EQ(by_reason, truth->rejected);
+  size_t truncated = 0;
+  for (const auto& t : ReadTopicHeader(brokers_, "b1.dlq", "kpistream.truncated", total_rejected, 120s)) {
+    if (!t.empty()) {
+      EXPECT_EQ(t, std::to_string(huge.size()));
+      ++truncated;
+    }
+  }
+  EXPECT_EQ(truncated, 2u);
   ExpectTruth(kpid, *truth);
 
   // Bad requests get clear statuses.
