@@ -52,8 +52,16 @@ struct EngineOptions {
   // each partial per commit, and freshness does not matter until caught up.
   int catchup_commit_interval_ms = 1000;
   int64_t catchup_lag_records = 100000;
-  // Commit early when the dirty partials exceed this (invariant 6).
+  // Commit early when the dirty partials (and the event ids applied since
+  // the last commit) exceed this (invariant 6).
   size_t max_dirty_bytes = 64ull << 20;
+  // librdkafka's prefetch queue: at most this many bytes of fetched,
+  // not yet consumed records (queued.max.messages.kbytes), and no more than
+  // fetch_queue_min_messages per partition (queued.min.messages: with its
+  // default of 100 000, per-message overhead alone reached ~200 MiB while
+  // kpid was behind). kafka.properties override both.
+  size_t fetch_queue_bytes = 32ull << 20;
+  int fetch_queue_min_messages = 10000;
   DecoderOptions decoder;
   // When records kpid still needed were deleted from Kafka (a stored offset
   // below the log start, or out of range while fetching), continue from the

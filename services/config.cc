@@ -100,6 +100,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (v < 16) return bad(mb, "memory_budget_mb must be at least 16");
       c.memory_budget_bytes = static_cast<uint64_t>(v) << 20;
       c.engine.max_dirty_bytes = c.memory_budget_bytes / 4;
+      c.engine.fetch_queue_bytes = c.memory_budget_bytes / 8;
     }
     if (const auto mb = root["min_free_disk_mb"]) {
       const auto v = mb.as<int64_t>();

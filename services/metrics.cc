@@ -163,6 +163,9 @@ class Collector final : public prom::Collectable {
             static_cast<double>(st.memtable_bytes));
       gauge("kpistream_state_block_cache_bytes", "State block-cache usage (memtables are charged to it).",
             static_cast<double>(st.block_cache_usage_bytes));
+      gauge("kpistream_state_table_readers_bytes",
+            "Memory of the state store's open tables outside the block cache (index and bloom filter blocks).",
+            static_cast<double>(st.table_readers_bytes));
       gauge("kpistream_state_pending_compaction_bytes", "Bytes the state store estimates compaction must rewrite.",
             static_cast<double>(st.pending_compaction_bytes));
       gauge("kpistream_state_running_compactions", "Compactions running now.",

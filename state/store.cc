@@ -256,6 +256,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
       t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
       t.cache_index_and_filter_blocks = false;
       cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+      // Small memtables: ids arrive at the event rate, and flushing them
+      // often keeps the memory they take between flushes small.
+      cf.write_buffer_size = 8ull << 20;
       cf.memtable_prefix_bloom_size_ratio = 0.1;
       cf.memtable_whole_key_filtering = true;
       cf.compression = rocksdb::kLZ4Compression;
@@ -459,6 +462,7 @@ StoreStats Store::Stats() const {
   get(rocksdb::DB::Properties::kCurSizeAllMemTables, &st.memtable_bytes);
   get(rocksdb::DB::Properties::kEstimatePendingCompactionBytes, &st.pending_compaction_bytes);
   get(rocksdb::DB::Properties::kEstimateNumKeys, &st.estimated_keys);
+  get(rocksdb::DB::Properties::kEstimateTableReadersMem, &st.table_readers_bytes);
   uint64_t running = 0;
   rep_->db->GetIntProperty(rocksdb::DB::Properties::kNumRunningCompactions, &running);
   st.running_compactions = running;

@@ -81,6 +81,7 @@ struct StoreStats {
   uint64_t sst_files_bytes = 0;
   uint64_t memtable_bytes = 0;
   uint64_t block_cache_usage_bytes = 0;
+  uint64_t table_readers_bytes = 0;  // index and filter blocks held outside the block cache
   uint64_t pending_compaction_bytes = 0;
   uint64_t running_compactions = 0;
   uint64_t estimated_keys = 0;
