@@ -83,6 +83,12 @@ class PipelineIT : public ::testing::Test {
             .state_dir = dir_->path() + "/state",
             .work_dir = dir_->path()};
   }
+  // With event-id de-duplication on (off by default).
+  KpidOptions DedupOptions(const std::string& prefix) {
+    auto o = Options(prefix);
+    o.extra_config += "dedup_window: 1h\n";
+    return o;
+  }
 
   std::vector<std::string> Kpigen(const std::string& prefix, uint64_t count, std::vector<std::string> extra) {
     std::vector<std::string> args = {KpigenBin(),
@@ -206,7 +212,7 @@ TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesN
   int kills = 0, during_rebalance = 0;
   double applied_before_kills = 0;
   for (; kills < want_kills; ++kills) {
-    Kpid kpid(Options("c1."));
+    Kpid kpid(DedupOptions("c1."));
     ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
     if (kills % 3 == 2) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 800)(rng)));
@@ -235,7 +241,7 @@ TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesN
   auto truth = ReadTruth(dir_->path() + "/truth.txt");
   ASSERT_TRUE(truth);
 
-  Kpid kpid(Options("c1."));
+  Kpid kpid(DedupOptions("c1."));
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
   ASSERT_TRUE(WaitCaughtUp(kpid, 600s)) << kpid.process().LogTail();
   const double applied_last = MetricSum(kpid.Scrape(), "kpistream_records_applied_total");
@@ -462,7 +468,7 @@ TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
   ASSERT_TRUE(ProduceRecord(brokers_, "b1.campaign", "big-2", huge));
   truth->rejected["oversized"] += 2;
 
-  Kpid kpid(Options("b1."));
+  Kpid kpid(DedupOptions("b1."));
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
   ASSERT_TRUE(WaitCaughtUp(kpid, 300s)) << kpid.process().LogTail();
   const auto m = kpid.Scrape();

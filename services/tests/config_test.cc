@@ -57,7 +57,7 @@ TEST_F(ConfigTest, MinFreeDisk) {
 }
 
 TEST_F(ConfigTest, DedupWindow) {
-  EXPECT_EQ(Load("")->engine.dedup_window_ms, 3600 * 1000);
+  EXPECT_EQ(Load("")->engine.dedup_window_ms, 0);
   EXPECT_EQ(Load("dedup_window: 15m\n")->engine.dedup_window_ms, 15 * 60 * 1000);
   EXPECT_EQ(Load("dedup_window: off\n")->engine.dedup_window_ms, 0);
   auto bad = Load("dedup_window: soon\n");
