@@ -76,7 +76,7 @@ struct EngineOptions {
   // lateness is at most the window. 0 (the default) turns it off: an
   // idempotent producer (Kafka's default since 3.0) never duplicates on
   // retry, and de-duplication costs a RocksDB lookup and write per event
-  // (about 2.8x the CPU per event of the full catalog, docs/BENCHMARKS.md).
+  // (2.2-2.8x the CPU per event of the full catalog, docs/BENCHMARKS.md).
   int64_t dedup_window_ms = 0;
 };
 
