@@ -224,7 +224,6 @@ absl::Status Engine::Rep::Init() {
       {"auto.offset.reset", "error"},
       {"enable.partition.eof", "false"},
       {"queued.max.messages.kbytes", std::to_string(std::max<size_t>(options.fetch_queue_bytes >> 10, 1024))},
-      {"queued.min.messages", std::to_string(options.fetch_queue_min_messages)},
       {"fetch.max.bytes", "52428800"},
   };
   for (const auto& [k, v] : consumer_settings) {

@@ -55,13 +55,13 @@ struct EngineOptions {
   // Commit early when the dirty partials (and the event ids applied since
   // the last commit) exceed this (invariant 6).
   size_t max_dirty_bytes = 64ull << 20;
-  // librdkafka's prefetch queue: at most this many bytes of fetched,
-  // not yet consumed records (queued.max.messages.kbytes), and no more than
-  // fetch_queue_min_messages per partition (queued.min.messages: with its
-  // default of 100 000, per-message overhead alone reached ~200 MiB while
-  // kpid was behind). kafka.properties override both.
+  // librdkafka's prefetch queue: at most this many bytes of fetched, not
+  // yet consumed records (queued.max.messages.kbytes); kafka.properties
+  // overrides it. (queued.min.messages stays at librdkafka's default: at
+  // 10 000 per partition the full-disk and broker-outage tests lost records
+  // after a rewind to the stored offsets. Not yet understood; see
+  // docs/RELIABILITY.md.)
   size_t fetch_queue_bytes = 32ull << 20;
-  int fetch_queue_min_messages = 10000;
   DecoderOptions decoder;
   // When records kpid still needed were deleted from Kafka (a stored offset
   // below the log start, or out of range while fetching), continue from the
