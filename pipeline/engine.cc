@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -73,6 +74,10 @@ struct PartitionState {
   // only refreshed by fetches, and after a re-assignment it can be the
   // stale one from before (a broker outage): lag must not read 0 then.
   int64_t assigned_hi = -1;
+  // Stall watchdog: next_offset when last seen moving, and when.
+  int64_t progress_offset = -1;
+  int64_t known_hi = -1;  // newest high watermark known (PublishLags)
+  std::chrono::steady_clock::time_point progress_at{};
   // Lateness watermark and admitted groups, as of next_offset.
   std::unique_ptr<PartitionAdmission> admission;
 };
@@ -103,6 +108,15 @@ struct Engine::Rep {
 
   std::thread thread;
   std::atomic<bool> stop{false};
+  // High watermarks asked of the brokers by watermark_thread (librdkafka's
+  // cached ones are refreshed only by fetches). The consumer thread sets
+  // the partitions to ask about; the helper only queries and records.
+  std::thread watermark_thread;
+  std::mutex wm_mu;
+  std::condition_variable wm_cv;
+  bool wm_stop ABSL_GUARDED_BY(wm_mu) = false;
+  std::vector<std::pair<std::string, int32_t>> wm_partitions ABSL_GUARDED_BY(wm_mu);
+  std::map<std::pair<std::string, int32_t>, int64_t> wm_hi ABSL_GUARDED_BY(wm_mu);
   std::atomic<bool> ready{false};
   std::atomic<bool> blocked{false};
   bool brokers_suspect = false;  // a connection failed: probe the cluster
@@ -176,6 +190,9 @@ struct Engine::Rep {
   void Revoke(rd_kafka_topic_partition_list_t* parts);
   void ResetToStored();
   void PublishLags();
+  void ProbeWatermarks();
+  void SetWatermarkPartitions();
+  void CheckStalls(Clock::time_point now);
   void SetPaused(bool paused);
   void PublishNewest(int64_t newest, const std::array<int64_t, kNumFamilies>& by_family);
   void ProbeBrokers();
@@ -359,6 +376,7 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     rd_kafka_error_destroy(e);
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
+  SetWatermarkPartitions();
 }
 
 void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
@@ -380,6 +398,7 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
     rd_kafka_assign(consumer, nullptr);
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
+  SetWatermarkPartitions();
 }
 
 void Engine::Rep::ResetToStored() {
@@ -695,14 +714,48 @@ void Engine::Rep::ProbeBrokers() {
   probe.kafka_reachable = true;
 }
 
+void Engine::Rep::SetWatermarkPartitions() {
+  std::lock_guard<std::mutex> l(wm_mu);
+  wm_partitions.clear();
+  for (const auto& [tp, ps] : owned) wm_partitions.push_back(tp);
+  std::erase_if(wm_hi, [this](const auto& e) { return !owned.count(e.first); });
+}
+
+// The watermark thread: every watermark_probe_interval_ms, each owned
+// partition's high watermark as the partition leader has it.
+void Engine::Rep::ProbeWatermarks() {
+  std::unique_lock<std::mutex> l(wm_mu);
+  while (!wm_stop) {
+    const auto partitions = wm_partitions;
+    l.unlock();
+    for (const auto& tp : partitions) {
+      int64_t lo = 0, hi = 0;
+      if (rd_kafka_query_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi, 2000) ==
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+        std::lock_guard<std::mutex> g(wm_mu);
+        wm_hi[tp] = hi;
+      }
+    }
+    l.lock();
+    wm_cv.wait_for(l, std::chrono::milliseconds(options.watermark_probe_interval_ms), [this] { return wm_stop; });
+  }
+}
+
 void Engine::Rep::PublishLags() {
+  std::map<std::pair<std::string, int32_t>, int64_t> probed;
+  {
+    std::lock_guard<std::mutex> l(wm_mu);
+    probed = wm_hi;
+  }
   std::vector<EngineProbe::PartitionLag> lags;
-  for (const auto& [tp, ps] : owned) {
+  for (auto& [tp, ps] : owned) {
     int64_t lo = 0, hi = 0;
     if (rd_kafka_get_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       hi = -1;
     }
     hi = std::max(hi, ps.assigned_hi);
+    if (auto it = probed.find(tp); it != probed.end()) hi = std::max(hi, it->second);
+    ps.known_hi = hi;
     if (hi >= 0) lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
   }
   int64_t total = 0;
@@ -711,7 +764,39 @@ void Engine::Rep::PublishLags() {
   probe.SetLags(std::move(lags));
 }
 
+// Records are waiting in Kafka for a partition that is not paused, yet
+// nothing arrived from it for fetch_stall_timeout_ms: the fetcher is stuck
+// (seen with a small queued.min.messages after a rewind, librdkafka 2.0).
+// A seek to the next offset restarts its fetching; the offsets kpid applies
+// do not change, so this is safe whatever the cause.
+void Engine::Rep::CheckStalls(Clock::time_point now) {
+  if (options.fetch_stall_timeout_ms <= 0) return;
+  const auto timeout = std::chrono::milliseconds(options.fetch_stall_timeout_ms);
+  for (auto& [tp, ps] : owned) {
+    if (ps.next_offset != ps.progress_offset || ps.known_hi <= ps.next_offset || blocked || brokers_down) {
+      ps.progress_offset = ps.next_offset;
+      ps.progress_at = now;
+      continue;
+    }
+    if (now - ps.progress_at < timeout) continue;
+    spdlog::warn(
+        "{}[{}]: {} records wait in Kafka but none arrived for {} ms; seeking to offset {} to restart "
+        "fetching",
+        tp.first, tp.second, ps.known_hi - ps.next_offset, options.fetch_stall_timeout_ms, ps.next_offset);
+    probe.fetch_stalls.fetch_add(1);
+    ps.progress_at = now;
+    rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, tp.first.c_str(), tp.second)->offset = ps.next_offset;
+    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(consumer, l, 10000)) {
+      spdlog::error("seek {}[{}] to {}: {}", tp.first, tp.second, ps.next_offset, rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+  }
+}
+
 void Engine::Rep::Run() {
+  watermark_thread = std::thread([this] { ProbeWatermarks(); });
   const auto live_interval = std::chrono::milliseconds(options.commit_interval_ms);
   const auto catchup_interval =
       std::chrono::milliseconds(std::max(options.commit_interval_ms, options.catchup_commit_interval_ms));
@@ -745,6 +830,7 @@ void Engine::Rep::Run() {
       }
       if (brokers_suspect) ProbeBrokers();
       PublishLags();
+      CheckStalls(now);
       UpdateReady();
       // glibc keeps freed memory in its per-thread arenas: the commit
       // batches, event-id sets and librdkafka buffers freed each second
@@ -763,6 +849,12 @@ void Engine::Rep::Run() {
     return fatal.has_value();
   }();
   if (!fatal_set && !Commit(true)) spdlog::error("final commit failed; the next start replays from the last commit");
+  {
+    std::lock_guard<std::mutex> l(wm_mu);
+    wm_stop = true;
+  }
+  wm_cv.notify_all();
+  watermark_thread.join();
   rd_kafka_consumer_close(consumer);
   rd_kafka_flush(producer, 5000);
 }

@@ -57,11 +57,18 @@ struct EngineOptions {
   size_t max_dirty_bytes = 64ull << 20;
   // librdkafka's prefetch queue: at most this many bytes of fetched, not
   // yet consumed records (queued.max.messages.kbytes); kafka.properties
-  // overrides it. (queued.min.messages stays at librdkafka's default: at
-  // 10 000 per partition the full-disk and broker-outage tests lost records
-  // after a rewind to the stored offsets. Not yet understood; see
-  // docs/RELIABILITY.md.)
+  // overrides it.
   size_t fetch_queue_bytes = 32ull << 20;
+  // How often a helper thread asks the brokers for each owned partition's
+  // high watermark. librdkafka's cached one is only refreshed by fetch
+  // responses, so it goes stale exactly when a partition is not being
+  // fetched; lag (and "caught up") must never rest on it alone.
+  int watermark_probe_interval_ms = 1000;
+  // A partition with records waiting in Kafka, not paused, from which
+  // nothing arrived for this long is re-seeked to its next offset (and
+  // counted in EngineProbe::fetch_stalls). A guard against the fetcher
+  // getting stuck; 0 turns it off.
+  int fetch_stall_timeout_ms = 10000;
   DecoderOptions decoder;
   // When records kpid still needed were deleted from Kafka (a stored offset
   // below the log start, or out of range while fetching), continue from the
@@ -115,6 +122,9 @@ struct EngineProbe {
   // Records deleted from Kafka before kpid applied them, skipped because
   // EngineOptions::accept_lost_records was set.
   std::atomic<uint64_t> lost_records{0};
+  // Partitions found with records waiting and nothing fetched for
+  // EngineOptions::fetch_stall_timeout_ms, and re-seeked.
+  std::atomic<uint64_t> fetch_stalls{0};
   LatencyHistogram commit_latency;
   // Per measure (indexed like Catalog::measures): contributions dropped as
   // late, and contributions whose group went to __other__.

@@ -80,6 +80,10 @@ class Collector final : public prom::Collectable {
     counter("kpistream_records_lost_total",
             "Records deleted from Kafka before kpid applied them, skipped under --accept-lost-records.",
             probe_.lost_records.load());
+    counter("kpistream_fetch_stalls_total",
+            "Partitions with records waiting in Kafka from which nothing arrived for the stall timeout; kpid "
+            "re-seeked them.",
+            probe_.fetch_stalls.load());
     counter("kpistream_dedup_lookup_failures_total",
             "Event-id lookups the state store could not answer; kpid held the partition and retried.",
             probe_.dedup_lookup_failures.load());

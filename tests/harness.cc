@@ -144,11 +144,13 @@ KafkaBroker::~KafkaBroker() {
 
 Kpid::Kpid(const KpidOptions& o) : o_(o) {
   const auto cfg = o.work_dir + "/kpid.yaml";
+  std::string props;
+  for (const auto& [k, v] : o.kafka_properties) props += "    " + k + ": \"" + v + "\"\n";
   std::ofstream(cfg) << "kafka:\n  brokers: " << o.brokers << "\n  group_id: " << o.group_id
                      << "\n  dlq_topic: " << o.topic_prefix << "dlq\n  topics:\n    campaign: " << o.topic_prefix
                      << "campaign\n    product: " << o.topic_prefix << "product\n    crm: " << o.topic_prefix
                      << "crm\n  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
-                     << "commit_interval: " << o.commit_interval_ms << "ms\n"
+                     << props << "commit_interval: " << o.commit_interval_ms << "ms\n"
                      << o.extra_config;
   info_path_ = o.work_dir + "/listen-info";
   fs::remove(info_path_);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -86,6 +87,8 @@ struct KpidOptions {
   std::string work_dir;
   int commit_interval_ms = 200;
   std::string extra_config;  // appended to the generated kpid.yaml
+  // librdkafka settings added to kafka.properties, e.g. {{"queued.min.messages", "1000"}}.
+  std::vector<std::pair<std::string, std::string>> kafka_properties;
   std::vector<std::string> extra_args;
 };
 
