@@ -111,7 +111,11 @@ int main(int argc, char** argv) {
 
   state::StoreOptions sopts;
   sopts.path = state_dir;
-  sopts.memory_budget_bytes = config.memory_budget_bytes;
+  // memory_budget_mb, split (invariant 6): half to RocksDB's cache with the
+  // memtables charged to it, a quarter to the dirty partials, an eighth to
+  // librdkafka's prefetch queue (both set by the config), and an eighth left
+  // for the table readers' filters, gRPC, librdkafka's own buffers and code.
+  sopts.cache_bytes = config.memory_budget_bytes / 2;
   sopts.min_free_bytes = config.min_free_disk_bytes;
   if (config.retention_fine_s) sopts.retention_fine_s = *config.retention_fine_s;
   if (config.retention_hour_s) sopts.retention_hour_s = *config.retention_hour_s;

@@ -209,7 +209,7 @@ void WriteBatch::PutEventId(uint64_t source, std::string_view event_id, int64_t 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   if (options.path.empty()) return absl::InvalidArgumentError("state dir is empty");
   auto rep = std::make_unique<Rep>();
-  rep->cache = rocksdb::NewLRUCache(options.memory_budget_bytes);
+  rep->cache = rocksdb::NewLRUCache(options.cache_bytes);
   rep->options = options;
   if (!rep->options.now_s) rep->options.now_s = WallClockSeconds;
   rep->retention = std::make_unique<RetentionFilter>(
@@ -219,8 +219,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   rocksdb::DBOptions db_opts;
   db_opts.create_if_missing = true;
   db_opts.create_missing_column_families = true;
-  db_opts.write_buffer_manager =
-      std::make_shared<rocksdb::WriteBufferManager>(options.memory_budget_bytes / 4, rep->cache);
+  db_opts.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(options.cache_bytes / 2, rep->cache);
   db_opts.max_background_jobs = 2;
   db_opts.keep_log_file_num = 4;
 

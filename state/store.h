@@ -23,9 +23,11 @@ namespace kpistream::state {
 
 struct StoreOptions {
   std::string path;
-  // One LRU block cache for the whole database; memtables are charged to it
-  // through a WriteBufferManager (invariant 6). Default: 256 MiB.
-  uint64_t memory_budget_bytes = 256ull << 20;
+  // One LRU block cache for the whole database (data blocks, and the index
+  // and filter blocks of the tables that keep them in the cache); memtables
+  // are charged to it through a WriteBufferManager, up to half of it
+  // (invariant 6). kpid gives it half of memory_budget_mb.
+  uint64_t cache_bytes = 128ull << 20;
   // fsync the WAL on every commit. Off: a process crash (kill -9) loses
   // nothing, a power loss may lose the last commits (offsets go back with the
   // partials, so it still never double counts).

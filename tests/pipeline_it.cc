@@ -416,6 +416,7 @@ TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
   // totals stay exact, and kpid stays within its memory budget.
   // By hand, at full scale: KPISTREAM_IT_CARDINALITY_RECORDS=25000000
   // KPISTREAM_IT_CARDINALITY_VALUES=1000000000 (~10M distinct ids).
+  // KPISTREAM_IT_CARDINALITY_DEDUP=1 turns event-id de-duplication on.
   auto env_or = [](const char* name, const char* fallback) {
     const char* v = std::getenv(name);
     return std::string(v && *v ? v : fallback);
@@ -427,7 +428,8 @@ TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
             0);
   auto truth = ReadTruth(dir_->path() + "/truth.txt");
   ASSERT_TRUE(truth);
-  Kpid kpid(Options("x1."));
+  // KPISTREAM_IT_CARDINALITY_DEDUP=1: with event-id de-duplication on.
+  Kpid kpid(env_or("KPISTREAM_IT_CARDINALITY_DEDUP", "0") == "1" ? DedupOptions("x1.") : Options("x1."));
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
   ASSERT_TRUE(WaitCaughtUp(kpid, 600s)) << kpid.process().LogTail();
   const auto m = kpid.Scrape();
