@@ -198,6 +198,7 @@ struct Engine::Rep {
   void ProbeBrokers();
   void OnClientError(rd_kafka_resp_err_t err, const char* reason);
   bool SkipToLogStart(const std::string& topic, int32_t partition);
+  bool SeekOne(const std::string& topic, int32_t partition, int64_t offset);
   // Whether ev repeats an event applied from this partition; fills *err.
   // Returns nullopt when the store could not answer.
   std::optional<bool> IsDuplicate(const PartitionState& ps, const EventView& ev, DecodeError* err);
@@ -665,12 +666,16 @@ bool Engine::Rep::SkipToLogStart(const std::string& topic, int32_t partition) {
       topic, partition, it->second.next_offset, lo - 1, lo - it->second.next_offset);
   probe.lost_records.fetch_add(static_cast<uint64_t>(lo - it->second.next_offset));
   it->second.next_offset = lo;
+  return SeekOne(topic, partition, lo);
+}
+
+bool Engine::Rep::SeekOne(const std::string& topic, int32_t partition, int64_t offset) {
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, topic.c_str(), partition)->offset = lo;
+  rd_kafka_topic_partition_list_add(l, topic.c_str(), partition)->offset = offset;
   rd_kafka_error_t* e = rd_kafka_seek_partitions(consumer, l, 10000);
   rd_kafka_topic_partition_list_destroy(l);
   if (e) {
-    spdlog::error("seek {}[{}] to {}: {}", topic, partition, lo, rd_kafka_error_string(e));
+    spdlog::error("seek {}[{}] to {}: {}", topic, partition, offset, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
     return false;
   }
@@ -765,8 +770,10 @@ void Engine::Rep::PublishLags() {
 }
 
 // Records are waiting in Kafka for a partition that is not paused, yet
-// nothing arrived from it for fetch_stall_timeout_ms: the fetcher is stuck
-// (seen with a small queued.min.messages after a rewind, librdkafka 2.0).
+// nothing arrived from it for fetch_stall_timeout_ms: the fetcher is stuck.
+// A guard, never seen firing: librdkafka 2.0 holds a partition's fetches
+// while its shared queue is over queued.min.messages, which delays a
+// partition but has not been seen to stop one.
 // A seek to the next offset restarts its fetching; the offsets kpid applies
 // do not change, so this is safe whatever the cause.
 void Engine::Rep::CheckStalls(Clock::time_point now) {
@@ -785,13 +792,7 @@ void Engine::Rep::CheckStalls(Clock::time_point now) {
         tp.first, tp.second, ps.known_hi - ps.next_offset, options.fetch_stall_timeout_ms, ps.next_offset);
     probe.fetch_stalls.fetch_add(1);
     ps.progress_at = now;
-    rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, tp.first.c_str(), tp.second)->offset = ps.next_offset;
-    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(consumer, l, 10000)) {
-      spdlog::error("seek {}[{}] to {}: {}", tp.first, tp.second, ps.next_offset, rd_kafka_error_string(e));
-      rd_kafka_error_destroy(e);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+    SeekOne(tp.first, tp.second, ps.next_offset);
   }
 }
 
