@@ -360,4 +360,20 @@ bool MergeEncoded(std::string_view a, std::string_view b, std::string* out) {
   return true;
 }
 
+bool MergeEncodedMany(std::span<const std::string_view> parts, std::string* out) {
+  if (parts.empty()) return false;
+  const auto kind = KindOf(parts.front());
+  if (!kind) return false;
+  if (parts.size() == 1) {
+    out->assign(parts.front().data(), parts.front().size());
+    return true;
+  }
+  Partial p(*kind);
+  for (const auto part : parts) {
+    if (!p.MergeEncoded(part)) return false;
+  }
+  *out = p.Encode();
+  return true;
+}
+
 }  // namespace kpistream::state

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -148,5 +149,11 @@ std::optional<ValueKind> KindOf(std::string_view in);
 // Merges two encoded partials of the same kind into *out. Returns false if the
 // kinds differ or either is malformed.
 bool MergeEncoded(std::string_view a, std::string_view b, std::string* out);
+// Merges any number (>= 1) of encoded partials of one kind into *out: each is
+// decoded once and the result encoded once. Merging them two at a time
+// instead re-encodes every intermediate result, which for HLLs is a 16 KiB
+// register scan per operand. Returns false if the kinds differ or any is
+// malformed.
+bool MergeEncodedMany(std::span<const std::string_view> parts, std::string* out);
 
 }  // namespace kpistream::state

@@ -14,7 +14,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 #include <mutex>
@@ -34,18 +36,27 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return absl::InternalError(msg);
 }
 
-// Merges encoded partials (aggregate.h). Associative: RocksDB may combine
-// operands in any grouping.
-class PartialMergeOperator : public rocksdb::AssociativeMergeOperator {
+// Merges encoded partials (aggregate.h); associative, so RocksDB may combine
+// operands in any grouping. All of a key's operands are merged in one pass
+// (MergeEncodedMany): an AssociativeMergeOperator is handed them two at a time
+// and re-encodes every intermediate result, which for an HLL read across N
+// commits' operands cost N dense 16 KiB scans (21 % of kpid's CPU while
+// /metrics was scraped in the demo).
+class PartialMergeOperator : public rocksdb::MergeOperator {
  public:
-  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing, const rocksdb::Slice& value,
-             std::string* new_value, rocksdb::Logger* /*logger*/) const override {
-    if (existing == nullptr) {
-      new_value->assign(value.data(), value.size());
-      return true;
-    }
-    return MergeEncoded(std::string_view(existing->data(), existing->size()),
-                        std::string_view(value.data(), value.size()), new_value);
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    std::vector<std::string_view> parts;
+    parts.reserve(in.operand_list.size() + 1);
+    if (in.existing_value != nullptr) parts.emplace_back(in.existing_value->data(), in.existing_value->size());
+    for (const auto& op : in.operand_list) parts.emplace_back(op.data(), op.size());
+    return MergeEncodedMany(parts, &out->new_value);
+  }
+  bool PartialMergeMulti(const rocksdb::Slice& /*key*/, const std::deque<rocksdb::Slice>& operands,
+                         std::string* new_value, rocksdb::Logger* /*logger*/) const override {
+    std::vector<std::string_view> parts;
+    parts.reserve(operands.size());
+    for (const auto& op : operands) parts.emplace_back(op.data(), op.size());
+    return MergeEncodedMany(parts, new_value);
   }
   const char* Name() const override { return "kpistream.PartialMerge.v1"; }
 };

@@ -201,3 +201,50 @@ TEST(HllTest, SmallSketchesEncodeSparselyAndMergeWithDenseOnes) {
 
 }  // namespace
 }  // namespace kpistream::state
+
+namespace kpistream::state {
+namespace {
+
+// The store's merge operator folds all of a key's operands at once; that
+// must give the same bytes as merging them two at a time, for every kind.
+TEST(MergeEncodedManyTest, EqualsPairwiseFoldForEveryKind) {
+  std::mt19937_64 rng(11);
+  for (const auto kind : {ValueKind::kAgg, ValueKind::kHll, ValueKind::kSketch, ValueKind::kLast}) {
+    std::vector<std::string> encoded;
+    for (int op = 0; op < 9; ++op) {
+      Partial p(kind);
+      // Operand 4 is a dense HLL, the others sparse.
+      const int n = op == 4 ? 20000 : 1 + static_cast<int>(rng() % 50);
+      for (int i = 0; i < n; ++i) {
+        const double v = static_cast<double>(rng() % 100000) / 100.0;
+        p.agg.Add(v, ToMicros(v));
+        if (p.hll) p.hll->AddHash(rng());
+        if (p.sketch) p.sketch->Add(v);
+        p.last.Add(static_cast<int64_t>(rng() % 1000), v);
+      }
+      encoded.push_back(p.Encode());
+    }
+    std::string folded = encoded[0];
+    for (size_t i = 1; i < encoded.size(); ++i) {
+      std::string next;
+      ASSERT_TRUE(MergeEncoded(folded, encoded[i], &next));
+      folded = std::move(next);
+    }
+    const std::vector<std::string_view> parts(encoded.begin(), encoded.end());
+    std::string all;
+    ASSERT_TRUE(MergeEncodedMany(parts, &all));
+    EXPECT_EQ(all, folded) << "kind " << static_cast<int>(kind);
+    ASSERT_TRUE(MergeEncodedMany(std::span(parts).first(1), &all));
+    EXPECT_EQ(all, encoded[0]);
+  }
+  const std::string agg = EncodeAgg(Agg()), hll = EncodeHll(Hll());
+  const std::vector<std::string_view> mixed{agg, hll};
+  std::string out;
+  EXPECT_FALSE(MergeEncodedMany(mixed, &out));
+  const std::vector<std::string_view> truncated{hll, std::string_view(hll).substr(0, 3)};
+  EXPECT_FALSE(MergeEncodedMany(truncated, &out));
+  EXPECT_FALSE(MergeEncodedMany({}, &out));
+}
+
+}  // namespace
+}  // namespace kpistream::state
