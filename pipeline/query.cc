@@ -154,7 +154,63 @@ absl::Status QueryEngine::ScanInput(const MeasureDef& m, int64_t start, int64_t 
   return absl::OkStatus();
 }
 
+namespace {
+
+std::string CacheKey(const KpiQuery& q) {
+  std::string key = fmt::format("{}\x1f{}\x1f{}\x1f{}", q.kpi, q.start, q.end, q.group_by);
+  for (const auto& [k, v] : q.filter) fmt::format_to(std::back_inserter(key), "\x1f{}={}", k, v);
+  return key;
+}
+
+size_t ApproxBytes(const std::vector<GroupValue>& values) {
+  size_t n = sizeof(values);
+  for (const auto& gv : values) {
+    n += sizeof(GroupValue);
+    for (const auto& [k, v] : gv.group) n += sizeof(gv.group[0]) + k.size() + v.size();
+  }
+  return n;
+}
+
+}  // namespace
+
+QueryEngine::CacheStats QueryEngine::cache_stats() const {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  return {cache_->hits, cache_->misses};
+}
+
 absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) const {
+  const std::string key = CacheKey(q);
+  const uint64_t sequence = store_.LatestSequence();
+  const int64_t now = store_.options().now_s();
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    if (cache_->sequence != sequence || cache_->now_s != now) {
+      cache_->entries.clear();
+      cache_->bytes = 0;
+      cache_->sequence = sequence;
+      cache_->now_s = now;
+    } else if (auto it = cache_->entries.find(key); it != cache_->entries.end()) {
+      ++cache_->hits;
+      return it->second;
+    }
+    ++cache_->misses;
+  }
+  auto result = Compute(q);
+  if (!result.ok()) return result;
+  // Cached only if no write landed while it was computed: the result then
+  // reflects exactly the store at `sequence`.
+  if (store_.LatestSequence() != sequence || store_.options().now_s() != now) return result;
+  const size_t bytes = ApproxBytes(*result) + key.size();
+  if (bytes > kCacheMaxEntryBytes) return result;
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  if (cache_->sequence == sequence && cache_->now_s == now && cache_->bytes + bytes <= kCacheMaxBytes &&
+      cache_->entries.emplace(key, *result).second) {
+    cache_->bytes += bytes;
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<GroupValue>> QueryEngine::Compute(const KpiQuery& q) const {
   auto kpi_or = Check(q, /*allow_empty_window=*/true);
   if (!kpi_or.ok()) return kpi_or.status();
   const KpiDef& kpi = **kpi_or;
@@ -252,7 +308,7 @@ absl::StatusOr<std::vector<Series>> QueryEngine::Range(const KpiQuery& q, int64_
     KpiQuery one = q;
     one.start = t;
     one.end = std::min(t + step, q.end);
-    auto vals = Get(one);
+    auto vals = Compute(one);
     if (!vals.ok()) return vals.status();
     for (auto& gv : *vals) {
       const std::string key = gv.group.empty() ? "" : gv.group[0].second;

@@ -8,11 +8,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "pipeline/catalog.h"
 #include "state/aggregate.h"
@@ -66,11 +69,30 @@ class QueryEngine {
   static constexpr int64_t kMaxRangePoints = 11000;
 
   // REQUIRES: catalog and store outlive the engine; measure ids are set.
-  QueryEngine(const Catalog& catalog, const state::Store& store) : catalog_(catalog), store_(store) {}
+  QueryEngine(const Catalog& catalog, const state::Store& store)
+      : catalog_(catalog), store_(store), cache_(std::make_unique<ResultCache>()) {}
 
   // Errors: NOT_FOUND (unknown KPI), INVALID_ARGUMENT (bad window, group_by
   // or filter, with what to fix).
+  //
+  // Results are cached until the store's next write (a commit) or the next
+  // second of the store's clock, whichever comes first: dashboards and
+  // probes polling the same KPIs between two commits share one evaluation,
+  // and each answer is the one a fresh evaluation would give. A fresh
+  // evaluation of recent buckets walks every commit's merge operand still in
+  // RocksDB's memtable (BM_GetKpiCtr5m: 1.2 ms against 0.19 ms once
+  // compacted), so this is what keeps GetKpi cheap under polling.
   [[nodiscard]] absl::StatusOr<std::vector<GroupValue>> Get(const KpiQuery& q) const;
+
+  struct CacheStats {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+  };
+  CacheStats cache_stats() const;
+  // Results larger than this are not cached; the cache holds at most
+  // kCacheMaxBytes (approximate) between two commits.
+  static constexpr size_t kCacheMaxEntryBytes = 1 << 20;
+  static constexpr size_t kCacheMaxBytes = 8 << 20;
   // Tumbling history: one point per step in [q.start, q.end).
   [[nodiscard]] absl::StatusOr<std::vector<Series>> Range(const KpiQuery& q, int64_t step) const;
 
@@ -81,8 +103,20 @@ class QueryEngine {
   using ScanVisitor = std::function<bool(const std::vector<std::string_view>&, std::string_view)>;
   absl::Status ScanInput(const MeasureDef& m, int64_t start, int64_t end, const std::vector<uint64_t>& sources,
                          const ScanVisitor& visit) const;
+  absl::StatusOr<std::vector<GroupValue>> Compute(const KpiQuery& q) const;
+
+  struct ResultCache {
+    std::mutex mu;
+    uint64_t sequence = 0;  // the store's LatestSequence the entries were read at
+    int64_t now_s = 0;      // and its clock (retention rounding reads it)
+    size_t bytes = 0;
+    absl::flat_hash_map<std::string, std::vector<GroupValue>> entries;
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+  };
   const Catalog& catalog_;
   const state::Store& store_;
+  std::unique_ptr<ResultCache> cache_;
 };
 
 }  // namespace kpistream::pipeline

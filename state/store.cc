@@ -321,6 +321,8 @@ absl::Status Store::Commit(WriteBatch* batch) {
   return rep_->Write(rep_->write_options, &batch->rep_->wb, "committing state");
 }
 
+uint64_t Store::LatestSequence() const { return rep_->db->GetLatestSequenceNumber(); }
+
 absl::Status Store::ProbeWrite() {
   rocksdb::WriteBatch wb;
   const int64_t now =

@@ -146,6 +146,11 @@ class Store {
   using AlertScanFn = std::function<void(std::string_view key, std::string_view value)>;
   [[nodiscard]] absl::Status ScanAlerts(std::string_view prefix, const AlertScanFn& fn) const;
 
+  // Changes with every write to the store (RocksDB's latest sequence
+  // number): equal values mean no commit happened in between, so anything
+  // read from the store then is still what a read now would return.
+  uint64_t LatestSequence() const;
+
   StoreStats Stats() const;
   const StoreOptions& options() const;
   // Compacts the partials and event ids now (applies retention and horizons); for tests and tools.

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 
 #include "kpistream/events/v1/events.pb.h"
@@ -158,6 +159,52 @@ TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
   // No impressions: CTR is "no value", not inf.
   v = q.Get({.kpi = "ctr", .start = day - 7200, .end = day});
   EXPECT_FALSE((*v)[0].value.has_value());
+}
+
+// Get's cache: one evaluation per query between two commits and within one
+// second of the store's clock; a commit or the next second is seen at once.
+TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
+  store_.reset();
+  std::atomic<int64_t> now{1763856000};
+  auto store = state::Store::Open(
+      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [&now] { return now.load(); }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  const int64_t day = 1763856000 - 1763856000 % 86400;
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 5, "search")}, 0);
+  QueryEngine q(catalog_, *store_);
+  const KpiQuery imps{.kpi = "imps", .start = day, .end = day + 60};
+  auto value = [&](const KpiQuery& kq) {
+    auto v = q.Get(kq);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() && v->size() == 1 && (*v)[0].value ? *(*v)[0].value : -1.0;
+  };
+  EXPECT_EQ(value(imps), 1);
+  EXPECT_EQ(value(imps), 1);
+  EXPECT_EQ(q.cache_stats().hits, 1u);
+  EXPECT_EQ(q.cache_stats().misses, 1u);
+
+  // A commit is seen by the next call.
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 6, "social")}, 1);
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().misses, 2u);
+  // Other windows, filters and groupings are other entries.
+  EXPECT_EQ(value({.kpi = "imps", .start = day - 60, .end = day}), 0);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}}}), 1);
+  auto grouped = q.Get({.kpi = "imps", .start = day, .end = day + 60, .group_by = "channel"});
+  ASSERT_TRUE(grouped.ok());
+  EXPECT_EQ(grouped->size(), 2u);
+  EXPECT_EQ(q.cache_stats().misses, 5u);
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().hits, 2u);
+  // The next second of the store's clock evaluates again.
+  now += 1;
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().misses, 6u);
+  // Errors are not cached.
+  EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(q.cache_stats().hits, 2u);
 }
 
 TEST_F(QueryTest, SlidingWindowMatchesBruteForce) {
