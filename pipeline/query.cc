@@ -175,34 +175,62 @@ size_t ApproxBytes(const std::vector<GroupValue>& values) {
 
 QueryEngine::CacheStats QueryEngine::cache_stats() const {
   std::lock_guard<std::mutex> lock(cache_->mu);
-  return {cache_->hits, cache_->misses};
+  return {cache_->hits, cache_->misses, cache_->shared};
 }
 
 absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) const {
   const std::string key = CacheKey(q);
   const uint64_t sequence = store_.LatestSequence();
   const int64_t now = store_.options().now_s();
+  std::shared_ptr<Flight> flight;
+  bool leader = false;
   {
     std::lock_guard<std::mutex> lock(cache_->mu);
-    if (cache_->sequence != sequence || cache_->now_s != now) {
+    if (sequence < cache_->sequence) {
+      // This call read the sequence before a commit another call has already
+      // seen: it evaluates alone, neither using nor filling the newer cache.
+      ++cache_->misses;
+    } else if (sequence > cache_->sequence || cache_->now_s != now) {
+      // Evaluations still running finish for their own callers.
       cache_->entries.clear();
+      cache_->flights.clear();
       cache_->bytes = 0;
       cache_->sequence = sequence;
       cache_->now_s = now;
     } else if (auto it = cache_->entries.find(key); it != cache_->entries.end()) {
       ++cache_->hits;
       return it->second;
+    } else if (auto f = cache_->flights.find(key); f != cache_->flights.end()) {
+      ++cache_->shared;
+      flight = f->second;
     }
-    ++cache_->misses;
+    if (!flight && sequence == cache_->sequence) {
+      ++cache_->misses;
+      flight = std::make_shared<Flight>();
+      cache_->flights.emplace(key, flight);
+      leader = true;
+    }
+  }
+  if (!flight) return Compute(q);
+  if (!leader) {
+    std::unique_lock<std::mutex> wait(flight->mu);
+    flight->done_cv.wait(wait, [&] { return flight->done; });
+    return flight->result;
   }
   auto result = Compute(q);
-  if (!result.ok()) return result;
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    flight->result = result;
+    flight->done = true;
+  }
+  flight->done_cv.notify_all();
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  if (auto f = cache_->flights.find(key); f != cache_->flights.end() && f->second == flight) cache_->flights.erase(f);
   // Cached only if no write landed while it was computed: the result then
   // reflects exactly the store at `sequence`.
-  if (store_.LatestSequence() != sequence || store_.options().now_s() != now) return result;
+  if (!result.ok() || store_.LatestSequence() != sequence || store_.options().now_s() != now) return result;
   const size_t bytes = ApproxBytes(*result) + key.size();
   if (bytes > kCacheMaxEntryBytes) return result;
-  std::lock_guard<std::mutex> lock(cache_->mu);
   if (cache_->sequence == sequence && cache_->now_s == now && cache_->bytes + bytes <= kCacheMaxBytes &&
       cache_->entries.emplace(key, *result).second) {
     cache_->bytes += bytes;

@@ -30,7 +30,12 @@ int64_t NowMs() {
       .count();
 }
 
-class KpiServiceImpl final : public v1::KpiService::Service {
+// GetKpi uses gRPC's callback API: the handler runs on the thread that read
+// the request, without the synchronous server's hand-off to a worker thread
+// (on 2 cores, thread switches were half of kpid's time under 5k GetKpi/s;
+// docs/BENCHMARKS.md). It is short: usually a cached result, at most one
+// evaluation. ListKpis and QueryRange (up to 11 000 points) stay synchronous.
+class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1::KpiService::Service> {
  public:
   KpiServiceImpl(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe* probe)
       : catalog_(catalog), query_(catalog, store), probe_(probe) {}
@@ -67,7 +72,14 @@ class KpiServiceImpl final : public v1::KpiService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetKpi(grpc::ServerContext*, const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) override {
+  grpc::ServerUnaryReactor* GetKpi(grpc::CallbackServerContext* ctx, const v1::GetKpiRequest* req,
+                                   v1::GetKpiResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(AnswerGetKpi(req, resp));
+    return reactor;
+  }
+
+  grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
     auto plan = pipeline::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
     if (!plan.ok()) return ToGrpc(plan.status());
     const auto& q = plan->query;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "kpistream/events/v1/events.pb.h"
 #include "pipeline/accumulator.h"
@@ -205,6 +206,51 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
   EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(q.cache_stats().hits, 2u);
+}
+
+// Concurrent calls of one query between two commits: every caller gets the
+// same answer, and most share one evaluation instead of running their own.
+TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
+  store_.reset();
+  auto store = state::Store::Open(
+      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [] { return 1763856000; }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  const int64_t day = 1763856000 - 1763856000 % 86400;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 3000; ++i) {
+    evs.push_back(Ev(i % 10 ? events::v1::CAMPAIGN_IMPRESSION : events::v1::CAMPAIGN_CLICK, day + i,
+                     i % 3 ? "search" : "social"));
+  }
+  Apply(evs, 0);
+  QueryEngine q(catalog_, *store_);
+  const KpiQuery ctr{.kpi = "ctr", .start = day, .end = day + 3600, .group_by = "channel"};
+  constexpr int kThreads = 8, kCalls = 50;
+  std::vector<std::vector<GroupValue>> got(kThreads * kCalls);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        auto v = q.Get(ctr);
+        if (v.ok()) got[static_cast<size_t>(t * kCalls + i)] = *v;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const QueryEngine fresh(catalog_, *store_);
+  const auto want = fresh.Get(ctr);
+  ASSERT_TRUE(want.ok());
+  ASSERT_EQ(want->size(), 2u);
+  for (const auto& v : got) {
+    ASSERT_EQ(v.size(), 2u);
+    for (size_t g = 0; g < 2; ++g) {
+      EXPECT_EQ(v[g].group, (*want)[g].group);
+      EXPECT_EQ(v[g].value, (*want)[g].value);
+    }
+  }
+  const auto st = q.cache_stats();
+  EXPECT_EQ(st.hits + st.misses + st.shared, static_cast<uint64_t>(kThreads * kCalls));
+  EXPECT_EQ(st.misses, 1u);  // one sequence, one second: a single evaluation
 }
 
 TEST_F(QueryTest, SlidingWindowMatchesBruteForce) {
