@@ -156,9 +156,11 @@ absl::Status QueryEngine::ScanInput(const MeasureDef& m, int64_t start, int64_t 
 
 namespace {
 
+// Every string is length-prefixed, so no two queries share a key whatever
+// bytes their names and filter values hold.
 std::string CacheKey(const KpiQuery& q) {
-  std::string key = fmt::format("{}\x1f{}\x1f{}\x1f{}", q.kpi, q.start, q.end, q.group_by);
-  for (const auto& [k, v] : q.filter) fmt::format_to(std::back_inserter(key), "\x1f{}={}", k, v);
+  std::string key = fmt::format("{}:{}{}:{}:{}:{}", q.kpi.size(), q.kpi, q.start, q.end, q.group_by.size(), q.group_by);
+  for (const auto& [k, v] : q.filter) fmt::format_to(std::back_inserter(key), "{}:{}{}:{}", k.size(), k, v.size(), v);
   return key;
 }
 
@@ -186,11 +188,12 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
   bool leader = false;
   {
     std::lock_guard<std::mutex> lock(cache_->mu);
-    if (sequence < cache_->sequence) {
-      // This call read the sequence before a commit another call has already
-      // seen: it evaluates alone, neither using nor filling the newer cache.
+    if (sequence < cache_->sequence || (sequence == cache_->sequence && now < cache_->now_s)) {
+      // This call read the sequence (or the clock) before a commit (or a
+      // second) another call has already seen: it evaluates alone, neither
+      // using nor filling the newer cache.
       ++cache_->misses;
-    } else if (sequence > cache_->sequence || cache_->now_s != now) {
+    } else if (sequence > cache_->sequence || now > cache_->now_s) {
       // Evaluations still running finish for their own callers.
       cache_->entries.clear();
       cache_->flights.clear();
@@ -204,7 +207,7 @@ absl::StatusOr<std::vector<GroupValue>> QueryEngine::Get(const KpiQuery& q) cons
       ++cache_->shared;
       flight = f->second;
     }
-    if (!flight && sequence == cache_->sequence) {
+    if (!flight && sequence == cache_->sequence && now == cache_->now_s) {
       ++cache_->misses;
       flight = std::make_shared<Flight>();
       cache_->flights.emplace(key, flight);

@@ -198,10 +198,17 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
   EXPECT_EQ(q.cache_stats().misses, 5u);
   EXPECT_EQ(value(imps), 2);
   EXPECT_EQ(q.cache_stats().hits, 2u);
+  // Filter values are opaque bytes: one that spells out another query's
+  // filters is still another query.
+  const KpiQuery two{.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}, {"region", "eu"}}};
+  EXPECT_EQ(value(two), 1);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social\x1fregion=eu"}}}), 0);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social=region:eu"}}}), 0);
+  EXPECT_EQ(q.cache_stats().misses, 8u);
   // The next second of the store's clock evaluates again.
   now += 1;
   EXPECT_EQ(value(imps), 2);
-  EXPECT_EQ(q.cache_stats().misses, 6u);
+  EXPECT_EQ(q.cache_stats().misses, 9u);
   // Errors are not cached.
   EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
