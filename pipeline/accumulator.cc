@@ -1,5 +1,10 @@
 #include "pipeline/accumulator.h"
 
+#include <algorithm>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 #include "state/keys.h"
 
 namespace kpistream::pipeline {
@@ -49,15 +54,22 @@ void Accumulator::Flush(state::WriteBatch* batch) {
     if (it == coarse.end()) it = coarse.emplace(std::move(key), state::Partial(p.kind)).first;
     it->second.Merge(p);
   };
+  std::vector<std::pair<std::string_view, const state::Partial*>> out;
+  out.reserve(dirty_.size() * 3);
   for (const auto& [key, p] : dirty_) {
     state::AggKeyParts parts;
     if (!state::ParseAggKey(key, &parts)) continue;  // impossible: we built it
-    batch->MergePartial(key, p.Encode());
+    out.emplace_back(key, &p);
     const auto* m = by_id[parts.measure_id];
     if (m->bucket_seconds < state::kHourSeconds) roll(state::Tier::kHour, state::kHourSeconds, parts, p);
     if (m->bucket_seconds < state::kDaySeconds) roll(state::Tier::kDay, state::kDaySeconds, parts, p);
   }
-  for (const auto& [key, p] : coarse) batch->MergePartial(key, p.Encode());
+  for (const auto& [key, p] : coarse) out.emplace_back(key, &p);
+  // In key order: RocksDB's memtable skiplist then reuses the previous
+  // insert's search path instead of searching from the top for each key
+  // (the hash maps' order is random).
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [key, p] : out) batch->MergePartial(key, p->Encode());
   Clear();
 }
 
