@@ -474,7 +474,7 @@ std::optional<bool> Engine::Rep::IsDuplicate(const PartitionState& ps, const Eve
     if (it->second.event_ms < horizon) return false;  // as if committed (below)
     offset = it->second.offset;
   } else {
-    auto seen = store->LookupEventId(ps.source, ev.event_id);
+    auto seen = store->LookupEventIdKey(id_scratch);
     if (!seen.ok()) {
       spdlog::error("{}[{}]: {}; holding the partition and retrying", ps.binding->topic, state::PartitionOf(ps.source),
                     seen.status().ToString());

@@ -367,8 +367,13 @@ absl::StatusOr<bool> Store::HasAdmittedGroup(uint64_t source, uint32_t measure_i
 
 absl::StatusOr<std::optional<Store::AppliedEvent>> Store::LookupEventId(uint64_t source,
                                                                         std::string_view event_id) const {
+  return LookupEventIdKey(EventIdKey(source, event_id));
+}
+
+absl::StatusOr<std::optional<Store::AppliedEvent>> Store::LookupEventIdKey(std::string_view key) const {
   rocksdb::PinnableSlice v;
-  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kEventIds), EventIdKey(source, event_id), &v);
+  auto s =
+      rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kEventIds), rocksdb::Slice(key.data(), key.size()), &v);
   if (s.IsNotFound()) return std::optional<AppliedEvent>();
   if (!s.ok()) return FromRocks(s, "looking up an event id");
   if (v.size() != 16) return absl::DataLossError("malformed event-id record");

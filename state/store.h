@@ -124,6 +124,9 @@ class Store {
   };
   [[nodiscard]] absl::StatusOr<std::optional<AppliedEvent>> LookupEventId(uint64_t source,
                                                                           std::string_view event_id) const;
+  // The same, for a key already built with EventIdKey (the engine has one
+  // per event anyway).
+  [[nodiscard]] absl::StatusOr<std::optional<AppliedEvent>> LookupEventIdKey(std::string_view key) const;
   // Event ids of source whose event time is older than horizon_ms are no
   // longer needed: compaction drops them. In memory only; until it is set
   // after a restart, compaction keeps every id.
