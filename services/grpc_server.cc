@@ -79,6 +79,8 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     return reactor;
   }
 
+  pipeline::QueryEngine::CacheStats cache_stats() const { return query_.cache_stats(); }
+
   grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
     auto plan = pipeline::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
     if (!plan.ok()) return ToGrpc(plan.status());
@@ -177,6 +179,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
 }
 
 std::string GrpcServer::address() const { return rep_->address; }
+
+pipeline::QueryEngine::CacheStats GrpcServer::query_cache_stats() const { return rep_->service->cache_stats(); }
 
 void GrpcServer::SetServing(bool serving) {
   if (!rep_->server) return;

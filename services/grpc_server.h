@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "pipeline/catalog.h"
 #include "pipeline/engine.h"
+#include "pipeline/query.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -37,6 +38,8 @@ class GrpcServer {
   std::string address() const;
   // Health of "" and "kpistream.v1.KpiService".
   void SetServing(bool serving);
+  // GetKpi's result cache (for /metrics).
+  pipeline::QueryEngine::CacheStats query_cache_stats() const;
   void Shutdown();
 
  private:

@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
       services::GrpcServer::Start({.listen = grpc_listen, .alerter = alerter->get()}, *catalog, **store, &probe);
   if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
   auto metrics = services::MetricsExporter::Start(
-      metrics_listen, *catalog, **store, probe, [eng] { return eng->Ready(); }, alerter->get(), notifier.get());
+      metrics_listen, *catalog, **store, probe, [eng] { return eng->Ready(); }, alerter->get(), notifier.get(),
+      [server = grpc->get()] { return server->query_cache_stats(); });
   if (!metrics.ok()) return Fail(std::string(metrics.status().message()));
   if (auto st = eng->Start(); !st.ok()) return Fail(std::string(st.message()));
   (*alerter)->Start();

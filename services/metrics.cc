@@ -49,14 +49,16 @@ int64_t NowMs() {
 class Collector final : public prom::Collectable {
  public:
   Collector(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe& probe,
-            std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier)
+            std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
+            std::function<pipeline::QueryEngine::CacheStats()> query_cache)
       : catalog_(catalog),
         store_(store),
         probe_(probe),
         query_(catalog, store),
         ready_(std::move(ready)),
         alerter_(alerter),
-        notifier_(notifier) {}
+        notifier_(notifier),
+        query_cache_(std::move(query_cache)) {}
 
   std::vector<prom::MetricFamily> Collect() const override {
     std::vector<prom::MetricFamily> out;
@@ -119,6 +121,17 @@ class Collector final : public prom::Collectable {
     counter("kpistream_commit_failures_total", "State commits that failed or were held back.",
             probe_.commit_failures.load());
     counter("kpistream_rebalances_total", "Consumer-group rebalance callbacks.", probe_.rebalances.load());
+    if (query_cache_) {
+      const auto st = query_cache_();
+      auto f = Family("kpistream_query_cache_requests_total",
+                      "GetKpi calls by how they were answered: hit (cached result), shared (waited for the same "
+                      "query's evaluation in progress) or miss (evaluated).",
+                      C);
+      f.metric.push_back(Sample(static_cast<double>(st.hits), C, {{"result", "hit"}}));
+      f.metric.push_back(Sample(static_cast<double>(st.shared), C, {{"result", "shared"}}));
+      f.metric.push_back(Sample(static_cast<double>(st.misses), C, {{"result", "miss"}}));
+      out.push_back(std::move(f));
+    }
     gauge("kpistream_assigned_partitions", "Input partitions owned by this instance.",
           static_cast<double>(probe_.assigned_partitions.load()));
     {
@@ -297,6 +310,7 @@ class Collector final : public prom::Collectable {
   std::function<bool()> ready_;
   const Alerter* alerter_;
   const Notifier* notifier_;
+  std::function<pipeline::QueryEngine::CacheStats()> query_cache_;
   mutable std::mutex kpi_mu_;
   mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
   mutable std::chrono::steady_clock::time_point kpi_cached_at_;
@@ -315,9 +329,11 @@ MetricsExporter::~MetricsExporter() = default;
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
     const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
-    const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier) {
+    const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
+    std::function<pipeline::QueryEngine::CacheStats()> query_cache) {
   auto rep = std::make_unique<Rep>();
-  rep->collector = std::make_shared<Collector>(catalog, store, probe, std::move(ready), alerter, notifier);
+  rep->collector =
+      std::make_shared<Collector>(catalog, store, probe, std::move(ready), alerter, notifier, std::move(query_cache));
   try {
     rep->exposer = std::make_unique<prom::Exposer>(listen, 2);
   } catch (const std::exception& e) {

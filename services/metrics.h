@@ -5,12 +5,14 @@
 // Thread-safety: scrapes run on the HTTP server's threads and only read.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "pipeline/catalog.h"
 #include "pipeline/engine.h"
+#include "pipeline/query.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -25,7 +27,7 @@ class MetricsExporter {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
       const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
       const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter = nullptr,
-      const Notifier* notifier = nullptr);
+      const Notifier* notifier = nullptr, std::function<pipeline::QueryEngine::CacheStats()> query_cache = nullptr);
   ~MetricsExporter();
   std::string address() const;
 

@@ -63,6 +63,8 @@ TEST(DemoIT, NoConfigurationServesLiveKpis) {
   EXPECT_GT(MetricSum(text, "kpistream_kpi_value", {{"kpi", "ctr"}, {"window", "5m"}}), 0);
   EXPECT_EQ(MetricSum(text, "kpistream_ready"), 1);
   EXPECT_GT(MetricSum(text, "kpistream_records_applied_total"), 0);
+  // The GetKpi calls above went through the result cache (at least one evaluated).
+  EXPECT_GT(MetricSum(text, "kpistream_query_cache_requests_total", {{"result", "miss"}}), 0);
   if (std::system("command -v promtool >/dev/null") == 0) {
     EXPECT_EQ(std::system(("promtool check metrics < " + scrape).c_str()), 0);
   }
