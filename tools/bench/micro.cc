@@ -66,24 +66,35 @@ kpis:
   return std::move(*c);
 }
 
-// Decode + route + accumulate: the per-event work of the consumer thread.
+// Decode + route + accumulate one record: the per-event work of the
+// consumer thread.
+class Applier {
+ public:
+  explicit Applier(const pipeline::Catalog& catalog) : router_(catalog) {}
+  void Apply(const gen::Record& r, uint64_t source, pipeline::Accumulator* acc) {
+    if (!dec_.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev_, &err_)) return;
+    router_.Route(ev_, &scratch_, &cs_);
+    for (const auto& c : cs_) acc->Add(c, source, ev_.time_ms);
+  }
+
+ private:
+  pipeline::Router router_;
+  pipeline::Decoder dec_;
+  pipeline::EventView ev_;
+  pipeline::DecodeError err_;
+  std::string scratch_;
+  std::vector<pipeline::Contribution> cs_;
+};
+
 void BM_DecodeRouteAggregate(benchmark::State& state, bool full) {
   pipeline::SilenceProtobufLogging();
   const auto recs = Records(gen::Format::kProtobuf);
   auto catalog = LoadCatalog(full);
-  pipeline::Router router(catalog);
+  Applier applier(catalog);
   pipeline::Accumulator acc(catalog);
-  pipeline::Decoder dec;
-  pipeline::EventView ev;
-  pipeline::DecodeError err;
-  std::string scratch;
-  std::vector<pipeline::Contribution> cs;
   size_t i = 0;
   for (auto _ : state) {
-    const auto& r = recs[i++ % recs.size()];
-    if (!dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev, &err)) continue;
-    router.Route(ev, &scratch, &cs);
-    for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+    applier.Apply(recs[i++ % recs.size()], state::SourceId(1, 0), &acc);
     if (acc.DirtyEntries() > 100000) acc.Clear();
   }
   state.SetItemsProcessed(state.iterations());
@@ -99,20 +110,11 @@ void BM_CommitFlush(benchmark::State& state) {
   const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench";
   std::filesystem::remove_all(dir);
   auto store = state::Store::Open({.path = dir.string()});
-  pipeline::Router router(catalog);
-  pipeline::Decoder dec;
-  pipeline::EventView ev;
-  pipeline::DecodeError err;
-  std::string scratch;
-  std::vector<pipeline::Contribution> cs;
+  Applier applier(catalog);
   for (auto _ : state) {
     state.PauseTiming();
     pipeline::Accumulator acc(catalog);
-    for (const auto& r : recs) {
-      if (!dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev, &err)) continue;
-      router.Route(ev, &scratch, &cs);
-      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
-    }
+    for (const auto& r : recs) applier.Apply(r, state::SourceId(1, 0), &acc);
     state.ResumeTiming();
     state::WriteBatch batch(**store);
     acc.Flush(&batch);
@@ -145,12 +147,7 @@ void BM_GetKpiCtr5m(benchmark::State& state) {
   o.start_ms = (kNow - 300) * 1000;
   o.span_ms = 300 * 1000;
   gen::Generator g(o);
-  pipeline::Router router(catalog);
-  pipeline::Decoder dec;
-  pipeline::EventView ev;
-  pipeline::DecodeError err;
-  std::string scratch;
-  std::vector<pipeline::Contribution> cs;
+  Applier applier(catalog);
   gen::Record r;
   std::vector<std::unique_ptr<pipeline::Accumulator>> accs;
   for (int p = 0; p < 4; ++p) accs.push_back(std::make_unique<pipeline::Accumulator>(catalog));
@@ -159,10 +156,8 @@ void BM_GetKpiCtr5m(benchmark::State& state) {
   for (uint64_t i = 0; i < o.count; ++i) {
     g.Next(&r);
     if (r.family != pipeline::Family::kCampaign) continue;
-    if (!dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev, &err)) continue;
     const int p = static_cast<int>(i % 4);
-    router.Route(ev, &scratch, &cs);
-    for (const auto& c : cs) accs[p]->Add(c, state::SourceId(1, p), ev.time_ms);
+    applier.Apply(r, state::SourceId(1, p), accs[p].get());
     ++next[p];
     if (++pending == 1000) {
       pending = 0;
