@@ -13,10 +13,10 @@ namespace kpistream::services {
 
 namespace {
 
-using pipeline::AlertInstance;
-using pipeline::AlertKind;
-using pipeline::AlertRule;
-using pipeline::AlertState;
+using alerting::AlertInstance;
+using alerting::AlertState;
+using kpi::AlertKind;
+using kpi::AlertRule;
 using LabelMap = std::map<std::string, std::string>;
 
 int64_t WallMs() {
@@ -52,12 +52,12 @@ std::string TransitionKey(uint64_t seq) {
 }
 
 // Threshold shown as $threshold for a rule.
-std::optional<double> RuleThreshold(const AlertRule& r, const pipeline::KpiDef* kpi) {
+std::optional<double> RuleThreshold(const AlertRule& r, const kpi::KpiDef* kpi) {
   switch (r.kind) {
     case AlertKind::kThreshold:
       if (r.target_band && kpi && kpi->target) {
         const auto& t = *kpi->target;
-        if (*r.target_band == pipeline::Status::kWarning) return t.good ? t.good : t.warning;
+        if (*r.target_band == kpi::Band::kWarning) return t.good ? t.good : t.warning;
         return t.critical ? t.critical : t.warning;
       }
       return r.threshold;
@@ -78,10 +78,10 @@ v1::AlertState ToProto(AlertState s) { return static_cast<v1::AlertState>(static
 
 struct Alerter::Rep {
   AlerterOptions options;
-  const pipeline::Catalog& catalog;
+  const kpi::Catalog& catalog;
   state::Store* store;
   AlertSources sources;
-  pipeline::QueryEngine query;
+  query::QueryEngine query;
   int64_t started_ms = WallMs();
 
   struct Instance {
@@ -111,15 +111,15 @@ struct Alerter::Rep {
   std::thread thread;
   Alerter* owner = nullptr;
 
-  Rep(const AlerterOptions& o, const pipeline::Catalog& c, state::Store* s, AlertSources src)
+  Rep(const AlerterOptions& o, const kpi::Catalog& c, state::Store* s, AlertSources src)
       : options(o), catalog(c), store(s), sources(std::move(src)), query(c, *s) {}
 
   absl::Status Load();
   void Run();
   // Evaluates one rule: (group labels, condition) per group, or an error.
-  absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Evaluate(const AlertRule& r,
+  absl::StatusOr<std::vector<std::pair<LabelMap, alerting::ConditionResult>>> Evaluate(const AlertRule& r,
                                                                                        int64_t now_ms);
-  absl::StatusOr<std::vector<pipeline::GroupValue>> Query(const AlertRule& r, int64_t end_s);
+  absl::StatusOr<std::vector<query::GroupValue>> Query(const AlertRule& r, int64_t end_s);
   void Refresh(Instance* in) const;
 };
 
@@ -181,10 +181,10 @@ absl::Status Alerter::Rep::Load() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<pipeline::GroupValue>> Alerter::Rep::Query(const AlertRule& r, int64_t end_s) {
-  auto range = pipeline::ResolveWindow(r.window, end_s, catalog.timezone);
+absl::StatusOr<std::vector<query::GroupValue>> Alerter::Rep::Query(const AlertRule& r, int64_t end_s) {
+  auto range = kpi::ResolveWindow(r.window, end_s, catalog.timezone);
   if (!range.ok()) return range.status();
-  pipeline::KpiQuery q;
+  query::KpiQuery q;
   q.kpi = catalog.kpis[static_cast<size_t>(r.kpi)].name;
   q.start = range->start;
   q.end = range->end;
@@ -194,12 +194,12 @@ absl::StatusOr<std::vector<pipeline::GroupValue>> Alerter::Rep::Query(const Aler
   return query.Get(q);
 }
 
-absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Alerter::Rep::Evaluate(const AlertRule& r,
+absl::StatusOr<std::vector<std::pair<LabelMap, alerting::ConditionResult>>> Alerter::Rep::Evaluate(const AlertRule& r,
                                                                                                    int64_t now_ms) {
-  std::vector<std::pair<LabelMap, pipeline::ConditionResult>> out;
+  std::vector<std::pair<LabelMap, alerting::ConditionResult>> out;
   LabelMap fixed;
   for (const auto& [d, v] : r.filter) fixed[d] = v;
-  auto labels_of = [&](const pipeline::Labels& group) {
+  auto labels_of = [&](const query::Labels& group) {
     LabelMap m = fixed;
     for (const auto& [d, v] : group) m[d] = v;
     return m;
@@ -210,7 +210,7 @@ absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Aler
       auto vals = Query(r, now_s);
       if (!vals.ok()) return vals.status();
       const auto& kpi = catalog.kpis[static_cast<size_t>(r.kpi)];
-      for (const auto& g : *vals) out.emplace_back(labels_of(g.group), pipeline::EvalThreshold(r, kpi, g.value));
+      for (const auto& g : *vals) out.emplace_back(labels_of(g.group), alerting::EvalThreshold(r, kpi, g.value));
       break;
     }
     case AlertKind::kChange: {
@@ -218,19 +218,19 @@ absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Aler
       if (!now_vals.ok()) return now_vals.status();
       auto before_vals = Query(r, now_s - r.compare_to_s);
       if (!before_vals.ok()) return before_vals.status();
-      std::map<pipeline::Labels, std::optional<double>> before;
+      std::map<query::Labels, std::optional<double>> before;
       for (const auto& g : *before_vals) before[g.group] = g.value;
       for (const auto& g : *now_vals) {
         auto it = before.find(g.group);
         out.emplace_back(labels_of(g.group),
-                         pipeline::EvalChange(r, g.value, it == before.end() ? std::nullopt : it->second));
+                         alerting::EvalChange(r, g.value, it == before.end() ? std::nullopt : it->second));
       }
       break;
     }
     case AlertKind::kAnomaly: {
       auto now_vals = Query(r, now_s);
       if (!now_vals.ok()) return now_vals.status();
-      std::map<pipeline::Labels, std::vector<double>> history;
+      std::map<query::Labels, std::vector<double>> history;
       for (int i = 1; i <= r.periods; ++i) {
         auto past = Query(r, now_s - r.period_s * i);
         if (!past.ok()) return past.status();
@@ -239,7 +239,7 @@ absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Aler
         }
       }
       for (const auto& g : *now_vals)
-        out.emplace_back(labels_of(g.group), pipeline::EvalAnomaly(r, g.value, history[g.group]));
+        out.emplace_back(labels_of(g.group), alerting::EvalAnomaly(r, g.value, history[g.group]));
       break;
     }
     case AlertKind::kAbsence:
@@ -248,8 +248,8 @@ absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Aler
       // Nothing ever applied: count from when kpid started.
       const int64_t since = newest > 0 ? newest : std::min(now_ms, started_ms);
       LabelMap m = fixed;
-      if (r.family) m["family"] = std::string(pipeline::kFamilyNames[static_cast<size_t>(*r.family)]);
-      out.emplace_back(m, pipeline::EvalAge(r, static_cast<double>(now_ms - since) / 1000.0));
+      if (r.family) m["family"] = std::string(kpi::kFamilyNames[static_cast<size_t>(*r.family)]);
+      out.emplace_back(m, alerting::EvalAge(r, static_cast<double>(now_ms - since) / 1000.0));
       break;
     }
   }
@@ -259,7 +259,7 @@ absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> Aler
 // Rebuilds the served record of an instance from its state.
 void Alerter::Rep::Refresh(Instance* in) const {
   const AlertRule& r = *in->rule;
-  const pipeline::KpiDef* kpi = r.kpi >= 0 ? &catalog.kpis[static_cast<size_t>(r.kpi)] : nullptr;
+  const kpi::KpiDef* kpi = r.kpi >= 0 ? &catalog.kpis[static_cast<size_t>(r.kpi)] : nullptr;
   auto* a = in->record.mutable_alert();
   a->Clear();
   a->set_rule(r.name);
@@ -269,7 +269,7 @@ void Alerter::Rep::Refresh(Instance* in) const {
   labels["severity"] = r.severity;
   if (kpi) labels["kpi"] = kpi->name;
   for (const auto& [k, v] : labels) (*a->mutable_labels())[k] = v;
-  pipeline::TemplateData d;
+  kpi::TemplateData d;
   d.value = in->inst.value;
   if (r.kind == AlertKind::kChange && d.value) *d.value *= 100;
   d.threshold = RuleThreshold(r, kpi);
@@ -278,7 +278,7 @@ void Alerter::Rep::Refresh(Instance* in) const {
   d.unit = kpi ? kpi->unit : "seconds";
   d.severity = r.severity;
   d.labels = labels;
-  for (const auto& [k, text] : r.annotations) (*a->mutable_annotations())[k] = pipeline::ExpandAlertTemplate(text, d);
+  for (const auto& [k, text] : r.annotations) (*a->mutable_annotations())[k] = kpi::ExpandAlertTemplate(text, d);
   a->set_state(ToProto(in->inst.state));
   if (in->inst.value) a->set_value(*in->inst.value);
   SetTime(a->mutable_active_since(), in->inst.active_since_ms);
@@ -286,12 +286,11 @@ void Alerter::Rep::Refresh(Instance* in) const {
   if (in->inst.resolved_at_ms) SetTime(a->mutable_resolved_at(), in->inst.resolved_at_ms);
   SetTime(a->mutable_last_true(), in->inst.last_true_ms);
   SetTime(a->mutable_last_evaluated(), in->inst.last_evaluated_ms);
-  a->set_fingerprint(pipeline::AlertFingerprint(labels));
+  a->set_fingerprint(alerting::AlertFingerprint(labels));
 }
 
-absl::StatusOr<std::unique_ptr<Alerter>> Alerter::Create(const AlerterOptions& options,
-                                                         const pipeline::Catalog& catalog, state::Store* store,
-                                                         AlertSources sources) {
+absl::StatusOr<std::unique_ptr<Alerter>> Alerter::Create(const AlerterOptions& options, const kpi::Catalog& catalog,
+                                                         state::Store* store, AlertSources sources) {
   auto rep = std::make_unique<Rep>(options, catalog, store, std::move(sources));
   if (!rep->options.now_ms) rep->options.now_ms = WallMs;
   if (!rep->sources.ready) rep->sources.ready = [] { return true; };
@@ -320,7 +319,7 @@ absl::Status Alerter::EvaluateOnce() {
   // Evaluate outside the lock: queries read the store.
   struct RuleResult {
     const AlertRule* rule;
-    absl::StatusOr<std::vector<std::pair<LabelMap, pipeline::ConditionResult>>> groups;
+    absl::StatusOr<std::vector<std::pair<LabelMap, alerting::ConditionResult>>> groups;
   };
   std::vector<RuleResult> results;
   for (const auto& r : rep_->catalog.alerts) {
@@ -339,8 +338,8 @@ absl::Status Alerter::EvaluateOnce() {
   {
     std::lock_guard<std::mutex> l(rep_->mu);
     auto& instances = rep_->instances;
-    auto step = [&](Rep::Instance* in, const pipeline::ConditionResult& c) {
-      const auto from = pipeline::StepAlert(*in->rule, c.active, c.value, now, &in->inst);
+    auto step = [&](Rep::Instance* in, const alerting::ConditionResult& c) {
+      const auto from = alerting::StepAlert(*in->rule, c.active, c.value, now, &in->inst);
       rep_->Refresh(in);
       if (from) {
         v1::AlertTransition t;
@@ -377,7 +376,7 @@ absl::Status Alerter::EvaluateOnce() {
       for (auto it = instances.lower_bound(prefix); it != instances.end() && it->first.starts_with(prefix); ++it) {
         if (it->second.rule != &r || seen.count(it->first)) continue;
         if (it->first.size() > prefix.size() && it->first[prefix.size()] != '\0') continue;  // other rule
-        step(&it->second, pipeline::ConditionResult{});
+        step(&it->second, alerting::ConditionResult{});
       }
     }
     // Persist every instance, and drop the finished ones.
@@ -410,8 +409,8 @@ absl::Status Alerter::EvaluateOnce() {
   }
   for (const auto& t : transitions) {
     spdlog::info("alert {} {}: {} -> {} (value {})", t.alert().rule(), t.alert().fingerprint(),
-                 pipeline::AlertStateName(static_cast<AlertState>(t.from())),
-                 pipeline::AlertStateName(static_cast<AlertState>(t.alert().state())),
+                 alerting::AlertStateName(static_cast<AlertState>(t.from())),
+                 alerting::AlertStateName(static_cast<AlertState>(t.alert().state())),
                  t.alert().has_value() ? fmt::format("{}", t.alert().value()) : std::string("none"));
   }
   // Persist before anyone is told: a transition that was announced must

@@ -1,6 +1,6 @@
 // The alert evaluator: evaluates the catalog's alert rules on a fixed
 // interval and soon after each state commit ("on change"), runs each
-// (rule, group) instance through the state machine (pipeline/alerting.h),
+// (rule, group) instance through the state machine (alerting/rules.h),
 // and keeps instances and a bounded log of transitions in the state store,
 // so a restart neither drops a firing alert nor fires it anew.
 //
@@ -27,10 +27,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "alerting/rules.h"
+#include "kpi/alert_template.h"
+#include "kpi/catalog.h"
 #include "kpistream/v1/alerts.pb.h"
-#include "pipeline/alerting.h"
-#include "pipeline/catalog.h"
-#include "pipeline/query.h"
+#include "query/query.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -54,7 +55,7 @@ struct AlertSources {
   std::function<bool()> ready;
   // Newest applied event time (ms since the epoch) of a family, or of all
   // families for nullopt; 0 when none yet.
-  std::function<int64_t(std::optional<pipeline::Family>)> newest_event_ms;
+  std::function<int64_t(std::optional<kpi::Family>)> newest_event_ms;
   // Grows on every state commit; a change triggers an evaluation.
   std::function<uint64_t()> change_counter;
 };
@@ -73,8 +74,8 @@ class Alerter {
   // rule's owner removed it).
   // REQUIRES: catalog and store outlive the alerter.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Alerter>> Create(const AlerterOptions& options,
-                                                                       const pipeline::Catalog& catalog,
-                                                                       state::Store* store, AlertSources sources);
+                                                                       const kpi::Catalog& catalog, state::Store* store,
+                                                                       AlertSources sources);
   ~Alerter();
   Alerter(const Alerter&) = delete;
   Alerter& operator=(const Alerter&) = delete;

@@ -47,15 +47,15 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
     c.engine.brokers = kafka["brokers"].as<std::string>();
     if (kafka["group_id"]) c.engine.group_id = kafka["group_id"].as<std::string>();
     if (kafka["dlq_topic"]) c.engine.dlq_topic = kafka["dlq_topic"].as<std::string>();
-    pipeline::PayloadFormat fmt_default = pipeline::PayloadFormat::kAuto;
+    ingest::PayloadFormat fmt_default = ingest::PayloadFormat::kAuto;
     if (const auto f = kafka["format"]) {
       const auto s = f.as<std::string>();
       if (s == "auto") {
-        fmt_default = pipeline::PayloadFormat::kAuto;
+        fmt_default = ingest::PayloadFormat::kAuto;
       } else if (s == "protobuf") {
-        fmt_default = pipeline::PayloadFormat::kProtobuf;
+        fmt_default = ingest::PayloadFormat::kProtobuf;
       } else if (s == "json") {
-        fmt_default = pipeline::PayloadFormat::kJson;
+        fmt_default = ingest::PayloadFormat::kJson;
       } else {
         return bad(f, fmt::format("unknown format '{}' (known: auto, protobuf, json)", s));
       }
@@ -65,7 +65,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       return bad(kafka, "kafka.topics must map families to topics, e.g. {campaign: kpi.campaign}");
     }
     for (auto it = topics.begin(); it != topics.end(); ++it) {
-      const auto fam = pipeline::ParseFamily(it->first.as<std::string>());
+      const auto fam = kpi::ParseFamily(it->first.as<std::string>());
       if (!fam)
         return bad(it->first,
                    fmt::format("unknown family '{}' (known: campaign, product, crm)", it->first.as<std::string>()));
@@ -88,7 +88,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (s.size() > 2 && s.substr(s.size() - 2) == "ms") {
         ms = std::stoll(s.substr(0, s.size() - 2));
       } else {
-        auto d = pipeline::ParseDuration(s);
+        auto d = kpi::ParseDuration(s);
         if (!d.ok()) return bad(ci, std::string(d.status().message()));
         ms = *d * 1000;
       }
@@ -112,7 +112,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
       if (s == "off") {
         c.engine.dedup_window_ms = 0;
       } else {
-        auto d = pipeline::ParseDuration(s);
+        auto d = kpi::ParseDuration(s);
         if (!d.ok()) return bad(dw, fmt::format("dedup_window: {} (or 'off')", std::string(d.status().message())));
         if (*d <= 0) return bad(dw, "dedup_window must be a positive duration, or 'off'");
         c.engine.dedup_window_ms = *d * 1000;
@@ -125,7 +125,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
         const auto val = it->second.as<std::string>();
         int64_t secs = 0;
         if (val != "forever") {
-          auto d = pipeline::ParseDuration(val);
+          auto d = kpi::ParseDuration(val);
           if (!d.ok()) return bad(it->second, std::string(d.status().message()));
           secs = *d;
         }
@@ -146,7 +146,7 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
         const auto k = it->first.as<std::string>();
         const YAML::Node v = it->second;  // a copy: it->second refers into a temporary
         auto millis = [&](int64_t lo_ms) -> absl::StatusOr<int64_t> {
-          auto d = pipeline::ParseDuration(v.as<std::string>());
+          auto d = kpi::ParseDuration(v.as<std::string>());
           if (!d.ok()) return bad(v, std::string(d.status().message()));
           if (*d * 1000 < lo_ms) return bad(v, fmt::format("{} must be at least {} ms", k, lo_ms));
           return *d * 1000;
@@ -198,9 +198,9 @@ absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {
   return c;
 }
 
-absl::StatusOr<pipeline::Catalog> LoadCatalogFor(const KpidConfig& config) {
-  if (config.catalog_path.empty()) return pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "config/kpis.yaml");
-  return pipeline::LoadCatalogFile(config.catalog_path);
+absl::StatusOr<kpi::Catalog> LoadCatalogFor(const KpidConfig& config) {
+  if (config.catalog_path.empty()) return kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "config/kpis.yaml");
+  return kpi::LoadCatalogFile(config.catalog_path);
 }
 
 }  // namespace kpistream::services

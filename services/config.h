@@ -27,15 +27,15 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "pipeline/catalog.h"
-#include "pipeline/engine.h"
+#include "ingest/engine.h"
+#include "kpi/catalog.h"
 #include "services/alerter.h"
 #include "services/notifier.h"
 
 namespace kpistream::services {
 
 struct KpidConfig {
-  pipeline::EngineOptions engine;
+  ingest::EngineOptions engine;
   std::string catalog_path;  // empty: built-in default catalog
   uint64_t memory_budget_bytes = 256ull << 20;
   uint64_t min_free_disk_bytes = 64ull << 20;  // state::StoreOptions::min_free_bytes
@@ -48,6 +48,6 @@ struct KpidConfig {
 
 // Errors carry "file:line:col: what to fix".
 [[nodiscard]] absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path);
-[[nodiscard]] absl::StatusOr<pipeline::Catalog> LoadCatalogFor(const KpidConfig& config);
+[[nodiscard]] absl::StatusOr<kpi::Catalog> LoadCatalogFor(const KpidConfig& config);
 
 }  // namespace kpistream::services

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <thread>
 
-#include "tools/kpigen/generator.h"
-#include "tools/kpigen/kafka_sink.h"
+#include "gen/generator.h"
+#include "gen/kafka_sink.h"
 
 namespace kpistream::services {
 

@@ -8,9 +8,9 @@
 
 #include <chrono>
 
+#include "api/request.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
-#include "pipeline/query.h"
-#include "pipeline/request.h"
+#include "query/query.h"
 #include "services/alert_service.h"
 
 namespace kpistream::services {
@@ -37,7 +37,7 @@ int64_t NowMs() {
 // evaluation. ListKpis and QueryRange (up to 11 000 points) stay synchronous.
 class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1::KpiService::Service> {
  public:
-  KpiServiceImpl(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe* probe)
+  KpiServiceImpl(const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe* probe)
       : catalog_(catalog), query_(catalog, store), probe_(probe) {}
 
   grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
@@ -62,9 +62,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     for (const auto& m : catalog_.measures) {
       auto* info = resp->add_measures();
       info->set_name(m.name);
-      info->set_family(std::string(pipeline::FamilyName(m.family)));
+      info->set_family(std::string(kpi::FamilyName(m.family)));
       for (const auto& t : m.type_names) info->add_types(t);
-      info->set_aggregation(std::string(pipeline::AggregationName(m.aggregation)));
+      info->set_aggregation(std::string(kpi::AggregationName(m.aggregation)));
       info->set_field(m.field);
       for (const auto& g : m.group_by) info->add_group_by(g);
       info->set_bucket_seconds(m.bucket_seconds);
@@ -79,10 +79,10 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     return reactor;
   }
 
-  pipeline::QueryEngine::CacheStats cache_stats() const { return query_.cache_stats(); }
+  query::QueryEngine::CacheStats cache_stats() const { return query_.cache_stats(); }
 
   grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
-    auto plan = pipeline::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
+    auto plan = api::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
     if (!plan.ok()) return ToGrpc(plan.status());
     const auto& q = plan->query;
     const auto* kpi = plan->kpi;
@@ -98,7 +98,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
       auto* v = resp->add_values();
       for (const auto& [k, val] : gv.group) (*v->mutable_group())[k] = val;
       if (gv.value) v->set_value(*gv.value);
-      if (kpi->target) v->set_status(std::string(pipeline::StatusName(kpi->target->Classify(gv.value))));
+      if (kpi->target) v->set_status(std::string(kpi::BandName(kpi->target->Classify(gv.value))));
     }
     FillFreshness(resp);
     return grpc::Status::OK;
@@ -106,7 +106,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
 
   grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
                           v1::QueryRangeResponse* resp) override {
-    auto plan = pipeline::PlanQueryRange(*req, catalog_);
+    auto plan = api::PlanQueryRange(*req, catalog_);
     if (!plan.ok()) return ToGrpc(plan.status());
     auto series = query_.Range(plan->query, plan->step);
     if (!series.ok()) return ToGrpc(series.status());
@@ -133,9 +133,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     resp->set_freshness_seconds(static_cast<double>(NowMs() - newest) / 1000.0);
   }
 
-  const pipeline::Catalog& catalog_;
-  pipeline::QueryEngine query_;
-  const pipeline::EngineProbe* probe_;
+  const kpi::Catalog& catalog_;
+  query::QueryEngine query_;
+  const ingest::EngineProbe* probe_;
 };
 
 }  // namespace
@@ -151,9 +151,8 @@ GrpcServer::GrpcServer(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 GrpcServer::~GrpcServer() { Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                              const pipeline::Catalog& catalog,
-                                                              const state::Store& store,
-                                                              const pipeline::EngineProbe* probe) {
+                                                              const kpi::Catalog& catalog, const state::Store& store,
+                                                              const ingest::EngineProbe* probe) {
   auto rep = std::make_unique<Rep>();
   rep->service = std::make_unique<KpiServiceImpl>(catalog, store, probe);
   grpc::EnableDefaultHealthCheckService(true);
@@ -180,7 +179,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
 
 std::string GrpcServer::address() const { return rep_->address; }
 
-pipeline::QueryEngine::CacheStats GrpcServer::query_cache_stats() const { return rep_->service->cache_stats(); }
+query::QueryEngine::CacheStats GrpcServer::query_cache_stats() const { return rep_->service->cache_stats(); }
 
 void GrpcServer::SetServing(bool serving) {
   if (!rep_->server) return;

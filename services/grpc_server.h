@@ -10,9 +10,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "pipeline/catalog.h"
-#include "pipeline/engine.h"
-#include "pipeline/query.h"
+#include "ingest/engine.h"
+#include "kpi/catalog.h"
+#include "query/query.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -29,9 +29,9 @@ class GrpcServer {
  public:
   // REQUIRES: catalog, store and probe (may be null) outlive the server.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
-                                                                         const pipeline::Catalog& catalog,
+                                                                         const kpi::Catalog& catalog,
                                                                          const state::Store& store,
-                                                                         const pipeline::EngineProbe* probe);
+                                                                         const ingest::EngineProbe* probe);
   ~GrpcServer();
 
   // The address actually bound (with the chosen port).
@@ -39,7 +39,7 @@ class GrpcServer {
   // Health of "" and "kpistream.v1.KpiService".
   void SetServing(bool serving);
   // GetKpi's result cache (for /metrics).
-  pipeline::QueryEngine::CacheStats query_cache_stats() const;
+  query::QueryEngine::CacheStats query_cache_stats() const;
   void Shutdown();
 
  private:

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <thread>
 
-#include "pipeline/decoder.h"
-#include "pipeline/engine.h"
+#include "ingest/decoder.h"
+#include "ingest/engine.h"
 #include "services/alerter.h"
 #include "services/config.h"
 #include "services/demo.h"
@@ -65,20 +65,20 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
-  pipeline::SilenceProtobufLogging();
+  ingest::SilenceProtobufLogging();
 
   if (!check_config.empty()) {
     // A kpid config (has 'kafka:') or a bare KPI file.
     std::ifstream in(check_config);
     if (!in) return Fail(fmt::format("{}: cannot open", check_config));
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    absl::StatusOr<pipeline::Catalog> cat;
+    absl::StatusOr<kpi::Catalog> cat;
     if (text.find("kafka:") != std::string::npos) {
       auto cfg = services::LoadKpidConfig(check_config);
       if (!cfg.ok()) return Fail(std::string(cfg.status().message()));
       cat = services::LoadCatalogFor(*cfg);
     } else {
-      cat = pipeline::ParseCatalog(text, check_config);
+      cat = kpi::ParseCatalog(text, check_config);
     }
     if (!cat.ok()) return Fail(std::string(cat.status().message()));
     fmt::print("{}: OK ({} measures, {} KPIs)\n", check_config, cat->measures.size(), cat->kpis.size());
@@ -104,8 +104,7 @@ int main(int argc, char** argv) {
     config.engine.brokers = demo->bootstrap();
     config.engine.group_id = "kpistream-demo";
     for (const char* f : {"campaign", "product", "crm"}) {
-      config.engine.topics.push_back(
-          {fmt::format("kpi.{}", f), *pipeline::ParseFamily(f), pipeline::PayloadFormat::kAuto});
+      config.engine.topics.push_back({fmt::format("kpi.{}", f), *kpi::ParseFamily(f), ingest::PayloadFormat::kAuto});
     }
     if (state_dir.empty()) {
       // The mock broker starts empty every time, so the demo's state must too.
@@ -147,7 +146,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  auto engine = pipeline::Engine::Create(config.engine, &*catalog, store->get());
+  auto engine = ingest::Engine::Create(config.engine, &*catalog, store->get());
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
 
   auto* eng = engine->get();
@@ -160,7 +159,7 @@ int main(int argc, char** argv) {
     for (const auto& l : eng->probe().Lags()) lag += l.lag;
     return lag <= config.engine.catchup_lag_records;
   };
-  sources.newest_event_ms = [&probe](std::optional<pipeline::Family> f) {
+  sources.newest_event_ms = [&probe](std::optional<kpi::Family> f) {
     return f ? probe.newest_event_ms_by_family[static_cast<size_t>(*f)].load() : probe.newest_event_ms.load();
   };
   sources.change_counter = [&probe] { return probe.commits.load(); };

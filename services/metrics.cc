@@ -9,7 +9,7 @@
 #include <chrono>
 #include <mutex>
 
-#include "pipeline/query.h"
+#include "query/query.h"
 #include "services/alerter.h"
 #include "services/notifier.h"
 
@@ -48,9 +48,9 @@ int64_t NowMs() {
 // catalog: dynamic KPI series never go through Family::Add (slow at runtime).
 class Collector final : public prom::Collectable {
  public:
-  Collector(const pipeline::Catalog& catalog, const state::Store& store, const pipeline::EngineProbe& probe,
+  Collector(const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe& probe,
             std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
-            std::function<pipeline::QueryEngine::CacheStats()> query_cache)
+            std::function<query::QueryEngine::CacheStats()> query_cache)
       : catalog_(catalog),
         store_(store),
         probe_(probe),
@@ -94,10 +94,10 @@ class Collector final : public prom::Collectable {
     {
       auto f = Family("kpistream_records_rejected_total",
                       "Records rejected (and sent to the dead-letter topic), by reason.", C);
-      for (int r = 0; r < pipeline::kNumRejectReasons; ++r) {
+      for (int r = 0; r < ingest::kNumRejectReasons; ++r) {
         f.metric.push_back(
             Sample(static_cast<double>(probe_.rejected[r].load()), C,
-                   {{"reason", std::string(pipeline::RejectReasonName(static_cast<pipeline::RejectReason>(r)))}}));
+                   {{"reason", std::string(ingest::RejectReasonName(static_cast<ingest::RejectReason>(r)))}}));
       }
       out.push_back(std::move(f));
     }
@@ -163,8 +163,8 @@ class Collector final : public prom::Collectable {
       m.histogram.sample_count = count;
       m.histogram.sample_sum = sum;
       for (size_t i = 0; i < cum.size(); ++i) {
-        m.histogram.bucket.push_back({cum[i], i < pipeline::LatencyHistogram::kBounds.size()
-                                                  ? pipeline::LatencyHistogram::kBounds[i]
+        m.histogram.bucket.push_back({cum[i], i < ingest::LatencyHistogram::kBounds.size()
+                                                  ? ingest::LatencyHistogram::kBounds[i]
                                                   : std::numeric_limits<double>::infinity()});
       }
       f.metric.push_back(std::move(m));
@@ -219,9 +219,9 @@ class Collector final : public prom::Collectable {
     uint64_t errors = 0;
     for (const auto& k : catalog_.kpis) {
       for (const auto& w : k.windows) {
-        auto range = pipeline::ResolveWindow(w, now, catalog_.timezone);
+        auto range = kpi::ResolveWindow(w, now, catalog_.timezone);
         if (!range.ok()) continue;
-        pipeline::KpiQuery q;
+        query::KpiQuery q;
         q.kpi = k.name;
         q.start = range->start;
         q.end = range->end;
@@ -303,14 +303,14 @@ class Collector final : public prom::Collectable {
   }
 
   static constexpr std::chrono::seconds kKpiCacheTtl{2};
-  const pipeline::Catalog& catalog_;
+  const kpi::Catalog& catalog_;
   const state::Store& store_;
-  const pipeline::EngineProbe& probe_;
-  pipeline::QueryEngine query_;
+  const ingest::EngineProbe& probe_;
+  query::QueryEngine query_;
   std::function<bool()> ready_;
   const Alerter* alerter_;
   const Notifier* notifier_;
-  std::function<pipeline::QueryEngine::CacheStats()> query_cache_;
+  std::function<query::QueryEngine::CacheStats()> query_cache_;
   mutable std::mutex kpi_mu_;
   mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
   mutable std::chrono::steady_clock::time_point kpi_cached_at_;
@@ -328,9 +328,9 @@ MetricsExporter::MetricsExporter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)
 MetricsExporter::~MetricsExporter() = default;
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
-    const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
-    const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
-    std::function<pipeline::QueryEngine::CacheStats()> query_cache) {
+    const std::string& listen, const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe& probe,
+    std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
+    std::function<query::QueryEngine::CacheStats()> query_cache) {
   auto rep = std::make_unique<Rep>();
   rep->collector =
       std::make_shared<Collector>(catalog, store, probe, std::move(ready), alerter, notifier, std::move(query_cache));

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "pipeline/catalog.h"
-#include "pipeline/engine.h"
-#include "pipeline/query.h"
+#include "ingest/engine.h"
+#include "kpi/catalog.h"
+#include "query/query.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -25,9 +25,9 @@ class MetricsExporter {
   // listen: host:port (port 0 picks a free port).
   // REQUIRES: catalog, store and probe outlive the exporter.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
-      const std::string& listen, const pipeline::Catalog& catalog, const state::Store& store,
-      const pipeline::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter = nullptr,
-      const Notifier* notifier = nullptr, std::function<pipeline::QueryEngine::CacheStats()> query_cache = nullptr);
+      const std::string& listen, const kpi::Catalog& catalog, const state::Store& store,
+      const ingest::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter = nullptr,
+      const Notifier* notifier = nullptr, std::function<query::QueryEngine::CacheStats()> query_cache = nullptr);
   ~MetricsExporter();
   std::string address() const;
 

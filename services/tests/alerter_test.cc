@@ -10,10 +10,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "ingest/accumulator.h"
+#include "ingest/router.h"
 #include "kpistream/events/v1/events.pb.h"
 #include "kpistream/v1/alerts.grpc.pb.h"
-#include "pipeline/accumulator.h"
-#include "pipeline/router.h"
 #include "services/grpc_server.h"
 #include "services/notifier.h"
 
@@ -29,7 +29,7 @@ class AlerterTest : public ::testing::Test {
   void SetUp() override {
     dir_ = std::filesystem::temp_directory_path() / ("kpistream_alerter_test_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir_);
-    auto cat = pipeline::ParseCatalog(R"yaml(
+    auto cat = kpi::ParseCatalog(R"yaml(
 measures:
   clicks: {family: campaign, types: [click], aggregation: count, group_by: [channel]}
 kpis:
@@ -46,7 +46,7 @@ alerts:
     annotations: {summary: "{{ $value }} clicks on {{ $labels.channel }} (over {{ $threshold }})"}
   Quiet: {absence: {family: product, for: 10m}, severity: warning}
 )yaml",
-                                      "t.yaml");
+                                 "t.yaml");
     ASSERT_TRUE(cat.ok()) << cat.status();
     catalog_ = std::move(*cat);
     OpenStore();
@@ -71,9 +71,9 @@ alerts:
     o.max_transitions = max_transitions_;
     AlertSources src;
     src.ready = [this] { return ready_; };
-    src.newest_event_ms = [this](std::optional<pipeline::Family> f) {
+    src.newest_event_ms = [this](std::optional<kpi::Family> f) {
       // Product events keep arriving unless a test says otherwise.
-      if (f != pipeline::Family::kProduct) return int64_t{0};
+      if (f != kpi::Family::kProduct) return int64_t{0};
       return newest_product_ms_ < 0 ? now_s_ * 1000 : newest_product_ms_;
     };
     auto a = Alerter::Create(o, catalog_, store_.get(), src);
@@ -81,16 +81,16 @@ alerts:
     alerter_ = std::move(*a);
   }
   void Clicks(const std::string& channel, int n, int64_t at_s) {
-    pipeline::Router router(catalog_);
-    pipeline::Accumulator acc(catalog_);
+    ingest::Router router(catalog_);
+    ingest::Accumulator acc(catalog_);
     std::string scratch;
-    std::vector<pipeline::Contribution> cs;
+    std::vector<ingest::Contribution> cs;
     for (int i = 0; i < n; ++i) {
       CampaignEvent e;
       e.set_type(events::v1::CAMPAIGN_CLICK);
       e.mutable_event_time()->set_seconds(at_s);
       e.set_channel(channel);
-      pipeline::EventView ev{pipeline::Family::kCampaign, e.type(), at_s * 1000, &e};
+      kpi::EventView ev{kpi::Family::kCampaign, e.type(), at_s * 1000, &e};
       router.Route(ev, &scratch, &cs);
       for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
     }
@@ -122,7 +122,7 @@ alerts:
   }
 
   std::filesystem::path dir_;
-  pipeline::Catalog catalog_;
+  kpi::Catalog catalog_;
   std::unique_ptr<state::Store> store_;
   std::unique_ptr<Alerter> alerter_;
   int64_t now_s_ = kDay;

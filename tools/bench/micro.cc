@@ -7,14 +7,14 @@
 #include <filesystem>
 #include <optional>
 
-#include "pipeline/accumulator.h"
-#include "pipeline/catalog.h"
-#include "pipeline/decoder.h"
-#include "pipeline/query.h"
-#include "pipeline/router.h"
+#include "gen/generator.h"
+#include "ingest/accumulator.h"
+#include "ingest/decoder.h"
+#include "ingest/router.h"
+#include "kpi/catalog.h"
+#include "query/query.h"
 #include "state/keys.h"
 #include "state/store.h"
-#include "tools/kpigen/generator.h"
 
 namespace kpistream {
 namespace {
@@ -37,30 +37,30 @@ std::vector<gen::Record> Records(gen::Format format) {
 }
 
 void BM_Decode(benchmark::State& state, gen::Format format) {
-  pipeline::SilenceProtobufLogging();
+  ingest::SilenceProtobufLogging();
   const auto recs = Records(format);
-  pipeline::Decoder dec;
-  pipeline::EventView ev;
-  pipeline::DecodeError err;
+  ingest::Decoder dec;
+  kpi::EventView ev;
+  ingest::DecodeError err;
   size_t i = 0;
   for (auto _ : state) {
     const auto& r = recs[i++ % recs.size()];
-    benchmark::DoNotOptimize(dec.Decode(r.family, r.payload, pipeline::PayloadFormat::kAuto, &ev, &err));
+    benchmark::DoNotOptimize(dec.Decode(r.family, r.payload, ingest::PayloadFormat::kAuto, &ev, &err));
   }
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK_CAPTURE(BM_Decode, protobuf, gen::Format::kProtobuf);
 BENCHMARK_CAPTURE(BM_Decode, json, gen::Format::kJson);
 
-pipeline::Catalog LoadCatalog(bool full) {
-  auto c = full ? pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "kpis.yaml")
-                : pipeline::ParseCatalog(R"(
+kpi::Catalog LoadCatalog(bool full) {
+  auto c = full ? kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "kpis.yaml")
+                : kpi::ParseCatalog(R"(
 measures:
   impressions: {family: campaign, types: [impression], aggregation: count, group_by: [channel, campaign_id, region]}
 kpis:
   impressions: {formula: impressions}
 )",
-                                         "single.yaml");
+                                    "single.yaml");
   uint32_t id = 1;
   for (auto& m : c->measures) m.id = id++;
   return std::move(*c);
@@ -70,28 +70,28 @@ kpis:
 // consumer thread.
 class Applier {
  public:
-  explicit Applier(const pipeline::Catalog& catalog) : router_(catalog) {}
-  void Apply(const gen::Record& r, uint64_t source, pipeline::Accumulator* acc) {
-    if (!dec_.Decode(r.family, r.payload, pipeline::PayloadFormat::kProtobuf, &ev_, &err_)) return;
+  explicit Applier(const kpi::Catalog& catalog) : router_(catalog) {}
+  void Apply(const gen::Record& r, uint64_t source, ingest::Accumulator* acc) {
+    if (!dec_.Decode(r.family, r.payload, ingest::PayloadFormat::kProtobuf, &ev_, &err_)) return;
     router_.Route(ev_, &scratch_, &cs_);
     for (const auto& c : cs_) acc->Add(c, source, ev_.time_ms);
   }
 
  private:
-  pipeline::Router router_;
-  pipeline::Decoder dec_;
-  pipeline::EventView ev_;
-  pipeline::DecodeError err_;
+  ingest::Router router_;
+  ingest::Decoder dec_;
+  kpi::EventView ev_;
+  ingest::DecodeError err_;
   std::string scratch_;
-  std::vector<pipeline::Contribution> cs_;
+  std::vector<ingest::Contribution> cs_;
 };
 
 void BM_DecodeRouteAggregate(benchmark::State& state, bool full) {
-  pipeline::SilenceProtobufLogging();
+  ingest::SilenceProtobufLogging();
   const auto recs = Records(gen::Format::kProtobuf);
   auto catalog = LoadCatalog(full);
   Applier applier(catalog);
-  pipeline::Accumulator acc(catalog);
+  ingest::Accumulator acc(catalog);
   size_t i = 0;
   for (auto _ : state) {
     applier.Apply(recs[i++ % recs.size()], state::SourceId(1, 0), &acc);
@@ -104,7 +104,7 @@ BENCHMARK_CAPTURE(BM_DecodeRouteAggregate, full_catalog, true);
 
 // Flush of one commit interval's dirty partials (200 ms at 100k events/s).
 void BM_CommitFlush(benchmark::State& state) {
-  pipeline::SilenceProtobufLogging();
+  ingest::SilenceProtobufLogging();
   const auto recs = Records(gen::Format::kProtobuf);
   auto catalog = LoadCatalog(true);
   const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench";
@@ -113,7 +113,7 @@ void BM_CommitFlush(benchmark::State& state) {
   Applier applier(catalog);
   for (auto _ : state) {
     state.PauseTiming();
-    pipeline::Accumulator acc(catalog);
+    ingest::Accumulator acc(catalog);
     for (const auto& r : recs) applier.Apply(r, state::SourceId(1, 0), &acc);
     state.ResumeTiming();
     state::WriteBatch batch(**store);
@@ -135,7 +135,7 @@ BENCHMARK(BM_CommitFlush)->Unit(benchmark::kMillisecond);
 // in the memtable); arg 1: after a full compaction; arg 2: as committed,
 // answered from QueryEngine's result cache.
 void BM_GetKpiCtr5m(benchmark::State& state) {
-  pipeline::SilenceProtobufLogging();
+  ingest::SilenceProtobufLogging();
   auto catalog = LoadCatalog(true);
   const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench-query";
   std::filesystem::remove_all(dir);
@@ -149,13 +149,13 @@ void BM_GetKpiCtr5m(benchmark::State& state) {
   gen::Generator g(o);
   Applier applier(catalog);
   gen::Record r;
-  std::vector<std::unique_ptr<pipeline::Accumulator>> accs;
-  for (int p = 0; p < 4; ++p) accs.push_back(std::make_unique<pipeline::Accumulator>(catalog));
+  std::vector<std::unique_ptr<ingest::Accumulator>> accs;
+  for (int p = 0; p < 4; ++p) accs.push_back(std::make_unique<ingest::Accumulator>(catalog));
   std::vector<int64_t> next(4, 0);
   int pending = 0;
   for (uint64_t i = 0; i < o.count; ++i) {
     g.Next(&r);
-    if (r.family != pipeline::Family::kCampaign) continue;
+    if (r.family != kpi::Family::kCampaign) continue;
     const int p = static_cast<int>(i % 4);
     applier.Apply(r, state::SourceId(1, p), accs[p].get());
     ++next[p];
@@ -170,12 +170,12 @@ void BM_GetKpiCtr5m(benchmark::State& state) {
     }
   }
   if (state.range(0) == 1 && !(*store)->CompactForTest().ok()) state.SkipWithError("compaction failed");
-  pipeline::KpiQuery q{.kpi = "ctr", .start = kNow - 300, .end = kNow};
-  pipeline::QueryEngine cached(catalog, **store);
+  query::KpiQuery q{.kpi = "ctr", .start = kNow - 300, .end = kNow};
+  query::QueryEngine cached(catalog, **store);
   for (auto _ : state) {
     // A new engine has an empty result cache: every Get evaluates, except
     // with arg 2 (repeated polls between two commits).
-    std::optional<pipeline::QueryEngine> fresh;
+    std::optional<query::QueryEngine> fresh;
     if (state.range(0) != 2) fresh.emplace(catalog, **store);
     auto v = (fresh ? *fresh : cached).Get(q);
     if (!v.ok() || v->size() != 1 || !(*v)[0].value) state.SkipWithError("no ctr value");

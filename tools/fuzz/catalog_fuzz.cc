@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <string_view>
 
-#include "pipeline/catalog.h"
+#include "kpi/catalog.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  auto cat = kpistream::pipeline::ParseCatalog(text, "fuzz.yaml");
+  auto cat = kpistream::kpi::ParseCatalog(text, "fuzz.yaml");
   if (!cat.ok() && cat.status().message().empty()) __builtin_trap();
   if (cat.ok()) {
     for (const auto& k : cat->kpis) {

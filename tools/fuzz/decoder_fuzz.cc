@@ -4,21 +4,21 @@
 #include <cstdint>
 #include <string_view>
 
-#include "pipeline/decoder.h"
+#include "ingest/decoder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static bool init = [] {
-    kpistream::pipeline::SilenceProtobufLogging();
+    kpistream::ingest::SilenceProtobufLogging();
     return true;
   }();
   (void)init;
-  static kpistream::pipeline::Decoder decoder;
+  static kpistream::ingest::Decoder decoder;
   if (size == 0) return 0;
   // First byte picks the family and the format; the rest is the payload.
-  const auto family = static_cast<kpistream::pipeline::Family>(data[0] % kpistream::pipeline::kNumFamilies);
-  const auto format = static_cast<kpistream::pipeline::PayloadFormat>((data[0] / 3) % 3);
-  kpistream::pipeline::EventView ev;
-  kpistream::pipeline::DecodeError err;
+  const auto family = static_cast<kpistream::kpi::Family>(data[0] % kpistream::kpi::kNumFamilies);
+  const auto format = static_cast<kpistream::ingest::PayloadFormat>((data[0] / 3) % 3);
+  kpistream::kpi::EventView ev;
+  kpistream::ingest::DecodeError err;
   const std::string_view payload(reinterpret_cast<const char*>(data + 1), size - 1);
   if (decoder.Decode(family, payload, format, &ev, &err)) {
     // A decoded event must be consistent.

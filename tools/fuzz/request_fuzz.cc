@@ -1,4 +1,4 @@
-// libFuzzer target: the query API's request validation (pipeline/request.h,
+// libFuzzer target: the query API's request validation (api/request.h,
 // what the gRPC GetKpi and QueryRange handlers run) and the queries valid
 // requests lead to, over a real RocksDB store holding a little data for the
 // default catalog. Any request either fails with NOT_FOUND or
@@ -19,13 +19,13 @@
 #include <filesystem>
 #include <string>
 
+#include "api/request.h"
+#include "ingest/accumulator.h"
+#include "ingest/decoder.h"
+#include "ingest/router.h"
+#include "kpi/catalog.h"
 #include "kpistream/events/v1/events.pb.h"
-#include "pipeline/accumulator.h"
-#include "pipeline/catalog.h"
-#include "pipeline/decoder.h"
-#include "pipeline/query.h"
-#include "pipeline/request.h"
-#include "pipeline/router.h"
+#include "query/query.h"
 #include "state/store.h"
 
 namespace {
@@ -37,9 +37,9 @@ constexpr int64_t kNow = 1795305600;  // a fixed "now" (2026-11-21)
 
 struct World {
   std::string dir;
-  pipeline::Catalog catalog;
+  kpi::Catalog catalog;
   std::unique_ptr<state::Store> store;
-  std::unique_ptr<pipeline::QueryEngine> query;
+  std::unique_ptr<query::QueryEngine> query;
 };
 
 // A store with a day of campaign events over three channels and regions.
@@ -47,17 +47,17 @@ World* MakeWorld() {
   auto* w = new World;
   w->dir = (std::filesystem::temp_directory_path() / ("kpistream-request-fuzz-" + std::to_string(::getpid()))).string();
   std::filesystem::remove_all(w->dir);
-  auto cat = pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "config/kpis.yaml");
+  auto cat = kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "config/kpis.yaml");
   if (!cat.ok()) __builtin_trap();
   w->catalog = std::move(*cat);
   auto store = state::Store::Open({.path = w->dir});
   if (!store.ok()) __builtin_trap();
   w->store = std::move(*store);
   for (auto& m : w->catalog.measures) m.id = *w->store->IdFor("measure", m.name);
-  pipeline::Router router(w->catalog);
-  pipeline::Accumulator acc(w->catalog);
+  ingest::Router router(w->catalog);
+  ingest::Accumulator acc(w->catalog);
   std::string scratch;
-  std::vector<pipeline::Contribution> cs;
+  std::vector<ingest::Contribution> cs;
   const char* channels[] = {"search", "social", "email"};
   const char* regions[] = {"eu", "us", "apac"};
   const events::v1::CampaignEventType types[] = {events::v1::CAMPAIGN_IMPRESSION, events::v1::CAMPAIGN_CLICK,
@@ -72,7 +72,7 @@ World* MakeWorld() {
     e.set_campaign_id("c" + std::to_string(i % 7));
     e.set_cost(0.25 * (i % 9));
     e.set_revenue(1.5 * (i % 5));
-    pipeline::EventView ev{pipeline::Family::kCampaign, e.type(), t * 1000, &e};
+    kpi::EventView ev{kpi::Family::kCampaign, e.type(), t * 1000, &e};
     router.Route(ev, &scratch, &cs);
     for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
   }
@@ -80,7 +80,7 @@ World* MakeWorld() {
   acc.Flush(&b);
   b.PutOffset(state::SourceId(1, 0), 2000, kNow * 1000);
   if (!w->store->Commit(&b).ok()) __builtin_trap();
-  w->query = std::make_unique<pipeline::QueryEngine>(w->catalog, *w->store);
+  w->query = std::make_unique<query::QueryEngine>(w->catalog, *w->store);
   static const std::string dir = w->dir;
   std::atexit([] { std::filesystem::remove_all(dir); });
   return w;
@@ -105,7 +105,7 @@ void CheckValue(const std::optional<double>& v) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World* world = [] {
-    pipeline::SilenceProtobufLogging();
+    ingest::SilenceProtobufLogging();
     return MakeWorld();
   }();
   if (size == 0) return 0;
@@ -115,7 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (data[0] % 2 == 0) {
     v1::GetKpiRequest req;
     if (!parser.ParseFromString(text, &req)) return -1;  // not a request: not worth keeping
-    auto plan = pipeline::PlanGetKpi(req, world->catalog, kNow);
+    auto plan = api::PlanGetKpi(req, world->catalog, kNow);
     if (!plan.ok()) {
       CheckClientError(plan.status());
       return 0;
@@ -132,7 +132,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     v1::QueryRangeRequest req;
     if (!parser.ParseFromString(text, &req)) return -1;
-    auto plan = pipeline::PlanQueryRange(req, world->catalog);
+    auto plan = api::PlanQueryRange(req, world->catalog);
     if (!plan.ok()) {
       CheckClientError(plan.status());
       return 0;

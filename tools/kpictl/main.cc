@@ -13,8 +13,8 @@
 #include <fstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "kpi/catalog.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
-#include "pipeline/catalog.h"
 
 namespace v1 = kpistream::v1;
 using google::protobuf::util::TimeUtil;
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (validate->parsed()) {
-    auto cat = kpistream::pipeline::LoadCatalogFile(file);
+    auto cat = kpistream::kpi::LoadCatalogFile(file);
     if (!cat.ok()) {
       fmt::print(stderr, "{}\n", std::string(cat.status().message()));
       return 1;

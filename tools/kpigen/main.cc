@@ -7,11 +7,11 @@
 #include <fstream>
 #include <thread>
 
-#include "pipeline/catalog.h"
-#include "pipeline/decoder.h"
-#include "tools/kpigen/generator.h"
-#include "tools/kpigen/kafka_sink.h"
-#include "tools/kpigen/scenario.h"
+#include "gen/generator.h"
+#include "gen/kafka_sink.h"
+#include "gen/scenario.h"
+#include "ingest/decoder.h"
+#include "kpi/catalog.h"
 
 using namespace kpistream;
 
@@ -63,16 +63,16 @@ int main(int argc, char** argv) {
   app.add_option("--from-day", from_day, "--scenario: emit events from this day of the story (inclusive)");
   app.add_option("--to-day", to_day, "--scenario: ... to this day (exclusive)");
   CLI11_PARSE(app, argc, argv);
-  pipeline::SilenceProtobufLogging();  // hostile records (invalid UTF-8) make protobuf log per record
+  ingest::SilenceProtobufLogging();  // hostile records (invalid UTF-8) make protobuf log per record
 
-  auto span_s = pipeline::ParseDuration(span);
+  auto span_s = kpi::ParseDuration(span);
   if (!span_s.ok()) {
     fmt::print(stderr, "kpigen: --span: {}\n", std::string(span_s.status().message()));
     return 2;
   }
-  absl::StatusOr<pipeline::Catalog> catalog =
-      catalog_path.empty() ? pipeline::ParseCatalog(pipeline::DefaultCatalogYaml(), "config/kpis.yaml")
-                           : pipeline::LoadCatalogFile(catalog_path);
+  absl::StatusOr<kpi::Catalog> catalog = catalog_path.empty()
+                                             ? kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "config/kpis.yaml")
+                                             : kpi::LoadCatalogFile(catalog_path);
   if (!catalog.ok()) {
     fmt::print(stderr, "kpigen: {}\n", std::string(catalog.status().message()));
     return 2;

@@ -8,7 +8,7 @@ import java.util.List;
 import java.util.Locale;
 
 /**
- * A measure's `filter:`, the same language as kpid's (pipeline/filter.h):
+ * A measure's `filter:`, the same language as kpid's (kpi/filter.h):
  *
  * <pre>
  *   filter  := or

@@ -1,0 +1,76 @@
+#include "ingest/accumulator.h"
+
+#include <algorithm>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "state/keys.h"
+
+namespace kpistream::ingest {
+
+void Accumulator::Add(const Contribution& c, uint64_t source, int64_t time_ms) {
+  const auto& m = catalog_.measures[c.measure];
+  const int64_t bucket = BucketStart(FloorDiv(time_ms, 1000), m.bucket_seconds);
+  key_ = state::AggKey(state::Tier::kFine, m.id, source, bucket, c.group);
+  auto it = dirty_.find(key_);
+  if (it == dirty_.end()) {
+    const auto kind = kpi::PartialKind(m.aggregation);
+    it = dirty_.emplace(key_, state::Partial(kind)).first;
+    bytes_ += key_.size() + sizeof(state::Partial) + 32;
+    if (kind == state::ValueKind::kHll) bytes_ += state::Hll::kRegisters;
+    if (kind == state::ValueKind::kSketch) bytes_ += 1024;  // typical bins
+  }
+  auto& p = it->second;
+  switch (p.kind) {
+    case state::ValueKind::kAgg:
+      p.agg.Add(c.value, state::ToMicros(c.value));
+      return;
+    case state::ValueKind::kHll:
+      p.hll->AddHash(c.hash);
+      break;
+    case state::ValueKind::kSketch:
+      p.sketch->Add(c.value);
+      break;
+    case state::ValueKind::kLast:
+      p.last.Add(time_ms, c.value);
+      break;
+  }
+  ++p.agg.count;
+}
+
+void Accumulator::Flush(state::WriteBatch* batch) {
+  // Roll fine partials up to the hour and day tiers first, so each coarse
+  // key gets one merge operand per commit.
+  absl::flat_hash_map<std::string, state::Partial> coarse;
+  std::vector<const kpi::MeasureDef*> by_id;
+  for (const auto& m : catalog_.measures) {
+    if (by_id.size() <= m.id) by_id.resize(m.id + 1, nullptr);
+    by_id[m.id] = &m;
+  }
+  auto roll = [&](state::Tier tier, int64_t width, const state::AggKeyParts& parts, const state::Partial& p) {
+    auto key = state::AggKey(tier, parts.measure_id, parts.source, BucketStart(parts.bucket, width), parts.group_key);
+    auto it = coarse.find(key);
+    if (it == coarse.end()) it = coarse.emplace(std::move(key), state::Partial(p.kind)).first;
+    it->second.Merge(p);
+  };
+  std::vector<std::pair<std::string_view, const state::Partial*>> out;
+  out.reserve(dirty_.size() * 3);
+  for (const auto& [key, p] : dirty_) {
+    state::AggKeyParts parts;
+    if (!state::ParseAggKey(key, &parts)) continue;  // impossible: we built it
+    out.emplace_back(key, &p);
+    const auto* m = by_id[parts.measure_id];
+    if (m->bucket_seconds < state::kHourSeconds) roll(state::Tier::kHour, state::kHourSeconds, parts, p);
+    if (m->bucket_seconds < state::kDaySeconds) roll(state::Tier::kDay, state::kDaySeconds, parts, p);
+  }
+  for (const auto& [key, p] : coarse) out.emplace_back(key, &p);
+  // In key order: RocksDB's memtable skiplist then reuses the previous
+  // insert's search path instead of searching from the top for each key
+  // (the hash maps' order is random).
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [key, p] : out) batch->MergePartial(key, p->Encode());
+  Clear();
+}
+
+}  // namespace kpistream::ingest

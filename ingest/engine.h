@@ -1,0 +1,174 @@
+// The ingest engine: a Kafka consumer-group member that decodes, routes and
+// aggregates records and commits partials + next offsets atomically to the
+// state store (invariant 1). Bad records go to the dead-letter topic.
+//
+// Lifecycle: Create() -> Start() -> ... -> Stop() (final commit, leaves the
+// group). Thread-safety: Start/Stop from one controlling thread; Ready(),
+// Fatal() and probe() from any thread. All Kafka and state work happens on
+// the engine's own consumer thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <mutex>  // std::mutex, not absl::Mutex: TSan sees pthread locks, Debian's abseil is not instrumented
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "ingest/decoder.h"
+#include "kpi/catalog.h"
+#include "state/store.h"
+
+namespace kpistream::ingest {
+
+struct TopicBinding {
+  std::string topic;
+  kpi::Family family = kpi::Family::kCampaign;
+  PayloadFormat format = PayloadFormat::kAuto;
+};
+
+struct EngineOptions {
+  std::string brokers;
+  std::string group_id = "kpistream";
+  std::vector<TopicBinding> topics;
+  std::string dlq_topic = "kpistream.dlq";
+  // A dead letter carries at most this many bytes of the original payload
+  // (header kpistream.truncated = the original size when cut), so an
+  // oversized record still fits Kafka's default 1 MB message limit on the
+  // dead-letter topic; its source topic, partition and offset locate the
+  // whole record.
+  size_t dlq_max_payload_bytes = 900 * 1000;
+  // librdkafka settings passed through verbatim (SASL, TLS, ...), applied to
+  // the consumer and the dead-letter producer.
+  std::map<std::string, std::string> kafka_properties;
+  // Commit at least this often while there is new data.
+  int commit_interval_ms = 200;
+  // While more than catchup_lag_records are waiting in Kafka (replay after a
+  // restart, a backlog), commit this often instead: more events fold into
+  // each partial per commit, and freshness does not matter until caught up.
+  int catchup_commit_interval_ms = 1000;
+  int64_t catchup_lag_records = 100000;
+  // Commit early when the dirty partials (and the event ids applied since
+  // the last commit) exceed this (invariant 6).
+  size_t max_dirty_bytes = 64ull << 20;
+  // librdkafka's prefetch queue: at most this many bytes of fetched, not
+  // yet consumed records (queued.max.messages.kbytes); kafka.properties
+  // overrides it.
+  size_t fetch_queue_bytes = 32ull << 20;
+  // How often a helper thread asks the brokers for each owned partition's
+  // high watermark. librdkafka's cached one is only refreshed by fetch
+  // responses, so it goes stale exactly when a partition is not being
+  // fetched; lag (and "caught up") must never rest on it alone.
+  int watermark_probe_interval_ms = 1000;
+  // A partition with records waiting in Kafka, not paused, from which
+  // nothing arrived for this long is re-seeked to its next offset (and
+  // counted in EngineProbe::fetch_stalls). A guard against the fetcher
+  // getting stuck; 0 turns it off.
+  int fetch_stall_timeout_ms = 10000;
+  DecoderOptions decoder;
+  // When records kpid still needed were deleted from Kafka (a stored offset
+  // below the log start, or out of range while fetching), continue from the
+  // log start and count them in EngineProbe::lost_records, instead of
+  // stopping. An operator's one-off decision (kpid --accept-lost-records).
+  bool accept_lost_records = false;
+  // Exactly once per event, not only per record: an event whose event_id
+  // was already applied from the same partition is dead-lettered as a
+  // duplicate (a producer's retry, a replayed batch). Ids are remembered
+  // while their event time is within this window of the partition's newest
+  // event; an event older than that is late for every measure whose
+  // lateness is at most the window. 0 (the default) turns it off: an
+  // idempotent producer (Kafka's default since 3.0) never duplicates on
+  // retry, and de-duplication costs a RocksDB lookup and write per event
+  // (2.2-2.8x the CPU per event of the full catalog, docs/BENCHMARKS.md).
+  int64_t dedup_window_ms = 0;
+};
+
+// Latency histogram with fixed bounds (seconds); lock-free.
+class LatencyHistogram {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                     0.05,   0.1,   0.25,   0.5,   1,    2.5};
+  void Observe(double seconds);
+  // Cumulative counts per bound (+Inf last), sum and count.
+  void Snapshot(std::vector<uint64_t>* cumulative, double* sum, uint64_t* count) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> sum_micros_{0};
+  std::atomic<uint64_t> count_{0};
+};
+
+// The engine's own metrics; the exporter only reads them.
+struct EngineProbe {
+  std::atomic<uint64_t> consumed{0};
+  std::atomic<uint64_t> applied{0};
+  std::array<std::atomic<uint64_t>, kNumRejectReasons> rejected{};
+  std::atomic<uint64_t> dedup_lookup_failures{0};
+  std::atomic<uint64_t> dlq_produced{0};
+  std::atomic<uint64_t> dlq_failed{0};
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> commit_failures{0};
+  std::atomic<uint64_t> rebalances{0};
+  std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
+  std::array<std::atomic<int64_t>, kpi::kNumFamilies> newest_event_ms_by_family{};
+  std::atomic<int64_t> assigned_partitions{0};
+  // False from librdkafka's "all brokers down" until a metadata request
+  // succeeds again; the engine is not ready meanwhile.
+  std::atomic<bool> kafka_reachable{true};
+  // Records deleted from Kafka before kpid applied them, skipped because
+  // EngineOptions::accept_lost_records was set.
+  std::atomic<uint64_t> lost_records{0};
+  // Partitions found with records waiting and nothing fetched for
+  // EngineOptions::fetch_stall_timeout_ms, and re-seeked.
+  std::atomic<uint64_t> fetch_stalls{0};
+  LatencyHistogram commit_latency;
+  // Per measure (indexed like Catalog::measures): contributions dropped as
+  // late, and contributions whose group went to __other__.
+  std::vector<std::atomic<uint64_t>> late_by_measure;
+  std::vector<std::atomic<uint64_t>> overflow_by_measure;
+
+  struct PartitionLag {
+    std::string topic;
+    int32_t partition;
+    int64_t lag;
+  };
+  std::vector<PartitionLag> Lags() const ABSL_LOCKS_EXCLUDED(mu);
+  void SetLags(std::vector<PartitionLag> lags) ABSL_LOCKS_EXCLUDED(mu);
+
+ private:
+  mutable std::mutex mu;
+  std::vector<PartitionLag> lags_ ABSL_GUARDED_BY(mu);
+};
+
+class Engine {
+ public:
+  // REQUIRES: catalog and store outlive the engine. Assigns the catalog's
+  // measure ids (stable ids from the store).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                                      kpi::Catalog* catalog, state::Store* store);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  [[nodiscard]] absl::Status Start();
+  // Final commit, leaves the consumer group, joins the thread. Idempotent.
+  void Stop();
+
+  // Serving: state loaded, partitions assigned, commits succeeding.
+  bool Ready() const;
+  // Set when the engine stopped on an unrecoverable error (e.g. stored offset
+  // below the log start): the message says what happened and what to do.
+  std::optional<absl::Status> Fatal() const;
+  const EngineProbe& probe() const;
+
+ private:
+  struct Rep;
+  explicit Engine(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace kpistream::ingest

@@ -1,0 +1,184 @@
+// The KPI catalog: measures (what to aggregate from which events) and KPIs
+// (formulas over measures), loaded from YAML.
+//
+//   measures:
+//     clicks:
+//       family: campaign          # campaign | product | crm
+//       types: [click]            # event types (enum names without prefix)
+//       aggregation: count        # count | sum | min | max | avg | distinct
+//       field: cost               # numeric field (sum/min/max/avg) or
+//                                 # string field (distinct)
+//       group_by: [channel]       # dimensions kept for group-by / filter
+//       bucket: 1m                # finest bucket width (default 1m)
+//   kpis:
+//     ctr:
+//       help: Click-through rate
+//       unit: ratio               # ratio | percent | currency | seconds | count
+//       formula: clicks / impressions
+//       windows: [5m, 1h, 24h]
+//
+// Thread-safety: immutable after loading.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kpi/event.h"
+#include "kpi/expr.h"
+#include "kpi/filter.h"
+#include "state/aggregate.h"
+
+namespace google::protobuf {
+class FieldDescriptor;
+}
+
+namespace kpistream::kpi {
+
+enum class Aggregation : uint8_t { kCount, kSum, kMin, kMax, kAvg, kDistinct, kQuantile, kLast };
+std::string_view AggregationName(Aggregation a);
+// The stored partial kind of an aggregation.
+state::ValueKind PartialKind(Aggregation a);
+
+// Traffic-light bands of a KPI (as in the seeds' dashboards): the KPI's status
+// against its target (served as "status"; not an error status).
+enum class Band : uint8_t { kUnknown = 0, kCritical, kWarning, kGood, kExcellent };
+std::string_view BandName(Band s);
+
+struct Target {
+  bool higher_is_better = true;
+  // Thresholds, each optional. Higher is better: value >= excellent ->
+  // excellent, >= good -> good, >= warning -> warning, else critical (and
+  // below `critical` too). Lower is better: the same with <=.
+  std::optional<double> excellent, good, warning, critical;
+  Band Classify(std::optional<double> v) const;
+};
+
+struct MeasureDef {
+  std::string name;
+  Family family = Family::kCampaign;
+  std::vector<int> types;  // enum numbers; empty = every type of the family
+  std::vector<std::string> type_names;
+  Aggregation aggregation = Aggregation::kCount;
+  std::string field;
+  const google::protobuf::FieldDescriptor* field_desc = nullptr;  // null for count
+  std::vector<std::string> group_by;
+  std::vector<const google::protobuf::FieldDescriptor*> group_by_desc;
+  int64_t bucket_seconds = 60;
+  // Events older than (partition's newest event time - lateness) are late.
+  int64_t lateness_ms = 3600 * 1000;
+  // Distinct group keys admitted per partition; more go to "__other__".
+  uint32_t max_groups = 10000;
+  std::shared_ptr<const Filter> filter;  // null: every event of the types
+  // Stable id in the state store (assigned by the engine at start).
+  uint32_t id = 0;
+};
+
+// One input of a KPI formula: a measure over a window, or the number of
+// groups of one of its dimensions whose value reaches a threshold.
+struct KpiInput {
+  int measure = -1;       // index into Catalog::measures
+  std::string window;     // its own window; empty: the KPI's window
+  std::string group_dim;  // groups_at_least: the dimension counted
+  double threshold = 0;   // groups_at_least: the minimum value
+  bool operator==(const KpiInput&) const = default;
+};
+
+struct KpiDef {
+  std::string name;
+  std::string help;
+  std::string unit;
+  std::string formula;
+  std::vector<std::string> windows;
+  Expr expr;  // refs index `inputs`; KPI refs and constants inlined
+  std::vector<KpiInput> inputs;
+  std::vector<int> measures;  // distinct measures of the inputs
+  std::optional<Target> target;
+};
+
+// An alert rule (in the catalog's `alerts:` section; see docs/ALERTS.md).
+enum class AlertKind : uint8_t {
+  kThreshold,  // the KPI's value against a number, or its target band
+  kChange,     // relative change against the same window `compare_to` earlier
+  kAnomaly,    // robust z-score against the same window in past periods
+  kAbsence,    // no event of a family (or of any) for a duration
+  kFreshness,  // newest applied event older than a bound
+};
+std::string_view AlertKindName(AlertKind k);
+enum class CompareOp : uint8_t { kGt, kGe, kLt, kLe };
+bool Compare(CompareOp op, double lhs, double rhs);
+std::string_view CompareOpName(CompareOp op);
+
+struct AlertRule {
+  std::string name;
+  AlertKind kind = AlertKind::kThreshold;
+  int kpi = -1;  // index into Catalog::kpis (threshold, change, anomaly)
+  std::string window;
+  std::string group_by;  // one alert instance per group
+  std::vector<std::pair<std::string, std::string>> filter;
+  // Threshold and change: value `op` threshold (change: a fraction, -0.2 =
+  // a 20 % drop).
+  CompareOp op = CompareOp::kGt;
+  double threshold = 0;
+  // Threshold from the KPI's target: fires when the status is this band or
+  // worse (kWarning: warning or critical).
+  std::optional<Band> target_band;
+  int64_t compare_to_s = 0;  // change
+  // Anomaly: the same window ending period_s * i earlier, i = 1..periods;
+  // fires when |value - median| > k * 1.4826 * MAD (a robust standard
+  // deviation), in the direction asked, and by at least min_delta.
+  int64_t period_s = 7 * 86400;
+  int periods = 4;
+  double k = 3;
+  int direction = 0;  // 0 both, 1 up only, -1 down only
+  double min_delta = 0;
+  std::optional<Family> family;  // absence: null = any family
+  int64_t max_age_s = 0;         // absence and freshness
+  int64_t for_s = 0;
+  int64_t keep_firing_for_s = 0;
+  std::string severity = "warning";  // critical | high | warning | info
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> annotations;  // templates
+};
+
+struct Catalog {
+  std::vector<MeasureDef> measures;
+  std::vector<KpiDef> kpis;
+  std::vector<AlertRule> alerts;
+  std::string timezone = "UTC";             // IANA name, for calendar windows
+  std::map<std::string, double> constants;  // usable by name in formulas
+
+  const MeasureDef* FindMeasure(std::string_view name) const;
+  const KpiDef* FindKpi(std::string_view name) const;
+  // Dimensions shared by every measure of the KPI (usable for group-by/filter).
+  std::vector<std::string> KpiDimensions(const KpiDef& kpi) const;
+};
+
+// Parses a catalog. `filename` prefixes every error ("file:line:col: what").
+[[nodiscard]] absl::StatusOr<Catalog> ParseCatalog(std::string_view yaml_text, std::string_view filename);
+[[nodiscard]] absl::StatusOr<Catalog> LoadCatalogFile(const std::string& path);
+
+// The default catalog compiled into the binaries (config/kpis.yaml).
+std::string_view DefaultCatalogYaml();
+
+// Durations: "30s", "5m", "1h", "24h", "7d". Returns seconds.
+[[nodiscard]] absl::StatusOr<int64_t> ParseDuration(std::string_view text);
+// A window: a rolling duration ("5m", "24h", "30d"), "all" (since the
+// epoch), or a calendar window in the catalog's time zone: "today",
+// "yesterday", "wtd" (week to date, weeks start on Monday), "mtd", "qtd",
+// "ytd", "previous_week", "previous_month".
+struct TimeRange {
+  int64_t start;  // seconds since the epoch, inclusive
+  int64_t end;    // exclusive
+};
+// Checks the syntax only.
+[[nodiscard]] absl::Status ValidateWindow(std::string_view text);
+// Resolves a window ending at `now` (seconds). Rolling windows end at now;
+// calendar windows use the civil calendar of `timezone`.
+[[nodiscard]] absl::StatusOr<TimeRange> ResolveWindow(std::string_view text, int64_t now, const std::string& timezone);
+
+}  // namespace kpistream::kpi

@@ -1,0 +1,367 @@
+#include "query/query.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "ingest/accumulator.h"
+#include "ingest/router.h"
+#include "kpistream/events/v1/events.pb.h"
+
+namespace kpistream::query {
+namespace {
+
+using events::v1::CampaignEvent;
+
+TEST(DecomposeWindowTest, UsesCoarsestTiersInside) {
+  // 23:58 day 0 .. 01:02 day 2, fine = 1m.
+  const int64_t start = 86400 - 120, end = 2 * 86400 + 3720;
+  auto pieces = DecomposeWindow(start, end, 60);
+  ASSERT_EQ(pieces.size(), 4u);
+  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[0].begin, start);
+  EXPECT_EQ(pieces[0].end, 86400);
+  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
+  EXPECT_EQ(pieces[1].end, 2 * 86400);
+  EXPECT_EQ(pieces[2].tier, state::Tier::kHour);
+  EXPECT_EQ(pieces[2].end, 2 * 86400 + 3600);
+  EXPECT_EQ(pieces[3].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[3].end, end);
+  // Pieces tile the window exactly.
+  int64_t t = start;
+  for (const auto& p : pieces) {
+    EXPECT_EQ(p.begin, t);
+    t = p.end;
+  }
+}
+
+TEST(DecomposeWindowTest, HourBucketsHaveNoHourTier) {
+  auto pieces = DecomposeWindow(3600, 3 * 86400, 3600);
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
+  EXPECT_EQ(pieces[0].end, 86400);
+  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
+}
+
+class QueryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("kpistream_query_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    auto cat = kpi::ParseCatalog(R"(
+measures:
+  impressions: {family: campaign, types: [impression], aggregation: count, group_by: [channel, region]}
+  clicks: {family: campaign, types: [click], aggregation: count, group_by: [channel, region]}
+  spend: {family: campaign, types: [spend], aggregation: sum, field: cost, group_by: [channel]}
+  max_cost: {family: campaign, types: [spend], aggregation: max, field: cost, group_by: [channel]}
+  users: {family: campaign, aggregation: distinct, field: user_id, bucket: 1h}
+kpis:
+  ctr: {formula: clicks / impressions}
+  spend: {formula: spend, unit: currency}
+  max_cost: {formula: max_cost}
+  users: {formula: users, unit: count}
+  imps: {formula: impressions, unit: count}
+)",
+                                 "test.yaml");
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    catalog_ = std::move(*cat);
+    // Test data is from 2025: keep every tier forever.
+    auto store = state::Store::Open({.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0});
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    for (auto& m : catalog_.measures) m.id = *store_->IdFor("measure", m.name);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void Apply(const std::vector<CampaignEvent>& events, int32_t partition) {
+    ingest::Router router(catalog_);
+    ingest::Accumulator acc(catalog_);
+    std::string scratch;
+    std::vector<ingest::Contribution> cs;
+    for (const auto& e : events) {
+      kpi::EventView ev{kpi::Family::kCampaign, e.type(), e.event_time().seconds() * 1000, &e};
+      router.Route(ev, &scratch, &cs);
+      for (const auto& c : cs) acc.Add(c, state::SourceId(1, partition), ev.time_ms);
+    }
+    state::WriteBatch b(*store_);
+    acc.Flush(&b);
+    b.PutOffset(state::SourceId(1, partition), static_cast<int64_t>(events.size()), 0);
+    ASSERT_TRUE(store_->Commit(&b).ok());
+  }
+
+  static CampaignEvent Ev(events::v1::CampaignEventType t, int64_t sec, std::string channel, double cost = 0,
+                          std::string user = "") {
+    CampaignEvent e;
+    e.set_event_id("x");
+    e.set_type(t);
+    e.mutable_event_time()->set_seconds(sec);
+    e.set_channel(std::move(channel));
+    e.set_region("eu");
+    e.set_cost(cost);
+    e.set_user_id(std::move(user));
+    return e;
+  }
+
+  std::filesystem::path dir_;
+  kpi::Catalog catalog_;
+  std::unique_ptr<state::Store> store_;
+};
+
+TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
+  const int64_t day = 1763856000;  // a UTC midnight
+  std::vector<CampaignEvent> p0, p1;
+  // Spread over two days so every tier is used.
+  for (int i = 0; i < 100; ++i) {
+    p0.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500, i % 2 ? "search" : "social"));
+    p1.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i * 1500 + 7, "search"));
+  }
+  for (int i = 0; i < 30; ++i)
+    p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + i * 4000, i < 10 ? "social" : "search"));
+  p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 10, "search", 0.1));
+  p0.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 20, "search", 0.2));
+  p1.push_back(Ev(events::v1::CAMPAIGN_SPEND, day + 30, "social", 1.25));
+  Apply(p0, 0);
+  Apply(p1, 1);
+
+  QueryEngine q(catalog_, *store_);
+  KpiQuery all{.kpi = "ctr", .start = day - 86400, .end = day + 3 * 86400};
+  auto v = q.Get(all);
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->size(), 1u);
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 30.0 / 200.0);
+
+  all.group_by = "channel";
+  v = q.Get(all);
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v->size(), 2u);
+  EXPECT_EQ((*v)[0].group[0].second, "search");
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 20.0 / 150.0);
+  EXPECT_DOUBLE_EQ(*(*v)[1].value, 10.0 / 50.0);
+
+  KpiQuery filtered{.kpi = "ctr", .start = day, .end = day + 86400, .filter = {{"channel", "social"}}};
+  v = q.Get(filtered);
+  ASSERT_TRUE(v.ok());
+  // First day: social impressions at even i with i*1500 < 86400 -> i in 0..56 even: 29; clicks i<10 -> all day 0.
+  EXPECT_DOUBLE_EQ(*(*v)[0].value, 10.0 / 29.0);
+
+  // Sums are exact in fixed point: 0.1 + 0.2 + 1.25.
+  v = q.Get({.kpi = "spend", .start = day, .end = day + 60});
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*(*v)[0].value, 1.55);
+  v = q.Get({.kpi = "max_cost", .start = day, .end = day + 60});
+  EXPECT_EQ(*(*v)[0].value, 1.25);
+  // No spend in the window: max has no value, the sum is 0.
+  v = q.Get({.kpi = "max_cost", .start = day + 3600, .end = day + 7200});
+  EXPECT_FALSE((*v)[0].value.has_value());
+  v = q.Get({.kpi = "spend", .start = day + 3600, .end = day + 7200});
+  EXPECT_EQ(*(*v)[0].value, 0);
+  // No impressions: CTR is "no value", not inf.
+  v = q.Get({.kpi = "ctr", .start = day - 7200, .end = day});
+  EXPECT_FALSE((*v)[0].value.has_value());
+}
+
+// Get's cache: one evaluation per query between two commits and within one
+// second of the store's clock; a commit or the next second is seen at once.
+TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
+  store_.reset();
+  std::atomic<int64_t> now{1763856000};
+  auto store = state::Store::Open(
+      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [&now] { return now.load(); }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  const int64_t day = 1763856000 - 1763856000 % 86400;
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 5, "search")}, 0);
+  QueryEngine q(catalog_, *store_);
+  const KpiQuery imps{.kpi = "imps", .start = day, .end = day + 60};
+  auto value = [&](const KpiQuery& kq) {
+    auto v = q.Get(kq);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() && v->size() == 1 && (*v)[0].value ? *(*v)[0].value : -1.0;
+  };
+  EXPECT_EQ(value(imps), 1);
+  EXPECT_EQ(value(imps), 1);
+  EXPECT_EQ(q.cache_stats().hits, 1u);
+  EXPECT_EQ(q.cache_stats().misses, 1u);
+
+  // A commit is seen by the next call.
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 6, "social")}, 1);
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().misses, 2u);
+  // Other windows, filters and groupings are other entries.
+  EXPECT_EQ(value({.kpi = "imps", .start = day - 60, .end = day}), 0);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}}}), 1);
+  auto grouped = q.Get({.kpi = "imps", .start = day, .end = day + 60, .group_by = "channel"});
+  ASSERT_TRUE(grouped.ok());
+  EXPECT_EQ(grouped->size(), 2u);
+  EXPECT_EQ(q.cache_stats().misses, 5u);
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().hits, 2u);
+  // Filter values are opaque bytes: one that spells out another query's
+  // filters is still another query.
+  const KpiQuery two{.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}, {"region", "eu"}}};
+  EXPECT_EQ(value(two), 1);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social\x1fregion=eu"}}}), 0);
+  EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social=region:eu"}}}), 0);
+  EXPECT_EQ(q.cache_stats().misses, 8u);
+  // The next second of the store's clock evaluates again.
+  now += 1;
+  EXPECT_EQ(value(imps), 2);
+  EXPECT_EQ(q.cache_stats().misses, 9u);
+  // Errors are not cached.
+  EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(q.Get({.kpi = "nope", .start = day, .end = day + 60}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(q.cache_stats().hits, 2u);
+}
+
+// Concurrent calls of one query between two commits: every caller gets the
+// same answer, and most share one evaluation instead of running their own.
+TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
+  store_.reset();
+  auto store = state::Store::Open(
+      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [] { return 1763856000; }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = std::move(*store);
+  const int64_t day = 1763856000 - 1763856000 % 86400;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 3000; ++i) {
+    evs.push_back(Ev(i % 10 ? events::v1::CAMPAIGN_IMPRESSION : events::v1::CAMPAIGN_CLICK, day + i,
+                     i % 3 ? "search" : "social"));
+  }
+  Apply(evs, 0);
+  QueryEngine q(catalog_, *store_);
+  const KpiQuery ctr{.kpi = "ctr", .start = day, .end = day + 3600, .group_by = "channel"};
+  constexpr int kThreads = 8, kCalls = 50;
+  std::vector<std::vector<GroupValue>> got(kThreads * kCalls);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        auto v = q.Get(ctr);
+        if (v.ok()) got[static_cast<size_t>(t * kCalls + i)] = *v;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const QueryEngine fresh(catalog_, *store_);
+  const auto want = fresh.Get(ctr);
+  ASSERT_TRUE(want.ok());
+  ASSERT_EQ(want->size(), 2u);
+  for (const auto& v : got) {
+    ASSERT_EQ(v.size(), 2u);
+    for (size_t g = 0; g < 2; ++g) {
+      EXPECT_EQ(v[g].group, (*want)[g].group);
+      EXPECT_EQ(v[g].value, (*want)[g].value);
+    }
+  }
+  const auto st = q.cache_stats();
+  EXPECT_EQ(st.hits + st.misses + st.shared, static_cast<uint64_t>(kThreads * kCalls));
+  EXPECT_EQ(st.misses, 1u);  // one sequence, one second: a single evaluation
+}
+
+TEST_F(QueryTest, SlidingWindowMatchesBruteForce) {
+  const int64_t base = 1763856000 + 1234;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 500; ++i) evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, base + i * 397, "search"));
+  Apply(evs, 0);
+  QueryEngine q(catalog_, *store_);
+  for (int64_t start = base - base % 60; start < base + 500 * 397; start += 7 * 3600 + 120) {
+    for (int64_t len : {60, 3600, 5 * 3600 + 60, 86400 + 3600}) {
+      int64_t expected = 0;
+      for (const auto& e : evs) expected += e.event_time().seconds() >= start && e.event_time().seconds() < start + len;
+      auto v = q.Get({.kpi = "imps", .start = start, .end = start + len});
+      ASSERT_TRUE(v.ok()) << v.status();
+      EXPECT_EQ(*(*v)[0].value, expected) << start << "+" << len;
+      auto r = q.Range({.kpi = "imps", .start = start, .end = start + 2 * len}, len);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->size(), 1u);
+      ASSERT_EQ((*r)[0].points.size(), 2u);
+      EXPECT_EQ(*(*r)[0].points[0].value, expected);
+      EXPECT_EQ((*r)[0].points[1].time, start + len);
+    }
+  }
+}
+
+TEST_F(QueryTest, DistinctUsersAcrossBucketsAndPartitions) {
+  const int64_t day = 1763856000;
+  std::vector<CampaignEvent> p0, p1;
+  for (int i = 0; i < 3000; ++i) {
+    p0.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + (i % 48) * 1800, "s", 0, "u" + std::to_string(i % 1000)));
+    p1.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + (i % 24) * 3600, "s", 0, "u" + std::to_string(500 + i % 1000)));
+  }
+  Apply(p0, 0);
+  Apply(p1, 1);
+  QueryEngine q(catalog_, *store_);
+  auto v = q.Get({.kpi = "users", .start = day, .end = day + 86400});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_NEAR(*(*v)[0].value, 1500, 15);
+}
+
+TEST(QueryRetentionTest, EdgesPastFineRetentionRoundToHours) {
+  const auto dir = std::filesystem::temp_directory_path() / ("kpistream_retention_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const int64_t day = 1763856000;
+  const int64_t now = day + 10 * 86400;
+  auto cat =
+      kpi::ParseCatalog("measures:\n  c: {family: campaign, aggregation: count}\nkpis:\n  c: {formula: c}\n", "t.yaml");
+  ASSERT_TRUE(cat.ok());
+  {
+    auto store =
+        state::Store::Open({.path = dir.string(), .retention_fine_s = 2 * 86400, .now_s = [now] { return now; }});
+    ASSERT_TRUE(store.ok());
+    cat->measures[0].id = 1;
+    ingest::Router router(*cat);
+    ingest::Accumulator acc(*cat);
+    std::string scratch;
+    std::vector<ingest::Contribution> cs;
+    // One event per 10 minutes over the first day.
+    for (int64_t t = day; t < day + 86400; t += 600) {
+      CampaignEvent e;
+      e.set_type(events::v1::CAMPAIGN_CLICK);
+      kpi::EventView ev{kpi::Family::kCampaign, e.type(), t * 1000, &e};
+      router.Route(ev, &scratch, &cs);
+      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+    }
+    state::WriteBatch b(**store);
+    acc.Flush(&b);
+    b.PutOffset(state::SourceId(1, 0), 1, 0);
+    ASSERT_TRUE((*store)->Commit(&b).ok());
+    ASSERT_TRUE((*store)->CompactForTest().ok());
+    QueryEngine q(*cat, **store);
+    // [00:30, 02:30): fine buckets are gone; the edges round out to
+    // [00:00, 03:00) = 18 events instead of 12.
+    auto v = q.Get({.kpi = "c", .start = day + 1800, .end = day + 9000});
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(*(*v)[0].value, 18);
+    // Whole hours are unaffected.
+    v = q.Get({.kpi = "c", .start = day + 3600, .end = day + 7200});
+    EXPECT_EQ(*(*v)[0].value, 6);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(QueryTest, BadRequestsSayWhatToFix) {
+  QueryEngine q(catalog_, *store_);
+  auto v = q.Get({.kpi = "nope", .start = 0, .end = 60});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kNotFound);
+  v = q.Get({.kpi = "ctr", .start = 0, .end = 60, .group_by = "campaign"});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(v.status().message()),
+            "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
+  // An empty window (a calendar window at its first instant) has no data.
+  v = q.Get({.kpi = "ctr", .start = 60, .end = 60});
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->size(), 1u);
+  EXPECT_FALSE((*v)[0].value.has_value());
+  v = q.Get({.kpi = "ctr", .start = 61, .end = 60});
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(q.Range({.kpi = "ctr", .start = 60, .end = 60}, 60).status().code(), absl::StatusCode::kInvalidArgument);
+  auto r = q.Range({.kpi = "ctr", .start = 0, .end = 86400 * 365}, 60);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  r = q.Range({.kpi = "users", .start = 0, .end = 86400}, 60);
+  EXPECT_NE(std::string(r.status().message()).find("not a multiple"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kpistream::query
