@@ -5,13 +5,14 @@
 #include <utility>
 #include <vector>
 
+#include "kpi/window.h"
 #include "state/keys.h"
 
 namespace kpistream::ingest {
 
 void Accumulator::Add(const Contribution& c, uint64_t source, int64_t time_ms) {
   const auto& m = catalog_.measures[c.measure];
-  const int64_t bucket = BucketStart(FloorDiv(time_ms, 1000), m.bucket_seconds);
+  const int64_t bucket = kpi::FloorTo(kpi::FloorDiv(time_ms, 1000), m.bucket_seconds);
   key_ = state::AggKey(state::Tier::kFine, m.id, source, bucket, c.group);
   auto it = dirty_.find(key_);
   if (it == dirty_.end()) {
@@ -49,7 +50,7 @@ void Accumulator::Flush(state::WriteBatch* batch) {
     by_id[m.id] = &m;
   }
   auto roll = [&](state::Tier tier, int64_t width, const state::AggKeyParts& parts, const state::Partial& p) {
-    auto key = state::AggKey(tier, parts.measure_id, parts.source, BucketStart(parts.bucket, width), parts.group_key);
+    auto key = state::AggKey(tier, parts.measure_id, parts.source, kpi::FloorTo(parts.bucket, width), parts.group_key);
     auto it = coarse.find(key);
     if (it == coarse.end()) it = coarse.emplace(std::move(key), state::Partial(p.kind)).first;
     it->second.Merge(p);

@@ -34,19 +34,6 @@ class Accumulator {
   // Approximate heap bytes held (for the dirty-memory bound, invariant 6).
   size_t ApproxBytes() const { return bytes_; }
 
-  // Start of the bucket of width `width` holding t (seconds), flooring
-  // towards -inf.
-  static int64_t BucketStart(int64_t t, int64_t width) {
-    int64_t q = t / width;
-    if (t % width != 0 && t < 0) --q;
-    return q * width;
-  }
-  static int64_t FloorDiv(int64_t a, int64_t b) {
-    int64_t q = a / b;
-    if (a % b != 0 && ((a < 0) != (b < 0))) --q;
-    return q;
-  }
-
  private:
   const kpi::Catalog& catalog_;
   absl::flat_hash_map<std::string, state::Partial> dirty_;

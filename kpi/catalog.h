@@ -31,6 +31,7 @@
 #include "kpi/event.h"
 #include "kpi/expr.h"
 #include "kpi/filter.h"
+#include "kpi/window.h"
 #include "state/aggregate.h"
 
 namespace google::protobuf {
@@ -164,21 +165,5 @@ struct Catalog {
 
 // The default catalog compiled into the binaries (config/kpis.yaml).
 std::string_view DefaultCatalogYaml();
-
-// Durations: "30s", "5m", "1h", "24h", "7d". Returns seconds.
-[[nodiscard]] absl::StatusOr<int64_t> ParseDuration(std::string_view text);
-// A window: a rolling duration ("5m", "24h", "30d"), "all" (since the
-// epoch), or a calendar window in the catalog's time zone: "today",
-// "yesterday", "wtd" (week to date, weeks start on Monday), "mtd", "qtd",
-// "ytd", "previous_week", "previous_month".
-struct TimeRange {
-  int64_t start;  // seconds since the epoch, inclusive
-  int64_t end;    // exclusive
-};
-// Checks the syntax only.
-[[nodiscard]] absl::Status ValidateWindow(std::string_view text);
-// Resolves a window ending at `now` (seconds). Rolling windows end at now;
-// calendar windows use the civil calendar of `timezone`.
-[[nodiscard]] absl::StatusOr<TimeRange> ResolveWindow(std::string_view text, int64_t now, const std::string& timezone);
 
 }  // namespace kpistream::kpi

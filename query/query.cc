@@ -7,42 +7,10 @@
 #include <map>
 #include <memory>
 
-#include "ingest/accumulator.h"
 #include "state/aggregate.h"
 
 namespace kpistream::query {
 namespace {
-
-std::optional<int64_t> TierWidth(state::Tier t, int64_t fine) {
-  switch (t) {
-    case state::Tier::kFine:
-      return fine;
-    case state::Tier::kHour:
-      if (fine < state::kHourSeconds) return state::kHourSeconds;
-      return std::nullopt;
-    case state::Tier::kDay:
-      if (fine < state::kDaySeconds) return state::kDaySeconds;
-      return std::nullopt;
-  }
-  return std::nullopt;
-}
-
-void Decompose(int64_t start, int64_t end, int64_t fine, int level, std::vector<WindowPiece>* out) {
-  if (start >= end) return;
-  static constexpr state::Tier kOrder[] = {state::Tier::kDay, state::Tier::kHour, state::Tier::kFine};
-  for (int l = level; l < 3; ++l) {
-    const auto w = TierWidth(kOrder[l], fine);
-    if (!w) continue;
-    const int64_t a = -ingest::Accumulator::FloorDiv(-start, *w) * *w;  // ceil
-    const int64_t b = ingest::Accumulator::FloorDiv(end, *w) * *w;
-    if (a < b) {
-      Decompose(start, a, fine, l + 1, out);
-      out->push_back({kOrder[l], a, b});
-      Decompose(b, end, fine, l + 1, out);
-      return;
-    }
-  }
-}
 
 int DimIndex(const kpi::MeasureDef& m, const std::string& dim) {
   for (size_t i = 0; i < m.group_by.size(); ++i) {
@@ -82,12 +50,6 @@ std::optional<double> MeasureValue(const kpi::MeasureDef& m, const state::Partia
   return std::nullopt;
 }
 
-std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width) {
-  std::vector<WindowPiece> out;
-  Decompose(start, end, fine_width, 0, &out);
-  return out;
-}
-
 absl::StatusOr<const kpi::KpiDef*> QueryEngine::Check(const KpiQuery& q, bool allow_empty_window) const {
   const kpi::KpiDef* kpi = catalog_.FindKpi(q.kpi);
   if (kpi == nullptr) {
@@ -120,20 +82,20 @@ absl::Status QueryEngine::ScanInput(const kpi::MeasureDef& m, int64_t start, int
                                     const std::vector<uint64_t>& sources, const ScanVisitor& visit) const {
   // Align to the measure's buckets; the window keeps its length.
   const int64_t b = m.bucket_seconds;
-  int64_t end = -ingest::Accumulator::FloorDiv(-end_excl, b) * b;
-  int64_t begin = ingest::Accumulator::BucketStart(end - (end_excl - start), b);
+  int64_t end = kpi::CeilTo(end_excl, b);
+  int64_t begin = kpi::FloorTo(end - (end_excl - start), b);
   // Where a tier's retention has dropped the buckets an edge needs, round
   // that edge outward to the next tier's buckets (still kept).
   const auto& so = store_.options();
   const int64_t now = so.now_s();
   auto round = [&](int64_t retention, int64_t width, int64_t fine) {
     if (retention <= 0 || fine >= width) return;
-    if (begin < now - retention) begin = ingest::Accumulator::BucketStart(begin, width);
-    if (end < now - retention) end = -ingest::Accumulator::FloorDiv(-end, width) * width;
+    if (begin < now - retention) begin = kpi::FloorTo(begin, width);
+    if (end < now - retention) end = kpi::CeilTo(end, width);
   };
   round(so.retention_fine_s, state::kHourSeconds, b);
   round(so.retention_hour_s, state::kDaySeconds, std::max(b, state::kHourSeconds));
-  const auto pieces = DecomposeWindow(begin, end, b);
+  const auto pieces = kpi::DecomposeWindow(begin, end, b);
   std::vector<std::string_view> vals;
   absl::Status bad = absl::OkStatus();
   auto fn = [&](int64_t, std::string_view group_key, std::string_view enc) {

@@ -25,17 +25,6 @@
 
 namespace kpistream::query {
 
-// A run of buckets of one tier: [begin, end) in seconds.
-struct WindowPiece {
-  state::Tier tier;
-  int64_t begin;
-  int64_t end;
-};
-// Covers [start, end) with as few buckets as possible.
-// REQUIRES: start and end are multiples of fine_width; fine_width divides an
-// hour or equals a day.
-std::vector<WindowPiece> DecomposeWindow(int64_t start, int64_t end, int64_t fine_width);
-
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 // The value of a measure from its merged partial (null when there was no

@@ -140,6 +140,27 @@ struct Store::Rep {
 
   rocksdb::ColumnFamilyHandle* cf(Keyspace k) const { return cfs[static_cast<size_t>(k)]; }
 
+  // Scans one partial series at the read options' snapshot (none: the
+  // iterator's own implicit one).
+  absl::Status ScanAt(rocksdb::ReadOptions ro, Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
+                      int64_t bucket_end, const Store::ScanFn& fn) const {
+    const std::string prefix = SeriesPrefix(tier, measure_id, source);
+    std::string start = prefix;
+    PutU64BE(&start, FlipSign(bucket_begin));
+    std::string limit = prefix;
+    PutU64BE(&limit, FlipSign(bucket_end));
+    rocksdb::Slice upper(limit);
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf(Keyspace::kAgg)));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      AggKeyParts parts;
+      const std::string_view key(it->key().data(), it->key().size());
+      if (!ParseAggKey(key, &parts)) return absl::DataLossError("malformed partial key");
+      fn(parts.bucket, parts.group_key, std::string_view(it->value().data(), it->value().size()));
+    }
+    return FromRocks(it->status(), "scanning partials");
+  }
+
   // After a failed write or flush (disk full, I/O error) RocksDB refuses
   // every write until Resume() clears its background error. Resume first
   // when the last write failed, so the first commit after space returns
@@ -421,22 +442,51 @@ absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> Store::ListOffsets() c
 
 absl::Status Store::Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin, int64_t bucket_end,
                          const ScanFn& fn) const {
-  const std::string prefix = SeriesPrefix(tier, measure_id, source);
-  std::string start = prefix;
-  PutU64BE(&start, FlipSign(bucket_begin));
-  std::string limit = prefix;
-  PutU64BE(&limit, FlipSign(bucket_end));
-  rocksdb::ReadOptions ro;
-  rocksdb::Slice upper(limit);
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(ro, rep_->cf(Keyspace::kAgg)));
-  for (it->Seek(start); it->Valid(); it->Next()) {
-    AggKeyParts parts;
-    const std::string_view key(it->key().data(), it->key().size());
-    if (!ParseAggKey(key, &parts)) return absl::DataLossError("malformed partial key");
-    fn(parts.bucket, parts.group_key, std::string_view(it->value().data(), it->value().size()));
+  return rep_->ScanAt(rocksdb::ReadOptions(), tier, measure_id, source, bucket_begin, bucket_end, fn);
+}
+
+struct ReadView::Rep {
+  const Store::Rep* store;
+  const rocksdb::Snapshot* snapshot;
+  rocksdb::ReadOptions Options() const {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot;
+    return ro;
   }
-  return FromRocks(it->status(), "scanning partials");
+};
+
+ReadView::ReadView(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+ReadView::~ReadView() { rep_->store->db->ReleaseSnapshot(rep_->snapshot); }
+
+uint64_t ReadView::sequence() const { return rep_->snapshot->GetSequenceNumber(); }
+
+absl::StatusOr<std::vector<ReadView::SourceState>> ReadView::Sources() const {
+  std::vector<SourceState> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      rep_->store->db->NewIterator(rep_->Options(), rep_->store->cf(Keyspace::kOffsets)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    SourceState s;
+    if (!ParseOffsetKey(std::string_view(it->key().data(), it->key().size()), &s.source) || it->value().size() != 16) {
+      return absl::DataLossError("malformed offset record");
+    }
+    std::memcpy(&s.next_offset, it->value().data(), 8);
+    std::memcpy(&s.newest_event_ms, it->value().data() + 8, 8);
+    out.push_back(s);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "listing offsets");
+  return out;
+}
+
+absl::Status ReadView::Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin, int64_t bucket_end,
+                            const ScanFn& fn) const {
+  return rep_->store->ScanAt(rep_->Options(), tier, measure_id, source, bucket_begin, bucket_end, fn);
+}
+
+std::unique_ptr<ReadView> Store::View() const {
+  auto rep = std::make_unique<ReadView::Rep>();
+  rep->store = rep_.get();
+  rep->snapshot = rep_->db->GetSnapshot();
+  return std::unique_ptr<ReadView>(new ReadView(std::move(rep)));
 }
 
 const StoreOptions& Store::options() const { return rep_->options; }

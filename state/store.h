@@ -89,6 +89,41 @@ struct StoreStats {
   uint64_t estimated_keys = 0;
 };
 
+// A consistent read of the committed state: every read through one view
+// sees the store as of one commit (a RocksDB snapshot), so the offsets and
+// event-time watermarks it reports are exactly those of the partials it
+// scans. Cheap to take; keep it short-lived (it pins what it sees from
+// compaction). Thread-safety: const methods safe from any thread; the view
+// must not outlive its store.
+class ReadView {
+ public:
+  ~ReadView();
+  ReadView(const ReadView&) = delete;
+  ReadView& operator=(const ReadView&) = delete;
+
+  // The store's sequence number the view reads at (see
+  // Store::LatestSequence).
+  uint64_t sequence() const;
+  // Every source with committed state: its next offset and its newest
+  // event time (ms; INT64_MIN if none).
+  struct SourceState {
+    uint64_t source = 0;
+    int64_t next_offset = 0;
+    int64_t newest_event_ms = 0;
+  };
+  [[nodiscard]] absl::StatusOr<std::vector<SourceState>> Sources() const;
+  // As Store::Scan, at the view's commit.
+  using ScanFn = std::function<void(int64_t bucket, std::string_view group_key, std::string_view encoded)>;
+  [[nodiscard]] absl::Status Scan(Tier tier, uint32_t measure_id, uint64_t source, int64_t bucket_begin,
+                                  int64_t bucket_end, const ScanFn& fn) const;
+
+ private:
+  friend class Store;
+  struct Rep;
+  explicit ReadView(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
 class Store {
  public:
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
@@ -149,6 +184,9 @@ class Store {
   using AlertScanFn = std::function<void(std::string_view key, std::string_view value)>;
   [[nodiscard]] absl::Status ScanAlerts(std::string_view prefix, const AlertScanFn& fn) const;
 
+  // A consistent view of the committed state (see ReadView).
+  std::unique_ptr<ReadView> View() const;
+
   // Changes with every write to the store (RocksDB's latest sequence
   // number): equal values mean no commit happened in between, so anything
   // read from the store then is still what a read now would return.
@@ -161,6 +199,7 @@ class Store {
 
  private:
   friend class WriteBatch;
+  friend class ReadView;
   struct Rep;
   explicit Store(std::unique_ptr<Rep> rep);
   std::unique_ptr<Rep> rep_;

@@ -15,36 +15,6 @@ namespace {
 
 using events::v1::CampaignEvent;
 
-TEST(DecomposeWindowTest, UsesCoarsestTiersInside) {
-  // 23:58 day 0 .. 01:02 day 2, fine = 1m.
-  const int64_t start = 86400 - 120, end = 2 * 86400 + 3720;
-  auto pieces = DecomposeWindow(start, end, 60);
-  ASSERT_EQ(pieces.size(), 4u);
-  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
-  EXPECT_EQ(pieces[0].begin, start);
-  EXPECT_EQ(pieces[0].end, 86400);
-  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
-  EXPECT_EQ(pieces[1].end, 2 * 86400);
-  EXPECT_EQ(pieces[2].tier, state::Tier::kHour);
-  EXPECT_EQ(pieces[2].end, 2 * 86400 + 3600);
-  EXPECT_EQ(pieces[3].tier, state::Tier::kFine);
-  EXPECT_EQ(pieces[3].end, end);
-  // Pieces tile the window exactly.
-  int64_t t = start;
-  for (const auto& p : pieces) {
-    EXPECT_EQ(p.begin, t);
-    t = p.end;
-  }
-}
-
-TEST(DecomposeWindowTest, HourBucketsHaveNoHourTier) {
-  auto pieces = DecomposeWindow(3600, 3 * 86400, 3600);
-  ASSERT_EQ(pieces.size(), 2u);
-  EXPECT_EQ(pieces[0].tier, state::Tier::kFine);
-  EXPECT_EQ(pieces[0].end, 86400);
-  EXPECT_EQ(pieces[1].tier, state::Tier::kDay);
-}
-
 class QueryTest : public ::testing::Test {
  protected:
   void SetUp() override {
