@@ -19,6 +19,27 @@ void CopyFilter(const google::protobuf::Map<std::string, std::string>& in, query
   std::sort(q->filter.begin(), q->filter.end());
 }
 
+// "channel, region" -> {"channel", "region"}.
+absl::Status ParseGroupBy(std::string_view text, query::KpiQuery* q) {
+  q->group_by.clear();
+  size_t pos = 0;
+  while (pos <= text.size() && !text.empty()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view d = text.substr(pos, comma - pos);
+    while (!d.empty() && d.front() == ' ') d.remove_prefix(1);
+    while (!d.empty() && d.back() == ' ') d.remove_suffix(1);
+    if (d.empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("group_by \"{}\": list dimensions separated by commas, e.g. \"channel, region\"", text));
+    }
+    q->group_by.emplace_back(d);
+    pos = comma + 1;
+  }
+  if (q->group_by.size() > 8) return absl::InvalidArgumentError("group_by takes at most 8 dimensions");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<GetKpiPlan> PlanGetKpi(const v1::GetKpiRequest& req, const kpi::Catalog& catalog, int64_t now_s) {
@@ -40,7 +61,7 @@ absl::StatusOr<GetKpiPlan> PlanGetKpi(const v1::GetKpiRequest& req, const kpi::C
   plan.query.kpi = req.kpi();
   plan.query.start = range->start;
   plan.query.end = range->end;
-  plan.query.group_by = req.group_by();
+  if (auto st = ParseGroupBy(req.group_by(), &plan.query); !st.ok()) return st;
   CopyFilter(req.filter(), &plan.query);
   return plan;
 }
@@ -64,7 +85,7 @@ absl::StatusOr<RangePlan> PlanQueryRange(const v1::QueryRangeRequest& req, const
   plan.query.kpi = req.kpi();
   plan.query.start = req.start_time().seconds();
   plan.query.end = req.end_time().seconds();
-  plan.query.group_by = req.group_by();
+  if (auto st = ParseGroupBy(req.group_by(), &plan.query); !st.ok()) return st;
   CopyFilter(req.filter(), &plan.query);
   return plan;
 }

@@ -14,7 +14,8 @@
 
 #include "ingest/router.h"
 #include "kpistream/events/v1/events.pb.h"
-#include "query/query.h"
+#include "query/evaluate.h"
+#include "query/plan.h"
 #include "state/keys.h"
 
 namespace kpistream::gen {
@@ -459,13 +460,6 @@ struct Span {
   bool operator<(const Span& o) const { return std::tie(measure, start, end) < std::tie(o.measure, o.start, o.end); }
 };
 
-Span Align(int measure, int64_t bucket, kpi::TimeRange r) {
-  auto floor_div = [](int64_t a, int64_t b) { return a / b - (a % b != 0 && a < 0 ? 1 : 0); };
-  const int64_t end = -floor_div(-r.end, bucket) * bucket;
-  const int64_t start = floor_div(end - (r.end - r.start), bucket) * bucket;
-  return {measure, start, end};
-}
-
 }  // namespace
 
 struct Truth::Rep {
@@ -475,8 +469,8 @@ struct Truth::Rep {
   std::vector<std::string> windows;
   std::map<Span, std::map<std::string, Exact>> spans;  // span -> group key -> exact
   std::vector<std::vector<const Span*>> spans_by_measure;
-  std::string scratch;
-  std::vector<ingest::Contribution> contribs;
+  ingest::RoutedEvent routed;
+  std::string key;
   uint64_t records = 0, good = 0;
   std::map<std::string, uint64_t> rejected;
   int64_t min_ms = INT64_MAX, max_ms = INT64_MIN;
@@ -485,18 +479,26 @@ struct Truth::Rep {
       : catalog(c), router(c), end_s(end), windows(std::move(w)), spans_by_measure(c.measures.size()) {
     for (const auto& k : catalog.kpis) {
       for (const auto& w : windows) {
-        for (const auto& in : k.inputs) {
-          if (auto s = SpanOf(in, w)) spans[*s];
+        for (size_t i = 0; i < k.inputs.size(); ++i) {
+          if (auto s = SpanOf(k, i, w)) spans[*s];
         }
       }
     }
     for (const auto& [s, unused] : spans) spans_by_measure[static_cast<size_t>(s.measure)].push_back(&s);
   }
 
-  std::optional<Span> SpanOf(const kpi::KpiInput& in, const std::string& window) const {
-    auto r = kpi::ResolveWindow(in.window.empty() ? window : in.window, end_s, catalog.timezone);
+  // The buckets kpid reads for an input over a window ending at end_s: the
+  // query layer's own plan, so both align windows the same way (data is
+  // taken to end at end_s; windows in tests end on bucket boundaries).
+  std::optional<Span> SpanOf(const kpi::KpiDef& k, size_t input, const std::string& window) const {
+    auto r = kpi::ResolveWindow(window, end_s, catalog.timezone);
     if (!r.ok()) return std::nullopt;
-    return Align(in.measure, catalog.measures[static_cast<size_t>(in.measure)].bucket_seconds, *r);
+    const kpi::StateIds ids{.measures = std::vector<uint32_t>(catalog.measures.size(), 0), .dimensions = {}};
+    auto plan = query::PlanQuery(catalog, ids, {.kpi = k.name, .start = r->start, .end = r->end},
+                                 {.data_end = end_s, .now = end_s, .retention = {}}, /*allow_empty_window=*/true);
+    if (!plan.ok()) return std::nullopt;
+    const auto& in = plan->inputs[input];
+    return Span{in.measure, in.coverage.scan_begin, in.coverage.scan_end};
   }
 };
 
@@ -514,12 +516,15 @@ void Truth::Add(const Record& r) {
   rep_->min_ms = std::min(rep_->min_ms, r.time_ms);
   rep_->max_ms = std::max(rep_->max_ms, r.time_ms);
   kpi::EventView v{r.family, r.type, r.time_ms, r.event};
-  rep_->router.Route(v, &rep_->scratch, &rep_->contribs);
-  const int64_t t = r.time_ms / 1000 - (r.time_ms % 1000 < 0 ? 1 : 0);
-  for (const auto& c : rep_->contribs) {
+  rep_->router.Route(v, &rep_->routed);
+  for (const auto& c : rep_->routed.contributions) {
+    const int64_t t = kpi::FloorDiv(c.time_ms, 1000);
+    const auto& m = rep_->catalog.measures[static_cast<size_t>(c.measure)];
+    rep_->key.clear();
+    for (int d : m.group_dims) state::AppendGroupValue(&rep_->key, rep_->routed.dim_values[static_cast<size_t>(d)]);
     for (const Span* s : rep_->spans_by_measure[static_cast<size_t>(c.measure)]) {
       if (t < s->start || t >= s->end) continue;
-      auto& e = rep_->spans[*s][std::string(c.group)];
+      auto& e = rep_->spans[*s][rep_->key];
       switch (rep_->catalog.measures[static_cast<size_t>(c.measure)].aggregation) {
         case kpi::Aggregation::kDistinct:
           e.distinct.insert(c.hash);
@@ -528,7 +533,7 @@ void Truth::Add(const Record& r) {
           e.values.push_back(c.value);
           break;
         case kpi::Aggregation::kLast:
-          e.last.Add(r.time_ms, c.value);
+          e.last.Add(c.time_ms, c.value);
           break;
         default:
           e.agg.Add(c.value, state::ToMicros(c.value));
@@ -554,7 +559,7 @@ std::string Truth::Render() const {
       auto value = [&](int input, double q) -> std::optional<double> {
         const auto& in = k.inputs[static_cast<size_t>(input)];
         const auto& m = rep_->catalog.measures[static_cast<size_t>(in.measure)];
-        const auto span = rep_->SpanOf(in, w);
+        const auto span = rep_->SpanOf(k, static_cast<size_t>(input), w);
         if (!span) return std::nullopt;
         const auto& groups = rep_->spans.at(*span);
         if (in.group_dim.empty()) {

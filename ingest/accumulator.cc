@@ -10,10 +10,18 @@
 
 namespace kpistream::ingest {
 
-void Accumulator::Add(const Contribution& c, uint64_t source, int64_t time_ms) {
-  const auto& m = catalog_.measures[c.measure];
-  const int64_t bucket = kpi::FloorTo(kpi::FloorDiv(time_ms, 1000), m.bucket_seconds);
-  key_ = state::AggKey(state::Tier::kFine, m.id, source, bucket, c.group);
+Accumulator::Accumulator(const kpi::Catalog& catalog, const kpi::StateIds& ids) : catalog_(catalog), ids_(ids) {
+  for (size_t i = 0; i < catalog.measures.size(); ++i) {
+    const uint32_t id = ids.measures[i];
+    if (by_id_.size() <= id) by_id_.resize(id + 1, nullptr);
+    by_id_[id] = &catalog.measures[i];
+  }
+}
+
+void Accumulator::Add(const Contribution& c, uint64_t source, std::string_view group_key) {
+  const auto& m = catalog_.measures[static_cast<size_t>(c.measure)];
+  const int64_t bucket = kpi::FloorTo(kpi::FloorDiv(c.time_ms, 1000), m.bucket_seconds);
+  key_ = state::AggKey(state::Tier::kFine, ids_.measures[static_cast<size_t>(c.measure)], source, bucket, group_key);
   auto it = dirty_.find(key_);
   if (it == dirty_.end()) {
     const auto kind = kpi::PartialKind(m.aggregation);
@@ -34,7 +42,7 @@ void Accumulator::Add(const Contribution& c, uint64_t source, int64_t time_ms) {
       p.sketch->Add(c.value);
       break;
     case state::ValueKind::kLast:
-      p.last.Add(time_ms, c.value);
+      p.last.Add(c.time_ms, c.value);
       break;
   }
   ++p.agg.count;
@@ -44,11 +52,6 @@ void Accumulator::Flush(state::WriteBatch* batch) {
   // Roll fine partials up to the hour and day tiers first, so each coarse
   // key gets one merge operand per commit.
   absl::flat_hash_map<std::string, state::Partial> coarse;
-  std::vector<const kpi::MeasureDef*> by_id;
-  for (const auto& m : catalog_.measures) {
-    if (by_id.size() <= m.id) by_id.resize(m.id + 1, nullptr);
-    by_id[m.id] = &m;
-  }
   auto roll = [&](state::Tier tier, int64_t width, const state::AggKeyParts& parts, const state::Partial& p) {
     auto key = state::AggKey(tier, parts.measure_id, parts.source, kpi::FloorTo(parts.bucket, width), parts.group_key);
     auto it = coarse.find(key);
@@ -61,7 +64,7 @@ void Accumulator::Flush(state::WriteBatch* batch) {
     state::AggKeyParts parts;
     if (!state::ParseAggKey(key, &parts)) continue;  // impossible: we built it
     out.emplace_back(key, &p);
-    const auto* m = by_id[parts.measure_id];
+    const auto* m = by_id_[parts.measure_id];
     if (m->bucket_seconds < state::kHourSeconds) roll(state::Tier::kHour, state::kHourSeconds, parts, p);
     if (m->bucket_seconds < state::kDaySeconds) roll(state::Tier::kDay, state::kDaySeconds, parts, p);
   }

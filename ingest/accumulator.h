@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "ingest/router.h"
@@ -17,10 +19,12 @@ namespace kpistream::ingest {
 
 class Accumulator {
  public:
-  // REQUIRES: catalog outlives the accumulator and its measure ids are set.
-  explicit Accumulator(const kpi::Catalog& catalog) : catalog_(catalog) {}
+  // REQUIRES: catalog and ids outlive the accumulator.
+  Accumulator(const kpi::Catalog& catalog, const kpi::StateIds& ids);
 
-  void Add(const Contribution& c, uint64_t source, int64_t time_ms);
+  // Adds a contribution of `source` to the fine bucket of c.time_ms, in the
+  // group whose encoded key (state::AppendGroupValue) is group_key.
+  void Add(const Contribution& c, uint64_t source, std::string_view group_key);
 
   // Writes every dirty partial, at every roll-up tier of its measure, into
   // *batch, then forgets them.
@@ -36,6 +40,8 @@ class Accumulator {
 
  private:
   const kpi::Catalog& catalog_;
+  const kpi::StateIds& ids_;
+  std::vector<const kpi::MeasureDef*> by_id_;  // measure by state id
   absl::flat_hash_map<std::string, state::Partial> dirty_;
   std::string key_;  // scratch
   size_t bytes_ = 0;

@@ -64,6 +64,10 @@ std::string_view RejectReasonName(RejectReason r) {
       return "duplicate";
     case RejectReason::kLate:
       return "late";
+    case RejectReason::kEmpty:
+      return "empty";
+    case RejectReason::kFuture:
+      return "future";
     case RejectReason::kCount_:
       break;
   }
@@ -129,6 +133,10 @@ bool CheckValues(const pb::Message& msg, std::string* bad_field) {
 
 bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat format, kpi::EventView* out,
                      DecodeError* err) {
+  if (payload.empty()) {
+    *err = {RejectReason::kEmpty, "the record has no payload (an empty value or a tombstone)"};
+    return false;
+  }
   if (payload.size() > rep_->options.max_payload_bytes) {
     *err = {RejectReason::kOversized,
             fmt::format("payload is {} bytes, the maximum is {}", payload.size(), rep_->options.max_payload_bytes)};
@@ -145,7 +153,12 @@ bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat
     }
     auto st = pb::util::JsonStringToMessage(pb::StringPiece(payload.data(), payload.size()), msg, rep_->json_options);
     if (!st.ok()) {
-      *err = {RejectReason::kBadJson, std::string(st.message())};
+      // protobuf's JSON parser reports a timestamp it cannot read as
+      // "Invalid google.protobuf.Timestamp value ..." (or a type error on
+      // the Timestamp field): that is a bad timestamp, not bad JSON.
+      const std::string message(st.message());
+      const bool time = message.find("google.protobuf.Timestamp") != std::string::npos;
+      *err = {time ? RejectReason::kBadTimestamp : RejectReason::kBadJson, message};
       return false;
     }
   } else if (!msg->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {

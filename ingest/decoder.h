@@ -20,11 +20,13 @@ enum class RejectReason : uint8_t {
   kBadJson,           // JSON syntax or type errors
   kUnknownType,       // event type missing or not known to this schema
   kMissingField,      // event_id or event_time missing
-  kBadTimestamp,      // outside [2000-01-01, 2100-01-01)
+  kBadTimestamp,      // unparsable, or outside [2000-01-01, 2100-01-01)
   kBadValue,          // NaN, infinite or absurdly large numeric value
   kOversized,         // payload larger than the configured maximum
   kLate,              // older than every matching measure's allowed lateness
   kDuplicate,         // an event_id already applied from the same partition
+  kEmpty,             // no payload: an empty record or a tombstone (null value)
+  kFuture,            // event_time further ahead of kpid's clock than max_future
   kCount_,
 };
 inline constexpr int kNumRejectReasons = static_cast<int>(RejectReason::kCount_);

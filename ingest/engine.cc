@@ -67,57 +67,57 @@ absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::str
 
 struct PartitionState {
   const TopicBinding* binding = nullptr;
-  uint64_t source = 0;
-  int64_t next_offset = 0;     // next offset to apply
-  int64_t stored_offset = -1;  // next offset durable in the store (-1: none)
+  std::unique_ptr<PartitionApplier> applier;
   // High watermark queried at assignment. librdkafka's cached watermark is
   // only refreshed by fetches, and after a re-assignment it can be the
-  // stale one from before (a broker outage): lag must not read 0 then.
+  // stale one from before (a broker outage): lag must not read 0 then. It
+  // is also the offset the partition must reach to be caught up.
   int64_t assigned_hi = -1;
-  // Stall watchdog: next_offset when last seen moving, and when.
+  bool caught_up = false;
+  // Stall watchdog: next offset when last seen moving, and when.
   int64_t progress_offset = -1;
   int64_t known_hi = -1;  // newest high watermark known (PublishLags)
-  std::chrono::steady_clock::time_point progress_at{};
-  // Lateness watermark and admitted groups, as of next_offset.
-  std::unique_ptr<PartitionAdmission> admission;
+  Clock::time_point progress_at{};
 };
 
 }  // namespace
 
 struct Engine::Rep {
   EngineOptions options;
-  kpi::Catalog* catalog;
+  const kpi::Catalog& catalog;
+  const kpi::StateIds& ids;
   state::Store* store;
+  const state::Clock& clock;
   Router router;
   Accumulator acc;
-  Decoder decoder;
+  ApplyScratch scratch;
   EngineProbe probe;
+  ApplyContext ctx;
+  std::vector<CommitListener> listeners;
 
   rd_kafka_t* consumer = nullptr;
   rd_kafka_t* producer = nullptr;
   std::unordered_map<std::string, const TopicBinding*> bindings;
   std::unordered_map<std::string, uint32_t> topic_ids;
-  // (topic, partition) -> state. Owned by the consumer thread.
-  std::map<std::pair<std::string, int32_t>, PartitionState> owned;
+  // Owned by the consumer thread.
+  std::map<TopicPartition, PartitionState> owned;
   uint64_t dlq_pending = 0;  // produced since the last successful flush
-  // Newest event time applied since the last commit; published to the probe
-  // once committed, so freshness measures what queries can see.
-  int64_t pending_newest_ms = 0;
-  std::array<int64_t, kpi::kNumFamilies> pending_newest_by_family{};
-  int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
+  int64_t total_lag = 0;     // records waiting in Kafka, as of the last commit
 
   std::thread thread;
   std::atomic<bool> stop{false};
-  // High watermarks asked of the brokers by watermark_thread (librdkafka's
-  // cached ones are refreshed only by fetches). The consumer thread sets
-  // the partitions to ask about; the helper only queries and records.
-  std::thread watermark_thread;
-  std::mutex wm_mu;
-  std::condition_variable wm_cv;
-  bool wm_stop ABSL_GUARDED_BY(wm_mu) = false;
-  std::vector<std::pair<std::string, int32_t>> wm_partitions ABSL_GUARDED_BY(wm_mu);
-  std::map<std::pair<std::string, int32_t>, int64_t> wm_hi ABSL_GUARDED_BY(wm_mu);
+  // High watermarks (Kafka's: the offset after the last record) asked of
+  // the brokers by hw_thread (librdkafka's cached ones are refreshed only
+  // by fetches). The consumer thread sets the partitions to ask about; the
+  // helper only queries and records.
+  std::thread hw_thread;
+  std::mutex hw_mu;
+  std::condition_variable hw_cv;
+  bool hw_stop ABSL_GUARDED_BY(hw_mu) = false;
+  std::vector<TopicPartition> hw_partitions ABSL_GUARDED_BY(hw_mu);
+  std::map<TopicPartition, int64_t> hw_probed ABSL_GUARDED_BY(hw_mu);
   std::atomic<bool> ready{false};
+  std::atomic<bool> caught_up{false};
   std::atomic<bool> blocked{false};
   bool brokers_suspect = false;  // a connection failed: probe the cluster
   std::atomic<bool> brokers_down{false};
@@ -126,45 +126,15 @@ struct Engine::Rep {
   mutable std::mutex fatal_mu;
   std::optional<absl::Status> fatal ABSL_GUARDED_BY(fatal_mu);
 
-  std::vector<Contribution> contribs;
-  std::string scratch;
-  std::vector<int> late_scratch, overflow_scratch;
-  // Groups admitted since the last commit: (source, measure id, key).
-  std::vector<std::tuple<uint64_t, uint32_t, std::string>> new_groups;
-  std::vector<std::pair<uint32_t, std::string>> new_groups_scratch;
-  // Event ids applied since the last commit, by state::EventIdKey. They are
-  // committed with the partials, so a replay after a crash sees exactly the
-  // ids the durable state holds.
-  struct AppliedId {
-    uint64_t source;
-    int64_t event_ms;
-    int64_t offset;
-  };
-  std::unordered_map<std::string, AppliedId> pending_ids;
-  static constexpr size_t kPendingIdBytes = 128;  // per entry: node, key, batch bytes (approximate)
-  std::string id_scratch;
-
-  Rep(const EngineOptions& o, kpi::Catalog* c, state::Store* s)
-      : options(o), catalog(c), store(s), router(*c), acc(*c), decoder(o.decoder) {
-    probe.late_by_measure = std::vector<std::atomic<uint64_t>>(c->measures.size());
-    probe.overflow_by_measure = std::vector<std::atomic<uint64_t>>(c->measures.size());
-  }
-
-  // Loads a partition's watermark and admitted-group counts as committed.
-  absl::Status LoadAdmission(PartitionState* ps, int64_t newest_ms) {
-    const uint64_t source = ps->source;
-    ps->admission =
-        std::make_unique<PartitionAdmission>(*catalog, newest_ms, [this, source](uint32_t id, std::string_view g) {
-          auto has = store->HasAdmittedGroup(source, id, g);
-          // A failing lookup counts as "not admitted": the group may go to
-          // __other__ but is never double counted.
-          if (!has.ok()) spdlog::error("admitted-group lookup: {}", has.status().ToString());
-          return has.ok() && *has;
-        });
-    auto counts = store->ReadGroupCounts(source);
-    if (!counts.ok()) return counts.status();
-    for (const auto& [id, n] : *counts) ps->admission->RestoreCount(id, n);
-    return absl::OkStatus();
+  Rep(const EngineOptions& o, const kpi::Catalog& c, const kpi::StateIds& i, state::Store* s, const state::Clock& clk)
+      : options(o), catalog(c), ids(i), store(s), clock(clk), router(c), acc(c, i), scratch(o.decoder), probe(c) {
+    ctx.catalog = &catalog;
+    ctx.ids = &ids;
+    ctx.store = store;
+    ctx.router = &router;
+    ctx.options.dedup_window_ms = options.dedup_window_ms;
+    ctx.options.max_future_ms = options.max_future_ms;
+    ctx.stats = &probe.ingest;
   }
 
   ~Rep() {
@@ -183,39 +153,38 @@ struct Engine::Rep {
   absl::Status Init();
   void Run();
   void Handle(rd_kafka_message_t* m);
-  void Reject(const rd_kafka_message_t* m, const PartitionState& ps, const DecodeError& err);
+  void Reject(const rd_kafka_message_t* m, const PartitionState& ps, const PartitionApplier::Rejection& rej);
   bool Commit(bool force);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void Assign(rd_kafka_topic_partition_list_t* parts);
+  bool AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* binding);
   void Revoke(rd_kafka_topic_partition_list_t* parts);
   void ResetToStored();
   void PublishLags();
-  void ProbeWatermarks();
-  void SetWatermarkPartitions();
+  void ProbeHighWatermarks();
+  void SetHighWatermarkPartitions();
+  void StepOverUnreadOffsets();
   void CheckStalls(Clock::time_point now);
   void SetPaused(bool paused);
-  void PublishNewest(int64_t newest, const std::array<int64_t, kpi::kNumFamilies>& by_family);
+  void PublishNewest(const PartitionApplier& a);
   void ProbeBrokers();
   void OnClientError(rd_kafka_resp_err_t err, const char* reason);
   bool SkipToLogStart(const std::string& topic, int32_t partition);
   bool SeekOne(const std::string& topic, int32_t partition, int64_t offset);
-  // Whether ev repeats an event applied from this partition; fills *err.
-  // Returns nullopt when the store could not answer.
-  std::optional<bool> IsDuplicate(const PartitionState& ps, const kpi::EventView& ev, DecodeError* err);
-  int64_t DedupHorizon(const PartitionState& ps) const {
-    const int64_t newest = ps.admission->newest_event_ms();
-    return newest == PartitionAdmission::kNoEvents ? std::numeric_limits<int64_t>::min()
-                                                   : newest - options.dedup_window_ms;
+  size_t PendingBytes() const {
+    size_t ids_pending = 0;
+    for (const auto& [tp, ps] : owned) ids_pending += ps.applier->pending_ids();
+    return acc.ApproxBytes() + ids_pending * PartitionApplier::kPendingIdBytes;
   }
-  void UpdateReady() { ready = !owned.empty() && !blocked && !brokers_down && !stop; }
+  void UpdateReady() {
+    ready = !owned.empty() && !blocked && !brokers_down && !stop;
+    bool all = ready.load();
+    for (const auto& [tp, ps] : owned) all = all && ps.caught_up;
+    caught_up = all;
+  }
 };
 
 absl::Status Engine::Rep::Init() {
-  for (auto& m : catalog->measures) {
-    auto id = store->IdFor("measure", m.name);
-    if (!id.ok()) return id.status();
-    m.id = *id;
-  }
   for (const auto& b : options.topics) {
     bindings[b.topic] = &b;
     auto id = store->IdFor("topic", b.topic);
@@ -241,6 +210,9 @@ absl::Status Engine::Rep::Init() {
       // A stored offset that no longer exists must fail loudly, never skip.
       {"auto.offset.reset", "error"},
       {"enable.partition.eof", "false"},
+      // Records of aborted transactions are never applied (librdkafka's
+      // default, stated because StepOverUnreadOffsets relies on it).
+      {"isolation.level", "read_committed"},
       {"queued.max.messages.kbytes", std::to_string(std::max<size_t>(options.fetch_queue_bytes >> 10, 1024))},
       {"fetch.max.bytes", "52428800"},
   };
@@ -303,67 +275,65 @@ void Engine::Rep::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_
   UpdateReady();
 }
 
+// Restores one assigned partition's applier and sets where consumption
+// starts (p->offset). False after a fatal error.
+bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* binding) {
+  PartitionState ps;
+  ps.binding = binding;
+  const uint64_t source = state::SourceId(topic_ids[p->topic], p->partition);
+  auto applier = PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs());
+  if (!applier.ok()) {
+    SetFatal(absl::Status(applier.status().code(), fmt::format("restoring {}[{}]: {}", p->topic, p->partition,
+                                                               std::string(applier.status().message()))));
+    return false;
+  }
+  ps.applier = std::move(*applier);
+  int64_t lo = 0, hi = 0;
+  const auto we = rd_kafka_query_watermark_offsets(consumer, p->topic, p->partition, &lo, &hi, 10000);
+  if (we == RD_KAFKA_RESP_ERR_NO_ERROR) ps.assigned_hi = hi;
+  if (const auto committed = ps.applier->committed_offset()) {
+    int64_t next = *committed;
+    if (we == RD_KAFKA_RESP_ERR_NO_ERROR && *committed < lo) {
+      if (!options.accept_lost_records) {
+        SetFatal(absl::FailedPreconditionError(fmt::format(
+            "{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by retention "
+            "while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip them silently: "
+            "restore the records; or restart with --accept-lost-records to continue from the log start (KPIs "
+            "over windows that held those {} records stay short of them); or start with a fresh --state-dir to "
+            "recompute the KPIs from what Kafka still holds",
+            p->topic, p->partition, *committed, lo, *committed, lo - 1, lo - *committed)));
+        return false;
+      }
+      spdlog::error(
+          "{}[{}]: records {}..{} ({}) were deleted before kpid applied them; continuing from the log "
+          "start as --accept-lost-records asks (counted in kpistream_records_lost_total)",
+          p->topic, p->partition, *committed, lo - 1, lo - *committed);
+      probe.lost_records.fetch_add(static_cast<uint64_t>(lo - *committed));
+      next = lo;  // the committed offset stays behind, so the next commit records the jump
+    }
+    ps.applier->SkipTo(next);
+    p->offset = next;
+    // What was committed before a restart counts as applied (absence and
+    // freshness alerts, the event-time alert clock).
+    PublishNewest(*ps.applier);
+  } else {
+    ps.applier->SkipTo(we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0);
+    p->offset = RD_KAFKA_OFFSET_BEGINNING;
+  }
+  ps.caught_up = ps.assigned_hi < 0 || ps.applier->next_offset() >= ps.assigned_hi;
+  spdlog::info("assigned {}[{}] from offset {}", p->topic, p->partition,
+               ps.applier->committed_offset() ? fmt::format("{} (stored)", *ps.applier->committed_offset())
+                                              : std::string("beginning"));
+  owned[{p->topic, p->partition}] = std::move(ps);
+  return true;
+}
+
 void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
   for (int i = 0; i < parts->cnt; ++i) {
     auto& p = parts->elems[i];
     auto bit = bindings.find(p.topic);
     if (bit == bindings.end()) continue;
-    PartitionState ps;
-    ps.binding = bit->second;
-    ps.source = state::SourceId(topic_ids[p.topic], p.partition);
-    auto stored = store->ReadOffset(ps.source);
-    if (!stored.ok()) {
-      SetFatal(absl::Status(stored.status().code(), fmt::format("reading stored offset of {}[{}]: {}", p.topic,
-                                                                p.partition, std::string(stored.status().message()))));
-      return;
-    }
-    int64_t lo = 0, hi = 0;
-    const auto we = rd_kafka_query_watermark_offsets(consumer, p.topic, p.partition, &lo, &hi, 10000);
-    if (stored->has_value()) {
-      const int64_t stored_next = (*stored)->next_offset;
-      int64_t next = stored_next;
-      if (we == RD_KAFKA_RESP_ERR_NO_ERROR && stored_next < lo) {
-        if (!options.accept_lost_records) {
-          SetFatal(absl::FailedPreconditionError(fmt::format(
-              "{}[{}]: the stored offset {} is below the log start {}: records {}..{} were deleted by retention "
-              "while kpid was not consuming, so the KPIs cannot be exact. kpid will not skip them silently: "
-              "restore the records; or restart with --accept-lost-records to continue from the log start (KPIs "
-              "over windows that held those {} records stay short of them); or start with a fresh --state-dir to "
-              "recompute the KPIs from what Kafka still holds",
-              p.topic, p.partition, stored_next, lo, stored_next, lo - 1, lo - stored_next)));
-          return;
-        }
-        spdlog::error(
-            "{}[{}]: records {}..{} ({}) were deleted before kpid applied them; continuing from the log "
-            "start as --accept-lost-records asks (counted in kpistream_records_lost_total)",
-            p.topic, p.partition, stored_next, lo - 1, lo - stored_next);
-        probe.lost_records.fetch_add(static_cast<uint64_t>(lo - stored_next));
-        next = lo;  // stored_offset stays behind, so the next commit records the jump
-      }
-      ps.next_offset = next;
-      ps.stored_offset = stored_next;
-      if (we == RD_KAFKA_RESP_ERR_NO_ERROR) ps.assigned_hi = hi;
-      p.offset = next;
-    } else {
-      ps.next_offset = we == RD_KAFKA_RESP_ERR_NO_ERROR ? lo : 0;
-      if (we == RD_KAFKA_RESP_ERR_NO_ERROR) ps.assigned_hi = hi;
-      p.offset = RD_KAFKA_OFFSET_BEGINNING;
-    }
-    if (stored->has_value()) {
-      // What was committed before a restart counts as applied (absence and
-      // freshness alerts, the event-time alert clock).
-      std::array<int64_t, kpi::kNumFamilies> by_family{};
-      by_family[static_cast<size_t>(ps.binding->family)] = (*stored)->newest_event_ms;
-      PublishNewest((*stored)->newest_event_ms, by_family);
-    }
-    if (auto st = LoadAdmission(&ps, stored->has_value() ? (*stored)->newest_event_ms : PartitionAdmission::kNoEvents);
-        !st.ok()) {
-      SetFatal(st);
-      return;
-    }
-    spdlog::info("assigned {}[{}] from offset {}", p.topic, p.partition,
-                 stored->has_value() ? fmt::format("{} (stored)", (*stored)->next_offset) : std::string("beginning"));
-    owned[{p.topic, p.partition}] = std::move(ps);
+    if (!AssignOne(&p, bit->second)) return;
   }
   rd_kafka_error_t* e = nullptr;
   if (std::strcmp(rd_kafka_rebalance_protocol(consumer), "COOPERATIVE") == 0) {
@@ -377,7 +347,7 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     rd_kafka_error_destroy(e);
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
-  SetWatermarkPartitions();
+  SetHighWatermarkPartitions();
 }
 
 void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
@@ -399,24 +369,18 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
     rd_kafka_assign(consumer, nullptr);
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
-  SetWatermarkPartitions();
+  SetHighWatermarkPartitions();
 }
 
 void Engine::Rep::ResetToStored() {
   acc.Clear();
-  new_groups.clear();
-  pending_ids.clear();
   for (auto& [tp, ps] : owned) {
-    auto stored = store->ReadOffset(ps.source);
-    const int64_t newest =
-        stored.ok() && stored->has_value() ? (*stored)->newest_event_ms : PartitionAdmission::kNoEvents;
-    if (auto st = LoadAdmission(&ps, newest); !st.ok()) SetFatal(st);
+    if (auto st = ps.applier->Rewind(); !st.ok()) SetFatal(st);
   }
   rd_kafka_topic_partition_list_t* seeks = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
   for (auto& [tp, ps] : owned) {
-    ps.next_offset = ps.stored_offset >= 0 ? ps.stored_offset : 0;
-    auto* e = rd_kafka_topic_partition_list_add(seeks, tp.first.c_str(), tp.second);
-    e->offset = ps.stored_offset >= 0 ? ps.stored_offset : RD_KAFKA_OFFSET_BEGINNING;
+    auto* e = rd_kafka_topic_partition_list_add(seeks, tp.topic.c_str(), tp.partition);
+    e->offset = ps.applier->committed_offset().value_or(RD_KAFKA_OFFSET_BEGINNING);
   }
   if (seeks->cnt > 0) {
     if (auto* err = rd_kafka_seek_partitions(consumer, seeks, 10000)) {
@@ -427,16 +391,19 @@ void Engine::Rep::ResetToStored() {
   rd_kafka_topic_partition_list_destroy(seeks);
 }
 
-void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, const DecodeError& err) {
-  probe.rejected[static_cast<int>(err.reason)].fetch_add(1, std::memory_order_relaxed);
-  const std::string reason(RejectReasonName(err.reason));
+void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps,
+                         const PartitionApplier::Rejection& rej) {
+  const std::string reason(RejectReasonName(rej.reason));
   const std::string topic = ps.binding->topic;
   const std::string partition = std::to_string(m->partition);
   const std::string offset = std::to_string(m->offset);
-  // The DLQ carries the original bytes and key; the reason travels in headers.
+  // The DLQ carries the original bytes and key; the reason travels in
+  // headers. (topic, partition, offset) identifies the source record: a
+  // replay after a crash can dead-letter a record again, and consumers of
+  // the dead-letter topic de-duplicate on these (docs/RELIABILITY.md).
   rd_kafka_headers_t* h = rd_kafka_headers_new(6);
   rd_kafka_header_add(h, "kpistream.reason", -1, reason.data(), static_cast<ssize_t>(reason.size()));
-  rd_kafka_header_add(h, "kpistream.error", -1, err.detail.data(), static_cast<ssize_t>(err.detail.size()));
+  rd_kafka_header_add(h, "kpistream.error", -1, rej.detail.data(), static_cast<ssize_t>(rej.detail.size()));
   rd_kafka_header_add(h, "kpistream.source.topic", -1, topic.data(), static_cast<ssize_t>(topic.size()));
   rd_kafka_header_add(h, "kpistream.source.partition", -1, partition.data(), static_cast<ssize_t>(partition.size()));
   rd_kafka_header_add(h, "kpistream.source.offset", -1, offset.data(), static_cast<ssize_t>(offset.size()));
@@ -466,30 +433,6 @@ void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps, 
   }
 }
 
-std::optional<bool> Engine::Rep::IsDuplicate(const PartitionState& ps, const kpi::EventView& ev, DecodeError* err) {
-  const int64_t horizon = DedupHorizon(ps);
-  int64_t offset = -1;
-  id_scratch = state::EventIdKey(ps.source, ev.event_id);
-  if (auto it = pending_ids.find(id_scratch); it != pending_ids.end()) {
-    if (it->second.event_ms < horizon) return false;  // as if committed (below)
-    offset = it->second.offset;
-  } else {
-    auto seen = store->LookupEventIdKey(id_scratch);
-    if (!seen.ok()) {
-      spdlog::error("{}[{}]: {}; holding the partition and retrying", ps.binding->topic, state::PartitionOf(ps.source),
-                    seen.status().ToString());
-      return std::nullopt;
-    }
-    // Ids behind the horizon may or may not be compacted away yet: ignore
-    // them either way, so a replay decides exactly as the first pass did.
-    if (!seen->has_value() || (*seen)->event_ms < horizon) return false;
-    offset = (*seen)->offset;
-  }
-  *err = {RejectReason::kDuplicate, fmt::format("event_id \"{}\" was already applied from {}[{}] at offset {}",
-                                                ev.event_id, ps.binding->topic, state::PartitionOf(ps.source), offset)};
-  return true;
-}
-
 void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -508,60 +451,31 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   auto it = owned.find({rd_kafka_topic_name(m->rkt), m->partition});
   if (it == owned.end()) return;  // not ours (anymore)
   PartitionState& ps = it->second;
-  if (m->offset < ps.next_offset) return;  // already applied
-  probe.consumed.fetch_add(1, std::memory_order_relaxed);
-  kpi::EventView ev;
-  DecodeError err;
-  if (!decoder.Decode(ps.binding->family, std::string_view(static_cast<const char*>(m->payload), m->len),
-                      ps.binding->format, &ev, &err)) {
-    Reject(m, ps, err);
-  } else if (const auto dup = options.dedup_window_ms > 0 ? IsDuplicate(ps, ev, &err) : std::optional<bool>(false);
-             !dup.has_value()) {
-    // The store could not say whether this event was applied: apply
-    // nothing more, rewind to the durable state and retry with backoff.
-    probe.dedup_lookup_failures.fetch_add(1);
-    ResetToStored();
-    blocked = true;
-    SetPaused(true);
-    UpdateReady();
-    return;
-  } else if (*dup) {
-    Reject(m, ps, err);
-  } else {
-    router.Route(ev, &scratch, &contribs);
-    late_scratch.clear();
-    overflow_scratch.clear();
-    new_groups_scratch.clear();
-    const auto r = ps.admission->Admit(ev.time_ms, &contribs, &new_groups_scratch, &late_scratch, &overflow_scratch);
-    for (int mi : late_scratch) probe.late_by_measure[static_cast<size_t>(mi)].fetch_add(1, std::memory_order_relaxed);
-    for (int mi : overflow_scratch) {
-      probe.overflow_by_measure[static_cast<size_t>(mi)].fetch_add(1, std::memory_order_relaxed);
-    }
-    for (auto& [id, g] : new_groups_scratch) new_groups.emplace_back(ps.source, id, std::move(g));
-    if (r.all_late()) {
-      Reject(m, ps,
-             {RejectReason::kLate,
-              fmt::format("event time {} ms is older than the partition's newest event {} ms minus the "
-                          "allowed lateness of every measure it feeds",
-                          ev.time_ms, ps.admission->newest_event_ms())});
-    } else {
-      for (const auto& c : contribs) acc.Add(c, ps.source, ev.time_ms);
-      if (options.dedup_window_ms > 0) {
-        pending_ids.emplace(id_scratch, AppliedId{ps.source, ev.time_ms, m->offset});
-      }
-      probe.applied.fetch_add(1, std::memory_order_relaxed);
-      if (ev.time_ms > pending_newest_ms) pending_newest_ms = ev.time_ms;
-      auto& fam_newest = pending_newest_by_family[static_cast<size_t>(ps.binding->family)];
-      if (ev.time_ms > fam_newest) fam_newest = ev.time_ms;
-    }
+  PartitionApplier::Rejection rej;
+  const auto outcome = ps.applier->Apply(std::string_view(static_cast<const char*>(m->payload), m->len), m->offset,
+                                         clock.NowMs(), &scratch, &acc, &rej);
+  switch (outcome) {
+    case PartitionApplier::Outcome::kApplied:
+    case PartitionApplier::Outcome::kSkipped:
+      break;
+    case PartitionApplier::Outcome::kRejected:
+      Reject(m, ps, rej);
+      break;
+    case PartitionApplier::Outcome::kUnknown:
+      // The store could not say whether this event was applied: apply
+      // nothing more, rewind to the durable state and retry with backoff.
+      ResetToStored();
+      blocked = true;
+      SetPaused(true);
+      UpdateReady();
+      break;
   }
-  ps.next_offset = m->offset + 1;
 }
 
 bool Engine::Rep::Commit(bool force) {
-  std::vector<std::pair<const std::pair<std::string, int32_t>*, PartitionState*>> moved;
+  std::vector<std::pair<const TopicPartition*, PartitionState*>> moved;
   for (auto& [tp, ps] : owned) {
-    if (ps.next_offset != ps.stored_offset) moved.emplace_back(&tp, &ps);
+    if (ps.applier->dirty()) moved.emplace_back(&tp, &ps);
   }
   if (moved.empty()) {
     if (!blocked) return true;
@@ -589,20 +503,7 @@ bool Engine::Rep::Commit(bool force) {
   }
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
-  for (auto& [tp, ps] : moved) batch.PutOffset(ps->source, ps->next_offset, ps->admission->newest_event_ms());
-  for (const auto& [k, v] : pending_ids) {
-    batch.PutEventId(v.source, std::string_view(k).substr(8), v.event_ms, v.offset);
-  }
-  std::set<std::pair<uint64_t, uint32_t>> counted;
-  for (const auto& [source, id, g] : new_groups) {
-    batch.PutAdmittedGroup(source, id, g);
-    counted.emplace(source, id);
-  }
-  for (const auto& [source, id] : counted) {
-    for (auto& [tp, ps] : owned) {
-      if (ps.source == source) batch.PutGroupCount(source, id, ps.admission->counts().at(id));
-    }
-  }
+  for (auto& [tp, ps] : moved) ps->applier->AppendTo(&batch);
   auto st = store->Commit(&batch);
   if (!st.ok()) {
     // The batch is lost with its partials: rewind to what is durable.
@@ -611,36 +512,35 @@ bool Engine::Rep::Commit(bool force) {
     ResetToStored();
     return false;
   }
-  new_groups.clear();
-  pending_ids.clear();
-  if (options.dedup_window_ms > 0) {
-    for (auto& [tp, ps] : moved) store->SetEventIdHorizon(ps->source, DedupHorizon(*ps));
-  }
   rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
   for (auto& [tp, ps] : moved) {
-    ps->stored_offset = ps->next_offset;
-    rd_kafka_topic_partition_list_add(offs, tp->first.c_str(), tp->second)->offset = ps->next_offset;
+    ps->applier->OnCommitted();
+    rd_kafka_topic_partition_list_add(offs, tp->topic.c_str(), tp->partition)->offset = ps->applier->next_offset();
+    PublishNewest(*ps->applier);
   }
   // Advisory only (lag monitoring by other tools); failures are harmless.
   rd_kafka_commit(consumer, offs, 1);
   rd_kafka_topic_partition_list_destroy(offs);
   probe.commits.fetch_add(1, std::memory_order_relaxed);
-  PublishNewest(pending_newest_ms, pending_newest_by_family);
   probe.commit_latency.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
+  const CommitInfo info{store->LatestSequence(), probe.newest_event_ms.load()};
+  for (const auto& l : listeners) l(info);
   return true;
 }
 
-void Engine::Rep::PublishNewest(int64_t newest, const std::array<int64_t, kpi::kNumFamilies>& by_family) {
-  auto raise = [](std::atomic<int64_t>& a, int64_t v) {
-    if (v > a.load(std::memory_order_relaxed)) a.store(v, std::memory_order_relaxed);
+void Engine::Rep::PublishNewest(const PartitionApplier& a) {
+  const int64_t v = a.newest_event_ms();
+  if (v == PartitionAdmission::kNoEvents) return;
+  auto raise = [v](std::atomic<int64_t>& x) {
+    if (v > x.load(std::memory_order_relaxed)) x.store(v, std::memory_order_relaxed);
   };
-  raise(probe.newest_event_ms, newest);
-  for (size_t f = 0; f < by_family.size(); ++f) raise(probe.newest_event_ms_by_family[f], by_family[f]);
+  raise(probe.newest_event_ms);
+  raise(probe.newest_event_ms_by_family[static_cast<size_t>(a.family())]);
 }
 
 void Engine::Rep::SetPaused(bool paused) {
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
-  for (const auto& [tp, ps] : owned) rd_kafka_topic_partition_list_add(l, tp.first.c_str(), tp.second);
+  for (const auto& [tp, ps] : owned) rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
   if (paused) {
     rd_kafka_pause_partitions(consumer, l);
   } else {
@@ -655,17 +555,18 @@ bool Engine::Rep::SkipToLogStart(const std::string& topic, int32_t partition) {
   auto it = owned.find({topic, partition});
   if (it == owned.end()) return false;
   int64_t lo = 0, hi = 0;
+  const int64_t next = it->second.applier->next_offset();
   if (rd_kafka_query_watermark_offsets(consumer, topic.c_str(), partition, &lo, &hi, 10000) !=
           RD_KAFKA_RESP_ERR_NO_ERROR ||
-      lo <= it->second.next_offset) {
+      lo <= next) {
     return false;
   }
   spdlog::error(
       "{}[{}]: records {}..{} ({}) were deleted before kpid applied them; continuing from the log start "
       "as --accept-lost-records asks (counted in kpistream_records_lost_total)",
-      topic, partition, it->second.next_offset, lo - 1, lo - it->second.next_offset);
-  probe.lost_records.fetch_add(static_cast<uint64_t>(lo - it->second.next_offset));
-  it->second.next_offset = lo;
+      topic, partition, next, lo - 1, lo - next);
+  probe.lost_records.fetch_add(static_cast<uint64_t>(lo - next));
+  it->second.applier->SkipTo(lo);
   return SeekOne(topic, partition, lo);
 }
 
@@ -719,49 +620,90 @@ void Engine::Rep::ProbeBrokers() {
   probe.kafka_reachable = true;
 }
 
-void Engine::Rep::SetWatermarkPartitions() {
-  std::lock_guard<std::mutex> l(wm_mu);
-  wm_partitions.clear();
-  for (const auto& [tp, ps] : owned) wm_partitions.push_back(tp);
-  std::erase_if(wm_hi, [this](const auto& e) { return !owned.count(e.first); });
+void Engine::Rep::SetHighWatermarkPartitions() {
+  std::lock_guard<std::mutex> l(hw_mu);
+  hw_partitions.clear();
+  for (const auto& [tp, ps] : owned) hw_partitions.push_back(tp);
+  std::erase_if(hw_probed, [this](const auto& e) { return !owned.count(e.first); });
 }
 
-// The watermark thread: every watermark_probe_interval_ms, each owned
+// The high-watermark thread: every watermark_probe_interval_ms, each owned
 // partition's high watermark as the partition leader has it.
-void Engine::Rep::ProbeWatermarks() {
-  std::unique_lock<std::mutex> l(wm_mu);
-  while (!wm_stop) {
-    const auto partitions = wm_partitions;
+void Engine::Rep::ProbeHighWatermarks() {
+  std::unique_lock<std::mutex> l(hw_mu);
+  while (!hw_stop) {
+    const auto partitions = hw_partitions;
     l.unlock();
     for (const auto& tp : partitions) {
       int64_t lo = 0, hi = 0;
-      if (rd_kafka_query_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi, 2000) ==
+      if (rd_kafka_query_watermark_offsets(consumer, tp.topic.c_str(), tp.partition, &lo, &hi, 2000) ==
           RD_KAFKA_RESP_ERR_NO_ERROR) {
-        std::lock_guard<std::mutex> g(wm_mu);
-        wm_hi[tp] = hi;
+        std::lock_guard<std::mutex> g(hw_mu);
+        hw_probed[tp] = hi;
       }
     }
     l.lock();
-    wm_cv.wait_for(l, std::chrono::milliseconds(options.watermark_probe_interval_ms), [this] { return wm_stop; });
+    hw_cv.wait_for(l, std::chrono::milliseconds(options.watermark_probe_interval_ms), [this] { return hw_stop; });
+  }
+}
+
+// Offsets no record is delivered for: the commit and abort markers of
+// transactions (one offset each) and the records of aborted transactions
+// (read_committed). They sit below the high watermark forever, so lag,
+// "caught up" and the stall guard must step over them, or a partition
+// written by a transactional producer never reads lag 0. librdkafka moves
+// a partition's position past them when its fetcher reads them (the
+// position is the offset after the last record delivered or stepped over),
+// so the position, once past the next offset to apply, is where the next
+// record can be: everything below it was applied or is not a record.
+void Engine::Rep::StepOverUnreadOffsets() {
+  std::vector<PartitionState*> behind;
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
+  for (auto& [tp, ps] : owned) {
+    if (ps.known_hi > ps.applier->next_offset() || ps.assigned_hi > ps.applier->next_offset()) {
+      rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
+      behind.push_back(&ps);
+    }
+  }
+  if (l->cnt > 0 && rd_kafka_position(consumer, l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < l->cnt; ++i) {
+      const auto& e = l->elems[i];
+      auto it = owned.find({e.topic, e.partition});
+      if (it == owned.end() || e.err || e.offset < 0) continue;
+      auto& a = *it->second.applier;
+      if (e.offset > a.next_offset()) {
+        probe.skipped_offsets.fetch_add(static_cast<uint64_t>(e.offset - a.next_offset()), std::memory_order_relaxed);
+        a.SkipTo(e.offset);
+      }
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  for (auto& [tp, ps] : owned) {
+    if (!ps.caught_up && ps.applier->next_offset() >= ps.assigned_hi) {
+      ps.caught_up = true;
+      spdlog::info("{}[{}]: caught up at offset {}", tp.topic, tp.partition, ps.applier->next_offset());
+    }
   }
 }
 
 void Engine::Rep::PublishLags() {
-  std::map<std::pair<std::string, int32_t>, int64_t> probed;
+  std::map<TopicPartition, int64_t> probed;
   {
-    std::lock_guard<std::mutex> l(wm_mu);
-    probed = wm_hi;
+    std::lock_guard<std::mutex> l(hw_mu);
+    probed = hw_probed;
   }
   std::vector<EngineProbe::PartitionLag> lags;
   for (auto& [tp, ps] : owned) {
     int64_t lo = 0, hi = 0;
-    if (rd_kafka_get_watermark_offsets(consumer, tp.first.c_str(), tp.second, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (rd_kafka_get_watermark_offsets(consumer, tp.topic.c_str(), tp.partition, &lo, &hi) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
       hi = -1;
     }
     hi = std::max(hi, ps.assigned_hi);
     if (auto it = probed.find(tp); it != probed.end()) hi = std::max(hi, it->second);
     ps.known_hi = hi;
-    if (hi >= 0) lags.push_back({tp.first, tp.second, std::max<int64_t>(0, hi - ps.stored_offset)});
+    const int64_t committed = ps.applier->committed_offset().value_or(0);
+    if (hi >= 0) lags.push_back({tp.topic, tp.partition, std::max<int64_t>(0, hi - committed)});
   }
   int64_t total = 0;
   for (const auto& l : lags) total += l.lag;
@@ -780,8 +722,9 @@ void Engine::Rep::CheckStalls(Clock::time_point now) {
   if (options.fetch_stall_timeout_ms <= 0) return;
   const auto timeout = std::chrono::milliseconds(options.fetch_stall_timeout_ms);
   for (auto& [tp, ps] : owned) {
-    if (ps.next_offset != ps.progress_offset || ps.known_hi <= ps.next_offset || blocked || brokers_down) {
-      ps.progress_offset = ps.next_offset;
+    const int64_t next = ps.applier->next_offset();
+    if (next != ps.progress_offset || ps.known_hi <= next || blocked || brokers_down) {
+      ps.progress_offset = next;
       ps.progress_at = now;
       continue;
     }
@@ -789,15 +732,15 @@ void Engine::Rep::CheckStalls(Clock::time_point now) {
     spdlog::warn(
         "{}[{}]: {} records wait in Kafka but none arrived for {} ms; seeking to offset {} to restart "
         "fetching",
-        tp.first, tp.second, ps.known_hi - ps.next_offset, options.fetch_stall_timeout_ms, ps.next_offset);
+        tp.topic, tp.partition, ps.known_hi - next, options.fetch_stall_timeout_ms, next);
     probe.fetch_stalls.fetch_add(1);
     ps.progress_at = now;
-    SeekOne(tp.first, tp.second, ps.next_offset);
+    SeekOne(tp.topic, tp.partition, next);
   }
 }
 
 void Engine::Rep::Run() {
-  watermark_thread = std::thread([this] { ProbeWatermarks(); });
+  hw_thread = std::thread([this] { ProbeHighWatermarks(); });
   const auto live_interval = std::chrono::milliseconds(options.commit_interval_ms);
   const auto catchup_interval =
       std::chrono::milliseconds(std::max(options.commit_interval_ms, options.catchup_commit_interval_ms));
@@ -814,8 +757,9 @@ void Engine::Rep::Run() {
     rd_kafka_poll(producer, 0);
     const auto now = Clock::now();
     const bool due = now - last_commit >= (blocked ? backoff : interval);
-    if (due || (!blocked && acc.ApproxBytes() + pending_ids.size() * kPendingIdBytes > options.max_dirty_bytes)) {
+    if (due || (!blocked && PendingBytes() > options.max_dirty_bytes)) {
       last_commit = now;
+      if (!blocked) StepOverUnreadOffsets();
       if (Commit(false)) {
         if (blocked) {
           spdlog::info("commits succeed again; resuming consumption");
@@ -845,17 +789,18 @@ void Engine::Rep::Run() {
     }
   }
   ready = false;
+  caught_up = false;
   const bool fatal_set = [&] {
     std::lock_guard<std::mutex> l(fatal_mu);
     return fatal.has_value();
   }();
   if (!fatal_set && !Commit(true)) spdlog::error("final commit failed; the next start replays from the last commit");
   {
-    std::lock_guard<std::mutex> l(wm_mu);
-    wm_stop = true;
+    std::lock_guard<std::mutex> l(hw_mu);
+    hw_stop = true;
   }
-  wm_cv.notify_all();
-  watermark_thread.join();
+  hw_cv.notify_all();
+  hw_thread.join();
   rd_kafka_consumer_close(consumer);
   rd_kafka_flush(producer, 5000);
 }
@@ -863,12 +808,15 @@ void Engine::Rep::Run() {
 Engine::Engine(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 Engine::~Engine() { Stop(); }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, kpi::Catalog* catalog,
-                                                       state::Store* store) {
-  auto rep = std::make_unique<Rep>(options, catalog, store);
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, const kpi::Catalog& catalog,
+                                                       const kpi::StateIds& ids, state::Store* store,
+                                                       const state::Clock& clock) {
+  auto rep = std::make_unique<Rep>(options, catalog, ids, store, clock);
   if (auto s = rep->Init(); !s.ok()) return s;
   return std::unique_ptr<Engine>(new Engine(std::move(rep)));
 }
+
+void Engine::AddCommitListener(CommitListener listener) { rep_->listeners.push_back(std::move(listener)); }
 
 absl::Status Engine::Start() {
   if (rep_->started.exchange(true)) return absl::FailedPreconditionError("engine already started");
@@ -882,6 +830,7 @@ void Engine::Stop() {
 }
 
 bool Engine::Ready() const { return rep_->ready.load(); }
+bool Engine::CaughtUp() const { return rep_->caught_up.load(); }
 
 std::optional<absl::Status> Engine::Fatal() const {
   std::lock_guard<std::mutex> l(rep_->fatal_mu);

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,10 +21,19 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "ingest/decoder.h"
+#include "ingest/partition_applier.h"
 #include "kpi/catalog.h"
+#include "state/clock.h"
 #include "state/store.h"
 
 namespace kpistream::ingest {
+
+// A Kafka topic-partition.
+struct TopicPartition {
+  std::string topic;
+  int32_t partition = 0;
+  auto operator<=>(const TopicPartition&) const = default;
+};
 
 struct TopicBinding {
   std::string topic;
@@ -70,6 +80,9 @@ struct EngineOptions {
   // getting stuck; 0 turns it off.
   int fetch_stall_timeout_ms = 10000;
   DecoderOptions decoder;
+  // Events stamped further ahead of the clock are rejected as `future`
+  // (ApplierOptions::max_future_ms).
+  int64_t max_future_ms = 10 * 60 * 1000;
   // When records kpid still needed were deleted from Kafka (a stored offset
   // below the log start, or out of range while fetching), continue from the
   // log start and count them in EngineProbe::lost_records, instead of
@@ -102,18 +115,28 @@ class LatencyHistogram {
   std::atomic<uint64_t> count_{0};
 };
 
+// What a commit made visible to readers.
+struct CommitInfo {
+  uint64_t store_sequence = 0;  // state::Store::LatestSequence after the commit
+  int64_t newest_event_ms = 0;  // newest event time committed, over all partitions
+};
+// Called on the consumer thread after every successful commit; must return
+// quickly (wake a thread, set a flag). Readers (the query cache, /metrics,
+// the alerter, watch streams) subscribe instead of polling the store.
+using CommitListener = std::function<void(const CommitInfo&)>;
+
 // The engine's own metrics; the exporter only reads them.
 struct EngineProbe {
-  std::atomic<uint64_t> consumed{0};
-  std::atomic<uint64_t> applied{0};
-  std::array<std::atomic<uint64_t>, kNumRejectReasons> rejected{};
-  std::atomic<uint64_t> dedup_lookup_failures{0};
+  explicit EngineProbe(const kpi::Catalog& catalog) : ingest(catalog) {}
+  IngestStats ingest;  // the per-record step: consumed, applied, rejected, late, overflow, cut
   std::atomic<uint64_t> dlq_produced{0};
   std::atomic<uint64_t> dlq_failed{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> commit_failures{0};
   std::atomic<uint64_t> rebalances{0};
-  std::atomic<int64_t> newest_event_ms{0};  // newest committed (queryable) event time
+  // Newest committed (queryable) event time, over all partitions and per
+  // family; never ahead of the clock by more than max_future.
+  std::atomic<int64_t> newest_event_ms{0};
   std::array<std::atomic<int64_t>, kpi::kNumFamilies> newest_event_ms_by_family{};
   std::atomic<int64_t> assigned_partitions{0};
   // False from librdkafka's "all brokers down" until a metadata request
@@ -122,14 +145,13 @@ struct EngineProbe {
   // Records deleted from Kafka before kpid applied them, skipped because
   // EngineOptions::accept_lost_records was set.
   std::atomic<uint64_t> lost_records{0};
+  // Offsets no consumer receives (transaction markers, records of aborted
+  // transactions) stepped over.
+  std::atomic<uint64_t> skipped_offsets{0};
   // Partitions found with records waiting and nothing fetched for
   // EngineOptions::fetch_stall_timeout_ms, and re-seeked.
   std::atomic<uint64_t> fetch_stalls{0};
   LatencyHistogram commit_latency;
-  // Per measure (indexed like Catalog::measures): contributions dropped as
-  // late, and contributions whose group went to __other__.
-  std::vector<std::atomic<uint64_t>> late_by_measure;
-  std::vector<std::atomic<uint64_t>> overflow_by_measure;
 
   struct PartitionLag {
     std::string topic;
@@ -146,20 +168,28 @@ struct EngineProbe {
 
 class Engine {
  public:
-  // REQUIRES: catalog and store outlive the engine. Assigns the catalog's
-  // measure ids (stable ids from the store).
+  // REQUIRES: catalog, ids, store and clock outlive the engine.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
-                                                                      kpi::Catalog* catalog, state::Store* store);
+                                                                      const kpi::Catalog& catalog,
+                                                                      const kpi::StateIds& ids, state::Store* store,
+                                                                      const state::Clock& clock = state::Clock::Wall());
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // REQUIRES: before Start().
+  void AddCommitListener(CommitListener listener);
   [[nodiscard]] absl::Status Start();
   // Final commit, leaves the consumer group, joins the thread. Idempotent.
   void Stop();
 
   // Serving: state loaded, partitions assigned, commits succeeding.
   bool Ready() const;
+  // Ready, and every owned partition has been read up to the high watermark
+  // it had when it was assigned: the state no longer holds a replay in
+  // progress (a restart, a redeploy, a backlog). False again after a
+  // rebalance assigns a partition with records to replay.
+  bool CaughtUp() const;
   // Set when the engine stopped on an unrecoverable error (e.g. stored offset
   // below the log start): the message says what happened and what to do.
   std::optional<absl::Status> Fatal() const;

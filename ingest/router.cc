@@ -1,18 +1,25 @@
 #include "ingest/router.h"
 
+#include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
+#include <google/protobuf/timestamp.pb.h>
 
 #include <charconv>
 
 #include "state/aggregate.h"
-#include "state/keys.h"
 
 namespace kpistream::ingest {
 
 namespace pb = google::protobuf;
 
-Router::Router(const kpi::Catalog& catalog) {
+std::string CutDimensionValue(std::string_view value, size_t max_bytes) {
+  std::string out(value.substr(0, max_bytes - 17));
+  fmt::format_to(std::back_inserter(out), "~{:016x}", state::HashForSketch(value));
+  return out;
+}
+
+Router::Router(const kpi::Catalog& catalog) : catalog_(catalog) {
   for (size_t i = 0; i < catalog.measures.size(); ++i) {
     const auto& m = catalog.measures[i];
     Compiled c{static_cast<int>(i), {}, &m};
@@ -27,27 +34,28 @@ Router::Router(const kpi::Catalog& catalog) {
 
 namespace {
 
-// Appends the value of a dimension field, as text, to the group key.
-void AppendDimension(const pb::Message& msg, const pb::Reflection* r, const pb::FieldDescriptor* f, std::string* key) {
+// The value of a dimension field as text, appended to *scratch.
+void AppendDimension(const pb::Message& msg, const pb::Reflection* r, const pb::FieldDescriptor* f,
+                     std::string* scratch) {
   switch (f->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_STRING: {
       std::string tmp;
-      state::AppendGroupValue(key, r->GetStringReference(msg, f, &tmp));
+      scratch->append(r->GetStringReference(msg, f, &tmp));
       return;
     }
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
       const auto* v = r->GetEnum(msg, f);
-      state::AppendGroupValue(key, v ? v->name() : std::string());
+      if (v) scratch->append(v->name());
       return;
     }
     case pb::FieldDescriptor::CPPTYPE_INT32: {
       char buf[16];
       auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), r->GetInt32(msg, f));
-      state::AppendGroupValue(key, std::string_view(buf, static_cast<size_t>(p - buf)));
+      scratch->append(buf, static_cast<size_t>(p - buf));
       return;
     }
     default:
-      state::AppendGroupValue(key, "");
+      return;
   }
 }
 
@@ -56,23 +64,31 @@ double NumericValue(const pb::Message& msg, const pb::Reflection* r, const pb::F
   return r->GetDouble(msg, f);
 }
 
+// Attribution times are held to the decoder's event-time range.
+constexpr int64_t kMinTimeS = 946684800;   // 2000-01-01
+constexpr int64_t kMaxTimeS = 4102444800;  // 2100-01-01
+
 }  // namespace
 
-void Router::Route(const kpi::EventView& ev, std::string* scratch, std::vector<Contribution>* out) const {
-  out->clear();
-  scratch->clear();
+void Router::Route(const kpi::EventView& ev, RoutedEvent* out) const {
+  out->contributions.clear();
+  out->scratch.clear();
+  out->dims_used.clear();
+  out->cut.clear();
+  if (out->dim_values.size() != catalog_.dimensions.size()) out->dim_values.assign(catalog_.dimensions.size(), {});
   const auto& measures = by_family_[static_cast<int>(ev.family)];
   const auto* r = ev.msg->GetReflection();
-  // Group keys are appended to one scratch buffer and referenced by offset,
-  // so the buffer may grow without invalidating earlier contributions.
-  std::vector<std::pair<size_t, size_t>> spans;
-  spans.reserve(measures.size());
+  // Values are appended to one scratch buffer and referenced by offset, so
+  // the buffer may grow without invalidating earlier ones.
+  auto& spans = out->spans;
+  spans.assign(catalog_.dimensions.size(), {0, std::string::npos});
   for (const auto& c : measures) {
     if (ev.type < 0 || ev.type >= 64 || !c.types.test(static_cast<size_t>(ev.type))) continue;
     const auto* def = c.def;
     if (def->filter && !def->filter->Matches(*ev.msg)) continue;
     Contribution con;
     con.measure = c.index;
+    con.time_ms = ev.time_ms;
     if (def->aggregation == kpi::Aggregation::kDistinct) {
       std::string tmp;
       const auto& s = r->GetStringReference(*ev.msg, def->field_desc, &tmp);
@@ -81,13 +97,35 @@ void Router::Route(const kpi::EventView& ev, std::string* scratch, std::vector<C
     } else if (def->field_desc != nullptr) {
       con.value = NumericValue(*ev.msg, r, def->field_desc);
     }
-    const size_t begin = scratch->size();
-    for (const auto* f : def->group_by_desc) AppendDimension(*ev.msg, r, f, scratch);
-    spans.emplace_back(begin, scratch->size() - begin);
-    out->push_back(con);
+    if (def->time_desc != nullptr) {
+      const auto& ts = static_cast<const pb::Timestamp&>(r->GetMessage(*ev.msg, def->time_desc));
+      if (r->HasField(*ev.msg, def->time_desc) && ts.seconds() >= kMinTimeS && ts.seconds() < kMaxTimeS &&
+          ts.nanos() >= 0 && ts.nanos() <= 999999999) {
+        con.time_ms = ts.seconds() * 1000 + ts.nanos() / 1000000;
+      } else {
+        con.time_fallback = true;
+      }
+    }
+    for (size_t i = 0; i < def->group_dims.size(); ++i) {
+      const auto d = static_cast<size_t>(def->group_dims[i]);
+      if (spans[d].second != std::string::npos) continue;
+      const size_t begin = out->scratch.size();
+      AppendDimension(*ev.msg, r, def->group_by_desc[i], &out->scratch);
+      if (out->scratch.size() - begin > catalog_.max_dimension_bytes) {
+        const std::string cut =
+            CutDimensionValue(std::string_view(out->scratch).substr(begin), catalog_.max_dimension_bytes);
+        out->scratch.resize(begin);
+        out->scratch.append(cut);
+        out->cut.push_back(static_cast<int>(d));
+      }
+      spans[d] = {begin, out->scratch.size() - begin};
+      out->dims_used.push_back(static_cast<int>(d));
+    }
+    out->contributions.push_back(con);
   }
-  for (size_t i = 0; i < out->size(); ++i) {
-    (*out)[i].group = std::string_view(*scratch).substr(spans[i].first, spans[i].second);
+  for (int d : out->dims_used) {
+    const auto& s = spans[static_cast<size_t>(d)];
+    out->dim_values[static_cast<size_t>(d)] = std::string_view(out->scratch).substr(s.first, s.second);
   }
 }
 

@@ -10,12 +10,16 @@
 //                                 # string field (distinct)
 //       group_by: [channel]       # dimensions kept for group-by / filter
 //       bucket: 1m                # finest bucket width (default 1m)
+//       time: event_time          # the timestamp the event is filed under
 //   kpis:
 //     ctr:
 //       help: Click-through rate
 //       unit: ratio               # ratio | percent | currency | seconds | count
 //       formula: clicks / impressions
 //       windows: [5m, 1h, 24h]
+//
+// The full syntax, and what each choice means for the numbers, is in
+// docs/KPIS.md.
 //
 // Thread-safety: immutable after loading.
 #pragma once
@@ -33,6 +37,7 @@
 #include "kpi/filter.h"
 #include "kpi/window.h"
 #include "state/aggregate.h"
+#include "state/store.h"
 
 namespace google::protobuf {
 class FieldDescriptor;
@@ -69,14 +74,34 @@ struct MeasureDef {
   const google::protobuf::FieldDescriptor* field_desc = nullptr;  // null for count
   std::vector<std::string> group_by;
   std::vector<const google::protobuf::FieldDescriptor*> group_by_desc;
+  std::vector<int> group_dims;  // indices into Catalog::dimensions, like group_by
+  // The finest bucket as declared, and as stored: refined to divide the
+  // catalog zone's alignment (kpi/window.h, StorageBucket), so calendar
+  // windows in the zone fall on bucket boundaries.
+  int64_t declared_bucket_seconds = 60;
   int64_t bucket_seconds = 60;
+  // Attribution: the timestamp field whose time the event is filed (and
+  // windowed) under, e.g. a conversion under its trial's start for a cohort
+  // rate; empty: event_time. Lateness is judged on event_time either way.
+  std::string time_field;
+  const google::protobuf::FieldDescriptor* time_desc = nullptr;
   // Events older than (partition's newest event time - lateness) are late.
   int64_t lateness_ms = 3600 * 1000;
-  // Distinct group keys admitted per partition; more go to "__other__".
+  // Distinct values each group-by dimension keeps per partition (the
+  // smallest of the measures grouping by the dimension applies; see
+  // DimensionDef); more go to "__other__".
   uint32_t max_groups = 10000;
   std::shared_ptr<const Filter> filter;  // null: every event of the types
-  // Stable id in the state store (assigned by the engine at start).
-  uint32_t id = 0;
+};
+
+// A dimension of a family that some measure groups by. Which of its values
+// are kept (the first max_values seen on a partition) is decided once per
+// partition for every measure grouping by it, so the measures of a KPI
+// always agree on its groups; values beyond go to "__other__".
+struct DimensionDef {
+  Family family = Family::kCampaign;
+  std::string name;
+  uint32_t max_values = 10000;
 };
 
 // One input of a KPI formula: a measure over a window, or the number of
@@ -148,9 +173,14 @@ struct AlertRule {
 
 struct Catalog {
   std::vector<MeasureDef> measures;
+  std::vector<DimensionDef> dimensions;  // every (family, dimension) of a group_by
   std::vector<KpiDef> kpis;
   std::vector<AlertRule> alerts;
-  std::string timezone = "UTC";             // IANA name, for calendar windows
+  std::string timezone = "UTC";            // IANA name, for calendar windows
+  int64_t zone_alignment_seconds = 86400;  // kpi/window.h, ZoneAlignment(timezone)
+  // Dimension values longer than this are cut to it (kept distinct by a
+  // hash suffix) at ingest, so no value can blow up a key or an answer.
+  size_t max_dimension_bytes = 256;
   std::map<std::string, double> constants;  // usable by name in formulas
 
   const MeasureDef* FindMeasure(std::string_view name) const;
@@ -158,6 +188,16 @@ struct Catalog {
   // Dimensions shared by every measure of the KPI (usable for group-by/filter).
   std::vector<std::string> KpiDimensions(const KpiDef& kpi) const;
 };
+
+// Stable ids, in a state store, of a catalog's measures and dimensions,
+// indexed like Catalog::measures and Catalog::dimensions. Bound by name, so
+// editing or reordering the catalog never mixes series; bound outside the
+// catalog, which stays immutable.
+struct StateIds {
+  std::vector<uint32_t> measures;
+  std::vector<uint32_t> dimensions;
+};
+[[nodiscard]] absl::StatusOr<StateIds> BindStateIds(const Catalog& catalog, state::Store* store);
 
 // Parses a catalog. `filename` prefixes every error ("file:line:col: what").
 [[nodiscard]] absl::StatusOr<Catalog> ParseCatalog(std::string_view yaml_text, std::string_view filename);

@@ -1,14 +1,18 @@
-// Answers KPI queries from the stored partials: a window is decomposed into
-// day, hour and fine buckets (invariant 3), partials are merged across
-// partitions and buckets, then the KPI formula is evaluated per group.
+// Answers KPI queries from stored partials. The layer is cut in three:
+//   plan.h      a query -> for each input measure, the buckets to read
+//               (kpi/window.h decides which, and what they cover);
+//   partial_source.h   a consistent snapshot of partials (the local store
+//               now; peers later);
+//   evaluate.h  partials merged per group, the formula evaluated.
+// QueryService ties them together with one result cache; kpid has one per
+// process, shared by gRPC, /metrics and the alerter.
 //
-// Thread-safety: const methods are safe to call concurrently; they read the
-// store without blocking the consumer thread (invariant 5).
+// Thread-safety: QueryService's methods are safe to call concurrently; they
+// read snapshots and never block the consumer thread (invariant 5).
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,63 +23,85 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "kpi/catalog.h"
-#include "state/aggregate.h"
-#include "state/keys.h"
-#include "state/store.h"
+#include "kpi/window.h"
+#include "query/partial_source.h"
+#include "state/clock.h"
 
 namespace kpistream::query {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// The value of a measure from its merged partial (null when there was no
-// data); q is the quantile for quantile measures. count, sum and distinct
-// are 0 without data; the others have no value.
-std::optional<double> MeasureValue(const kpi::MeasureDef& m, const state::Partial* p, double q);
-
 struct KpiQuery {
   std::string kpi;
-  int64_t start = 0;     // seconds since the epoch, inclusive
-  int64_t end = 0;       // exclusive
-  std::string group_by;  // empty: one value over everything
-  Labels filter;         // dimension == value
+  int64_t start = 0;                  // seconds since the epoch, inclusive: the window asked for
+  int64_t end = 0;                    // exclusive
+  std::vector<std::string> group_by;  // dimensions; empty: one value over everything
+  Labels filter;                      // dimension == value
 };
 
 struct GroupValue {
-  Labels group;  // empty without group_by
+  Labels group;  // (dimension, value) in group_by's order; empty without group_by
   std::optional<double> value;
 };
 
+struct KpiAnswer {
+  std::vector<GroupValue> values;
+  // The interval the values cover: the window asked for, or the nearest
+  // bucket-aligned one (kpi::CoverWindow), with `rounded` set then.
+  kpi::TimeRange covered;
+  bool rounded = false;
+  int64_t watermark_ms = 0;                  // newest event time in the answer (0: none)
+  std::vector<PartitionPosition> positions;  // what the answer reflects, per partition
+};
+
 struct SeriesPoint {
-  int64_t time;
+  int64_t time;  // start of the step
   std::optional<double> value;
 };
 struct Series {
   Labels group;
   std::vector<SeriesPoint> points;
 };
+struct RangeAnswer {
+  std::vector<Series> series;
+  int64_t watermark_ms = 0;
+  std::vector<PartitionPosition> positions;
+};
 
-class QueryEngine {
+struct QueryOptions {
+  // Answers larger than this (approximate bytes on the wire) are refused
+  // with RESOURCE_EXHAUSTED and a message saying how to narrow the query:
+  // gRPC's default message limit is 4 MiB, and a client must never meet a
+  // transport error instead of an answer.
+  size_t max_answer_bytes = 3 << 20;
+  int64_t max_range_points = 11000;
+  // Retention of the stored tiers (edges past it widen to coarser tiers).
+  kpi::TierRetention retention{.fine = 35 * 86400, .hour = 400 * 86400};
+};
+
+class QueryService {
  public:
-  static constexpr int64_t kMaxRangePoints = 11000;
+  // REQUIRES: everything passed outlives the service.
+  QueryService(const kpi::Catalog& catalog, const kpi::StateIds& ids, const PartialSource& source,
+               const state::Clock& clock, QueryOptions options = {});
+  ~QueryService();
 
-  // REQUIRES: catalog and store outlive the engine; measure ids are set.
-  QueryEngine(const kpi::Catalog& catalog, const state::Store& store)
-      : catalog_(catalog), store_(store), cache_(std::make_unique<ResultCache>()) {}
-
-  // Errors: NOT_FOUND (unknown KPI), INVALID_ARGUMENT (bad window, group_by
-  // or filter, with what to fix).
+  // The KPI over [q.start, q.end), per group. Errors: NOT_FOUND (unknown
+  // KPI), INVALID_ARGUMENT (bad window, group_by or filter, with what to
+  // fix), RESOURCE_EXHAUSTED (the answer is over max_answer_bytes).
   //
-  // Results are cached until the store's next write (a commit) or the next
-  // second of the store's clock, whichever comes first: dashboards and
-  // probes polling the same KPIs between two commits share one evaluation,
-  // and each answer is the one a fresh evaluation would give. A fresh
-  // evaluation of recent buckets walks every commit's merge operand still in
-  // RocksDB's memtable (BM_GetKpiCtr5m: 1.2 ms against 0.19 ms once
-  // compacted), so this is what keeps GetKpi cheap under polling. Calls
-  // that arrive while the same query is being evaluated wait for that
-  // evaluation instead of running their own (no burst of identical
-  // evaluations after each commit).
-  [[nodiscard]] absl::StatusOr<std::vector<GroupValue>> Get(const KpiQuery& q) const;
+  // Answers are cached until the source's next commit or the next second of
+  // the clock, whichever comes first: dashboards, probes and rules polling
+  // the same KPIs between two commits share one evaluation, and each answer
+  // is the one a fresh evaluation would give. A fresh evaluation of recent
+  // buckets walks every commit's merge operand still in RocksDB's memtable
+  // (BM_GetKpiCtr5m), so this is what keeps polling cheap. Calls that
+  // arrive while the same query is being evaluated wait for it.
+  [[nodiscard]] absl::StatusOr<KpiAnswer> Get(const KpiQuery& q) const;
+  // Tumbling history: one point per step in [q.start, q.end), each the KPI
+  // over [t, t + step), all from one snapshot. step must be a multiple of
+  // every input measure's bucket.
+  [[nodiscard]] absl::StatusOr<RangeAnswer> Range(const KpiQuery& q, int64_t step) const;
 
   struct CacheStats {
     uint64_t hits = 0;
@@ -83,44 +109,25 @@ class QueryEngine {
     uint64_t shared = 0;  // calls that waited for the same query's evaluation in progress
   };
   CacheStats cache_stats() const;
-  // Results larger than this are not cached; the cache holds at most
+  // Answers larger than this are not cached; the cache holds at most
   // kCacheMaxBytes (approximate) between two commits.
   static constexpr size_t kCacheMaxEntryBytes = 1 << 20;
   static constexpr size_t kCacheMaxBytes = 8 << 20;
-  // Tumbling history: one point per step in [q.start, q.end).
-  [[nodiscard]] absl::StatusOr<std::vector<Series>> Range(const KpiQuery& q, int64_t step) const;
+
+  const kpi::Catalog& catalog() const { return catalog_; }
 
  private:
-  absl::StatusOr<const kpi::KpiDef*> Check(const KpiQuery& q, bool allow_empty_window) const;
-  // Visits every partial of a measure in [start, end) (bucket-aligned) with
-  // its split group values; the visitor returns false on a malformed partial.
-  using ScanVisitor = std::function<bool(const std::vector<std::string_view>&, std::string_view)>;
-  absl::Status ScanInput(const kpi::MeasureDef& m, int64_t start, int64_t end, const std::vector<uint64_t>& sources,
-                         const ScanVisitor& visit) const;
-  absl::StatusOr<std::vector<GroupValue>> Compute(const KpiQuery& q) const;
-
-  // One evaluation in progress, shared by every Get of the same query that
-  // arrives while it runs (at the same store sequence and second).
-  struct Flight {
-    std::mutex mu;
-    std::condition_variable done_cv;
-    bool done = false;
-    absl::StatusOr<std::vector<GroupValue>> result;
-  };
-  struct ResultCache {
-    std::mutex mu;
-    absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights;
-    uint64_t sequence = 0;  // the store's LatestSequence the entries were read at
-    int64_t now_s = 0;      // and its clock (retention rounding reads it)
-    size_t bytes = 0;
-    absl::flat_hash_map<std::string, std::vector<GroupValue>> entries;
-    uint64_t hits = 0;
-    uint64_t misses = 0;
-    uint64_t shared = 0;
-  };
+  absl::StatusOr<KpiAnswer> Compute(const KpiQuery& q) const;
+  struct Cache;
   const kpi::Catalog& catalog_;
-  const state::Store& store_;
-  std::unique_ptr<ResultCache> cache_;
+  const kpi::StateIds& ids_;
+  const PartialSource& source_;
+  const state::Clock& clock_;
+  const QueryOptions options_;
+  std::unique_ptr<Cache> cache_;
 };
+
+// Approximate bytes of an answer's values on the wire.
+size_t AnswerBytes(const std::vector<GroupValue>& values);
 
 }  // namespace kpistream::query

@@ -81,7 +81,7 @@ struct Alerter::Rep {
   const kpi::Catalog& catalog;
   state::Store* store;
   AlertSources sources;
-  query::QueryEngine query;
+  const query::QueryService& query;
   int64_t started_ms = WallMs();
 
   struct Instance {
@@ -111,8 +111,8 @@ struct Alerter::Rep {
   std::thread thread;
   Alerter* owner = nullptr;
 
-  Rep(const AlerterOptions& o, const kpi::Catalog& c, state::Store* s, AlertSources src)
-      : options(o), catalog(c), store(s), sources(std::move(src)), query(c, *s) {}
+  Rep(const AlerterOptions& o, const kpi::Catalog& c, const query::QueryService& q, state::Store* s, AlertSources src)
+      : options(o), catalog(c), store(s), sources(std::move(src)), query(q) {}
 
   absl::Status Load();
   void Run();
@@ -188,10 +188,12 @@ absl::StatusOr<std::vector<query::GroupValue>> Alerter::Rep::Query(const AlertRu
   q.kpi = catalog.kpis[static_cast<size_t>(r.kpi)].name;
   q.start = range->start;
   q.end = range->end;
-  q.group_by = r.group_by;
+  if (!r.group_by.empty()) q.group_by = {r.group_by};
   q.filter = r.filter;
   std::sort(q.filter.begin(), q.filter.end());
-  return query.Get(q);
+  auto answer = query.Get(q);
+  if (!answer.ok()) return answer.status();
+  return std::move(answer->values);
 }
 
 absl::StatusOr<std::vector<std::pair<LabelMap, alerting::ConditionResult>>> Alerter::Rep::Evaluate(const AlertRule& r,
@@ -290,8 +292,9 @@ void Alerter::Rep::Refresh(Instance* in) const {
 }
 
 absl::StatusOr<std::unique_ptr<Alerter>> Alerter::Create(const AlerterOptions& options, const kpi::Catalog& catalog,
-                                                         state::Store* store, AlertSources sources) {
-  auto rep = std::make_unique<Rep>(options, catalog, store, std::move(sources));
+                                                         const query::QueryService& queries, state::Store* store,
+                                                         AlertSources sources) {
+  auto rep = std::make_unique<Rep>(options, catalog, queries, store, std::move(sources));
   if (!rep->options.now_ms) rep->options.now_ms = WallMs;
   if (!rep->sources.ready) rep->sources.ready = [] { return true; };
   if (!rep->sources.newest_event_ms) rep->sources.newest_event_ms = [](auto) { return int64_t{0}; };

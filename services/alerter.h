@@ -72,10 +72,11 @@ class Alerter {
   // Loads persisted instances and the transition log. Instances of rules
   // that no longer exist are dropped (their resolution is not sent: the
   // rule's owner removed it).
-  // REQUIRES: catalog and store outlive the alerter.
+  // REQUIRES: catalog, queries and store outlive the alerter.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Alerter>> Create(const AlerterOptions& options,
-                                                                       const kpi::Catalog& catalog, state::Store* store,
-                                                                       AlertSources sources);
+                                                                       const kpi::Catalog& catalog,
+                                                                       const query::QueryService& queries,
+                                                                       state::Store* store, AlertSources sources);
   ~Alerter();
   Alerter(const Alerter&) = delete;
   Alerter& operator=(const Alerter&) = delete;

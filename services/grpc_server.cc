@@ -25,11 +25,6 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // GetKpi uses gRPC's callback API: the handler runs on the thread that read
 // the request, without the synchronous server's hand-off to a worker thread
 // (on 2 cores, thread switches were half of kpid's time under 5k GetKpi/s;
@@ -37,8 +32,8 @@ int64_t NowMs() {
 // evaluation. ListKpis and QueryRange (up to 11 000 points) stay synchronous.
 class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1::KpiService::Service> {
  public:
-  KpiServiceImpl(const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe* probe)
-      : catalog_(catalog), query_(catalog, store), probe_(probe) {}
+  KpiServiceImpl(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Clock& clock)
+      : catalog_(catalog), query_(queries), clock_(clock) {}
 
   grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
     for (const auto& k : catalog_.kpis) {
@@ -79,28 +74,31 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     return reactor;
   }
 
-  query::QueryEngine::CacheStats cache_stats() const { return query_.cache_stats(); }
-
   grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
-    auto plan = api::PlanGetKpi(*req, catalog_, (NowMs() + 999) / 1000);
+    auto plan = api::PlanGetKpi(*req, catalog_, (clock_.NowMs() + 999) / 1000);
     if (!plan.ok()) return ToGrpc(plan.status());
     const auto& q = plan->query;
     const auto* kpi = plan->kpi;
-    const std::string& window = plan->window;
-    auto vals = query_.Get(q);
-    if (!vals.ok()) return ToGrpc(vals.status());
+    auto answer = query_.Get(q);
+    if (!answer.ok()) return ToGrpc(answer.status());
     resp->set_kpi(req->kpi());
-    resp->set_window(window);
+    resp->set_window(plan->window);
     resp->set_unit(kpi->unit);
-    *resp->mutable_start_time() = TimeUtil::SecondsToTimestamp(q.start);
-    *resp->mutable_end_time() = TimeUtil::SecondsToTimestamp(q.end);
-    for (const auto& gv : *vals) {
+    *resp->mutable_start_time() = TimeUtil::SecondsToTimestamp(answer->covered.start);
+    *resp->mutable_end_time() = TimeUtil::SecondsToTimestamp(answer->covered.end);
+    *resp->mutable_requested_start_time() = TimeUtil::SecondsToTimestamp(q.start);
+    *resp->mutable_requested_end_time() = TimeUtil::SecondsToTimestamp(q.end);
+    resp->set_rounded(answer->rounded);
+    for (const auto& gv : answer->values) {
       auto* v = resp->add_values();
       for (const auto& [k, val] : gv.group) (*v->mutable_group())[k] = val;
       if (gv.value) v->set_value(*gv.value);
       if (kpi->target) v->set_status(std::string(kpi::BandName(kpi->target->Classify(gv.value))));
     }
-    FillFreshness(resp);
+    if (answer->watermark_ms > 0) {
+      *resp->mutable_watermark() = TimeUtil::MillisecondsToTimestamp(answer->watermark_ms);
+      resp->set_freshness_seconds(std::max(0.0, static_cast<double>(clock_.NowMs() - answer->watermark_ms) / 1000.0));
+    }
     return grpc::Status::OK;
   }
 
@@ -108,8 +106,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
                           v1::QueryRangeResponse* resp) override {
     auto plan = api::PlanQueryRange(*req, catalog_);
     if (!plan.ok()) return ToGrpc(plan.status());
-    auto series = query_.Range(plan->query, plan->step);
-    if (!series.ok()) return ToGrpc(series.status());
+    auto answer = query_.Range(plan->query, plan->step);
+    if (!answer.ok()) return ToGrpc(answer.status());
+    const auto* series = &answer->series;
     resp->set_kpi(req->kpi());
     if (const auto* kpi = catalog_.FindKpi(req->kpi())) resp->set_unit(kpi->unit);
     for (const auto& s : *series) {
@@ -125,17 +124,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
   }
 
  private:
-  void FillFreshness(v1::GetKpiResponse* resp) const {
-    if (!probe_) return;
-    const int64_t newest = probe_->newest_event_ms.load();
-    if (newest <= 0) return;
-    *resp->mutable_watermark() = TimeUtil::MillisecondsToTimestamp(newest);
-    resp->set_freshness_seconds(static_cast<double>(NowMs() - newest) / 1000.0);
-  }
-
   const kpi::Catalog& catalog_;
-  query::QueryEngine query_;
-  const ingest::EngineProbe* probe_;
+  const query::QueryService& query_;
+  const state::Clock& clock_;
 };
 
 }  // namespace
@@ -151,10 +142,11 @@ GrpcServer::GrpcServer(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 GrpcServer::~GrpcServer() { Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                              const kpi::Catalog& catalog, const state::Store& store,
-                                                              const ingest::EngineProbe* probe) {
+                                                              const kpi::Catalog& catalog,
+                                                              const query::QueryService& queries,
+                                                              const state::Clock& clock) {
   auto rep = std::make_unique<Rep>();
-  rep->service = std::make_unique<KpiServiceImpl>(catalog, store, probe);
+  rep->service = std::make_unique<KpiServiceImpl>(catalog, queries, clock);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -178,8 +170,6 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
 }
 
 std::string GrpcServer::address() const { return rep_->address; }
-
-query::QueryEngine::CacheStats GrpcServer::query_cache_stats() const { return rep_->service->cache_stats(); }
 
 void GrpcServer::SetServing(bool serving) {
   if (!rep_->server) return;

@@ -2,7 +2,7 @@
 // service (NOT_SERVING until the engine is ready) and server reflection.
 //
 // Thread-safety: all methods are safe from any thread. Request handlers run
-// on gRPC's threads and only read (QueryEngine, EngineProbe).
+// on gRPC's threads and only read (the query service).
 #pragma once
 
 #include <functional>
@@ -10,10 +10,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "ingest/engine.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
-#include "state/store.h"
+#include "state/clock.h"
 
 namespace kpistream::services {
 
@@ -27,19 +26,17 @@ struct GrpcServerOptions {
 
 class GrpcServer {
  public:
-  // REQUIRES: catalog, store and probe (may be null) outlive the server.
+  // REQUIRES: catalog, queries and clock outlive the server.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
                                                                          const kpi::Catalog& catalog,
-                                                                         const state::Store& store,
-                                                                         const ingest::EngineProbe* probe);
+                                                                         const query::QueryService& queries,
+                                                                         const state::Clock& clock);
   ~GrpcServer();
 
   // The address actually bound (with the chosen port).
   std::string address() const;
   // Health of "" and "kpistream.v1.KpiService".
   void SetServing(bool serving);
-  // GetKpi's result cache (for /metrics).
-  query::QueryEngine::CacheStats query_cache_stats() const;
   void Shutdown();
 
  private:

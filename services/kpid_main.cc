@@ -146,8 +146,15 @@ int main(int argc, char** argv) {
       }
     }
   }
-  auto engine = ingest::Engine::Create(config.engine, &*catalog, store->get());
+  auto ids = kpi::BindStateIds(*catalog, store->get());
+  if (!ids.ok()) return Fail(std::string(ids.status().message()));
+  const state::Clock& clock = state::Clock::Wall();
+  auto engine = ingest::Engine::Create(config.engine, *catalog, *ids, store->get(), clock);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
+  query::LocalPartialSource partials(**store);
+  query::QueryOptions qopts;
+  qopts.retention = {.fine = sopts.retention_fine_s, .hour = sopts.retention_hour_s};
+  query::QueryService queries(*catalog, *ids, partials, clock, qopts);
 
   auto* eng = engine->get();
   const auto& probe = eng->probe();
@@ -164,7 +171,7 @@ int main(int argc, char** argv) {
   };
   sources.change_counter = [&probe] { return probe.commits.load(); };
   if (config.alert_clock_event_time) config.alerter.now_ms = [&probe] { return probe.newest_event_ms.load(); };
-  auto alerter = services::Alerter::Create(config.alerter, *catalog, store->get(), sources);
+  auto alerter = services::Alerter::Create(config.alerter, *catalog, queries, store->get(), sources);
   if (!alerter.ok()) return Fail(std::string(alerter.status().message()));
   std::unique_ptr<services::Notifier> notifier;
   if (!config.notifier.alertmanager_urls.empty() || !config.notifier.webhook_urls.empty()) {
@@ -173,12 +180,11 @@ int main(int argc, char** argv) {
     notifier = std::move(*n);
   }
 
-  auto grpc =
-      services::GrpcServer::Start({.listen = grpc_listen, .alerter = alerter->get()}, *catalog, **store, &probe);
+  auto grpc = services::GrpcServer::Start({.listen = grpc_listen, .alerter = alerter->get()}, *catalog, queries, clock);
   if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
   auto metrics = services::MetricsExporter::Start(
-      metrics_listen, *catalog, **store, probe, [eng] { return eng->Ready(); }, alerter->get(), notifier.get(),
-      [server = grpc->get()] { return server->query_cache_stats(); });
+      metrics_listen, *catalog, queries, **store, probe, [eng] { return eng->Ready(); }, clock, alerter->get(),
+      notifier.get());
   if (!metrics.ok()) return Fail(std::string(metrics.status().message()));
   if (auto st = eng->Start(); !st.ok()) return Fail(std::string(st.message()));
   (*alerter)->Start();

@@ -39,26 +39,21 @@ prom::ClientMetric Sample(double v, prom::MetricType type, std::vector<prom::Cli
   return m;
 }
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // Everything is computed at scrape time from the probe, the store and the
 // catalog: dynamic KPI series never go through Family::Add (slow at runtime).
 class Collector final : public prom::Collectable {
  public:
-  Collector(const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe& probe,
-            std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
-            std::function<query::QueryEngine::CacheStats()> query_cache)
+  Collector(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Store& store,
+            const ingest::EngineProbe& probe, std::function<bool()> ready, const state::Clock& clock,
+            const Alerter* alerter, const Notifier* notifier)
       : catalog_(catalog),
         store_(store),
         probe_(probe),
-        query_(catalog, store),
+        query_(queries),
         ready_(std::move(ready)),
+        clock_(clock),
         alerter_(alerter),
-        notifier_(notifier),
-        query_cache_(std::move(query_cache)) {}
+        notifier_(notifier) {}
 
   std::vector<prom::MetricFamily> Collect() const override {
     std::vector<prom::MetricFamily> out;
@@ -86,17 +81,25 @@ class Collector final : public prom::Collectable {
             "Partitions with records waiting in Kafka from which nothing arrived for the stall timeout; kpid "
             "re-seeked them.",
             probe_.fetch_stalls.load());
+    const auto& in = probe_.ingest;
     counter("kpistream_dedup_lookup_failures_total",
             "Event-id lookups the state store could not answer; kpid held the partition and retried.",
-            probe_.dedup_lookup_failures.load());
-    counter("kpistream_records_consumed_total", "Records read from the input topics.", probe_.consumed.load());
-    counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", probe_.applied.load());
+            in.dedup_lookup_failures.load());
+    counter("kpistream_records_consumed_total", "Records read from the input topics.", in.consumed.load());
+    counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", in.applied.load());
+    counter("kpistream_skipped_offsets_total",
+            "Offsets that hold no record for kpid (transaction markers, aborted transactions' records), stepped over.",
+            probe_.skipped_offsets.load());
+    counter("kpistream_watermark_resets_total",
+            "Committed event-time watermarks found further than max_future ahead of the clock at start, reset to "
+            "the clock.",
+            in.watermarks_reset.load());
     {
       auto f = Family("kpistream_records_rejected_total",
                       "Records rejected (and sent to the dead-letter topic), by reason.", C);
       for (int r = 0; r < ingest::kNumRejectReasons; ++r) {
         f.metric.push_back(
-            Sample(static_cast<double>(probe_.rejected[r].load()), C,
+            Sample(static_cast<double>(in.rejected[r].load()), C,
                    {{"reason", std::string(ingest::RejectReasonName(static_cast<ingest::RejectReason>(r)))}}));
       }
       out.push_back(std::move(f));
@@ -104,16 +107,34 @@ class Collector final : public prom::Collectable {
     {
       auto late = Family("kpistream_late_contributions_total",
                          "Contributions dropped because the event was older than the measure's allowed lateness.", C);
-      auto over = Family("kpistream_group_overflow_total",
-                         "Contributions whose group-by key went to __other__ (measure's max_groups reached).", C);
-      for (size_t i = 0; i < catalog_.measures.size() && i < probe_.late_by_measure.size(); ++i) {
+      auto fallback = Family("kpistream_time_fallbacks_total",
+                             "Contributions filed under event_time because the measure's `time` field was missing.", C);
+      for (size_t i = 0; i < catalog_.measures.size() && i < in.late_by_measure.size(); ++i) {
         const auto& name = catalog_.measures[i].name;
-        late.metric.push_back(Sample(static_cast<double>(probe_.late_by_measure[i].load()), C, {{"measure", name}}));
-        over.metric.push_back(
-            Sample(static_cast<double>(probe_.overflow_by_measure[i].load()), C, {{"measure", name}}));
+        late.metric.push_back(Sample(static_cast<double>(in.late_by_measure[i].load()), C, {{"measure", name}}));
+        if (!catalog_.measures[i].time_field.empty()) {
+          fallback.metric.push_back(
+              Sample(static_cast<double>(in.time_fallback_by_measure[i].load()), C, {{"measure", name}}));
+        }
       }
       out.push_back(std::move(late));
+      out.push_back(std::move(fallback));
+      auto over = Family("kpistream_group_overflow_total",
+                         "Events whose value of a group-by dimension went to __other__ (the dimension's cap of "
+                         "distinct values per partition was reached).",
+                         C);
+      auto cut =
+          Family("kpistream_dimension_values_cut_total",
+                 "Events whose value of a group-by dimension was longer than max_dimension_bytes and was cut.", C);
+      for (size_t i = 0; i < catalog_.dimensions.size() && i < in.overflow_by_dimension.size(); ++i) {
+        const auto& d = catalog_.dimensions[i];
+        const std::vector<prom::ClientMetric::Label> labels = {{"dimension", d.name},
+                                                               {"family", std::string(kpi::FamilyName(d.family))}};
+        over.metric.push_back(Sample(static_cast<double>(in.overflow_by_dimension[i].load()), C, labels));
+        cut.metric.push_back(Sample(static_cast<double>(in.cut_by_dimension[i].load()), C, labels));
+      }
       out.push_back(std::move(over));
+      out.push_back(std::move(cut));
     }
     counter("kpistream_dead_letters_total", "Records written to the dead-letter topic.", probe_.dlq_produced.load());
     counter("kpistream_dead_letter_failures_total", "Dead-letter writes that failed.", probe_.dlq_failed.load());
@@ -121,11 +142,11 @@ class Collector final : public prom::Collectable {
     counter("kpistream_commit_failures_total", "State commits that failed or were held back.",
             probe_.commit_failures.load());
     counter("kpistream_rebalances_total", "Consumer-group rebalance callbacks.", probe_.rebalances.load());
-    if (query_cache_) {
-      const auto st = query_cache_();
+    {
+      const auto st = query_.cache_stats();
       auto f = Family("kpistream_query_cache_requests_total",
-                      "GetKpi calls by how they were answered: hit (cached result), shared (waited for the same "
-                      "query's evaluation in progress) or miss (evaluated).",
+                      "KPI queries (gRPC, /metrics, alert rules) by how they were answered: hit (cached result), "
+                      "shared (waited for the same query's evaluation in progress) or miss (evaluated).",
                       C);
       f.metric.push_back(Sample(static_cast<double>(st.hits), C, {{"result", "hit"}}));
       f.metric.push_back(Sample(static_cast<double>(st.shared), C, {{"result", "shared"}}));
@@ -140,8 +161,8 @@ class Collector final : public prom::Collectable {
             static_cast<double>(newest) / 1000.0);
       if (newest > 0) {
         gauge("kpistream_freshness_seconds",
-              "End-to-end freshness: now - event time of the newest event visible to queries.",
-              static_cast<double>(NowMs() - newest) / 1000.0);
+              "End-to-end freshness: now - event time of the newest event visible to queries (never negative).",
+              std::max(0.0, static_cast<double>(clock_.NowMs() - newest) / 1000.0));
       }
     }
     {
@@ -215,7 +236,7 @@ class Collector final : public prom::Collectable {
                          "KPI status against its target: 0 critical, 1 warning, 2 good, 3 excellent (KPIs with a "
                          "target and a value only).",
                          prom::MetricType::Gauge);
-    const int64_t now = (NowMs() + 999) / 1000;
+    const int64_t now = (clock_.NowMs() + 999) / 1000;
     uint64_t errors = 0;
     for (const auto& k : catalog_.kpis) {
       for (const auto& w : k.windows) {
@@ -225,12 +246,12 @@ class Collector final : public prom::Collectable {
         q.kpi = k.name;
         q.start = range->start;
         q.end = range->end;
-        auto vals = query_.Get(q);
-        if (!vals.ok()) {
+        auto answer = query_.Get(q);
+        if (!answer.ok()) {
           ++errors;
           continue;
         }
-        for (const auto& gv : *vals) {
+        for (const auto& gv : answer->values) {
           // No value (e.g. a ratio over zero events) is an absent sample.
           if (!gv.value) continue;
           f.metric.push_back(
@@ -306,11 +327,11 @@ class Collector final : public prom::Collectable {
   const kpi::Catalog& catalog_;
   const state::Store& store_;
   const ingest::EngineProbe& probe_;
-  query::QueryEngine query_;
+  const query::QueryService& query_;
   std::function<bool()> ready_;
+  const state::Clock& clock_;
   const Alerter* alerter_;
   const Notifier* notifier_;
-  std::function<query::QueryEngine::CacheStats()> query_cache_;
   mutable std::mutex kpi_mu_;
   mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
   mutable std::chrono::steady_clock::time_point kpi_cached_at_;
@@ -328,12 +349,12 @@ MetricsExporter::MetricsExporter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)
 MetricsExporter::~MetricsExporter() = default;
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
-    const std::string& listen, const kpi::Catalog& catalog, const state::Store& store, const ingest::EngineProbe& probe,
-    std::function<bool()> ready, const Alerter* alerter, const Notifier* notifier,
-    std::function<query::QueryEngine::CacheStats()> query_cache) {
+    const std::string& listen, const kpi::Catalog& catalog, const query::QueryService& queries,
+    const state::Store& store, const ingest::EngineProbe& probe, std::function<bool()> ready, const state::Clock& clock,
+    const Alerter* alerter, const Notifier* notifier) {
   auto rep = std::make_unique<Rep>();
   rep->collector =
-      std::make_shared<Collector>(catalog, store, probe, std::move(ready), alerter, notifier, std::move(query_cache));
+      std::make_shared<Collector>(catalog, queries, store, probe, std::move(ready), clock, alerter, notifier);
   try {
     rep->exposer = std::make_unique<prom::Exposer>(listen, 2);
   } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
+#include "state/clock.h"
 #include "state/store.h"
 
 namespace kpistream::services {
@@ -23,11 +24,11 @@ class Notifier;
 class MetricsExporter {
  public:
   // listen: host:port (port 0 picks a free port).
-  // REQUIRES: catalog, store and probe outlive the exporter.
+  // REQUIRES: everything passed outlives the exporter.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
-      const std::string& listen, const kpi::Catalog& catalog, const state::Store& store,
-      const ingest::EngineProbe& probe, std::function<bool()> ready, const Alerter* alerter = nullptr,
-      const Notifier* notifier = nullptr, std::function<query::QueryEngine::CacheStats()> query_cache = nullptr);
+      const std::string& listen, const kpi::Catalog& catalog, const query::QueryService& queries,
+      const state::Store& store, const ingest::EngineProbe& probe, std::function<bool()> ready,
+      const state::Clock& clock, const Alerter* alerter = nullptr, const Notifier* notifier = nullptr);
   ~MetricsExporter();
   std::string address() const;
 

@@ -53,23 +53,23 @@ std::string OffsetKey(uint64_t source) {
   return k;
 }
 
-std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key) {
-  std::string k = "G";
+std::string KeptValueKey(uint64_t source, uint32_t dimension_id, std::string_view value) {
+  std::string k = "V";
   PutU64BE(&k, source);
-  PutU32BE(&k, measure_id);
-  k.append(group_key);
+  PutU32BE(&k, dimension_id);
+  k.append(value);
   return k;
 }
 
-std::string GroupCountPrefix(uint64_t source) {
-  std::string k = "C";
+std::string KeptCountPrefix(uint64_t source) {
+  std::string k = "N";
   PutU64BE(&k, source);
   return k;
 }
 
-std::string GroupCountKey(uint64_t source, uint32_t measure_id) {
-  std::string k = GroupCountPrefix(source);
-  PutU32BE(&k, measure_id);
+std::string KeptCountKey(uint64_t source, uint32_t dimension_id) {
+  std::string k = KeptCountPrefix(source);
+  PutU32BE(&k, dimension_id);
   return k;
 }
 

@@ -12,13 +12,15 @@
 // Column family "offsets": source(u64 BE) -> next offset (i64 LE) and the
 //   partition's newest event time in ms (i64 LE; its watermark). Written in
 //   the same WriteBatch as the partials (invariant 1).
-// Column family "groups": 'G' source(u64 BE) measure_id(u32 BE) group_key ->
-//   "" for every group key admitted under a measure's cardinality cap, and
-//   'C' source(u64 BE) measure_id(u32 BE) -> count (u32 LE) of them; both
-//   written in the same batch as the partials that first used the group.
-//   Restart reads only the counts; groups are looked up when first seen.
-// Column family "meta": "<kind>/<name>" -> id (u32 LE), stable ids for topic
-//   and measure names.
+// Column family "groups": 'V' source(u64 BE) dimension_id(u32 BE) value ->
+//   "" for every dimension value kept under the dimension's cap on the
+//   source, and 'N' source(u64 BE) dimension_id(u32 BE) -> count (u32 LE) of
+//   them; both written in the same batch as the partials that first used the
+//   value. Restart reads only the counts; values are looked up when first
+//   seen. ('G' and 'C' keys, per-measure group caps, are from releases
+//   before 0.2 and no longer read.)
+// Column family "meta": "<kind>/<name>" -> id (u32 LE), stable ids for topic,
+//   measure and dimension ("<family>.<name>") names.
 #pragma once
 
 #include <cstdint>
@@ -60,9 +62,9 @@ struct AggKeyParts {
 bool ParseAggKey(std::string_view key, AggKeyParts* out);
 
 std::string OffsetKey(uint64_t source);
-std::string AdmittedGroupKey(uint64_t source, uint32_t measure_id, std::string_view group_key);
-std::string GroupCountPrefix(uint64_t source);
-std::string GroupCountKey(uint64_t source, uint32_t measure_id);
+std::string KeptValueKey(uint64_t source, uint32_t dimension_id, std::string_view value);
+std::string KeptCountPrefix(uint64_t source);
+std::string KeptCountKey(uint64_t source, uint32_t dimension_id);
 bool ParseOffsetKey(std::string_view key, uint64_t* source);
 // An applied event's id, for de-duplication: source then the id's bytes.
 std::string EventIdKey(uint64_t source, std::string_view event_id);

@@ -221,14 +221,14 @@ void WriteBatch::PutOffset(uint64_t source, int64_t next_offset, int64_t newest_
   rep_->wb.Put(rep_->offsets, OffsetKey(source), rocksdb::Slice(v, 16)).PermitUncheckedError();
 }
 
-void WriteBatch::PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key) {
-  rep_->wb.Put(rep_->groups, AdmittedGroupKey(source, measure_id, group_key), rocksdb::Slice()).PermitUncheckedError();
+void WriteBatch::PutKeptValue(uint64_t source, uint32_t dimension_id, std::string_view value) {
+  rep_->wb.Put(rep_->groups, KeptValueKey(source, dimension_id, value), rocksdb::Slice()).PermitUncheckedError();
 }
 
-void WriteBatch::PutGroupCount(uint64_t source, uint32_t measure_id, uint32_t count) {
+void WriteBatch::PutKeptCount(uint64_t source, uint32_t dimension_id, uint32_t count) {
   char v[4];
   std::memcpy(v, &count, 4);
-  rep_->wb.Put(rep_->groups, GroupCountKey(source, measure_id), rocksdb::Slice(v, 4)).PermitUncheckedError();
+  rep_->wb.Put(rep_->groups, KeptCountKey(source, dimension_id), rocksdb::Slice(v, 4)).PermitUncheckedError();
 }
 
 void WriteBatch::PutEventId(uint64_t source, std::string_view event_id, int64_t event_ms, int64_t offset) {
@@ -377,10 +377,10 @@ absl::StatusOr<std::optional<Store::SourcePosition>> Store::ReadOffset(uint64_t 
   return std::optional<SourcePosition>(p);
 }
 
-absl::StatusOr<bool> Store::HasAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key) const {
+absl::StatusOr<bool> Store::HasKeptValue(uint64_t source, uint32_t dimension_id, std::string_view value) const {
   std::string v;
-  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kGroups),
-                         AdmittedGroupKey(source, measure_id, group_key), &v);
+  auto s =
+      rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kGroups), KeptValueKey(source, dimension_id, value), &v);
   if (s.IsNotFound()) return false;
   if (!s.ok()) return FromRocks(s, "looking up an admitted group");
   return true;
@@ -408,9 +408,9 @@ void Store::SetEventIdHorizon(uint64_t source, int64_t horizon_ms) {
   rep_->event_id_filter->SetHorizon(source, horizon_ms);
 }
 
-absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> Store::ReadGroupCounts(uint64_t source) const {
+absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> Store::ReadKeptCounts(uint64_t source) const {
   std::vector<std::pair<uint32_t, uint32_t>> out;
-  const std::string prefix = GroupCountPrefix(source);
+  const std::string prefix = KeptCountPrefix(source);
   std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(Keyspace::kGroups)));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (it->key().size() != prefix.size() + 4 || it->value().size() != 4) {

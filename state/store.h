@@ -62,10 +62,10 @@ class WriteBatch {
   // Merges an encoded partial (see aggregate.h) into key (see AggKey).
   void MergePartial(std::string_view key, std::string_view encoded);
   void PutOffset(uint64_t source, int64_t next_offset, int64_t newest_event_ms);
-  // Records a group admitted under a measure's cardinality cap, and the
-  // number of groups admitted so far.
-  void PutAdmittedGroup(uint64_t source, uint32_t measure_id, std::string_view group_key);
-  void PutGroupCount(uint64_t source, uint32_t measure_id, uint32_t count);
+  // Records a dimension value kept under the dimension's cap on a source,
+  // and how many values of the dimension the source keeps so far.
+  void PutKeptValue(uint64_t source, uint32_t dimension_id, std::string_view value);
+  void PutKeptCount(uint64_t source, uint32_t dimension_id, uint32_t count);
   // Records that the event with this id was applied from source, at offset.
   void PutEventId(uint64_t source, std::string_view event_id, int64_t event_ms, int64_t offset);
   size_t Count() const;
@@ -148,9 +148,8 @@ class Store {
   [[nodiscard]] absl::StatusOr<std::optional<SourcePosition>> ReadOffset(uint64_t source) const;
   // Every source with committed state, with its next offset.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint64_t, int64_t>>> ListOffsets() const;
-  // Whether a group was admitted (committed) for a source and measure.
-  [[nodiscard]] absl::StatusOr<bool> HasAdmittedGroup(uint64_t source, uint32_t measure_id,
-                                                      std::string_view group_key) const;
+  // Whether a dimension value was kept (committed) on a source.
+  [[nodiscard]] absl::StatusOr<bool> HasKeptValue(uint64_t source, uint32_t dimension_id, std::string_view value) const;
   // The applied event with this id, if it is still remembered (see
   // SetEventIdHorizon).
   struct AppliedEvent {
@@ -166,8 +165,8 @@ class Store {
   // longer needed: compaction drops them. In memory only; until it is set
   // after a restart, compaction keeps every id.
   void SetEventIdHorizon(uint64_t source, int64_t horizon_ms);
-  // Committed admitted-group counts of a source, per measure id.
-  [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadGroupCounts(uint64_t source) const;
+  // Committed kept-value counts of a source, per dimension id.
+  [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadKeptCounts(uint64_t source) const;
 
   // Calls fn(bucket, group_key, encoded_partial) for every partial of
   // (tier, measure, source) with bucket in [bucket_begin, bucket_end), in

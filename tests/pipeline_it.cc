@@ -411,9 +411,9 @@ double PeakRssMiB(pid_t pid) {
 
 TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
   // 1M records whose campaign ids come from 10M values: ~330k distinct ids
-  // in ~400k campaign events, against a cap of 10,000 groups per measure
-  // and partition. The overflow goes to __other__, is counted per measure,
-  // totals stay exact, and kpid stays within its memory budget.
+  // in ~400k campaign events, against a cap of 10,000 values of campaign_id
+  // per partition. The overflow goes to __other__, is counted per
+  // dimension, totals stay exact, and kpid stays within its memory budget.
   // By hand, at full scale: KPISTREAM_IT_CARDINALITY_RECORDS=25000000
   // KPISTREAM_IT_CARDINALITY_VALUES=1000000000 (~10M distinct ids).
   // KPISTREAM_IT_CARDINALITY_DEDUP=1 turns event-id de-duplication on.
@@ -433,7 +433,7 @@ TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
   ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
   ASSERT_TRUE(WaitCaughtUp(kpid, 600s)) << kpid.process().LogTail();
   const auto m = kpid.Scrape();
-  const double overflow = MetricSum(m, "kpistream_group_overflow_total", {{"measure", "impressions"}});
+  const double overflow = MetricSum(m, "kpistream_group_overflow_total", {{"dimension", "campaign_id"}});
   EXPECT_GT(overflow, 0) << "no group went to __other__";
   ExpectTruth(kpid, *truth);
   // Grouped by the exploded dimension: at most the cap per partition, plus
@@ -458,7 +458,7 @@ TEST_F(PipelineIT, CardinalityExplosionGoesToOtherWithinTheMemoryBudget) {
   EXPECT_GT(other, 0);
   const double rss = PeakRssMiB(kpid.process().pid());
   std::printf(
-      "[ measure  ] %d campaign groups served + __other__ (%.0f impressions); %.0f impressions overflowed; "
+      "[ measure  ] %d campaign groups served + __other__ (%.0f impressions); %.0f campaign events overflowed; "
       "peak RSS %.0f MiB (memory_budget_mb 256)\n",
       resp.values_size() - 1, other, overflow, rss);
   // The budget bounds RocksDB's cache and memtables and the dirty partials;

@@ -1,5 +1,6 @@
 #include "api/request.h"
 
+#include <fmt/format.h>
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
@@ -28,10 +29,20 @@ TEST(RequestTest, GetKpiResolvesTheWindowAndSortsTheFilter) {
   EXPECT_EQ(p->window, "1h");
   EXPECT_EQ(p->query.end, kNow);
   EXPECT_EQ(p->query.start, kNow - 3600);
-  EXPECT_EQ(p->query.group_by, "channel");
+  EXPECT_EQ(p->query.group_by, std::vector<std::string>{"channel"});
   ASSERT_EQ(p->query.filter.size(), 2u);
   EXPECT_EQ(p->query.filter[0].first, "campaign_id");
   EXPECT_EQ(p->kpi->name, "ctr");
+}
+
+TEST(RequestTest, GroupByTakesSeveralDimensionsSeparatedByCommas) {
+  auto p = PlanGetKpi(Parse<v1::GetKpiRequest>(R"(kpi: "ctr" group_by: "channel, region")"), Cat(), kNow);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->query.group_by, (std::vector<std::string>{"channel", "region"}));
+  for (const char* bad : {"channel,", ",", "channel,,region"}) {
+    auto q = PlanGetKpi(Parse<v1::GetKpiRequest>(fmt::format(R"(kpi: "ctr" group_by: "{}")", bad)), Cat(), kNow);
+    EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST(RequestTest, GetKpiDefaultsToTheFirstWindowAndRoundsEndTimeUp) {

@@ -93,19 +93,22 @@ kpis:
     o.topics = {{"t.campaign", kpi::Family::kCampaign, PayloadFormat::kProtobuf}};
     o.commit_interval_ms = 50;
     o.dedup_window_ms = dedup_window_ms;
-    auto engine = Engine::Create(o, &catalog_, store_.get());
+    auto ids = kpi::BindStateIds(catalog_, store_.get());
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    ids_ = *ids;
+    auto engine = Engine::Create(o, catalog_, ids_, store_.get());
     EXPECT_TRUE(engine.ok()) << engine.status();
     if (!engine.ok()) return {};
     EXPECT_TRUE((*engine)->Start().ok());
     const auto& p = (*engine)->probe();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (p.consumed.load() < produced_ - consumed_before_ && std::chrono::steady_clock::now() < deadline) {
+    while (p.ingest.consumed.load() < produced_ - consumed_before_ && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     (*engine)->Stop();
     consumed_before_ = produced_;
-    return {p.applied.load(), p.rejected[static_cast<int>(RejectReason::kDuplicate)].load(),
-            p.rejected[static_cast<int>(RejectReason::kLate)].load()};
+    return {p.ingest.applied.load(), p.ingest.rejected[static_cast<int>(RejectReason::kDuplicate)].load(),
+            p.ingest.rejected[static_cast<int>(RejectReason::kLate)].load()};
   }
 
   double SpendTotal() {
@@ -127,6 +130,7 @@ kpis:
   rd_kafka_t* producer_ = nullptr;
   std::string bootstrap_;
   kpi::Catalog catalog_;
+  kpi::StateIds ids_;
   std::unique_ptr<state::Store> store_;
   uint64_t produced_ = 0, consumed_before_ = 0;
   int runs_ = 0;

@@ -6,8 +6,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "ingest/accumulator.h"
-#include "ingest/router.h"
+#include "ingest/local_ingest.h"
 #include "kpistream/events/v1/events.pb.h"
 
 namespace kpistream::query {
@@ -37,28 +36,37 @@ kpis:
                                  "test.yaml");
     ASSERT_TRUE(cat.ok()) << cat.status();
     catalog_ = std::move(*cat);
+    OpenStore();
+  }
+  void TearDown() override {
+    ingest_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void OpenStore() {
+    ingest_.reset();
+    store_.reset();
     // Test data is from 2025: keep every tier forever.
     auto store = state::Store::Open({.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0});
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
-    for (auto& m : catalog_.measures) m.id = *store_->IdFor("measure", m.name);
+    ids_ = *kpi::BindStateIds(catalog_, store_.get());
+    source_ = std::make_unique<LocalPartialSource>(*store_);
+    ingest_ = std::make_unique<ingest::LocalIngest>(catalog_, ids_, store_.get(), ingest::ApplierOptions{}, clock_);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  QueryService Service() { return QueryService(catalog_, ids_, *source_, clock_, {.retention = {}}); }
 
-  void Apply(const std::vector<CampaignEvent>& events, int32_t partition) {
-    ingest::Router router(catalog_);
-    ingest::Accumulator acc(catalog_);
-    std::string scratch;
-    std::vector<ingest::Contribution> cs;
+  // Applies events through the engine's own step, in event-time order (as
+  // one partition would deliver them), and commits.
+  void Apply(std::vector<CampaignEvent> events, int32_t partition) {
+    std::stable_sort(events.begin(), events.end(),
+                     [](const auto& a, const auto& b) { return a.event_time().seconds() < b.event_time().seconds(); });
     for (const auto& e : events) {
-      kpi::EventView ev{kpi::Family::kCampaign, e.type(), e.event_time().seconds() * 1000, &e};
-      router.Route(ev, &scratch, &cs);
-      for (const auto& c : cs) acc.Add(c, state::SourceId(1, partition), ev.time_ms);
+      auto o = ingest_->Apply(1, partition, kpi::Family::kCampaign, e.SerializeAsString());
+      ASSERT_TRUE(o.ok()) << o.status();
+      ASSERT_EQ(*o, ingest::PartitionApplier::Outcome::kApplied);
     }
-    state::WriteBatch b(*store_);
-    acc.Flush(&b);
-    b.PutOffset(state::SourceId(1, partition), static_cast<int64_t>(events.size()), 0);
-    ASSERT_TRUE(store_->Commit(&b).ok());
+    ASSERT_TRUE(ingest_->Commit().ok());
   }
 
   static CampaignEvent Ev(events::v1::CampaignEventType t, int64_t sec, std::string channel, double cost = 0,
@@ -76,7 +84,11 @@ kpis:
 
   std::filesystem::path dir_;
   kpi::Catalog catalog_;
+  kpi::StateIds ids_;
+  state::FakeClock clock_{1763856000 * 1000LL + 20 * 86400 * 1000LL};
   std::unique_ptr<state::Store> store_;
+  std::unique_ptr<LocalPartialSource> source_;
+  std::unique_ptr<ingest::LocalIngest> ingest_;
 };
 
 TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
@@ -95,60 +107,55 @@ TEST_F(QueryTest, WindowsGroupsAndFiltersAcrossPartitionsAndTiers) {
   Apply(p0, 0);
   Apply(p1, 1);
 
-  QueryEngine q(catalog_, *store_);
+  QueryService q = Service();
   KpiQuery all{.kpi = "ctr", .start = day - 86400, .end = day + 3 * 86400};
   auto v = q.Get(all);
   ASSERT_TRUE(v.ok()) << v.status();
-  ASSERT_EQ(v->size(), 1u);
-  EXPECT_DOUBLE_EQ(*(*v)[0].value, 30.0 / 200.0);
+  ASSERT_EQ(v->values.size(), 1u);
+  EXPECT_DOUBLE_EQ(*v->values[0].value, 30.0 / 200.0);
 
-  all.group_by = "channel";
+  all.group_by = {"channel"};
   v = q.Get(all);
   ASSERT_TRUE(v.ok());
-  ASSERT_EQ(v->size(), 2u);
-  EXPECT_EQ((*v)[0].group[0].second, "search");
-  EXPECT_DOUBLE_EQ(*(*v)[0].value, 20.0 / 150.0);
-  EXPECT_DOUBLE_EQ(*(*v)[1].value, 10.0 / 50.0);
+  ASSERT_EQ(v->values.size(), 2u);
+  EXPECT_EQ(v->values[0].group[0].second, "search");
+  EXPECT_DOUBLE_EQ(*v->values[0].value, 20.0 / 150.0);
+  EXPECT_DOUBLE_EQ(*v->values[1].value, 10.0 / 50.0);
 
   KpiQuery filtered{.kpi = "ctr", .start = day, .end = day + 86400, .filter = {{"channel", "social"}}};
   v = q.Get(filtered);
   ASSERT_TRUE(v.ok());
   // First day: social impressions at even i with i*1500 < 86400 -> i in 0..56 even: 29; clicks i<10 -> all day 0.
-  EXPECT_DOUBLE_EQ(*(*v)[0].value, 10.0 / 29.0);
+  EXPECT_DOUBLE_EQ(*v->values[0].value, 10.0 / 29.0);
 
   // Sums are exact in fixed point: 0.1 + 0.2 + 1.25.
   v = q.Get({.kpi = "spend", .start = day, .end = day + 60});
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(*(*v)[0].value, 1.55);
+  EXPECT_EQ(*v->values[0].value, 1.55);
   v = q.Get({.kpi = "max_cost", .start = day, .end = day + 60});
-  EXPECT_EQ(*(*v)[0].value, 1.25);
+  EXPECT_EQ(*v->values[0].value, 1.25);
   // No spend in the window: max has no value, the sum is 0.
   v = q.Get({.kpi = "max_cost", .start = day + 3600, .end = day + 7200});
-  EXPECT_FALSE((*v)[0].value.has_value());
+  EXPECT_FALSE(v->values[0].value.has_value());
   v = q.Get({.kpi = "spend", .start = day + 3600, .end = day + 7200});
-  EXPECT_EQ(*(*v)[0].value, 0);
+  EXPECT_EQ(*v->values[0].value, 0);
   // No impressions: CTR is "no value", not inf.
   v = q.Get({.kpi = "ctr", .start = day - 7200, .end = day});
-  EXPECT_FALSE((*v)[0].value.has_value());
+  EXPECT_FALSE(v->values[0].value.has_value());
 }
 
 // Get's cache: one evaluation per query between two commits and within one
 // second of the store's clock; a commit or the next second is seen at once.
 TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
-  store_.reset();
-  std::atomic<int64_t> now{1763856000};
-  auto store = state::Store::Open(
-      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [&now] { return now.load(); }});
-  ASSERT_TRUE(store.ok()) << store.status();
-  store_ = std::move(*store);
+  clock_.SetMs(1763856000 * 1000LL);
   const int64_t day = 1763856000 - 1763856000 % 86400;
   Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 5, "search")}, 0);
-  QueryEngine q(catalog_, *store_);
+  QueryService q = Service();
   const KpiQuery imps{.kpi = "imps", .start = day, .end = day + 60};
   auto value = [&](const KpiQuery& kq) {
     auto v = q.Get(kq);
     EXPECT_TRUE(v.ok()) << v.status();
-    return v.ok() && v->size() == 1 && (*v)[0].value ? *(*v)[0].value : -1.0;
+    return v.ok() && v->values.size() == 1 && v->values[0].value ? *v->values[0].value : -1.0;
   };
   EXPECT_EQ(value(imps), 1);
   EXPECT_EQ(value(imps), 1);
@@ -162,9 +169,9 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
   // Other windows, filters and groupings are other entries.
   EXPECT_EQ(value({.kpi = "imps", .start = day - 60, .end = day}), 0);
   EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}}}), 1);
-  auto grouped = q.Get({.kpi = "imps", .start = day, .end = day + 60, .group_by = "channel"});
+  auto grouped = q.Get({.kpi = "imps", .start = day, .end = day + 60, .group_by = {"channel"}});
   ASSERT_TRUE(grouped.ok());
-  EXPECT_EQ(grouped->size(), 2u);
+  EXPECT_EQ(grouped->values.size(), 2u);
   EXPECT_EQ(q.cache_stats().misses, 5u);
   EXPECT_EQ(value(imps), 2);
   EXPECT_EQ(q.cache_stats().hits, 2u);
@@ -175,8 +182,8 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
   EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social\x1fregion=eu"}}}), 0);
   EXPECT_EQ(value({.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social=region:eu"}}}), 0);
   EXPECT_EQ(q.cache_stats().misses, 8u);
-  // The next second of the store's clock evaluates again.
-  now += 1;
+  // The next second of the clock evaluates again.
+  clock_.AdvanceMs(1000);
   EXPECT_EQ(value(imps), 2);
   EXPECT_EQ(q.cache_stats().misses, 9u);
   // Errors are not cached.
@@ -188,11 +195,7 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
 // Concurrent calls of one query between two commits: every caller gets the
 // same answer, and most share one evaluation instead of running their own.
 TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
-  store_.reset();
-  auto store = state::Store::Open(
-      {.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0, .now_s = [] { return 1763856000; }});
-  ASSERT_TRUE(store.ok()) << store.status();
-  store_ = std::move(*store);
+  clock_.SetMs((1763856000 + 3600) * 1000LL);
   const int64_t day = 1763856000 - 1763856000 % 86400;
   std::vector<CampaignEvent> evs;
   for (int i = 0; i < 3000; ++i) {
@@ -200,8 +203,8 @@ TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
                      i % 3 ? "search" : "social"));
   }
   Apply(evs, 0);
-  QueryEngine q(catalog_, *store_);
-  const KpiQuery ctr{.kpi = "ctr", .start = day, .end = day + 3600, .group_by = "channel"};
+  QueryService q = Service();
+  const KpiQuery ctr{.kpi = "ctr", .start = day, .end = day + 3600, .group_by = {"channel"}};
   constexpr int kThreads = 8, kCalls = 50;
   std::vector<std::vector<GroupValue>> got(kThreads * kCalls);
   std::vector<std::thread> threads;
@@ -209,20 +212,20 @@ TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kCalls; ++i) {
         auto v = q.Get(ctr);
-        if (v.ok()) got[static_cast<size_t>(t * kCalls + i)] = *v;
+        if (v.ok()) got[static_cast<size_t>(t * kCalls + i)] = v->values;
       }
     });
   }
   for (auto& th : threads) th.join();
-  const QueryEngine fresh(catalog_, *store_);
+  const QueryService fresh = Service();
   const auto want = fresh.Get(ctr);
   ASSERT_TRUE(want.ok());
-  ASSERT_EQ(want->size(), 2u);
+  ASSERT_EQ(want->values.size(), 2u);
   for (const auto& v : got) {
     ASSERT_EQ(v.size(), 2u);
     for (size_t g = 0; g < 2; ++g) {
-      EXPECT_EQ(v[g].group, (*want)[g].group);
-      EXPECT_EQ(v[g].value, (*want)[g].value);
+      EXPECT_EQ(v[g].group, want->values[g].group);
+      EXPECT_EQ(v[g].value, want->values[g].value);
     }
   }
   const auto st = q.cache_stats();
@@ -235,20 +238,20 @@ TEST_F(QueryTest, SlidingWindowMatchesBruteForce) {
   std::vector<CampaignEvent> evs;
   for (int i = 0; i < 500; ++i) evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, base + i * 397, "search"));
   Apply(evs, 0);
-  QueryEngine q(catalog_, *store_);
+  QueryService q = Service();
   for (int64_t start = base - base % 60; start < base + 500 * 397; start += 7 * 3600 + 120) {
     for (int64_t len : {60, 3600, 5 * 3600 + 60, 86400 + 3600}) {
       int64_t expected = 0;
       for (const auto& e : evs) expected += e.event_time().seconds() >= start && e.event_time().seconds() < start + len;
       auto v = q.Get({.kpi = "imps", .start = start, .end = start + len});
       ASSERT_TRUE(v.ok()) << v.status();
-      EXPECT_EQ(*(*v)[0].value, expected) << start << "+" << len;
+      EXPECT_EQ(*v->values[0].value, expected) << start << "+" << len;
       auto r = q.Range({.kpi = "imps", .start = start, .end = start + 2 * len}, len);
       ASSERT_TRUE(r.ok()) << r.status();
-      ASSERT_EQ(r->size(), 1u);
-      ASSERT_EQ((*r)[0].points.size(), 2u);
-      EXPECT_EQ(*(*r)[0].points[0].value, expected);
-      EXPECT_EQ((*r)[0].points[1].time, start + len);
+      ASSERT_EQ(r->series.size(), 1u);
+      ASSERT_EQ(r->series[0].points.size(), 2u);
+      EXPECT_EQ(*r->series[0].points[0].value, expected);
+      EXPECT_EQ(r->series[0].points[1].time, start + len);
     }
   }
 }
@@ -262,13 +265,13 @@ TEST_F(QueryTest, DistinctUsersAcrossBucketsAndPartitions) {
   }
   Apply(p0, 0);
   Apply(p1, 1);
-  QueryEngine q(catalog_, *store_);
+  QueryService q = Service();
   auto v = q.Get({.kpi = "users", .start = day, .end = day + 86400});
   ASSERT_TRUE(v.ok()) << v.status();
-  EXPECT_NEAR(*(*v)[0].value, 1500, 15);
+  EXPECT_NEAR(*v->values[0].value, 1500, 15);
 }
 
-TEST(QueryRetentionTest, EdgesPastFineRetentionRoundToHours) {
+TEST(QueryRetentionTest, EdgesPastFineRetentionRoundToHoursAndSaySo) {
   const auto dir = std::filesystem::temp_directory_path() / ("kpistream_retention_test_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   const int64_t day = 1763856000;
@@ -280,50 +283,50 @@ TEST(QueryRetentionTest, EdgesPastFineRetentionRoundToHours) {
     auto store =
         state::Store::Open({.path = dir.string(), .retention_fine_s = 2 * 86400, .now_s = [now] { return now; }});
     ASSERT_TRUE(store.ok());
-    cat->measures[0].id = 1;
-    ingest::Router router(*cat);
-    ingest::Accumulator acc(*cat);
-    std::string scratch;
-    std::vector<ingest::Contribution> cs;
+    const auto ids = *kpi::BindStateIds(*cat, store->get());
+    state::FakeClock clock(now * 1000);
+    ingest::LocalIngest in(*cat, ids, store->get(), {}, clock);
     // One event per 10 minutes over the first day.
     for (int64_t t = day; t < day + 86400; t += 600) {
       CampaignEvent e;
+      e.set_event_id("e");
       e.set_type(events::v1::CAMPAIGN_CLICK);
-      kpi::EventView ev{kpi::Family::kCampaign, e.type(), t * 1000, &e};
-      router.Route(ev, &scratch, &cs);
-      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+      e.mutable_event_time()->set_seconds(t);
+      ASSERT_EQ(*in.Apply(1, 0, kpi::Family::kCampaign, e.SerializeAsString()),
+                ingest::PartitionApplier::Outcome::kApplied);
     }
-    state::WriteBatch b(**store);
-    acc.Flush(&b);
-    b.PutOffset(state::SourceId(1, 0), 1, 0);
-    ASSERT_TRUE((*store)->Commit(&b).ok());
+    ASSERT_TRUE(in.Commit().ok());
     ASSERT_TRUE((*store)->CompactForTest().ok());
-    QueryEngine q(*cat, **store);
+    LocalPartialSource source(**store);
+    QueryService q(*cat, ids, source, clock, {.retention = {.fine = 2 * 86400, .hour = 0}});
     // [00:30, 02:30): fine buckets are gone; the edges round out to
-    // [00:00, 03:00) = 18 events instead of 12.
+    // [00:00, 03:00) = 18 events instead of 12, and the answer says so.
     auto v = q.Get({.kpi = "c", .start = day + 1800, .end = day + 9000});
     ASSERT_TRUE(v.ok()) << v.status();
-    EXPECT_EQ(*(*v)[0].value, 18);
+    EXPECT_EQ(*v->values[0].value, 18);
+    EXPECT_TRUE(v->rounded);
+    EXPECT_EQ(v->covered, (kpi::TimeRange{day, day + 10800}));
     // Whole hours are unaffected.
     v = q.Get({.kpi = "c", .start = day + 3600, .end = day + 7200});
-    EXPECT_EQ(*(*v)[0].value, 6);
+    EXPECT_EQ(*v->values[0].value, 6);
+    EXPECT_FALSE(v->rounded);
   }
   std::filesystem::remove_all(dir);
 }
 
 TEST_F(QueryTest, BadRequestsSayWhatToFix) {
-  QueryEngine q(catalog_, *store_);
+  QueryService q = Service();
   auto v = q.Get({.kpi = "nope", .start = 0, .end = 60});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kNotFound);
-  v = q.Get({.kpi = "ctr", .start = 0, .end = 60, .group_by = "campaign"});
+  v = q.Get({.kpi = "ctr", .start = 0, .end = 60, .group_by = {"campaign"}});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(std::string(v.status().message()),
             "KPI 'ctr' cannot be grouped by 'campaign' (dimensions: channel, region)");
   // An empty window (a calendar window at its first instant) has no data.
   v = q.Get({.kpi = "ctr", .start = 60, .end = 60});
   ASSERT_TRUE(v.ok()) << v.status();
-  ASSERT_EQ(v->size(), 1u);
-  EXPECT_FALSE((*v)[0].value.has_value());
+  ASSERT_EQ(v->values.size(), 1u);
+  EXPECT_FALSE(v->values[0].value.has_value());
   v = q.Get({.kpi = "ctr", .start = 61, .end = 60});
   EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(q.Range({.kpi = "ctr", .start = 60, .end = 60}, 60).status().code(), absl::StatusCode::kInvalidArgument);

@@ -7,11 +7,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "ingest/accumulator.h"
-#include "ingest/router.h"
+#include "ingest/local_ingest.h"
 #include "kpistream/events/v1/events.pb.h"
 #include "kpistream/v1/alerts.grpc.pb.h"
 #include "services/grpc_server.h"
@@ -53,6 +54,9 @@ alerts:
   }
   void TearDown() override {
     alerter_.reset();
+    ingest_.reset();
+    queries_.reset();
+    source_.reset();
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
@@ -60,7 +64,12 @@ alerts:
     auto store = state::Store::Open({.path = dir_.string(), .retention_fine_s = 0, .retention_hour_s = 0});
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    for (auto& m : catalog_.measures) m.id = *store_->IdFor("measure", m.name);
+    ids_ = *kpi::BindStateIds(catalog_, store_.get());
+    source_ = std::make_unique<query::LocalPartialSource>(*store_);
+    queries_ = std::make_unique<query::QueryService>(catalog_, ids_, *source_, query_clock_,
+                                                     query::QueryOptions{.retention = {}});
+    ingest_ =
+        std::make_unique<ingest::LocalIngest>(catalog_, ids_, store_.get(), ingest::ApplierOptions{}, ingest_clock_);
   }
   // A fresh alerter on the same store, as after a restart.
   void StartAlerter() {
@@ -76,29 +85,22 @@ alerts:
       if (f != kpi::Family::kProduct) return int64_t{0};
       return newest_product_ms_ < 0 ? now_s_ * 1000 : newest_product_ms_;
     };
-    auto a = Alerter::Create(o, catalog_, store_.get(), src);
+    auto a = Alerter::Create(o, catalog_, *queries_, store_.get(), src);
     ASSERT_TRUE(a.ok()) << a.status();
     alerter_ = std::move(*a);
   }
+  // n clicks at at_s, through the engine's own step, committed.
   void Clicks(const std::string& channel, int n, int64_t at_s) {
-    ingest::Router router(catalog_);
-    ingest::Accumulator acc(catalog_);
-    std::string scratch;
-    std::vector<ingest::Contribution> cs;
     for (int i = 0; i < n; ++i) {
       CampaignEvent e;
+      e.set_event_id(fmt::format("c{}", ++clicks_));
       e.set_type(events::v1::CAMPAIGN_CLICK);
       e.mutable_event_time()->set_seconds(at_s);
       e.set_channel(channel);
-      kpi::EventView ev{kpi::Family::kCampaign, e.type(), at_s * 1000, &e};
-      router.Route(ev, &scratch, &cs);
-      for (const auto& c : cs) acc.Add(c, state::SourceId(1, 0), ev.time_ms);
+      ASSERT_EQ(*ingest_->Apply(1, 0, kpi::Family::kCampaign, e.SerializeAsString()),
+                ingest::PartitionApplier::Outcome::kApplied);
     }
-    state::WriteBatch b(*store_);
-    acc.Flush(&b);
-    offset_ += n;
-    b.PutOffset(state::SourceId(1, 0), offset_, at_s * 1000);
-    ASSERT_TRUE(store_->Commit(&b).ok());
+    ASSERT_TRUE(ingest_->Commit().ok());
   }
   // State of the ManyClicks instance of a channel ("" when absent).
   std::string StateOf(const std::string& channel) {
@@ -118,18 +120,27 @@ alerts:
   }
   void Eval(int64_t at_s) {
     now_s_ = at_s;
+    query_clock_.SetMs(at_s * 1000);
     ASSERT_TRUE(alerter_->EvaluateOnce().ok());
   }
 
   std::filesystem::path dir_;
   kpi::Catalog catalog_;
+  kpi::StateIds ids_;
+  state::FakeClock query_clock_{kDay * 1000};
+  // Events in these tests are from 2025: the ingest clock is far enough
+  // ahead that none is refused as future.
+  state::FakeClock ingest_clock_{kDay * 1000 + 365 * 86400 * 1000LL};
   std::unique_ptr<state::Store> store_;
+  std::unique_ptr<query::LocalPartialSource> source_;
+  std::unique_ptr<query::QueryService> queries_;
+  std::unique_ptr<ingest::LocalIngest> ingest_;
   std::unique_ptr<Alerter> alerter_;
   int64_t now_s_ = kDay;
   int64_t newest_product_ms_ = -1;  // -1: the clock's now
   bool ready_ = true;
   size_t max_transitions_ = 10000;
-  int64_t offset_ = 0;
+  int clicks_ = 0;
 };
 
 TEST_F(AlerterTest, OneInstancePerGroupThroughItsStates) {
@@ -282,7 +293,8 @@ TEST_F(AlerterTest, TransitionLogIsBoundedAndSurvivesRestart) {
 
 TEST_F(AlerterTest, GrpcListWatchAndResume) {
   StartAlerter();
-  auto server = GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *store_, nullptr);
+  auto server =
+      GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *queries_, query_clock_);
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
   auto stub = v1::AlertService::NewStub(channel);
@@ -337,7 +349,8 @@ TEST_F(AlerterTest, GrpcResumeFromTrimmedSequenceIsOutOfRange) {
     newest_product_ms_ = (kDay + i * 2000 + 700) * 1000;
     Eval(kDay + i * 2000 + 702);
   }
-  auto server = GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *store_, nullptr);
+  auto server =
+      GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *queries_, query_clock_);
   ASSERT_TRUE(server.ok());
   auto stub = v1::AlertService::NewStub(grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;

@@ -35,8 +35,8 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
       a.Add(1.5, ToMicros(1.5));
       b.MergePartial(AggKey(Tier::kFine, 7, src, 60, "g"), EncodeAgg(a));
       b.PutOffset(src, 100 * (round + 1), 1000 + round);
-      b.PutAdmittedGroup(src, 7, "g");
-      b.PutGroupCount(src, 7, 1);
+      b.PutKeptValue(src, 7, "g");
+      b.PutKeptCount(src, 7, 1);
       ASSERT_TRUE(store->Commit(&b).ok());
     }
   }
@@ -46,11 +46,11 @@ TEST_F(StoreTest, PartialsAndOffsetCommitTogetherAndSurviveReopen) {
   ASSERT_TRUE(off->has_value());
   EXPECT_EQ((*off)->next_offset, 300);
   EXPECT_EQ((*off)->newest_event_ms, 1002);
-  EXPECT_TRUE(*store->HasAdmittedGroup(src, 7, "g"));
-  EXPECT_FALSE(*store->HasAdmittedGroup(src, 7, "h"));
-  EXPECT_FALSE(*store->HasAdmittedGroup(src, 8, "g"));
-  EXPECT_EQ(*store->ReadGroupCounts(src), (std::vector<std::pair<uint32_t, uint32_t>>{{7, 1}}));
-  EXPECT_TRUE(store->ReadGroupCounts(SourceId(1, 1))->empty());
+  EXPECT_TRUE(*store->HasKeptValue(src, 7, "g"));
+  EXPECT_FALSE(*store->HasKeptValue(src, 7, "h"));
+  EXPECT_FALSE(*store->HasKeptValue(src, 8, "g"));
+  EXPECT_EQ(*store->ReadKeptCounts(src), (std::vector<std::pair<uint32_t, uint32_t>>{{7, 1}}));
+  EXPECT_TRUE(store->ReadKeptCounts(SourceId(1, 1))->empty());
   int rows = 0;
   ASSERT_TRUE(store
                   ->Scan(Tier::kFine, 7, src, 0, 120,

@@ -10,6 +10,8 @@
 #include "gen/generator.h"
 #include "ingest/accumulator.h"
 #include "ingest/decoder.h"
+#include "ingest/local_ingest.h"
+#include "ingest/partition_applier.h"
 #include "ingest/router.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
@@ -61,40 +63,79 @@ kpis:
   impressions: {formula: impressions}
 )",
                                     "single.yaml");
-  uint32_t id = 1;
-  for (auto& m : c->measures) m.id = id++;
   return std::move(*c);
 }
 
-// Decode + route + accumulate one record: the per-event work of the
-// consumer thread.
-class Applier {
- public:
-  explicit Applier(const kpi::Catalog& catalog) : router_(catalog) {}
-  void Apply(const gen::Record& r, uint64_t source, ingest::Accumulator* acc) {
-    if (!dec_.Decode(r.family, r.payload, ingest::PayloadFormat::kProtobuf, &ev_, &err_)) return;
-    router_.Route(ev_, &scratch_, &cs_);
-    for (const auto& c : cs_) acc->Add(c, source, ev_.time_ms);
+// A temporary state store for one benchmark.
+struct TempStore {
+  explicit TempStore(const std::string& name, std::function<int64_t()> now_s = nullptr)
+      : dir(std::filesystem::temp_directory_path() / name) {
+    std::filesystem::remove_all(dir);
+    store = std::move(*state::Store::Open({.path = dir.string(), .now_s = std::move(now_s)}));
   }
+  ~TempStore() {
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+  std::filesystem::path dir;
+  std::unique_ptr<state::Store> store;
+};
+
+// The engine's per-record step, kpid's own (ingest::PartitionApplier:
+// decode, future bound, route, lateness, the dimension caps, accumulate),
+// one partition per family, without Kafka.
+class Step {
+ public:
+  Step(const kpi::Catalog& catalog, state::Store* store)
+      : ids_(*kpi::BindStateIds(catalog, store)), router_(catalog), stats_(catalog) {
+    ctx_.catalog = &catalog;
+    ctx_.ids = &ids_;
+    ctx_.store = store;
+    ctx_.router = &router_;
+    ctx_.stats = &stats_;
+    Restart();
+  }
+  const kpi::StateIds& ids() const { return ids_; }
+  // Back to a partition with nothing applied (the records' times repeat:
+  // without this, a second pass over them would be late).
+  void Restart() {
+    for (int f = 0; f < kpi::kNumFamilies; ++f) {
+      appliers_[static_cast<size_t>(f)] = std::move(
+          *ingest::PartitionApplier::Restore(ctx_, state::SourceId(static_cast<uint32_t>(f + 1), 0),
+                                             static_cast<kpi::Family>(f), ingest::PayloadFormat::kProtobuf, kNowMs));
+    }
+  }
+  void Apply(const gen::Record& r, ingest::Accumulator* acc) {
+    auto& a = *appliers_[static_cast<size_t>(r.family)];
+    a.Apply(r.payload, a.next_offset(), kNowMs, &scratch_, acc, &rejection_);
+  }
+  static constexpr int64_t kNowMs = 1763856000000 + 7200 * 1000;
 
  private:
+  kpi::StateIds ids_;
   ingest::Router router_;
-  ingest::Decoder dec_;
-  kpi::EventView ev_;
-  ingest::DecodeError err_;
-  std::string scratch_;
-  std::vector<ingest::Contribution> cs_;
+  ingest::IngestStats stats_;
+  ingest::ApplyContext ctx_;
+  ingest::ApplyScratch scratch_;
+  ingest::PartitionApplier::Rejection rejection_;
+  std::array<std::unique_ptr<ingest::PartitionApplier>, kpi::kNumFamilies> appliers_;
 };
 
 void BM_DecodeRouteAggregate(benchmark::State& state, bool full) {
   ingest::SilenceProtobufLogging();
   const auto recs = Records(gen::Format::kProtobuf);
   auto catalog = LoadCatalog(full);
-  Applier applier(catalog);
-  ingest::Accumulator acc(catalog);
+  TempStore tmp("kpistream-micro-bench-step");
+  Step step(catalog, tmp.store.get());
+  ingest::Accumulator acc(catalog, step.ids());
   size_t i = 0;
   for (auto _ : state) {
-    applier.Apply(recs[i++ % recs.size()], state::SourceId(1, 0), &acc);
+    if (i % recs.size() == 0) {
+      state.PauseTiming();
+      step.Restart();
+      state.ResumeTiming();
+    }
+    step.Apply(recs[i++ % recs.size()], &acc);
     if (acc.DirtyEntries() > 100000) acc.Clear();
   }
   state.SetItemsProcessed(state.iterations());
@@ -107,23 +148,20 @@ void BM_CommitFlush(benchmark::State& state) {
   ingest::SilenceProtobufLogging();
   const auto recs = Records(gen::Format::kProtobuf);
   auto catalog = LoadCatalog(true);
-  const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench";
-  std::filesystem::remove_all(dir);
-  auto store = state::Store::Open({.path = dir.string()});
-  Applier applier(catalog);
+  TempStore tmp("kpistream-micro-bench");
+  Step step(catalog, tmp.store.get());
   for (auto _ : state) {
     state.PauseTiming();
-    ingest::Accumulator acc(catalog);
-    for (const auto& r : recs) applier.Apply(r, state::SourceId(1, 0), &acc);
+    step.Restart();
+    ingest::Accumulator acc(catalog, step.ids());
+    for (const auto& r : recs) step.Apply(r, &acc);
     state.ResumeTiming();
-    state::WriteBatch batch(**store);
+    state::WriteBatch batch(*tmp.store);
     acc.Flush(&batch);
     batch.PutOffset(state::SourceId(1, 0), 1, 1);
-    benchmark::DoNotOptimize((*store)->Commit(&batch));
+    benchmark::DoNotOptimize(tmp.store->Commit(&batch));
   }
   state.SetItemsProcessed(state.iterations() * kRecords);
-  store->reset();
-  std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_CommitFlush)->Unit(benchmark::kMillisecond);
 
@@ -133,57 +171,47 @@ BENCHMARK(BM_CommitFlush)->Unit(benchmark::kMillisecond);
 // (a 200 ms commit interval at 5k events/s per partition). Arg 0: as
 // committed (each bucket's partials still spread over many merge operands
 // in the memtable); arg 1: after a full compaction; arg 2: as committed,
-// answered from QueryEngine's result cache.
+// answered from QueryService's result cache.
 void BM_GetKpiCtr5m(benchmark::State& state) {
   ingest::SilenceProtobufLogging();
   auto catalog = LoadCatalog(true);
-  const auto dir = std::filesystem::temp_directory_path() / "kpistream-micro-bench-query";
-  std::filesystem::remove_all(dir);
   constexpr int64_t kNow = 1763856000;
-  auto store = state::Store::Open({.path = dir.string(), .now_s = [] { return kNow; }});
+  TempStore tmp("kpistream-micro-bench-query", [] { return kNow; });
+  const auto ids = *kpi::BindStateIds(catalog, tmp.store.get());
+  state::FakeClock clock(kNow * 1000);
+  ingest::LocalIngest ingest(catalog, ids, tmp.store.get(), {}, clock);
   gen::GenOptions o;
   o.seed = 5;
   o.count = 360000;  // a third are campaign events
   o.start_ms = (kNow - 300) * 1000;
   o.span_ms = 300 * 1000;
   gen::Generator g(o);
-  Applier applier(catalog);
   gen::Record r;
-  std::vector<std::unique_ptr<ingest::Accumulator>> accs;
-  for (int p = 0; p < 4; ++p) accs.push_back(std::make_unique<ingest::Accumulator>(catalog));
-  std::vector<int64_t> next(4, 0);
   int pending = 0;
   for (uint64_t i = 0; i < o.count; ++i) {
     g.Next(&r);
     if (r.family != kpi::Family::kCampaign) continue;
-    const int p = static_cast<int>(i % 4);
-    applier.Apply(r, state::SourceId(1, p), accs[p].get());
-    ++next[p];
+    if (!ingest.Apply(1, static_cast<int32_t>(i % 4), r.family, r.payload).ok()) state.SkipWithError("apply failed");
     if (++pending == 1000) {
       pending = 0;
-      state::WriteBatch batch(**store);
-      for (int q = 0; q < 4; ++q) {
-        accs[q]->Flush(&batch);
-        batch.PutOffset(state::SourceId(1, q), next[q], 1);
-      }
-      if (!(*store)->Commit(&batch).ok()) state.SkipWithError("commit failed");
+      if (!ingest.Commit().ok()) state.SkipWithError("commit failed");
     }
   }
-  if (state.range(0) == 1 && !(*store)->CompactForTest().ok()) state.SkipWithError("compaction failed");
+  if (!ingest.Commit().ok()) state.SkipWithError("commit failed");
+  if (state.range(0) == 1 && !tmp.store->CompactForTest().ok()) state.SkipWithError("compaction failed");
   query::KpiQuery q{.kpi = "ctr", .start = kNow - 300, .end = kNow};
-  query::QueryEngine cached(catalog, **store);
+  query::LocalPartialSource source(*tmp.store);
+  query::QueryService cached(catalog, ids, source, clock);
   for (auto _ : state) {
-    // A new engine has an empty result cache: every Get evaluates, except
+    // A new service has an empty result cache: every Get evaluates, except
     // with arg 2 (repeated polls between two commits).
-    std::optional<query::QueryEngine> fresh;
-    if (state.range(0) != 2) fresh.emplace(catalog, **store);
+    std::optional<query::QueryService> fresh;
+    if (state.range(0) != 2) fresh.emplace(catalog, ids, source, clock);
     auto v = (fresh ? *fresh : cached).Get(q);
-    if (!v.ok() || v->size() != 1 || !(*v)[0].value) state.SkipWithError("no ctr value");
+    if (!v.ok() || v->values.size() != 1 || !v->values[0].value) state.SkipWithError("no ctr value");
     benchmark::DoNotOptimize(v);
   }
   state.SetItemsProcessed(state.iterations());
-  store->reset();
-  std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_GetKpiCtr5m)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond);
 

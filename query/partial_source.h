@@ -1,0 +1,64 @@
+// Where a query's partial aggregates come from: the local state store now;
+// peers' stores later (scale-out), merged the same way since every partial
+// is mergeable and keyed by the partition it came from.
+//
+// Thread-safety: sources and snapshots are safe to use from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kpi/window.h"
+#include "state/store.h"
+
+namespace kpistream::query {
+
+// Where one partition stands in an answer: the offsets and the event time
+// the answer reflects (a consistency token lists these).
+struct PartitionPosition {
+  uint64_t source = 0;          // state::SourceId(topic id, partition)
+  int64_t next_offset = 0;      // the next Kafka offset not yet in the answer
+  int64_t newest_event_ms = 0;  // the partition's event-time watermark (INT64_MIN: none)
+};
+
+// Called for every partial read: its encoded group key (state::keys.h) and
+// encoded value (state/aggregate.h). Returns false on a malformed partial.
+using PartialVisitor = std::function<bool(std::string_view group_key, std::string_view encoded)>;
+
+// One consistent read: every Collect sees the same commit, and positions()
+// are exactly the offsets that commit reflects.
+class PartialSnapshot {
+ public:
+  virtual ~PartialSnapshot() = default;
+  virtual uint64_t sequence() const = 0;
+  virtual const std::vector<PartitionPosition>& positions() const = 0;
+  // Every partial of a measure in the pieces, over every partition.
+  // DATA_LOSS on a malformed key or partial.
+  [[nodiscard]] virtual absl::Status Collect(uint32_t measure_id, const std::vector<kpi::WindowPiece>& pieces,
+                                             const PartialVisitor& visit) const = 0;
+};
+
+class PartialSource {
+ public:
+  virtual ~PartialSource() = default;
+  // Changes with every commit; equal values mean nothing changed between.
+  virtual uint64_t Sequence() const = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<PartialSnapshot>> Snapshot() const = 0;
+};
+
+// The local store. REQUIRES: store outlives the source.
+class LocalPartialSource final : public PartialSource {
+ public:
+  explicit LocalPartialSource(const state::Store& store) : store_(store) {}
+  uint64_t Sequence() const override { return store_.LatestSequence(); }
+  absl::StatusOr<std::unique_ptr<PartialSnapshot>> Snapshot() const override;
+
+ private:
+  const state::Store& store_;
+};
+
+}  // namespace kpistream::query
