@@ -23,8 +23,14 @@ std::string_view AlertStateName(AlertState s) {
 }
 
 std::optional<AlertState> StepAlert(const kpi::AlertRule& rule, bool active, std::optional<double> value,
-                                    int64_t now_ms, AlertInstance* inst) {
+                                    int64_t now_ms, int64_t gap_ms, AlertInstance* inst) {
   const AlertState before = inst->state;
+  if (gap_ms > 0) {
+    // The gap's time counts for nothing: move the clocks it would have run
+    // forward by its length.
+    if (inst->state == AlertState::kPending) inst->active_since_ms += gap_ms;
+    if (inst->state == AlertState::kFiring) inst->last_true_ms = std::min(now_ms, inst->last_true_ms + gap_ms);
+  }
   inst->value = value;
   inst->last_evaluated_ms = now_ms;
   if (active) inst->last_true_ms = now_ms;
@@ -115,12 +121,22 @@ ConditionResult EvalAge(const kpi::AlertRule& rule, std::optional<double> age_s)
 }
 
 std::string AlertFingerprint(const std::map<std::string, std::string>& labels) {
+  bool has_nul = false;
+  for (const auto& [k, v] : labels) has_nul |= k.find('\0') != std::string::npos || v.find('\0') != std::string::npos;
   std::string flat;
-  for (const auto& [k, v] : labels) {
-    flat += k;
-    flat.push_back('\0');
-    flat += v;
-    flat.push_back('\0');
+  if (!has_nul) {
+    // name NUL value NUL ...: unambiguous while no label holds a NUL (and
+    // what fingerprints have always been, so identities survive upgrades).
+    for (const auto& [k, v] : labels) {
+      flat += k;
+      flat.push_back('\0');
+      flat += v;
+      flat.push_back('\0');
+    }
+  } else {
+    // Length-prefixed, after a byte no label name can start with.
+    flat.push_back('\x01');
+    for (const auto& [k, v] : labels) fmt::format_to(std::back_inserter(flat), "{}:{}{}:{}", k.size(), k, v.size(), v);
   }
   return fmt::format("{:016x}", XXH3_64bits(flat.data(), flat.size()));
 }

@@ -35,8 +35,18 @@ struct AlertInstance {
 
 // Advances an instance by one evaluation at now_ms where the condition is
 // `active`. Returns the previous state when the state changed.
+//
+// A gap is time the rule was not evaluated (kpid down or replaying, a
+// quiet topic under the event-time clock, a jump in event time): what the
+// condition was then is unknown, so the gap counts for nothing, neither as
+// "held" nor as "cleared". The pending time accumulated before the gap is
+// kept and `for` needs the rest after it (Prometheus restores `for` state
+// after an outage the same way); a firing alert's keep_firing_for counts
+// only time after the gap; an alert that fired stays one episode. gap_ms:
+// the time since the last evaluation when it exceeds the evaluation
+// interval by more than the allowed slack (the caller decides), else 0.
 std::optional<AlertState> StepAlert(const kpi::AlertRule& rule, bool active, std::optional<double> value,
-                                    int64_t now_ms, AlertInstance* inst);
+                                    int64_t now_ms, int64_t gap_ms, AlertInstance* inst);
 
 // The outcome of a rule's condition for one group.
 struct ConditionResult {
@@ -57,6 +67,38 @@ ConditionResult EvalAnomaly(const kpi::AlertRule& rule, std::optional<double> no
 ConditionResult EvalAge(const kpi::AlertRule& rule, std::optional<double> age_s);
 
 // 64-bit hash of sorted labels, as 16 hex digits; identifies an instance.
+// Label names and values may hold any byte: distinct label sets always give
+// distinct inputs to the hash.
 std::string AlertFingerprint(const std::map<std::string, std::string>& labels);
+
+// An alert as the evaluator serves it. Labels and annotations are raw
+// bytes (a dimension value can hold any byte); the services make them valid
+// UTF-8 for their wire formats.
+struct Alert {
+  std::string rule;
+  std::map<std::string, std::string> labels;  // alertname, severity, kpi, the rule's labels, the group
+  std::map<std::string, std::string> annotations;
+  AlertState state = AlertState::kInactive;
+  std::optional<double> value;
+  // On the rule clock (wall or event time).
+  int64_t active_since_ms = 0;  // pending since
+  int64_t firing_since_ms = 0;
+  int64_t resolved_at_ms = 0;
+  int64_t last_true_ms = 0;
+  int64_t last_evaluated_ms = 0;
+  // On the wall clock, fixed when the alert fired and when it resolved:
+  // Alertmanager's startsAt and endsAt, the same on every resend and after
+  // restarts.
+  int64_t starts_at_ms = 0;
+  int64_t ends_at_ms = 0;
+  std::string fingerprint;
+  bool resolution_delivered = false;
+};
+
+struct AlertTransition {
+  uint64_t sequence = 0;
+  AlertState from = AlertState::kInactive;
+  Alert alert;  // with the new state
+};
 
 }  // namespace kpistream::alerting

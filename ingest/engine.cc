@@ -118,6 +118,7 @@ struct Engine::Rep {
   std::map<TopicPartition, int64_t> hw_probed ABSL_GUARDED_BY(hw_mu);
   std::atomic<bool> ready{false};
   std::atomic<bool> caught_up{false};
+  std::atomic<bool> replaying{false};
   std::atomic<bool> blocked{false};
   bool brokers_suspect = false;  // a connection failed: probe the cluster
   std::atomic<bool> brokers_down{false};
@@ -178,9 +179,10 @@ struct Engine::Rep {
   }
   void UpdateReady() {
     ready = !owned.empty() && !blocked && !brokers_down && !stop;
-    bool all = ready.load();
+    bool all = true;
     for (const auto& [tp, ps] : owned) all = all && ps.caught_up;
-    caught_up = all;
+    replaying = !all;
+    caught_up = ready && all;
   }
 };
 
@@ -831,6 +833,7 @@ void Engine::Stop() {
 
 bool Engine::Ready() const { return rep_->ready.load(); }
 bool Engine::CaughtUp() const { return rep_->caught_up.load(); }
+bool Engine::Replaying() const { return rep_->replaying.load(); }
 
 std::optional<absl::Status> Engine::Fatal() const {
   std::lock_guard<std::mutex> l(rep_->fatal_mu);

@@ -190,6 +190,9 @@ class Engine {
   // progress (a restart, a redeploy, a backlog). False again after a
   // rebalance assigns a partition with records to replay.
   bool CaughtUp() const;
+  // Some owned partition has not been read up to the high watermark it had
+  // when it was assigned: what the state holds is a replay in progress.
+  bool Replaying() const;
   // Set when the engine stopped on an unrecoverable error (e.g. stored offset
   // below the log start): the message says what happened and what to do.
   std::optional<absl::Status> Fatal() const;

@@ -5,11 +5,41 @@
 #include <deque>
 #include <mutex>
 
+#include <google/protobuf/util/time_util.h>
+
 #include "kpistream/v1/alerts.grpc.pb.h"
+#include "services/utf8.h"
 
 namespace kpistream::services {
 
+using alerting::Alerter;
+using google::protobuf::util::TimeUtil;
+
+v1::Alert ToApi(const alerting::Alert& a) {
+  v1::Alert out;
+  out.set_rule(a.rule);
+  for (const auto& [k, v] : a.labels) (*out.mutable_labels())[ValidUtf8(k)] = ValidUtf8(v);
+  for (const auto& [k, v] : a.annotations) (*out.mutable_annotations())[ValidUtf8(k)] = ValidUtf8(v);
+  out.set_state(static_cast<v1::AlertState>(static_cast<int>(a.state)));
+  if (a.value) out.set_value(*a.value);
+  *out.mutable_active_since() = TimeUtil::MillisecondsToTimestamp(a.active_since_ms);
+  if (a.firing_since_ms) *out.mutable_firing_since() = TimeUtil::MillisecondsToTimestamp(a.firing_since_ms);
+  if (a.resolved_at_ms) *out.mutable_resolved_at() = TimeUtil::MillisecondsToTimestamp(a.resolved_at_ms);
+  *out.mutable_last_true() = TimeUtil::MillisecondsToTimestamp(a.last_true_ms);
+  *out.mutable_last_evaluated() = TimeUtil::MillisecondsToTimestamp(a.last_evaluated_ms);
+  out.set_fingerprint(a.fingerprint);
+  return out;
+}
+
 namespace {
+
+v1::AlertTransition TransitionToApi(const alerting::AlertTransition& t) {
+  v1::AlertTransition out;
+  out.set_sequence(t.sequence);
+  out.set_from(static_cast<v1::AlertState>(static_cast<int>(t.from)));
+  *out.mutable_alert() = ToApi(t.alert);
+  return out;
+}
 
 // One WatchAlerts call. Writes one transition at a time: the next is taken
 // from the alerter's log when the previous write completes, or when the
@@ -51,7 +81,7 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
     std::lock_guard<std::mutex> l(mu_);
     if (writing_ || finished_) return;
     if (queue_.empty()) {
-      std::vector<v1::AlertTransition> next;
+      std::vector<alerting::AlertTransition> next;
       if (!alerter_->TransitionsAfter(after_, 64, &next)) {
         FinishLocked(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                                   fmt::format("transitions after sequence {} are no longer kept; call ListAlerts "
@@ -59,7 +89,7 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
                                               after_)));
         return;
       }
-      for (auto& t : next) queue_.push_back(std::move(t));
+      for (const auto& t : next) queue_.push_back(TransitionToApi(t));
     }
     if (queue_.empty()) return;  // woken by the alerter later
     current_ = std::move(queue_.front());
@@ -100,7 +130,7 @@ class AlertServiceImpl final : public v1::AlertService::CallbackService {
     // The sequence first: a transition between the two reads is then both
     // in the list and replayed by a watch from this sequence, never lost.
     resp->set_sequence(alerter_->sequence());
-    for (auto& a : alerter_->Alerts()) *resp->add_alerts() = std::move(a);
+    for (const auto& a : alerter_->Alerts()) *resp->add_alerts() = ToApi(a);
     auto* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;

@@ -8,11 +8,17 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "services/alerter.h"
+#include "alerting/alerter.h"
+#include "kpistream/v1/alerts.pb.h"
 
 namespace kpistream::services {
 
 // REQUIRES: alerter outlives the server the service is registered with.
-std::unique_ptr<grpc::Service> MakeAlertService(Alerter* alerter);
+std::unique_ptr<grpc::Service> MakeAlertService(alerting::Alerter* alerter);
+
+// An alert in the API's shape: times as timestamps, labels and annotations
+// made valid UTF-8 (services/utf8.h). The fingerprint is kpid's identity of
+// the alert, computed from the raw bytes.
+v1::Alert ToApi(const alerting::Alert& a);
 
 }  // namespace kpistream::services

@@ -27,10 +27,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "alerting/alerter.h"
+#include "alerting/notifier.h"
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
-#include "services/alerter.h"
-#include "services/notifier.h"
 
 namespace kpistream::services {
 
@@ -41,8 +41,8 @@ struct KpidConfig {
   uint64_t min_free_disk_bytes = 64ull << 20;  // state::StoreOptions::min_free_bytes
   // Seconds per tier, 0 = forever (state::StoreOptions has the defaults).
   std::optional<int64_t> retention_fine_s, retention_hour_s, retention_day_s;
-  AlerterOptions alerter;
-  NotifierOptions notifier;
+  alerting::AlerterOptions alerter;
+  alerting::NotifierOptions notifier;
   bool alert_clock_event_time = false;
 };
 

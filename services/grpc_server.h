@@ -10,18 +10,17 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "alerting/alerter.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
 #include "state/clock.h"
 
 namespace kpistream::services {
 
-class Alerter;
-
 struct GrpcServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0 picks a free port
   // Serves kpistream.v1.AlertService when set; must outlive the server.
-  Alerter* alerter = nullptr;
+  alerting::Alerter* alerter = nullptr;
 };
 
 class GrpcServer {

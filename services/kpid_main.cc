@@ -11,14 +11,14 @@
 #include <fstream>
 #include <thread>
 
+#include "alerting/alerter.h"
+#include "alerting/notifier.h"
 #include "ingest/decoder.h"
 #include "ingest/engine.h"
-#include "services/alerter.h"
 #include "services/config.h"
 #include "services/demo.h"
 #include "services/grpc_server.h"
 #include "services/metrics.h"
-#include "services/notifier.h"
 #include "state/store.h"
 
 using namespace kpistream;
@@ -158,24 +158,20 @@ int main(int argc, char** argv) {
 
   auto* eng = engine->get();
   const auto& probe = eng->probe();
-  // Alerts: evaluated only on loaded, caught-up state.
-  services::AlertSources sources;
-  sources.ready = [eng, &config] {
-    if (!eng->Ready()) return false;
-    int64_t lag = 0;
-    for (const auto& l : eng->probe().Lags()) lag += l.lag;
-    return lag <= config.engine.catchup_lag_records;
-  };
+  // Alerts: nothing changes state from a replay.
+  alerting::AlertSources sources;
+  sources.caught_up = [eng] { return eng->CaughtUp(); };
+  sources.replaying = [eng] { return eng->Replaying(); };
   sources.newest_event_ms = [&probe](std::optional<kpi::Family> f) {
     return f ? probe.newest_event_ms_by_family[static_cast<size_t>(*f)].load() : probe.newest_event_ms.load();
   };
   sources.change_counter = [&probe] { return probe.commits.load(); };
   if (config.alert_clock_event_time) config.alerter.now_ms = [&probe] { return probe.newest_event_ms.load(); };
-  auto alerter = services::Alerter::Create(config.alerter, *catalog, queries, store->get(), sources);
+  auto alerter = alerting::Alerter::Create(config.alerter, *catalog, queries, store->get(), sources, clock);
   if (!alerter.ok()) return Fail(std::string(alerter.status().message()));
-  std::unique_ptr<services::Notifier> notifier;
+  std::unique_ptr<alerting::Notifier> notifier;
   if (!config.notifier.alertmanager_urls.empty() || !config.notifier.webhook_urls.empty()) {
-    auto n = services::Notifier::Start(config.notifier, alerter->get());
+    auto n = alerting::Notifier::Start(config.notifier, alerter->get(), clock);
     if (!n.ok()) return Fail(std::string(n.status().message()));
     notifier = std::move(*n);
   }

@@ -10,13 +10,11 @@
 #include <mutex>
 
 #include "query/query.h"
-#include "services/alerter.h"
-#include "services/notifier.h"
+#include "services/utf8.h"
 
 namespace kpistream::services {
 
 namespace prom = prometheus;
-namespace v1 = kpistream::v1;
 
 namespace {
 
@@ -45,7 +43,7 @@ class Collector final : public prom::Collectable {
  public:
   Collector(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Store& store,
             const ingest::EngineProbe& probe, std::function<bool()> ready, const state::Clock& clock,
-            const Alerter* alerter, const Notifier* notifier)
+            const alerting::Alerter* alerter, const alerting::Notifier* notifier)
       : catalog_(catalog),
         store_(store),
         probe_(probe),
@@ -281,12 +279,13 @@ class Collector final : public prom::Collectable {
     auto alerts = Family("ALERTS", "Pending and firing kpistream alerts.", G);
     auto for_state = Family("ALERTS_FOR_STATE", "When each pending or firing alert became active (Unix seconds).", G);
     for (const auto& a : alerter_->Alerts()) {
-      const bool firing = a.state() == v1::ALERT_STATE_FIRING;
-      if (!firing && a.state() != v1::ALERT_STATE_PENDING) continue;
+      const bool firing = a.state == alerting::AlertState::kFiring;
+      if (!firing && a.state != alerting::AlertState::kPending) continue;
+      // The exposition is UTF-8: invalid bytes of a dimension value show as
+      // U+FFFD (the alert's identity in kpid is the bytes).
       std::vector<prom::ClientMetric::Label> labels;
-      for (const auto& [k, v] : a.labels()) labels.push_back({k, v});
-      std::sort(labels.begin(), labels.end(), [](const auto& x, const auto& y) { return x.name < y.name; });
-      for_state.metric.push_back(Sample(static_cast<double>(a.active_since().seconds()), G, labels));
+      for (const auto& [k, v] : a.labels) labels.push_back({k, ValidUtf8(v)});
+      for_state.metric.push_back(Sample(static_cast<double>(a.active_since_ms / 1000), G, labels));
       labels.push_back({"alertstate", firing ? "firing" : "pending"});
       alerts.metric.push_back(Sample(1, G, std::move(labels)));
     }
@@ -303,6 +302,14 @@ class Collector final : public prom::Collectable {
     auto persist = Family("kpistream_alert_persist_failures_total", "Alert state writes that failed.", C);
     persist.metric.push_back(Sample(static_cast<double>(st.persist_failures), C));
     out->push_back(std::move(persist));
+    auto gaps = Family("kpistream_alert_gaps_total",
+                       "Gaps in rule evaluation (kpid down or replaying, a jump of the event-time clock), by how "
+                       "they were handled: sampled (a KPI rule's condition evaluated across the gap) or unknown (an "
+                       "age rule's instance: the gap counted neither as held nor as cleared).",
+                       C);
+    gaps.metric.push_back(Sample(static_cast<double>(st.gaps_sampled), C, {{"handling", "sampled"}}));
+    gaps.metric.push_back(Sample(static_cast<double>(st.gaps), C, {{"handling", "unknown"}}));
+    out->push_back(std::move(gaps));
     auto duration =
         Family("kpistream_alert_evaluation_duration_seconds", "How long the last evaluation of every rule took.", G);
     duration.metric.push_back(Sample(st.last_duration_s, G));
@@ -330,8 +337,8 @@ class Collector final : public prom::Collectable {
   const query::QueryService& query_;
   std::function<bool()> ready_;
   const state::Clock& clock_;
-  const Alerter* alerter_;
-  const Notifier* notifier_;
+  const alerting::Alerter* alerter_;
+  const alerting::Notifier* notifier_;
   mutable std::mutex kpi_mu_;
   mutable std::vector<prom::MetricFamily> kpi_cache_;  // guarded by kpi_mu_
   mutable std::chrono::steady_clock::time_point kpi_cached_at_;
@@ -351,7 +358,7 @@ MetricsExporter::~MetricsExporter() = default;
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
     const std::string& listen, const kpi::Catalog& catalog, const query::QueryService& queries,
     const state::Store& store, const ingest::EngineProbe& probe, std::function<bool()> ready, const state::Clock& clock,
-    const Alerter* alerter, const Notifier* notifier) {
+    const alerting::Alerter* alerter, const alerting::Notifier* notifier) {
   auto rep = std::make_unique<Rep>();
   rep->collector =
       std::make_shared<Collector>(catalog, queries, store, probe, std::move(ready), clock, alerter, notifier);

@@ -10,6 +10,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "alerting/alerter.h"
+#include "alerting/notifier.h"
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
@@ -18,9 +20,6 @@
 
 namespace kpistream::services {
 
-class Alerter;
-class Notifier;
-
 class MetricsExporter {
  public:
   // listen: host:port (port 0 picks a free port).
@@ -28,7 +27,8 @@ class MetricsExporter {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
       const std::string& listen, const kpi::Catalog& catalog, const query::QueryService& queries,
       const state::Store& store, const ingest::EngineProbe& probe, std::function<bool()> ready,
-      const state::Clock& clock, const Alerter* alerter = nullptr, const Notifier* notifier = nullptr);
+      const state::Clock& clock, const alerting::Alerter* alerter = nullptr,
+      const alerting::Notifier* notifier = nullptr);
   ~MetricsExporter();
   std::string address() const;
 

@@ -20,7 +20,7 @@ kpi::AlertRule Rule(int64_t for_s, int64_t keep_s = 0) {
 std::vector<AlertState> Steps(const kpi::AlertRule& r, AlertInstance* in, std::vector<std::pair<int64_t, bool>> steps) {
   std::vector<AlertState> out;
   for (auto [t, active] : steps) {
-    StepAlert(r, active, 1.0, t * kS, in);
+    StepAlert(r, active, 1.0, t * kS, 0, in);
     out.push_back(in->state);
   }
   return out;
@@ -31,22 +31,22 @@ using S = AlertState;
 TEST(AlertStateMachineTest, PendingThenFiringAfterFor) {
   AlertInstance in;
   const auto r = Rule(60);
-  EXPECT_EQ(StepAlert(r, true, 5.0, 100 * kS, &in), S::kInactive);
+  EXPECT_EQ(StepAlert(r, true, 5.0, 100 * kS, 0, &in), S::kInactive);
   EXPECT_EQ(in.state, S::kPending);
   EXPECT_EQ(in.active_since_ms, 100 * kS);
-  EXPECT_FALSE(StepAlert(r, true, 5.0, 159 * kS, &in));  // 59 s: still pending
-  EXPECT_EQ(StepAlert(r, true, 6.0, 160 * kS, &in), S::kPending);
+  EXPECT_FALSE(StepAlert(r, true, 5.0, 159 * kS, 0, &in));  // 59 s: still pending
+  EXPECT_EQ(StepAlert(r, true, 6.0, 160 * kS, 0, &in), S::kPending);
   EXPECT_EQ(in.state, S::kFiring);
   EXPECT_EQ(in.firing_since_ms, 160 * kS);
   EXPECT_EQ(in.value, 6.0);
-  EXPECT_EQ(StepAlert(r, false, 1.0, 170 * kS, &in), S::kFiring);
+  EXPECT_EQ(StepAlert(r, false, 1.0, 170 * kS, 0, &in), S::kFiring);
   EXPECT_EQ(in.state, S::kResolved);
   EXPECT_EQ(in.resolved_at_ms, 170 * kS);
 }
 
 TEST(AlertStateMachineTest, ZeroForFiresAtOnce) {
   AlertInstance in;
-  EXPECT_EQ(StepAlert(Rule(0), true, 1.0, 5 * kS, &in), S::kInactive);
+  EXPECT_EQ(StepAlert(Rule(0), true, 1.0, 5 * kS, 0, &in), S::kInactive);
   EXPECT_EQ(in.state, S::kFiring);
 }
 
@@ -77,7 +77,7 @@ TEST(AlertStateMachineTest, ResolvedStartsANewEpisode) {
   const auto r = Rule(10);
   Steps(r, &in, {{0, true}, {10, true}, {20, false}});
   ASSERT_EQ(in.state, S::kResolved);
-  EXPECT_EQ(StepAlert(r, true, 1.0, 30 * kS, &in), S::kResolved);
+  EXPECT_EQ(StepAlert(r, true, 1.0, 30 * kS, 0, &in), S::kResolved);
   EXPECT_EQ(in.state, S::kPending);
   EXPECT_EQ(in.active_since_ms, 30 * kS);
   EXPECT_EQ(in.firing_since_ms, 0);
@@ -88,14 +88,14 @@ TEST(AlertStateMachineTest, RestoredStateContinuesWhereItStopped) {
   // A restart restores the instance fields; the machine continues from them.
   const auto r = Rule(60, 30);
   AlertInstance pending{.state = S::kPending, .active_since_ms = 100 * kS, .last_true_ms = 130 * kS};
-  EXPECT_EQ(StepAlert(r, true, 1.0, 160 * kS, &pending), S::kPending);  // `for` counted across the restart
+  EXPECT_EQ(StepAlert(r, true, 1.0, 160 * kS, 0, &pending), S::kPending);  // `for` counted across the restart
   AlertInstance firing{.state = S::kFiring, .active_since_ms = 0, .firing_since_ms = 60 * kS, .last_true_ms = 90 * kS};
-  EXPECT_FALSE(StepAlert(r, true, 1.0, 200 * kS, &firing));  // no new firing transition
+  EXPECT_FALSE(StepAlert(r, true, 1.0, 200 * kS, 0, &firing));  // no new firing transition
   EXPECT_EQ(firing.firing_since_ms, 60 * kS);
-  EXPECT_FALSE(StepAlert(r, false, 1.0, 229 * kS, &firing));  // keep_firing_for from the last true
-  EXPECT_EQ(StepAlert(r, false, 1.0, 230 * kS, &firing), S::kFiring);
+  EXPECT_FALSE(StepAlert(r, false, 1.0, 229 * kS, 0, &firing));  // keep_firing_for from the last true
+  EXPECT_EQ(StepAlert(r, false, 1.0, 230 * kS, 0, &firing), S::kFiring);
   AlertInstance resolved{.state = S::kResolved, .resolved_at_ms = 10 * kS};
-  EXPECT_FALSE(StepAlert(r, false, 1.0, 20 * kS, &resolved));
+  EXPECT_FALSE(StepAlert(r, false, 1.0, 20 * kS, 0, &resolved));
 }
 
 TEST(AlertConditionTest, ThresholdAndTargetBands) {

@@ -1,7 +1,8 @@
 // The alert evaluator on a real RocksDB store with a fake clock: rules over
 // real partials, instances per group, restart in each state, the transition
 // log, and the gRPC AlertService (list, watch, resume) over a real server.
-#include "services/alerter.h"
+#include "alerting/alerter.h"
+#include "alerting/notifier.h"
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -11,16 +12,21 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 
+#include "ingest/accumulator.h"
 #include "ingest/local_ingest.h"
 #include "kpistream/events/v1/events.pb.h"
+#include "kpistream/internal/v1/alert_state.pb.h"
 #include "kpistream/v1/alerts.grpc.pb.h"
 #include "services/grpc_server.h"
-#include "services/notifier.h"
 
 namespace kpistream::services {
 namespace {
 
+using alerting::Alerter;
+using alerting::AlerterOptions;
+using alerting::AlertSources;
 using events::v1::CampaignEvent;
 
 constexpr int64_t kDay = 1763856000;  // a UTC midnight
@@ -76,18 +82,34 @@ alerts:
     alerter_.reset();
     AlerterOptions o;
     o.now_ms = [this] { return now_s_ * 1000; };
+    // Evaluations a minute apart: steps of up to 4 minutes are not gaps.
+    o.eval_interval_ms = 60000;
     o.resolved_retention_ms = 60 * 1000;
     o.max_transitions = max_transitions_;
     AlertSources src;
-    src.ready = [this] { return ready_; };
+    src.caught_up = [this] { return ready_ && !replaying_; };
+    src.replaying = [this] { return replaying_; };
     src.newest_event_ms = [this](std::optional<kpi::Family> f) {
       // Product events keep arriving unless a test says otherwise.
       if (f != kpi::Family::kProduct) return int64_t{0};
       return newest_product_ms_ < 0 ? now_s_ * 1000 : newest_product_ms_;
     };
-    auto a = Alerter::Create(o, catalog_, *queries_, store_.get(), src);
+    auto a = Alerter::Create(o, catalog_, *queries_, store_.get(), src, query_clock_);
     ASSERT_TRUE(a.ok()) << a.status();
     alerter_ = std::move(*a);
+  }
+  // n clicks of a channel at at_s written as partials directly, bypassing
+  // decoding: for dimension bytes the project's own event schema cannot
+  // carry (invalid UTF-8), which other sources of values may.
+  void ClicksDirect(const std::string& channel, int n, int64_t at_s) {
+    ingest::Accumulator acc(catalog_, ids_);
+    std::string key;
+    state::AppendGroupValue(&key, channel);
+    for (int i = 0; i < n; ++i) acc.Add({.measure = 0, .time_ms = at_s * 1000}, state::SourceId(99, 0), key);
+    state::WriteBatch b(*store_);
+    acc.Flush(&b);
+    b.PutOffset(state::SourceId(99, 0), ++direct_offset_, at_s * 1000);
+    ASSERT_TRUE(store_->Commit(&b).ok());
   }
   // n clicks at at_s, through the engine's own step, committed.
   void Clicks(const std::string& channel, int n, int64_t at_s) {
@@ -105,8 +127,8 @@ alerts:
   // State of the ManyClicks instance of a channel ("" when absent).
   std::string StateOf(const std::string& channel) {
     for (const auto& a : alerter_->Alerts()) {
-      if (a.rule() == "ManyClicks" && a.labels().at("channel") == channel) {
-        return std::string(v1::AlertState_Name(a.state()));
+      if (a.rule == "ManyClicks" && a.labels.at("channel") == channel) {
+        return std::string(v1::AlertState_Name(static_cast<v1::AlertState>(a.state)));
       }
     }
     return "";
@@ -139,8 +161,10 @@ alerts:
   int64_t now_s_ = kDay;
   int64_t newest_product_ms_ = -1;  // -1: the clock's now
   bool ready_ = true;
+  bool replaying_ = false;
   size_t max_transitions_ = 10000;
   int clicks_ = 0;
+  int64_t direct_offset_ = 0;
 };
 
 TEST_F(AlerterTest, OneInstancePerGroupThroughItsStates) {
@@ -158,29 +182,29 @@ TEST_F(AlerterTest, OneInstancePerGroupThroughItsStates) {
   const auto alerts = alerter_->Alerts();
   ASSERT_EQ(alerts.size(), 1u);
   const auto& a = alerts[0];
-  EXPECT_EQ(a.labels().at("alertname"), "ManyClicks");
-  EXPECT_EQ(a.labels().at("severity"), "critical");
-  EXPECT_EQ(a.labels().at("team"), "ads");
-  EXPECT_EQ(a.labels().at("kpi"), "clicks");
-  EXPECT_EQ(a.annotations().at("summary"), "8 clicks on search (over 5)");
-  EXPECT_EQ(a.value(), 8);
-  EXPECT_EQ(a.firing_since().seconds(), t0 + 120);
+  EXPECT_EQ(a.labels.at("alertname"), "ManyClicks");
+  EXPECT_EQ(a.labels.at("severity"), "critical");
+  EXPECT_EQ(a.labels.at("team"), "ads");
+  EXPECT_EQ(a.labels.at("kpi"), "clicks");
+  EXPECT_EQ(a.annotations.at("summary"), "8 clicks on search (over 5)");
+  EXPECT_EQ(a.value, 8);
+  EXPECT_EQ(a.firing_since_ms, (t0 + 120) * 1000);
   // The clicks leave the 10-minute window: resolved.
   Eval(t0 + 600);
   EXPECT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
   // Transitions: pending, firing, resolved, with increasing sequences.
-  std::vector<v1::AlertTransition> ts;
+  std::vector<alerting::AlertTransition> ts;
   ASSERT_TRUE(alerter_->TransitionsAfter(0, 100, &ts));
   ASSERT_EQ(ts.size(), 3u);
-  EXPECT_EQ(ts[0].from(), v1::ALERT_STATE_INACTIVE);
-  EXPECT_EQ(ts[1].alert().state(), v1::ALERT_STATE_FIRING);
-  EXPECT_EQ(ts[2].alert().state(), v1::ALERT_STATE_RESOLVED);
-  EXPECT_EQ(ts[2].sequence(), 3u);
+  EXPECT_EQ(ts[0].from, alerting::AlertState::kInactive);
+  EXPECT_EQ(ts[1].alert.state, alerting::AlertState::kFiring);
+  EXPECT_EQ(ts[2].alert.state, alerting::AlertState::kResolved);
+  EXPECT_EQ(ts[2].sequence, 3u);
   EXPECT_EQ(alerter_->sequence(), 3u);
   // Kept while its resolution is undelivered, dropped once delivered and old.
   Eval(t0 + 900);
   EXPECT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
-  alerter_->MarkResolutionDelivered({a.fingerprint()});
+  alerter_->MarkResolutionDelivered({a.fingerprint});
   Eval(t0 + 901);
   EXPECT_EQ(StateOf("search"), "");
 }
@@ -200,8 +224,9 @@ TEST_F(AlerterTest, RestartInEachStateNeitherDropsNorRefires) {
   OpenStore();
   StartAlerter();
   ASSERT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
-  EXPECT_EQ(alerter_->Alerts()[0].firing_since().seconds(), firing.firing_since().seconds());
-  EXPECT_EQ(alerter_->Alerts()[0].fingerprint(), firing.fingerprint());
+  EXPECT_EQ(alerter_->Alerts()[0].firing_since_ms, firing.firing_since_ms);
+  EXPECT_EQ(alerter_->Alerts()[0].starts_at_ms, firing.starts_at_ms);
+  EXPECT_EQ(alerter_->Alerts()[0].fingerprint, firing.fingerprint);
   const uint64_t seq = alerter_->sequence();
   EXPECT_EQ(seq, 2u);
   Eval(t0 + 180);
@@ -210,10 +235,10 @@ TEST_F(AlerterTest, RestartInEachStateNeitherDropsNorRefires) {
   Eval(t0 + 600);
   ASSERT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
   StartAlerter();
-  auto recs = alerter_->Records();
+  auto recs = alerter_->Alerts();
   ASSERT_EQ(recs.size(), 1u);
-  EXPECT_EQ(recs[0].alert().state(), v1::ALERT_STATE_RESOLVED);
-  EXPECT_FALSE(recs[0].resolution_delivered());
+  EXPECT_EQ(recs[0].state, alerting::AlertState::kResolved);
+  EXPECT_FALSE(recs[0].resolution_delivered);
   // The clock may restart behind the last evaluation (event time): no
   // evaluation until it has passed it.
   Eval(t0 + 500);
@@ -240,31 +265,40 @@ TEST_F(AlerterTest, AbsenceFiresWhenAFamilyGoesQuiet) {
   Eval(kDay + 100 + 601);
   auto alerts = alerter_->Alerts();
   ASSERT_EQ(alerts.size(), 1u);
-  EXPECT_EQ(alerts[0].rule(), "Quiet");
-  EXPECT_EQ(alerts[0].state(), v1::ALERT_STATE_FIRING);
-  EXPECT_EQ(alerts[0].labels().at("family"), "product");
+  EXPECT_EQ(alerts[0].rule, "Quiet");
+  EXPECT_EQ(alerts[0].state, alerting::AlertState::kFiring);
+  EXPECT_EQ(alerts[0].labels.at("family"), "product");
   newest_product_ms_ = (kDay + 700) * 1000;
   Eval(kDay + 702);
-  EXPECT_EQ(alerter_->Alerts()[0].state(), v1::ALERT_STATE_RESOLVED);
+  EXPECT_EQ(alerter_->Alerts()[0].state, alerting::AlertState::kResolved);
 }
 
 TEST_F(AlerterTest, WhileNotReadyOnlyAgeRulesAreEvaluated) {
   const int64_t t0 = kDay + 3600;
   ASSERT_NO_FATAL_FAILURE(StartWithSearchPending(t0));
-  // The engine stops being ready (say Kafka is unreachable) and product
-  // events stop: the KPI rule's instance is frozen, not resolved, while the
-  // absence rule still fires.
+  // The engine stops being ready (say Kafka is unreachable; its partitions
+  // are caught up) and product events stop: the KPI rule's instance is
+  // frozen, not resolved, while the absence rule still fires.
   ready_ = false;
   newest_product_ms_ = t0 * 1000;
   Eval(t0 + 601);
   EXPECT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
   bool quiet_firing = false;
-  for (const auto& a : alerter_->Alerts()) quiet_firing |= a.rule() == "Quiet" && a.state() == v1::ALERT_STATE_FIRING;
+  for (const auto& a : alerter_->Alerts())
+    quiet_firing |= a.rule == "Quiet" && a.state == alerting::AlertState::kFiring;
   EXPECT_TRUE(quiet_firing);
-  // Ready again: the KPI rule moves on (the clicks left the 10m window).
+  // Ready again: the KPI rule follows what its condition was over the
+  // time it was not evaluated (read back from the state): the clicks held
+  // for its 2 minutes (it fired) and then left the 10m window (resolved).
   ready_ = true;
   Eval(t0 + 602);
-  EXPECT_EQ(StateOf("search"), "");  // pending that cleared: inactive, dropped
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
+  for (const auto& a : alerter_->Alerts()) {
+    if (a.rule == "ManyClicks") {
+      EXPECT_NEAR(a.firing_since_ms, (t0 + 120) * 1000, 1000);  // the first sample 2 minutes in
+      EXPECT_LE(a.resolved_at_ms, (t0 + 602) * 1000);
+    }
+  }
 }
 
 TEST_F(AlerterTest, TransitionLogIsBoundedAndSurvivesRestart) {
@@ -278,16 +312,16 @@ TEST_F(AlerterTest, TransitionLogIsBoundedAndSurvivesRestart) {
     Eval(kDay + i * 2000 + 702);  // resolves
   }
   EXPECT_EQ(alerter_->sequence(), 10u);
-  std::vector<v1::AlertTransition> ts;
+  std::vector<alerting::AlertTransition> ts;
   EXPECT_FALSE(alerter_->TransitionsAfter(2, 100, &ts));  // 3..6 were dropped
   ASSERT_TRUE(alerter_->TransitionsAfter(6, 100, &ts));
   ASSERT_EQ(ts.size(), 4u);
-  EXPECT_EQ(ts.front().sequence(), 7u);
+  EXPECT_EQ(ts.front().sequence, 7u);
   StartAlerter();
   ts.clear();
   ASSERT_TRUE(alerter_->TransitionsAfter(8, 100, &ts));
   ASSERT_EQ(ts.size(), 2u);
-  EXPECT_EQ(ts.back().sequence(), 10u);
+  EXPECT_EQ(ts.back().sequence, 10u);
   EXPECT_EQ(alerter_->sequence(), 10u);
 }
 
@@ -365,17 +399,53 @@ TEST_F(AlerterTest, GrpcResumeFromTrimmedSequenceIsOutOfRange) {
   (*server)->Shutdown();
 }
 
+// State written before 0.2 (kpistream.v1.AlertRecord under "i/") is
+// migrated: the firing alert comes back with its group, times and identity.
+TEST_F(AlerterTest, StateFromBeforeTheNewFormatIsMigrated) {
+  internal::v1::LegacyAlertRecord old;
+  auto* a = old.mutable_alert();
+  a->set_rule("ManyClicks");
+  a->set_state(3);  // firing
+  a->set_value(8);
+  a->mutable_active_since()->set_seconds(kDay);
+  a->mutable_firing_since()->set_seconds(kDay + 120);
+  a->mutable_last_true()->set_seconds(kDay + 120);
+  a->mutable_last_evaluated()->set_seconds(kDay + 120);
+  ASSERT_TRUE(store_
+                  ->WriteAlerts({{std::string("i/ManyClicks\0channel=search", 27), old.SerializeAsString()},
+                                 {std::string("t/\0\0\0\0\0\0\0\x07", 10), "x"}})
+                  .ok());
+  query_clock_.SetMs((kDay + 3600) * 1000);
+  StartAlerter();
+  const auto alerts = alerter_->Alerts();
+  ASSERT_EQ(alerts.size(), 1u);
+  EXPECT_EQ(alerts[0].state, alerting::AlertState::kFiring);
+  EXPECT_EQ(alerts[0].labels.at("channel"), "search");
+  EXPECT_EQ(alerts[0].firing_since_ms, (kDay + 120) * 1000);
+  EXPECT_EQ(alerts[0].starts_at_ms, (kDay + 120) * 1000);
+  EXPECT_EQ(alerter_->sequence(), 7u);  // the old log's sequence goes on
+  // The old keys are gone; a second start reads the new ones.
+  int old_keys = 0;
+  ASSERT_TRUE(store_->ScanAlerts("i/", [&](auto, auto) { ++old_keys; }).ok());
+  ASSERT_TRUE(store_->ScanAlerts("t/", [&](auto, auto) { ++old_keys; }).ok());
+  EXPECT_EQ(old_keys, 0);
+  StartAlerter();
+  ASSERT_EQ(alerter_->Alerts().size(), 1u);
+  EXPECT_EQ(alerter_->Alerts()[0].fingerprint, alerts[0].fingerprint);
+  EXPECT_EQ(alerter_->sequence(), 7u);
+}
+
 TEST(AlertmanagerPayloadTest, FiringAheadResolvedAtResolution) {
-  v1::AlertRecord firing, resolved;
-  firing.mutable_alert()->set_state(v1::ALERT_STATE_FIRING);
-  (*firing.mutable_alert()->mutable_labels())["alertname"] = "A";
-  (*firing.mutable_alert()->mutable_annotations())["summary"] = "s";
-  firing.mutable_alert()->mutable_firing_since()->set_seconds(1000);
-  resolved.mutable_alert()->set_state(v1::ALERT_STATE_RESOLVED);
-  (*resolved.mutable_alert()->mutable_labels())["alertname"] = "B";
-  resolved.mutable_alert()->mutable_firing_since()->set_seconds(1000);
-  resolved.mutable_alert()->mutable_resolved_at()->set_seconds(2000);
-  const auto body = AlertmanagerPayload({firing, resolved}, 3000 * 1000, 60 * 1000, "http://kpid");
+  alerting::Alert firing, resolved;
+  firing.state = alerting::AlertState::kFiring;
+  firing.labels["alertname"] = "A";
+  firing.annotations["summary"] = "s";
+  firing.starts_at_ms = 1000 * 1000;
+  resolved.state = alerting::AlertState::kResolved;
+  resolved.labels["alertname"] = "B";
+  resolved.starts_at_ms = 1000 * 1000;
+  resolved.ends_at_ms = 2000 * 1000;
+  const auto body = alerting::AlertmanagerPayload({firing, resolved}, 3000 * 1000, 60 * 1000, "http://kpid");
   const auto j = nlohmann::json::parse(body);
   ASSERT_EQ(j.size(), 2u);
   EXPECT_EQ(j[0]["labels"]["alertname"], "A");
@@ -384,6 +454,188 @@ TEST(AlertmanagerPayloadTest, FiringAheadResolvedAtResolution) {
   EXPECT_EQ(j[0]["endsAt"], "1970-01-01T00:51:00.000Z");  // now + 60 s
   EXPECT_EQ(j[0]["generatorURL"], "http://kpid");
   EXPECT_EQ(j[1]["endsAt"], "1970-01-01T00:33:20.000Z");  // the resolution time
+  // Bytes that are not UTF-8 go out as U+FFFD (JSON cannot carry them).
+  firing.labels["channel"] = std::string("north\xff\xfe", 7);
+  const auto bad = nlohmann::json::parse(alerting::AlertmanagerPayload({firing}, 3000 * 1000, 60 * 1000, ""));
+  EXPECT_EQ(bad[0]["labels"]["channel"], "north\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+// Issue 14, item 5: `for` is never met across a gap the alerter did not
+// evaluate. The issue's case: event-time clock, evaluation every second, a
+// rule over 10 minutes `> 0` for 30 minutes; one click at 00:00:30 (pending),
+// the next at 05:00:30. The condition was false from 00:10:30 on: a new
+// pending period starts at 05:00:30, it does not fire at once.
+TEST_F(AlerterTest, ForIsNeverMetAcrossAGapTheAlerterDidNotEvaluate) {
+  auto cat = kpi::ParseCatalog(R"yaml(
+measures:
+  clicks: {family: campaign, types: [click], aggregation: count, group_by: [channel]}
+kpis:
+  clicks: {formula: clicks, unit: count, windows: [10m]}
+alerts:
+  Any: {kpi: clicks, window: 10m, condition: "> 0", for: 30m}
+  AtOnce: {kpi: clicks, window: 10m, condition: "> 0", for: 0s}
+  AtOnceToo: {kpi: clicks, window: 10m, condition: "> 0", for: 0}
+)yaml",
+                               "t.yaml");
+  ASSERT_TRUE(cat.ok()) << cat.status();  // `for: 0` and `for: 0s` are accepted
+  alerter_.reset();
+  ingest_.reset();
+  queries_.reset();
+  source_.reset();
+  store_.reset();
+  std::filesystem::remove_all(dir_);
+  catalog_ = std::move(*cat);
+  OpenStore();
+  AlerterOptions o;
+  o.now_ms = [this] { return now_s_ * 1000; };  // the event-time clock of the issue
+  o.eval_interval_ms = 1000;
+  auto a = Alerter::Create(o, catalog_, *queries_, store_.get(), {}, query_clock_);
+  ASSERT_TRUE(a.ok()) << a.status();
+  alerter_ = std::move(*a);
+  auto state_of = [&](const std::string& rule) {
+    for (const auto& x : alerter_->Alerts()) {
+      if (x.rule == rule) return x.state;
+    }
+    return alerting::AlertState::kInactive;
+  };
+  const int64_t t0 = 1763596830;  // 2025-11-20T00:00:30Z
+  Clicks("search", 1, t0);
+  Eval(t0);
+  EXPECT_EQ(state_of("Any"), alerting::AlertState::kPending);
+  EXPECT_EQ(state_of("AtOnce"), alerting::AlertState::kFiring);
+  EXPECT_EQ(state_of("AtOnceToo"), alerting::AlertState::kFiring);
+  Clicks("search", 1, t0 + 5 * 3600);
+  Eval(t0 + 5 * 3600);
+  ASSERT_EQ(state_of("Any"), alerting::AlertState::kPending);
+  for (const auto& x : alerter_->Alerts()) {
+    if (x.rule == "Any") {
+      EXPECT_EQ(x.active_since_ms, (t0 + 5 * 3600) * 1000);  // a new pending period
+    }
+  }
+  // Clicks every 5 minutes from there, evaluated every 30 s: it fires 30
+  // minutes after 05:00:30, not before.
+  const int64_t t1 = t0 + 5 * 3600;
+  for (int64_t s = 30; s <= 31 * 60; s += 30) {
+    if (s % 300 == 0) Clicks("search", 1, t1 + s);
+    Eval(t1 + s);
+    EXPECT_EQ(state_of("Any"), s < 30 * 60 ? alerting::AlertState::kPending : alerting::AlertState::kFiring) << s;
+  }
+  EXPECT_GE(alerter_->stats().gaps_sampled, 1u);
+  // The skipped time was evaluated: pending at 00:00:30, cleared once the
+  // click left the window, pending again at 05:00:30.
+  std::vector<alerting::AlertTransition> ts;
+  ASSERT_TRUE(alerter_->TransitionsAfter(0, 1000, &ts));
+  std::vector<std::pair<alerting::AlertState, int64_t>> any;
+  for (const auto& x : ts) {
+    if (x.alert.rule == "Any") any.emplace_back(x.alert.state, x.alert.last_evaluated_ms / 1000);
+  }
+  ASSERT_GE(any.size(), 3u);
+  EXPECT_EQ(any[0], std::make_pair(alerting::AlertState::kPending, t0));
+  EXPECT_EQ(any[1].first, alerting::AlertState::kInactive);
+  EXPECT_GT(any[1].second, t0 + 600);
+  EXPECT_LT(any[1].second, t0 + 600 + 5 * 3600 / 60 + 1);  // found by the first sample after 00:10:30
+  EXPECT_EQ(any[2], std::make_pair(alerting::AlertState::kPending, t1));
+}
+
+TEST(StepAlertTest, AGapCountsNeitherAsHeldNorAsCleared) {
+  kpi::AlertRule r;
+  r.for_s = 600;
+  r.keep_firing_for_s = 300;
+  alerting::AlertInstance in;
+  const int64_t s = 1000;
+  StepAlert(r, true, 1.0, 0, 0, &in);
+  StepAlert(r, true, 1.0, 240 * s, 0, &in);
+  EXPECT_EQ(in.state, alerting::AlertState::kPending);
+  // A gap of an hour, true again after it: the 4 minutes before count, the
+  // hour does not.
+  StepAlert(r, true, 1.0, 3840 * s, 3600 * s, &in);
+  EXPECT_EQ(in.state, alerting::AlertState::kPending);
+  EXPECT_EQ(in.active_since_ms, 3600 * s);
+  StepAlert(r, true, 1.0, 4200 * s, 0, &in);  // 4 + 6 minutes of known truth: fires
+  EXPECT_EQ(in.state, alerting::AlertState::kFiring);
+  // Firing, true at 4200, a gap of an hour, false after it: keep_firing_for
+  // counts from the end of the gap, not from before it.
+  StepAlert(r, false, 0.0, 7800 * s, 3600 * s, &in);
+  EXPECT_EQ(in.state, alerting::AlertState::kFiring);
+  StepAlert(r, false, 0.0, 8100 * s, 0, &in);
+  EXPECT_EQ(in.state, alerting::AlertState::kResolved);
+}
+
+// Issue 14, item 6: nothing changes state from data being replayed. While
+// partitions replay, KPI rules and absence rules alike are held; the same
+// data once caught up is evaluated.
+TEST_F(AlerterTest, NothingChangesStateWhileReplaying) {
+  const int64_t t0 = kDay + 3600;
+  StartAlerter();
+  Clicks("search", 8, t0 - 30);
+  replaying_ = true;
+  newest_product_ms_ = (t0 - 7200) * 1000;  // a replay's view: product events two hours old
+  Eval(t0);
+  EXPECT_TRUE(alerter_->Alerts().empty());
+  EXPECT_EQ(alerter_->sequence(), 0u);
+  replaying_ = false;
+  newest_product_ms_ = -1;  // caught up: product events are current
+  Eval(t0 + 1);
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  for (const auto& a : alerter_->Alerts()) EXPECT_NE(a.rule, "Quiet");
+}
+
+// Issue 14, item 7: startsAt is the firing time on the wall clock, the same
+// on every resend and after a restart, for both clocks.
+TEST_F(AlerterTest, StartsAtIsFixedWhenTheAlertFires) {
+  const int64_t t0 = kDay + 3600;
+  ASSERT_NO_FATAL_FAILURE(StartWithSearchPending(t0));
+  Eval(t0 + 120);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
+  const int64_t starts_at = alerter_->Alerts()[0].starts_at_ms;
+  EXPECT_EQ(starts_at, (t0 + 120) * 1000);
+  for (int i = 1; i <= 4; ++i) {
+    Eval(t0 + 120 + 10 * i);
+    const auto body = alerting::AlertmanagerPayload(alerter_->Alerts(), (t0 + 120 + 10 * i) * 1000, 60000, "");
+    EXPECT_EQ(nlohmann::json::parse(body)[0]["startsAt"], "2025-11-23T01:02:00.000Z");
+  }
+  StartAlerter();
+  EXPECT_EQ(alerter_->Alerts()[0].starts_at_ms, starts_at);
+}
+
+// Issue 14, item 8: any byte a dimension value can hold survives a restart
+// in the alert's labels and identity.
+TEST_F(AlerterTest, LabelBytesAndIdentitySurviveRestart) {
+  const int64_t t0 = kDay + 3600;
+  StartAlerter();
+  const std::vector<std::string> values = {std::string("north\0team=growth", 17), "a=b,c", "line\nbreak",
+                                           std::string("bad\xff\xfe", 5), std::string("\0", 1)};
+  for (const auto& v : values) {
+    if (v.find('\xff') != std::string::npos) {
+      ClicksDirect(v, 8, t0 - 30);
+    } else {
+      Clicks(v, 8, t0 - 30);
+    }
+  }
+  Eval(t0);
+  auto before = alerter_->Alerts();
+  ASSERT_EQ(before.size(), values.size());
+  std::set<std::string> fingerprints;
+  for (const auto& a : before) fingerprints.insert(a.fingerprint);
+  EXPECT_EQ(fingerprints.size(), values.size());
+  store_.reset();
+  alerter_.reset();
+  OpenStore();
+  StartAlerter();
+  auto after = alerter_->Alerts();
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_EQ(after[i].labels, before[i].labels);
+    EXPECT_EQ(after[i].fingerprint, before[i].fingerprint);
+    EXPECT_EQ(after[i].labels.at("team"), "ads");  // the rule's label; no value spilled into another
+  }
+  std::set<std::string> channels;
+  for (const auto& a : after) channels.insert(a.labels.at("channel"));
+  EXPECT_EQ(channels, std::set<std::string>(values.begin(), values.end()));
+  // Another evaluation finds the same instances: no new transitions.
+  const uint64_t seq = alerter_->sequence();
+  Eval(t0 + 60);
+  EXPECT_EQ(alerter_->sequence(), seq);
 }
 
 }  // namespace

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "services/alerter.h"
+#include "alerting/alerter.h"
 
-namespace kpistream::services {
+namespace kpistream::alerting {
 
 struct NotifierOptions {
   // Alertmanager base URLs, e.g. http://am-1:9093 (the API path is added).
@@ -46,9 +46,9 @@ struct NotifierTargetStats {
 
 class Notifier {
  public:
-  // REQUIRES: alerter outlives the notifier.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Notifier>> Start(const NotifierOptions& options,
-                                                                       Alerter* alerter);
+  // REQUIRES: alerter and clock outlive the notifier.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Notifier>> Start(
+      const NotifierOptions& options, Alerter* alerter, const state::Clock& clock = state::Clock::Wall());
   ~Notifier();
   Notifier(const Notifier&) = delete;
   Notifier& operator=(const Notifier&) = delete;
@@ -61,8 +61,11 @@ class Notifier {
   std::unique_ptr<Rep> rep_;
 };
 
-// Alertmanager's JSON for a batch of alerts (exposed for tests).
-std::string AlertmanagerPayload(const std::vector<v1::AlertRecord>& records, int64_t now_ms, int64_t ends_at_ahead_ms,
+// Alertmanager's JSON for a batch of alerts (exposed for tests): startsAt
+// is the alert's firing time on the wall clock, fixed when it fired; endsAt
+// its resolution time, or now + ends_at_ahead_ms while firing. Label and
+// annotation bytes that are not UTF-8 are sent as U+FFFD.
+std::string AlertmanagerPayload(const std::vector<Alert>& alerts, int64_t now_ms, int64_t ends_at_ahead_ms,
                                 const std::string& generator_url);
 
-}  // namespace kpistream::services
+}  // namespace kpistream::alerting

@@ -1,4 +1,4 @@
-#include "services/notifier.h"
+#include "alerting/notifier.h"
 
 #include <curl/curl.h>
 #include <fmt/format.h>
@@ -14,15 +14,9 @@
 
 #include "absl/time/time.h"
 
-namespace kpistream::services {
+namespace kpistream::alerting {
 
 namespace {
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-int64_t TimeMs(const google::protobuf::Timestamp& t) { return t.seconds() * 1000 + t.nanos() / 1000000; }
 
 std::string Rfc3339(int64_t ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
@@ -30,38 +24,39 @@ std::string Rfc3339(int64_t ms) {
 
 // A resolution is identified by the instance and when it resolved, so a new
 // episode of the same alert is delivered again.
-std::string ResolutionId(const v1::Alert& a) { return fmt::format("{}@{}", a.fingerprint(), TimeMs(a.resolved_at())); }
+std::string ResolutionId(const Alert& a) { return fmt::format("{}@{}", a.fingerprint, a.resolved_at_ms); }
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
 
 }  // namespace
 
-std::string AlertmanagerPayload(const std::vector<v1::AlertRecord>& records, int64_t now_ms, int64_t ends_at_ahead_ms,
+std::string AlertmanagerPayload(const std::vector<Alert>& alerts, int64_t now_ms, int64_t ends_at_ahead_ms,
                                 const std::string& generator_url) {
   nlohmann::json arr = nlohmann::json::array();
-  for (const auto& rec : records) {
-    const auto& a = rec.alert();
+  for (const auto& a : alerts) {
     nlohmann::json j;
     j["labels"] = nlohmann::json::object();
-    for (const auto& [k, v] : a.labels()) j["labels"][k] = v;
+    for (const auto& [k, v] : a.labels) j["labels"][k] = v;
     j["annotations"] = nlohmann::json::object();
-    for (const auto& [k, v] : a.annotations()) j["annotations"][k] = v;
-    // The rule clock may be event time: never claim a start in the future.
-    j["startsAt"] = Rfc3339(std::min(TimeMs(a.firing_since()), now_ms));
-    if (a.state() == v1::ALERT_STATE_RESOLVED) {
-      j["endsAt"] = Rfc3339(std::min(TimeMs(a.resolved_at()), now_ms));
+    for (const auto& [k, v] : a.annotations) j["annotations"][k] = v;
+    j["startsAt"] = Rfc3339(a.starts_at_ms);
+    if (a.state == AlertState::kResolved) {
+      j["endsAt"] = Rfc3339(a.ends_at_ms);
     } else {
       j["endsAt"] = Rfc3339(now_ms + ends_at_ahead_ms);
     }
     if (!generator_url.empty()) j["generatorURL"] = generator_url;
     arr.push_back(std::move(j));
   }
-  return arr.dump();
+  // A dimension value may hold bytes that are not UTF-8: JSON cannot, so
+  // they go out as U+FFFD (the alert's identity, kept in kpid, is the bytes).
+  return arr.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 struct Notifier::Rep {
   NotifierOptions options;
   Alerter* alerter;
+  const state::Clock* clock;
   int sub_id = -1;
 
   struct Target {
@@ -125,9 +120,9 @@ void Notifier::Rep::Run() {
       if (stop) return;
       wake = false;
     }
-    const int64_t now = WallMs();
+    const int64_t now = clock->NowMs();
     const uint64_t seq = alerter->sequence();
-    std::vector<v1::AlertRecord> records;
+    std::vector<Alert> records;
     bool fetched = false;
     for (size_t i = 0; i < targets.size(); ++i) {
       auto& t = targets[i];
@@ -135,14 +130,14 @@ void Notifier::Rep::Run() {
       const bool due = t.sent_sequence != seq || now - t.last_success_ms >= options.resend_interval_ms;
       if (!due) continue;
       if (!fetched) {
-        records = alerter->Records();
+        records = alerter->Alerts();
         fetched = true;
       }
-      std::vector<v1::AlertRecord> batch;
+      std::vector<Alert> batch;
       for (const auto& r : records) {
-        const auto s = r.alert().state();
-        if (s == v1::ALERT_STATE_FIRING ||
-            (s == v1::ALERT_STATE_RESOLVED && !r.resolution_delivered() && !t.acked.count(ResolutionId(r.alert())))) {
+        const auto s = r.state;
+        if (s == AlertState::kFiring ||
+            (s == AlertState::kResolved && !r.resolution_delivered && !t.acked.count(ResolutionId(r)))) {
           batch.push_back(r);
         }
       }
@@ -162,7 +157,7 @@ void Notifier::Rep::Run() {
         t.last_success_ms = now;
         t.backoff_ms = 0;
         for (const auto& r : batch) {
-          if (r.alert().state() == v1::ALERT_STATE_RESOLVED) t.acked.insert(ResolutionId(r.alert()));
+          if (r.state == AlertState::kResolved) t.acked.insert(ResolutionId(r));
         }
       } else {
         t.backoff_ms = std::clamp(t.backoff_ms * 2, options.min_backoff_ms, options.max_backoff_ms);
@@ -176,11 +171,11 @@ void Notifier::Rep::Run() {
     std::vector<std::string> delivered;
     std::set<std::string> live;
     for (const auto& r : records) {
-      if (r.alert().state() != v1::ALERT_STATE_RESOLVED || r.resolution_delivered()) continue;
-      const auto id = ResolutionId(r.alert());
+      if (r.state != AlertState::kResolved || r.resolution_delivered) continue;
+      const auto id = ResolutionId(r);
       live.insert(id);
       if (std::all_of(targets.begin(), targets.end(), [&](const Target& t) { return t.acked.count(id) > 0; })) {
-        delivered.push_back(r.alert().fingerprint());
+        delivered.push_back(r.fingerprint);
       }
     }
     for (auto& t : targets) {
@@ -190,12 +185,14 @@ void Notifier::Rep::Run() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<Notifier>> Notifier::Start(const NotifierOptions& options, Alerter* alerter) {
+absl::StatusOr<std::unique_ptr<Notifier>> Notifier::Start(const NotifierOptions& options, Alerter* alerter,
+                                                          const state::Clock& clock) {
   static const CURLcode init = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (init != CURLE_OK) return absl::InternalError("curl_global_init failed");
   auto rep = std::make_unique<Rep>();
   rep->options = options;
   rep->alerter = alerter;
+  rep->clock = &clock;
   for (auto url : options.alertmanager_urls) {
     while (!url.empty() && url.back() == '/') url.pop_back();
     rep->targets.push_back({.url = url + "/api/v2/alerts"});
@@ -243,4 +240,4 @@ std::vector<NotifierTargetStats> Notifier::stats() const {
   return rep_->stats;
 }
 
-}  // namespace kpistream::services
+}  // namespace kpistream::alerting
