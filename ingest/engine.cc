@@ -5,11 +5,14 @@
 #include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <limits>
 #include <set>
+#include <span>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 
@@ -63,6 +66,75 @@ absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::str
     return absl::InvalidArgumentError(fmt::format("kafka setting {}={}: {}", k, v, err));
   }
   return absl::OkStatus();
+}
+
+// librdkafka properties that apply to one client type only (the C and P
+// rows of librdkafka's CONFIGURATION.md, 2.0): kafka.properties goes to the
+// consumer and the dead-letter producer alike, minus what the other type
+// would only warn about ("... is a consumer property and will be ignored by
+// this producer instance").
+constexpr std::string_view kConsumerOnly[] = {"group.id",
+                                              "group.instance.id",
+                                              "partition.assignment.strategy",
+                                              "session.timeout.ms",
+                                              "heartbeat.interval.ms",
+                                              "group.protocol.type",
+                                              "group.protocol",
+                                              "group.remote.assignor",
+                                              "coordinator.query.interval.ms",
+                                              "max.poll.interval.ms",
+                                              "enable.auto.commit",
+                                              "auto.commit.interval.ms",
+                                              "enable.auto.offset.store",
+                                              "queued.min.messages",
+                                              "queued.max.messages.kbytes",
+                                              "fetch.wait.max.ms",
+                                              "fetch.queue.backoff.ms",
+                                              "fetch.message.max.bytes",
+                                              "max.partition.fetch.bytes",
+                                              "fetch.max.bytes",
+                                              "fetch.min.bytes",
+                                              "fetch.error.backoff.ms",
+                                              "offset.store.method",
+                                              "isolation.level",
+                                              "enable.partition.eof",
+                                              "check.crcs",
+                                              "allow.auto.create.topics",
+                                              "auto.offset.reset",
+                                              "consume.callback.max.messages",
+                                              "auto.commit.enable",
+                                              "offset.store.path",
+                                              "offset.store.sync.interval.ms"};
+constexpr std::string_view kProducerOnly[] = {"transactional.id",
+                                              "transaction.timeout.ms",
+                                              "enable.idempotence",
+                                              "enable.gapless.guarantee",
+                                              "queue.buffering.max.messages",
+                                              "queue.buffering.max.kbytes",
+                                              "queue.buffering.max.ms",
+                                              "linger.ms",
+                                              "message.send.max.retries",
+                                              "retries",
+                                              "queue.buffering.backpressure.threshold",
+                                              "compression.codec",
+                                              "compression.type",
+                                              "compression.level",
+                                              "batch.num.messages",
+                                              "batch.size",
+                                              "delivery.report.only.error",
+                                              "sticky.partitioning.linger.ms",
+                                              "request.required.acks",
+                                              "acks",
+                                              "request.timeout.ms",
+                                              "message.timeout.ms",
+                                              "delivery.timeout.ms",
+                                              "queuing.strategy",
+                                              "produce.offset.report",
+                                              "partitioner",
+                                              "msg_order_cmp"};
+
+bool Listed(std::string_view key, std::span<const std::string_view> list) {
+  return std::find(list.begin(), list.end(), key) != list.end();
 }
 
 struct PartitionState {
@@ -199,8 +271,12 @@ absl::Status Engine::Rep::Init() {
   RdConf cconf(rd_kafka_conf_new());
   RdConf pconf(rd_kafka_conf_new());
   for (const auto& [k, v] : options.kafka_properties) {
-    if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
-    if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
+    if (!Listed(k, kProducerOnly)) {
+      if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
+    }
+    if (!Listed(k, kConsumerOnly)) {
+      if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
+    }
   }
   const std::pair<const char*, std::string> consumer_settings[] = {
       {"bootstrap.servers", options.brokers},

@@ -10,6 +10,7 @@
 //       security.protocol: SASL_SSL
 //   catalog: kpis.yaml             # relative to this file; default: built-in
 //   commit_interval: 200ms
+//   max_future: 10m                # events further ahead of the clock are dead-lettered as `future`
 //   memory_budget_mb: 256
 //   retention: {fine: 35d, hour: 400d, day: forever}   # per roll-up tier
 //   alerting:
@@ -19,6 +20,7 @@
 //     resend_interval: 1m
 //     clock: wall                  # wall | event_time (replays, backfills, tests)
 //     generator_url: http://kpid.example.com:9464/metrics
+//     max_evaluation_gap: 1m       # longer without an evaluation is a gap (default: 4 x evaluation_interval, >= 1m)
 //
 // Thread-safety: plain values.
 #pragma once
@@ -46,8 +48,13 @@ struct KpidConfig {
   bool alert_clock_event_time = false;
 };
 
-// Errors carry "file:line:col: what to fix".
+// Errors carry "file:line:col: what to fix", every error of the file, one
+// per line (unknown keys at every level included).
 [[nodiscard]] absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path);
+[[nodiscard]] absl::StatusOr<KpidConfig> ParseKpidConfig(std::string_view text, const std::string& path);
+// Whether a file is a kpid config (a map with `kafka:` and no `measures:`),
+// as opposed to a KPI file: told apart by structure, not by a substring.
+bool LooksLikeKpidConfig(std::string_view text);
 [[nodiscard]] absl::StatusOr<kpi::Catalog> LoadCatalogFor(const KpidConfig& config);
 
 }  // namespace kpistream::services

@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
                                                     listen_info, log_level = "info";
   double demo_rate = 2000;
   bool accept_lost_records = false;
+  std::string group_instance_id;
   app.add_option("--config", config_path, "kpid config file (brokers, topics, catalog); omit for the embedded demo");
   app.add_option("--check-config", check_config, "validate a config or KPI file, print every error, and exit");
   app.add_option("--state-dir", state_dir,
@@ -62,6 +63,9 @@ int main(int argc, char** argv) {
   app.add_flag("--accept-lost-records", accept_lost_records,
                "when records kpid still needed were deleted from Kafka (retention), continue from the log start "
                "and count them in kpistream_records_lost_total instead of stopping; for this run only");
+  app.add_option("--group-instance-id", group_instance_id,
+                 "static consumer-group membership (librdkafka group.instance.id), e.g. the StatefulSet pod name: a "
+                 "restarted kpid takes its partitions back at once");
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -73,8 +77,8 @@ int main(int argc, char** argv) {
     if (!in) return Fail(fmt::format("{}: cannot open", check_config));
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     absl::StatusOr<kpi::Catalog> cat;
-    if (text.find("kafka:") != std::string::npos) {
-      auto cfg = services::LoadKpidConfig(check_config);
+    if (services::LooksLikeKpidConfig(text)) {
+      auto cfg = services::ParseKpidConfig(text, check_config);
       if (!cfg.ok()) return Fail(std::string(cfg.status().message()));
       cat = services::LoadCatalogFor(*cfg);
     } else {
@@ -136,6 +140,7 @@ int main(int argc, char** argv) {
   if (!store.ok()) return Fail(std::string(store.status().message()));
 
   config.engine.accept_lost_records = accept_lost_records;
+  if (!group_instance_id.empty()) config.engine.kafka_properties["group.instance.id"] = group_instance_id;
   if (config.engine.dedup_window_ms > 0) {
     for (const auto& m : catalog->measures) {
       if (m.lateness_ms > config.engine.dedup_window_ms) {

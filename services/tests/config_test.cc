@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -53,7 +54,9 @@ TEST_F(ConfigTest, MinFreeDisk) {
   EXPECT_EQ(Load("")->min_free_disk_bytes, 64ull << 20);
   auto bad = Load("min_free_disk_mb: -1\n");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find(":4:19: min_free_disk_mb must be 0"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find(":4:19: min_free_disk_mb '-1' must be a whole number from 0"),
+            std::string::npos)
+      << bad.status();
 }
 
 TEST_F(ConfigTest, DedupWindow) {
@@ -64,6 +67,35 @@ TEST_F(ConfigTest, DedupWindow) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find(":4:15: dedup_window: "), std::string::npos) << bad.status();
   EXPECT_NE(bad.status().message().find("(or 'off')"), std::string::npos) << bad.status();
+}
+
+// Issue 18: typos anywhere are errors, wrong types say where and what was
+// expected, and every error of the file is reported at once.
+TEST_F(ConfigTest, UnknownKeysAtEveryLevelAndEveryErrorReported) {
+  std::ofstream(path_) << "kafka:\n  brokers: localhost:9092\n  group-id: g\n  dlq_topc: d\n"
+                          "  topics: {campaign: c}\ncommit_interval: fastms\nmax_future: soon\nretention: {fine: 3w}\n";
+  auto r = LoadKpidConfig(path_);
+  ASSERT_FALSE(r.ok());
+  const std::string msg(r.status().message());
+  for (const std::string want : {":3:3: unknown key 'group-id'", ":4:3: unknown key 'dlq_topc'",
+                                 ":6:18: commit_interval: bad duration \"fastms\"", ":7:13: max_future: bad duration",
+                                 ":8:19: retention.fine: bad duration"}) {
+    EXPECT_NE(msg.find(path_ + want), std::string::npos) << want << "\n" << msg;
+  }
+  EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 4) << msg;
+}
+
+TEST_F(ConfigTest, MaxFutureAndCommitInterval) {
+  EXPECT_EQ(Load("")->engine.max_future_ms, 10 * 60 * 1000);
+  EXPECT_EQ(Load("max_future: 1h\n")->engine.max_future_ms, 3600 * 1000);
+  EXPECT_EQ(Load("commit_interval: 150ms\n")->engine.commit_interval_ms, 150);
+  EXPECT_EQ(Load("commit_interval: 2s\n")->engine.commit_interval_ms, 2000);
+}
+
+TEST(ConfigKindTest, ToldApartByStructure) {
+  EXPECT_TRUE(LooksLikeKpidConfig("kafka:\n  brokers: b\n"));
+  EXPECT_FALSE(LooksLikeKpidConfig("measures:\n  c: {family: campaign, aggregation: count}\n# kafka: in a comment\n"));
+  EXPECT_FALSE(LooksLikeKpidConfig("measures:\n  c: {family: campaign, help: \"kafka: x\", aggregation: count}\n"));
 }
 
 TEST_F(ConfigTest, AlertingErrorsNameTheLineAndTheFix) {
