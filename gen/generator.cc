@@ -78,6 +78,10 @@ struct Generator::Rep {
   ev::CrmEvent crm;
   google::protobuf::util::JsonPrintOptions json;
 
+  // Journeys started and not yet concluded (their start times), bounded.
+  static constexpr size_t kOpenJourneys = 4096;
+  std::vector<int64_t> open_leads, open_mqls, open_trials, open_opportunities;
+
   explicit Rep(const GenOptions& opt) : o(opt), rng(opt.seed) {}
 
   double Uniform(double lo, double hi) { return lo + (hi - lo) * static_cast<double>(rng() >> 11) * 0x1.0p-53; }
@@ -217,6 +221,47 @@ struct Generator::Rep {
       e.set_source(Pick(rng, kSources));
       e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
       e.set_cohort_month(CohortMonth(acct));
+      // Journeys: a conversion concludes an earlier start (each at most
+      // once), and carries the start's time as origin_time.
+      auto conclude = [&](std::vector<int64_t>* started) {
+        if (started->empty()) return time_ms;  // nothing started yet: starts and ends now
+        const size_t k = static_cast<size_t>(rng() % started->size());
+        const int64_t origin = (*started)[k];
+        (*started)[k] = started->back();
+        started->pop_back();
+        return origin;
+      };
+      auto remember = [](std::vector<int64_t>* started, int64_t origin) {
+        if (started->size() < kOpenJourneys) started->push_back(origin);
+      };
+      auto set_origin = [&](int64_t origin_ms) {
+        *e.mutable_origin_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(origin_ms);
+      };
+      switch (type) {
+        case ev::CRM_LEAD:
+          remember(&open_leads, time_ms);
+          break;
+        case ev::CRM_MQL: {
+          const int64_t lead = conclude(&open_leads);
+          set_origin(lead);
+          remember(&open_mqls, lead);
+          break;
+        }
+        case ev::CRM_SQL:
+          set_origin(conclude(&open_mqls));
+          break;
+        case ev::CRM_TRIAL_STARTED:
+          remember(&open_trials, time_ms);
+          break;
+        case ev::CRM_TRIAL_CONVERTED:
+          set_origin(conclude(&open_trials));
+          break;
+        default:
+          break;
+      }
+      if (type == ev::CRM_OPPORTUNITY_CREATED) remember(&open_opportunities, time_ms);
+      if (type == ev::CRM_OPPORTUNITY_WON || type == ev::CRM_OPPORTUNITY_LOST)
+        set_origin(conclude(&open_opportunities));
       switch (type) {
         case ev::CRM_OPPORTUNITY_CREATED:
         case ev::CRM_OPPORTUNITY_WON:

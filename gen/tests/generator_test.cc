@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <map>
+
 #include "ingest/decoder.h"
+#include "kpistream/events/v1/events.pb.h"
 
 namespace kpistream::gen {
 namespace {
@@ -91,6 +95,52 @@ TEST(GeneratorTest, TruthCountsEveryRecord) {
   EXPECT_NE(text.find("kpi ctr all "), std::string::npos);
   EXPECT_NE(text.find("kpi ctr 10m "), std::string::npos);
   EXPECT_NE(text.find(" exact\n"), std::string::npos);
+}
+
+// The CRM journeys: every conversion concludes an earlier start at most
+// once, and the truth's trial_to_paid is the cohort rate computed here from
+// the records alone.
+TEST(GeneratorTest, TrialToPaidIsTheCohortRateOfTheTrialsStartedInTheWindow) {
+  auto cat = kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "kpis.yaml");
+  ASSERT_TRUE(cat.ok());
+  GenOptions o = Opts();
+  o.bad_every = 0;
+  o.count = 60000;
+  o.span_ms = 6 * 3600 * 1000;
+  const int64_t end_s = o.start_ms / 1000 + 6 * 3600;
+  Truth truth(*cat, end_s, {"1h"});
+  Generator g(o);
+  Record r;
+  int64_t started = 0, converted = 0;
+  std::map<int64_t, int> open;  // trials started and not yet converted, by start time
+  for (uint64_t i = 0; i < o.count; ++i) {
+    g.Next(&r);
+    truth.Add(r);
+    if (r.family != kpi::Family::kCrm) continue;
+    const auto& e = static_cast<const events::v1::CrmEvent&>(*r.event);
+    const int64_t t = e.event_time().seconds();
+    if (e.type() == events::v1::CRM_TRIAL_STARTED) {
+      ++open[t * 1000 + e.event_time().nanos() / 1000000];
+      started += t >= end_s - 3600;
+    }
+    if (e.type() == events::v1::CRM_TRIAL_CONVERTED) {
+      ASSERT_TRUE(e.has_origin_time());
+      const int64_t origin = e.origin_time().seconds() * 1000 + e.origin_time().nanos() / 1000000;
+      ASSERT_LE(origin, r.time_ms);
+      if (origin != r.time_ms) {
+        // A conversion concludes a trial that started, at most once.
+        ASSERT_GT(open[origin]--, 0) << "a conversion of a trial that never started, or converted twice";
+      }
+      converted += origin / 1000 >= end_s - 3600 && origin / 1000 < end_s;
+    }
+  }
+  ASSERT_GT(started, 50);
+  const auto text = truth.Render();
+  const auto at = text.find("kpi trial_to_paid 1h ");
+  ASSERT_NE(at, std::string::npos);
+  const double value = std::stod(text.substr(at + std::strlen("kpi trial_to_paid 1h ")));
+  EXPECT_DOUBLE_EQ(value, static_cast<double>(converted) / static_cast<double>(started) * 100);
+  EXPECT_LT(value, 100);
 }
 
 }  // namespace

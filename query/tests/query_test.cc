@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -32,6 +34,7 @@ kpis:
   max_cost: {formula: max_cost}
   users: {formula: users, unit: count}
   imps: {formula: impressions, unit: count}
+  clicks: {formula: clicks, unit: count}
 )",
                                  "test.yaml");
     ASSERT_TRUE(cat.ok()) << cat.status();
@@ -334,6 +337,134 @@ TEST_F(QueryTest, BadRequestsSayWhatToFix) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   r = q.Range({.kpi = "users", .start = 0, .end = 86400}, 60);
   EXPECT_NE(std::string(r.status().message()).find("not a multiple"), std::string::npos);
+}
+
+// Issue 14, item 3: calendar windows in zones whose offset is not a whole
+// hour. A distinct-user measure declared with 1h buckets is stored at the
+// zone's alignment, so "yesterday" there is exact.
+TEST(CalendarZoneTest, YesterdayInHalfAndQuarterHourZonesIsExact) {
+  struct Case {
+    const char* zone;
+    int64_t local_midnight_utc;  // 2026-11-28 00:00 local, in UTC seconds
+  };
+  for (const Case& z : {Case{"Asia/Kolkata", 1764268200}, Case{"Asia/Kathmandu", 1764267300},
+                        Case{"Australia/Adelaide", 1764250200}, Case{"America/St_Johns", 1764300600}}) {
+    SCOPED_TRACE(z.zone);
+    const auto dir = std::filesystem::temp_directory_path() / ("kpistream_zone_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    auto cat = kpi::ParseCatalog(fmt::format(R"(
+timezone: {}
+measures:
+  users: {{family: product, types: [login], aggregation: distinct, field: user_id, bucket: 1h}}
+kpis:
+  dau: {{formula: users, unit: count, windows: [yesterday]}}
+)",
+                                             z.zone),
+                                 "t.yaml");
+    ASSERT_TRUE(cat.ok()) << cat.status();
+    EXPECT_LT(cat->measures[0].bucket_seconds, 3600);
+    {
+      auto store = state::Store::Open({.path = dir.string(), .retention_fine_s = 0, .retention_hour_s = 0});
+      ASSERT_TRUE(store.ok());
+      const auto ids = *kpi::BindStateIds(*cat, store->get());
+      const int64_t m = z.local_midnight_utc;
+      state::FakeClock clock((m + 2 * 86400) * 1000);
+      ingest::LocalIngest in(*cat, ids, store->get(), {}, clock);
+      // u0 just before local midnight (the day before), u1 and u5 just after
+      // it, u4 mid-day, u3 just after the next local midnight.
+      for (const auto& [user, at] : std::vector<std::pair<std::string, int64_t>>{{"u0", m - 20 * 60},
+                                                                                 {"u1", m + 10 * 60},
+                                                                                 {"u5", m + 20 * 60},
+                                                                                 {"u4", m + 12 * 3600},
+                                                                                 {"u3", m + 86400 + 10 * 60}}) {
+        events::v1::ProductEvent e;
+        e.set_event_id(user);
+        e.set_type(events::v1::PRODUCT_LOGIN);
+        e.set_user_id(user);
+        e.mutable_event_time()->set_seconds(at);
+        ASSERT_EQ(*in.Apply(2, 0, kpi::Family::kProduct, e.SerializeAsString()),
+                  ingest::PartitionApplier::Outcome::kApplied);
+      }
+      ASSERT_TRUE(in.Commit().ok());
+      LocalPartialSource source(**store);
+      QueryService q(*cat, ids, source, clock, {.retention = {}});
+      const auto r = kpi::ResolveWindow("yesterday", m + 86400 + 11 * 3600, z.zone);  // the next day, late morning
+      ASSERT_TRUE(r.ok());
+      EXPECT_EQ(r->start, m);
+      auto a = q.Get({.kpi = "dau", .start = r->start, .end = r->end});
+      ASSERT_TRUE(a.ok()) << a.status();
+      EXPECT_EQ(*a->values[0].value, 3);  // u1, u5, u4
+      EXPECT_FALSE(a->rounded);
+      EXPECT_EQ(a->covered, *r);
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// Issue 14, item 4: a rolling window ending inside a bucket covers exactly
+// the interval the answer reports, within half a bucket of the one asked.
+TEST_F(QueryTest, RollingWindowsCoverWhatTheyReport) {
+  const int64_t base = 1763856000;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 3 * 3600; i += 7) evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, base + i, "search"));
+  Apply(evs, 0);
+  QueryService q = Service();
+  for (int64_t end : {base + 3600 + 51 * 60 + 2, base + 7200 + 30, base + 7200 + 29, base + 3 * 3600 + 40}) {
+    auto a = q.Get({.kpi = "imps", .start = end - 3600, .end = end});
+    ASSERT_TRUE(a.ok()) << a.status();
+    int64_t expected = 0;
+    for (const auto& e : evs) {
+      const int64_t s = e.event_time().seconds();
+      expected += s >= a->covered.start && s < a->covered.end;
+    }
+    EXPECT_EQ(*a->values[0].value, expected) << end;
+    EXPECT_LE(std::abs(a->covered.start - (end - 3600)), 30) << end;
+    EXPECT_LE(std::abs(a->covered.end - end), 30) << end;
+    EXPECT_EQ(a->rounded, a->covered.start != end - 3600 || a->covered.end != end);
+  }
+}
+
+// Issue 14, item 10: a grouped answer lists every group the family's count
+// and sum measures saw in the window; a count of nothing is 0.
+TEST_F(QueryTest, GroupedCountsListTheGroupsRelatedKpisShow) {
+  const int64_t day = 1763856000;
+  Apply(
+      {Ev(events::v1::CAMPAIGN_IMPRESSION, day + 10, "search"), Ev(events::v1::CAMPAIGN_IMPRESSION, day + 20, "video"),
+       Ev(events::v1::CAMPAIGN_CLICK, day + 30, "search"), Ev(events::v1::CAMPAIGN_SPEND, day + 40, "display", 2)},
+      0);
+  QueryService q = Service();
+  auto clicks = q.Get({.kpi = "clicks", .start = day, .end = day + 3600, .group_by = {"channel"}});
+  ASSERT_TRUE(clicks.ok()) << clicks.status();
+  auto ctr = q.Get({.kpi = "ctr", .start = day, .end = day + 3600, .group_by = {"channel"}});
+  ASSERT_TRUE(ctr.ok());
+  std::vector<std::string> groups, ctr_groups;
+  for (const auto& gv : clicks->values) groups.push_back(gv.group[0].second);
+  for (const auto& gv : ctr->values) ctr_groups.push_back(gv.group[0].second);
+  EXPECT_EQ(groups, (std::vector<std::string>{"display", "search", "video"}));
+  EXPECT_EQ(ctr_groups, groups);
+  EXPECT_EQ(*clicks->values[0].value, 0);
+  EXPECT_EQ(*clicks->values[1].value, 1);
+  EXPECT_EQ(*clicks->values[2].value, 0);
+  EXPECT_FALSE(ctr->values[0].value.has_value());  // no impressions on display: no ratio
+  EXPECT_EQ(*ctr->values[2].value, 0);             // video: impressions, no clicks
+}
+
+// Issue 14, item 11: an answer too large for a client is refused with a
+// message that says how to narrow it, not a transport error.
+TEST_F(QueryTest, OversizedAnswersAreResourceExhausted) {
+  const int64_t day = 1763856000;
+  std::vector<CampaignEvent> evs;
+  for (int i = 0; i < 2000; ++i) {
+    evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + i, "ch-" + std::string(200, 'x') + std::to_string(i)));
+  }
+  Apply(evs, 0);
+  QueryService small(catalog_, ids_, *source_, clock_, {.max_answer_bytes = 64 << 10, .retention = {}});
+  auto a = small.Get({.kpi = "imps", .start = day, .end = day + 3600, .group_by = {"channel"}});
+  ASSERT_EQ(a.status().code(), absl::StatusCode::kResourceExhausted) << a.status();
+  EXPECT_NE(std::string(a.status().message()).find("filter on a dimension"), std::string::npos);
+  auto r = small.Range({.kpi = "imps", .start = day, .end = day + 3600, .group_by = {"channel"}}, 60);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_TRUE(small.Get({.kpi = "imps", .start = day, .end = day + 3600}).ok());
 }
 
 }  // namespace
