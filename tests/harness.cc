@@ -542,4 +542,108 @@ bool ProduceRecord(const std::string& brokers, const std::string& topic, const s
   return ok;
 }
 
+bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) return false;
+  std::vector<rd_kafka_NewTopic_t*> nts;
+  for (const auto& t : topics) nts.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, 1, err, sizeof(err)));
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, nts.data(), nts.size(), nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  bool ok = ev != nullptr && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (ok) {
+    size_t n = 0;
+    const auto* res = rd_kafka_event_CreateTopics_result(ev);
+    const auto** results = res ? rd_kafka_CreateTopics_result_topics(res, &n) : nullptr;
+    for (size_t i = 0; i < n; ++i) {
+      const auto e = rd_kafka_topic_result_error(results[i]);
+      ok &= e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS;
+    }
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  for (auto* nt : nts) rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
+bool ProduceTransaction(const std::string& brokers, const std::string& transactional_id, const std::string& topic,
+                        const std::vector<std::string>& payloads, bool commit) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "transactional.id", transactional_id.c_str(), err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  if (!rk) return false;
+  auto done = [&](rd_kafka_error_t* e) {
+    if (!e) return true;
+    std::fprintf(stderr, "transaction: %s\n", rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return false;
+  };
+  bool ok = done(rd_kafka_init_transactions(rk, 30000)) && done(rd_kafka_begin_transaction(rk));
+  for (const auto& p : payloads) {
+    ok = ok && rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(0),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_VALUE(const_cast<char*>(p.data()), p.size()),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  if (ok) {
+    ok = commit ? done(rd_kafka_commit_transaction(rk, 30000))
+                : (rd_kafka_flush(rk, 30000), done(rd_kafka_abort_transaction(rk, 30000)));
+  }
+  rd_kafka_destroy(rk);
+  return ok;
+}
+
+std::vector<TopicRecord> ReadTopic(const std::string& brokers, const std::string& topic, size_t at_least,
+                                   std::chrono::seconds timeout) {
+  std::vector<TopicRecord> out;
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "group.id", ("reader-" + std::to_string(::getpid()) + topic).c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (!rk) return out;
+  rd_kafka_poll_set_consumer(rk);
+  auto* subs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(subs, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, subs);
+  rd_kafka_topic_partition_list_destroy(subs);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto quiet_since = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() < deadline) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) {
+      // Enough, and nothing new for 2 s: done.
+      if (out.size() >= at_least && std::chrono::steady_clock::now() - quiet_since > std::chrono::seconds(2)) break;
+      continue;
+    }
+    if (!m->err) {
+      TopicRecord r;
+      r.payload.assign(static_cast<const char*>(m->payload), m->len);
+      rd_kafka_headers_t* hs = nullptr;
+      if (rd_kafka_message_headers(m, &hs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char* name;
+        const void* value;
+        size_t size;
+        for (size_t i = 0; rd_kafka_header_get_all(hs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+          r.headers[name] = std::string(static_cast<const char*>(value), size);
+        }
+      }
+      out.push_back(std::move(r));
+      quiet_since = std::chrono::steady_clock::now();
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
 }  // namespace kpistream::testing

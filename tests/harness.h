@@ -187,4 +187,21 @@ bool SetTopicConfig(const std::string& brokers, const std::string& topic, const 
 bool ProduceRecord(const std::string& brokers, const std::string& topic, const std::string& key,
                    const std::string& payload);
 
+// Creates topics (Kafka CreateTopics) with this many partitions each.
+bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions);
+
+// Produces records to partition 0 of a topic in one Kafka transaction
+// (librdkafka's transactional producer, id `transactional_id`), then commits
+// it or aborts it. The transaction's marker takes an offset of its own.
+bool ProduceTransaction(const std::string& brokers, const std::string& transactional_id, const std::string& topic,
+                        const std::vector<std::string>& payloads, bool commit);
+
+// Every record of a topic, from the beginning: its payload and headers.
+struct TopicRecord {
+  std::string payload;
+  std::map<std::string, std::string> headers;
+};
+std::vector<TopicRecord> ReadTopic(const std::string& brokers, const std::string& topic, size_t at_least,
+                                   std::chrono::seconds timeout);
+
 }  // namespace kpistream::testing

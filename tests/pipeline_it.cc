@@ -13,10 +13,13 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <tuple>
 
+#include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include "kpistream/v1/alerts.grpc.pb.h"
 #include "tests/harness.h"
 
 namespace kpistream::testing {
@@ -118,14 +121,14 @@ class PipelineIT : public ::testing::Test {
   // each (lag 0 everywhere, for 3 s on end: kpid's high watermarks are asked
   // of the broker once a second, so a lag of 0 read just after the producer
   // finished may predate its last records).
-  bool WaitCaughtUp(Kpid& kpid, std::chrono::seconds timeout) {
+  bool WaitCaughtUp(Kpid& kpid, std::chrono::seconds timeout, int partitions = 3 * kPartitions) {
     const auto deadline = Clock::now() + timeout;
     Clock::time_point zero_since{};  // epoch: lag not 0 in the last scrape
     std::string last;
     while (Clock::now() < deadline && kpid.process().Running()) {
       last = kpid.Scrape();
-      if (MetricSum(last, "kpistream_assigned_partitions") == 3 * kPartitions &&
-          MetricCount(last, "kpistream_consumer_lag_records") == 3 * kPartitions &&
+      if (MetricSum(last, "kpistream_assigned_partitions") == partitions &&
+          MetricCount(last, "kpistream_consumer_lag_records") == partitions &&
           MetricSum(last, "kpistream_consumer_lag_records") == 0) {
         if (zero_since == Clock::time_point{}) zero_since = Clock::now();
         if (Clock::now() - zero_since >= 3s) return true;
@@ -177,6 +180,32 @@ class PipelineIT : public ::testing::Test {
     }
     std::printf("[ measure  ] compared %d exact and %d sketch-based KPI values\n", exact, approx);
     EXPECT_GT(exact, 100);
+  }
+
+  // A campaign impression as proto3 JSON.
+  static std::string ImpressionJson(const std::string& id, int64_t time_ms, const std::string& campaign = "c1") {
+    return fmt::format(R"({{"eventId":"{}","eventTime":"{}","type":"CAMPAIGN_IMPRESSION","channel":"search",)"
+                       R"("campaignId":"{}"}})",
+                       id, TimeUtil::ToString(TimeUtil::MillisecondsToTimestamp(time_ms)), campaign);
+  }
+  static int64_t NowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  // The three input topics of a prefix, with one partition each.
+  void OnePartitionTopics(const std::string& prefix) {
+    ASSERT_TRUE(CreateTopics(brokers_, {prefix + "campaign", prefix + "product", prefix + "crm"}, 1));
+  }
+  // A KPI over a window ending now (ungrouped): its value, or -1.
+  static double Now(Kpid& kpid, const std::string& kpi, const std::string& window) {
+    grpc::ClientContext ctx;
+    v1::GetKpiRequest req;
+    req.set_kpi(kpi);
+    req.set_window(window);
+    v1::GetKpiResponse resp;
+    auto s = kpid.stub().GetKpi(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return s.ok() && resp.values_size() == 1 && resp.values(0).has_value() ? resp.values(0).value() : -1;
   }
 
   std::string brokers_;
@@ -264,6 +293,28 @@ TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesN
       "scraped just before each kill), then %.0f by the last run\n",
       kills, during_rebalance, producing_at_last_kill ? "still producing" : "done", applied_before_kills, applied_last);
   ExpectTruth(kpid, *truth);
+
+  // Issue 14, item 13: a replay after a kill dead-letters a record again
+  // when its offset was not committed; every dead letter names its source
+  // record, and de-duplicating on (topic, partition, offset) leaves exactly
+  // one per bad record, all copies identical (docs/RELIABILITY.md).
+  uint64_t bad = 0;
+  for (const auto& [reason, count] : truth->rejected) bad += count;
+  const auto letters = ReadTopic(brokers_, "c1.dlq", bad, 120s);
+  ASSERT_GE(letters.size(), bad);
+  std::map<std::tuple<std::string, std::string, std::string>, const TopicRecord*> unique;
+  for (const auto& l : letters) {
+    const auto key = std::make_tuple(l.headers.at("kpistream.source.topic"), l.headers.at("kpistream.source.partition"),
+                                     l.headers.at("kpistream.source.offset"));
+    auto [it, fresh] = unique.emplace(key, &l);
+    if (!fresh) {
+      EXPECT_EQ(it->second->payload, l.payload);
+      EXPECT_EQ(it->second->headers.at("kpistream.reason"), l.headers.at("kpistream.reason"));
+    }
+  }
+  EXPECT_EQ(unique.size(), bad);
+  std::printf("[ measure  ] %zu dead letters for %llu bad records; %zu after de-duplicating on the source record\n",
+              letters.size(), static_cast<unsigned long long>(bad), unique.size());
 }
 
 TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
@@ -556,6 +607,143 @@ TEST_F(PipelineIT, BadRecordsAreCountedDeadLetteredAndGoodOnesStayExact) {
     double sum = 0;
     for (const auto& v : resp.values()) sum += v.value();
     EXPECT_EQ(sum, *truth->kpis.at({"clicks", "all"}).value);
+  }
+}
+
+// Issue 14, item 1: one event stamped 40 days ahead must neither make the
+// events after it late nor push freshness negative, before or after a
+// restart. Right: 10, then 13.
+TEST_F(PipelineIT, AnEventStampedInTheFutureDoesNotBlockItsPartition) {
+  OnePartitionTopics("fu.");
+  const int64_t now = NowMs();
+  int n = 0;
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(
+        ProduceRecord(brokers_, "fu.campaign", "k", ImpressionJson(std::to_string(++n), now - (60 - i) * 1000)));
+  ASSERT_TRUE(ProduceRecord(brokers_, "fu.campaign", "k", ImpressionJson("future", now + 40LL * 86400 * 1000)));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(
+        ProduceRecord(brokers_, "fu.campaign", "k", ImpressionJson(std::to_string(++n), now - (30 - i) * 1000)));
+  {
+    Kpid kpid(Options("fu."));
+    ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+    ASSERT_TRUE(WaitCaughtUp(kpid, 60s, 3)) << kpid.process().LogTail();
+    EXPECT_EQ(Now(kpid, "impressions", "1h"), 10);
+    const auto m = kpid.Scrape();
+    EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "future"}}), 1);
+    EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "late"}}), 0);
+    const double freshness = MetricSum(m, "kpistream_freshness_seconds");
+    EXPECT_GE(freshness, 0);
+    EXPECT_LT(freshness, 600);
+    kpid.process().Signal(SIGTERM);
+    ASSERT_EQ(kpid.process().Wait(30s), std::optional<int>(0));
+  }
+  const int64_t later = NowMs();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(
+        ProduceRecord(brokers_, "fu.campaign", "k", ImpressionJson(std::to_string(++n), later - (20 - i) * 1000)));
+  Kpid kpid(Options("fu."));
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(kpid, 60s, 3)) << kpid.process().LogTail();
+  EXPECT_EQ(Now(kpid, "impressions", "1h"), 13);
+}
+
+// Issue 14, item 2: commit and abort markers (and an aborted transaction at
+// the very end of the partition) occupy offsets no consumer receives; lag
+// still reaches 0, and the stall guard has nothing to re-seek.
+TEST_F(PipelineIT, LagReachesZeroOnATopicWrittenInTransactions) {
+  OnePartitionTopics("tx.");
+  const int64_t now = NowMs();
+  int n = 0;
+  auto batch = [&](int count) {
+    std::vector<std::string> out;
+    for (int i = 0; i < count; ++i) {
+      ++n;
+      out.push_back(ImpressionJson("t" + std::to_string(n), now - 60000 + n * 1000));
+    }
+    return out;
+  };
+  ASSERT_TRUE(ProduceTransaction(brokers_, "tx-it", "tx.campaign", batch(3), true));
+  ASSERT_TRUE(ProduceTransaction(brokers_, "tx-it", "tx.campaign", batch(2), false));
+  ASSERT_TRUE(ProduceTransaction(brokers_, "tx-it", "tx.campaign", batch(1), true));
+  ASSERT_TRUE(ProduceTransaction(brokers_, "tx-it", "tx.campaign", batch(2), false));  // aborted, at the very end
+  Kpid kpid(Options("tx."));
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(kpid, 60s, 3)) << kpid.process().LogTail();
+  EXPECT_EQ(Now(kpid, "impressions", "1h"), 4);
+  std::this_thread::sleep_for(12s);  // past the stall guard's 10 s
+  const auto m = kpid.Scrape();
+  EXPECT_EQ(MetricSum(m, "kpistream_consumer_lag_records"), 0);
+  EXPECT_EQ(MetricSum(m, "kpistream_fetch_stalls_total"), 0);
+  EXPECT_GT(MetricSum(m, "kpistream_skipped_offsets_total"), 0);
+}
+
+// Issue 14, item 11: dimension values are bounded at ingest; a query over
+// them is an answer, not a transport error.
+TEST_F(PipelineIT, HugeDimensionValuesAreCutAndQueriesStillAnswer) {
+  OnePartitionTopics("lv.");
+  const int64_t now = NowMs();
+  for (int i = 0; i < 6; ++i) {
+    const std::string campaign = std::string(900000, 'c') + std::to_string(i);
+    ASSERT_TRUE(
+        ProduceRecord(brokers_, "lv.campaign", "k", ImpressionJson("l" + std::to_string(i), now - 60000, campaign)));
+  }
+  Kpid kpid(Options("lv."));
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(kpid, 60s, 3)) << kpid.process().LogTail();
+  grpc::ClientContext ctx;
+  v1::GetKpiRequest req;
+  req.set_kpi("impressions");
+  req.set_window("1h");
+  req.set_group_by("campaign_id");
+  v1::GetKpiResponse resp;
+  auto s = kpid.stub().GetKpi(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.values_size(), 6);
+  for (const auto& v : resp.values()) {
+    EXPECT_EQ(v.group().at("campaign_id").size(), 256u);
+    EXPECT_EQ(v.value(), 1);
+  }
+  EXPECT_EQ(MetricSum(kpid.Scrape(), "kpistream_dimension_values_cut_total", {{"dimension", "campaign_id"}}), 6);
+}
+
+// Issue 14, item 6: a start against a backlog pages nobody: no alert changes
+// state from data still being replayed (before, ProductEventsAbsent fired a
+// second after assignment and resolved once caught up).
+TEST_F(PipelineIT, AStartAgainstABacklogPagesNobody) {
+  const int64_t now_s = NowMs() / 1000;
+  ASSERT_EQ(RunToEnd({KpigenBin(), "--brokers", brokers_, "--topic-prefix", "bk.", "--partitions",
+                      std::to_string(kPartitions), "--count", "300000", "--seed", "17", "--start-time",
+                      std::to_string(now_s - 7200), "--span", "2h"},
+                     dir_->path() + "/kpigen.log"),
+            0);
+  auto o = Options("bk.");
+  o.extra_config = "alerting:\n  evaluation_interval: 1s\n";
+  for (int run = 0; run < 2; ++run) {  // a first start, then a restart after kill -9 mid-replay
+    Kpid kpid(o);
+    ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail();
+    if (run == 0) {
+      while (MetricSum(kpid.Scrape(), "kpistream_records_consumed_total") < 100000) std::this_thread::sleep_for(50ms);
+      kpid.process().Signal(SIGKILL);
+      kpid.process().Wait(10s);
+      continue;
+    }
+    ASSERT_TRUE(WaitCaughtUp(kpid, 300s)) << kpid.process().LogTail();
+    std::this_thread::sleep_for(3s);
+    const auto m = kpid.Scrape();
+    EXPECT_EQ(MetricSum(m, "ALERTS", {{"alertname", "ProductEventsAbsent"}}), 0);
+    EXPECT_EQ(MetricSum(m, "ALERTS", {{"alertname", "PipelineFreshness"}}), 0);
+    auto alerts =
+        v1::AlertService::NewStub(grpc::CreateChannel(kpid.grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    v1::WatchAlertsRequest req;
+    auto reader = alerts->WatchAlerts(&ctx, req);
+    ctx.TryCancel();
+    v1::AlertTransition t;
+    while (reader->Read(&t)) {
+      EXPECT_NE(t.alert().rule(), "ProductEventsAbsent") << "an absence alert changed state from a replay";
+      EXPECT_NE(t.alert().rule(), "PipelineFreshness") << "a freshness alert changed state from a replay";
+    }
   }
 }
 
