@@ -253,8 +253,11 @@ struct Engine::Rep {
     ready = !owned.empty() && !blocked && !brokers_down && !stop;
     bool all = true;
     for (const auto& [tp, ps] : owned) all = all && ps.caught_up;
-    replaying = !all;
-    caught_up = ready && all;
+    // A backlog built up after catching up (a slow spell, a burst) is a
+    // replay too: the state is behind what Kafka holds.
+    const bool behind = !all || total_lag > options.catchup_lag_records;
+    replaying = behind;
+    caught_up = ready && !behind;
   }
 };
 

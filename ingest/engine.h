@@ -185,13 +185,12 @@ class Engine {
 
   // Serving: state loaded, partitions assigned, commits succeeding.
   bool Ready() const;
-  // Ready, and every owned partition has been read up to the high watermark
-  // it had when it was assigned: the state no longer holds a replay in
-  // progress (a restart, a redeploy, a backlog). False again after a
-  // rebalance assigns a partition with records to replay.
+  // Ready, and not Replaying(): the state holds no replay in progress.
   bool CaughtUp() const;
   // Some owned partition has not been read up to the high watermark it had
-  // when it was assigned: what the state holds is a replay in progress.
+  // when it was assigned (a restart, a redeploy, a rebalance), or more than
+  // catchup_lag_records wait in Kafka (a backlog): what the state holds is
+  // behind, being caught up.
   bool Replaying() const;
   // Set when the engine stopped on an unrecoverable error (e.g. stored offset
   // below the log start): the message says what happened and what to do.

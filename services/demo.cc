@@ -29,28 +29,34 @@ struct EmbeddedDemo::Rep {
     if (host) rd_kafka_destroy(host);
   }
 
-  void Feed(std::unique_ptr<gen::KafkaSink> sink) {
-    const std::string topics[] = {options.topic_prefix + "campaign", options.topic_prefix + "product",
-                                  options.topic_prefix + "crm"};
-    const int64_t now_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    gen::Record r;
-    // History first, so 1h and 24h windows are not empty.
+  std::string Topic(kpi::Family f) const {
+    static constexpr const char* kNames[] = {"campaign", "product", "crm"};
+    return options.topic_prefix + kNames[static_cast<int>(f)];
+  }
+  gen::GenOptions History(int64_t now_ms) const {
     gen::GenOptions back;
     back.seed = options.seed;
     back.count = options.backfill;
     back.start_ms = now_ms - options.backfill_span_s * 1000;
     back.span_ms = options.backfill_span_s * 1000;
     back.format = gen::Format::kMixed;
-    gen::Generator history(back);
-    for (uint64_t i = 0; i < options.backfill && !stop; ++i) {
+    return back;
+  }
+  // History first, before kpid subscribes, so 1h and 24h windows are not
+  // empty and kpid reads it as the backlog it is (replaying: no alert
+  // changes state from it).
+  absl::Status Backfill(gen::KafkaSink* sink, int64_t now_ms) {
+    gen::Generator history(History(now_ms));
+    gen::Record r;
+    for (uint64_t i = 0; i < options.backfill; ++i) {
       history.Next(&r);
-      if (auto st = sink->Produce(topics[static_cast<int>(r.family)], r.key, r.payload); !st.ok()) {
-        spdlog::warn("demo: {}", std::string(st.message()));
-      }
+      if (auto st = sink->Produce(Topic(r.family), r.key, r.payload); !st.ok()) return st;
     }
-    gen::GenOptions live = back;
+    return sink->Flush(30000);
+  }
+  void Feed(std::unique_ptr<gen::KafkaSink> sink, int64_t now_ms) {
+    gen::Record r;
+    gen::GenOptions live = History(now_ms);
     live.seed = options.seed + 1;
     live.live = true;
     live.bad_every = options.bad_every;
@@ -58,7 +64,7 @@ struct EmbeddedDemo::Rep {
     const auto t0 = std::chrono::steady_clock::now();
     for (uint64_t i = 0; !stop; ++i) {
       g.Next(&r);
-      if (auto st = sink->Produce(topics[static_cast<int>(r.family)], r.key, r.payload); !st.ok()) {
+      if (auto st = sink->Produce(Topic(r.family), r.key, r.payload); !st.ok()) {
         spdlog::warn("demo: {}", std::string(st.message()));
       }
       std::this_thread::sleep_until(t0 + std::chrono::duration<double>(static_cast<double>(i + 1) / options.rate));
@@ -90,7 +96,13 @@ absl::StatusOr<std::unique_ptr<EmbeddedDemo>> EmbeddedDemo::Start(const DemoOpti
   rd_kafka_mock_topic_create(rep->cluster, "kpistream.dlq", 1, 1);
   auto sink = gen::KafkaSink::Open(rep->bootstrap, {{"enable.idempotence", "false"}, {"compression.codec", "none"}});
   if (!sink.ok()) return sink.status();
-  rep->feeder = std::thread([r = rep.get(), s = std::move(*sink)]() mutable { r->Feed(std::move(s)); });
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  if (auto st = rep->Backfill(sink->get(), now_ms); !st.ok()) {
+    return absl::Status(st.code(), fmt::format("demo: backfill: {}", std::string(st.message())));
+  }
+  rep->feeder = std::thread([r = rep.get(), s = std::move(*sink), now_ms]() mutable { r->Feed(std::move(s), now_ms); });
   return std::unique_ptr<EmbeddedDemo>(new EmbeddedDemo(std::move(rep)));
 }
 

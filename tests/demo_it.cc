@@ -62,6 +62,10 @@ TEST(DemoIT, NoConfigurationServesLiveKpis) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_GT(MetricSum(text, "kpistream_kpi_value", {{"kpi", "ctr"}, {"window", "5m"}}), 0);
   EXPECT_EQ(MetricSum(text, "kpistream_ready"), 1);
+  // The demo's two-hour backfill is a replay: it pages nobody (issue 14,
+  // item 6): no absence or freshness alert from it.
+  EXPECT_EQ(MetricSum(text, "ALERTS", {{"alertname", "ProductEventsAbsent"}}), 0);
+  EXPECT_EQ(MetricSum(text, "ALERTS", {{"alertname", "PipelineFreshness"}}), 0);
   EXPECT_GT(MetricSum(text, "kpistream_records_applied_total"), 0);
   // The GetKpi calls above went through the result cache (at least one evaluated).
   EXPECT_GT(MetricSum(text, "kpistream_query_cache_requests_total", {{"result", "miss"}}), 0);
