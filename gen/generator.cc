@@ -104,198 +104,218 @@ struct Generator::Rep {
     const auto ts = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(time_ms);
     const std::string id = fmt::format("{:x}-{}", o.seed, i);
     const uint64_t fam = rng() % 100;
-    const int acct0 = Account();
+    const int acct = Account();
     const uint64_t user_n = rng() % static_cast<uint64_t>(o.users_per_account);
-    const int acct = acct0;
+    if (fam < 50) {
+      FillCampaign(ts, id, acct, user_n, r);
+    } else if (fam < 85) {
+      FillProduct(ts, id, time_ms, acct, user_n, r);
+    } else {
+      FillCrm(ts, id, time_ms, acct, user_n, r);
+    }
+  }
+
+  void FillCampaign(const google::protobuf::Timestamp& ts, const std::string& id, int acct, uint64_t user_n,
+                    Record* r) {
     const std::string account = fmt::format("acct-{}", acct);
     const std::string user = fmt::format("user-{}-{}", acct, user_n);
-    if (fam < 50) {
-      auto& e = campaign;
-      e.Clear();
-      e.set_event_id(id);
-      *e.mutable_event_time() = ts;
-      const uint64_t t = rng() % 1000;
-      e.set_type(t < 720   ? ev::CAMPAIGN_IMPRESSION
-                 : t < 860 ? ev::CAMPAIGN_SPEND
-                 : t < 975 ? ev::CAMPAIGN_CLICK
-                 : t < 990 ? ev::CAMPAIGN_CONVERSION
-                           : ev::CAMPAIGN_LEAD);
-      const int camp = static_cast<int>(rng() % static_cast<uint64_t>(o.campaigns));
-      e.set_campaign_id(fmt::format("cmp-{}", camp));
-      e.set_channel(kChannels[camp % std::size(kChannels)]);
-      e.set_creative(fmt::format("cr-{}-{}", camp, rng() % 4));
-      e.set_audience(Pick(rng, kAudiences));
-      e.set_region(Pick(rng, kRegions));
-      e.set_user_id(user);
-      e.set_account_id(account);
-      if (e.type() == ev::CAMPAIGN_CONVERSION) e.set_revenue(Cents(20, 900));
-      if (e.type() == ev::CAMPAIGN_SPEND) e.set_cost(Cents(0.05, 40));
-      r->family = kpi::Family::kCampaign;
-      r->key = e.campaign_id();
-      r->event = &e;
-      r->type = e.type();
-    } else if (fam < 85) {
-      // Churned accounts are silent in the product: their events go to the
-      // next active account.
-      int acct = acct0;
-      while (Churned(acct)) acct = (acct + 1) % o.accounts;
-      const std::string account = fmt::format("acct-{}", acct);
-      const std::string user = fmt::format("user-{}-{}", acct, user_n);
-      auto& e = product;
-      e.Clear();
-      e.set_event_id(id);
-      *e.mutable_event_time() = ts;
-      const uint64_t t = rng() % 1000;
-      ev::ProductEventType type = t < 100   ? ev::PRODUCT_SESSION_START
-                                  : t < 190 ? ev::PRODUCT_SESSION_END
-                                  : t < 260 ? ev::PRODUCT_LOGIN
-                                  : t < 480 ? ev::PRODUCT_FEATURE_USED
-                                  : t < 510 ? ev::PRODUCT_DASHBOARD_CREATED
-                                  : t < 525 ? ev::PRODUCT_DATA_SOURCE_CONNECTED
-                                  : t < 565 ? ev::PRODUCT_REPORT_GENERATED
-                                  : t < 760 ? ev::PRODUCT_API_CALL
-                                  : t < 950 ? ev::PRODUCT_PAGE_LOAD
-                                  : t < 970 ? ev::PRODUCT_ERROR
-                                  : t < 985 ? ev::PRODUCT_TEAM_INVITE
-                                            : ev::PRODUCT_ADVANCED_ANALYTICS;
-      e.set_type(type);
-      e.set_account_id(account);
-      e.set_user_id(user);
-      e.set_session_id(fmt::format("s-{}-{}", user, rng() % 8));
-      e.set_plan(kPlans[static_cast<size_t>(acct) % std::size(kPlans)]);
-      e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
-      e.set_cohort_month(CohortMonth(acct));
-      e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
-      if (type == ev::PRODUCT_FEATURE_USED) {
-        // Each account uses its own subset of features (1..7 of them).
-        const uint64_t used = 1 + static_cast<uint64_t>(acct) % std::size(kFeatures);
-        e.set_feature(kFeatures[rng() % used]);
-      }
-      if (type == ev::PRODUCT_ADVANCED_ANALYTICS && rng() % 4 == 0) {
-        e.set_type(ev::PRODUCT_FIRST_VALUE);
-        e.set_duration_seconds(std::round(Uniform(3600, 72 * 3600)));
-      }
-      if (type == ev::PRODUCT_SESSION_END) e.set_duration_seconds(std::round(Uniform(5, 3600)));
-      if (type == ev::PRODUCT_API_CALL) {
-        e.set_latency_ms(std::round(Uniform(2, 400) * 10) / 10);
-        e.set_status_code(rng() % 50 == 0 ? 500 : 200);
-      }
-      if (type == ev::PRODUCT_PAGE_LOAD) {
-        e.set_latency_ms(std::round(Uniform(300, 6000)));
-        e.set_page(fmt::format("/p/{}", rng() % 20));
-      }
-      r->family = kpi::Family::kProduct;
-      r->key = account;
-      r->event = &e;
-      r->type = e.type();
-    } else {
-      auto& e = crm;
-      e.Clear();
-      e.set_event_id(id);
-      *e.mutable_event_time() = ts;
-      const uint64_t t = rng() % 1000;
-      ev::CrmEventType type = t < 150   ? ev::CRM_LEAD
-                              : t < 230 ? ev::CRM_MQL
-                              : t < 280 ? ev::CRM_SQL
-                              : t < 380 ? ev::CRM_TRIAL_STARTED
-                              : t < 410 ? ev::CRM_TRIAL_CONVERTED
-                              : t < 450 ? ev::CRM_OPPORTUNITY_CREATED
-                              : t < 470 ? ev::CRM_OPPORTUNITY_WON
-                              : t < 500 ? ev::CRM_OPPORTUNITY_LOST
-                              : t < 540 ? ev::CRM_SUBSCRIPTION_STARTED
-                              : t < 570 ? ev::CRM_SUBSCRIPTION_EXPANDED
-                              : t < 585 ? ev::CRM_SUBSCRIPTION_CONTRACTED
-                              : t < 600 ? ev::CRM_SUBSCRIPTION_CANCELLED
-                              : t < 680 ? ev::CRM_NPS_RESPONSE
-                              : t < 740 ? ev::CRM_CSAT_RESPONSE
-                              : t < 860 ? ev::CRM_TICKET_OPENED
-                              : t < 930 ? ev::CRM_TICKET_FIRST_RESPONSE
-                                        : ev::CRM_TICKET_RESOLVED;
-      e.set_type(type);
-      e.set_account_id(account);
-      e.set_user_id(user);
-      e.set_segment(kSegments[static_cast<size_t>(acct) % std::size(kSegments)]);
-      e.set_plan(kPlans[static_cast<size_t>(acct) % std::size(kPlans)]);
-      e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
-      e.set_sales_rep(fmt::format("rep-{}", acct % 9));
-      e.set_source(Pick(rng, kSources));
-      e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
-      e.set_cohort_month(CohortMonth(acct));
-      // Journeys: a conversion concludes an earlier start (each at most
-      // once), and carries the start's time as origin_time.
-      auto conclude = [&](std::vector<int64_t>* started) {
-        if (started->empty()) return time_ms;  // nothing started yet: starts and ends now
-        const size_t k = static_cast<size_t>(rng() % started->size());
-        const int64_t origin = (*started)[k];
-        (*started)[k] = started->back();
-        started->pop_back();
-        return origin;
-      };
-      auto remember = [](std::vector<int64_t>* started, int64_t origin) {
-        if (started->size() < kOpenJourneys) started->push_back(origin);
-      };
-      auto set_origin = [&](int64_t origin_ms) {
-        *e.mutable_origin_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(origin_ms);
-      };
-      switch (type) {
-        case ev::CRM_LEAD:
-          remember(&open_leads, time_ms);
-          break;
-        case ev::CRM_MQL: {
-          const int64_t lead = conclude(&open_leads);
-          set_origin(lead);
-          remember(&open_mqls, lead);
-          break;
-        }
-        case ev::CRM_SQL:
-          set_origin(conclude(&open_mqls));
-          break;
-        case ev::CRM_TRIAL_STARTED:
-          remember(&open_trials, time_ms);
-          break;
-        case ev::CRM_TRIAL_CONVERTED:
-          set_origin(conclude(&open_trials));
-          break;
-        default:
-          break;
-      }
-      if (type == ev::CRM_OPPORTUNITY_CREATED) remember(&open_opportunities, time_ms);
-      if (type == ev::CRM_OPPORTUNITY_WON || type == ev::CRM_OPPORTUNITY_LOST)
-        set_origin(conclude(&open_opportunities));
-      switch (type) {
-        case ev::CRM_OPPORTUNITY_CREATED:
-        case ev::CRM_OPPORTUNITY_WON:
-        case ev::CRM_OPPORTUNITY_LOST:
-          e.set_opportunity_id(fmt::format("opp-{}", rng() % 100000));
-          e.set_amount(Cents(1000, 90000));
-          if (type != ev::CRM_OPPORTUNITY_CREATED) e.set_cycle_days(std::round(Uniform(7, 180)));
-          break;
-        case ev::CRM_SUBSCRIPTION_STARTED:
-        case ev::CRM_SUBSCRIPTION_EXPANDED:
-          e.set_mrr_delta(Cents(49, 4000));
-          break;
-        case ev::CRM_SUBSCRIPTION_CONTRACTED:
-        case ev::CRM_SUBSCRIPTION_CANCELLED:
-          e.set_mrr_delta(-Cents(49, 2000));
-          break;
-        case ev::CRM_NPS_RESPONSE:  // skewed towards promoters, as in the seeds
-          e.set_score(static_cast<double>(rng() % 100 < 55 ? 8 + rng() % 3 : rng() % 11));
-          break;
-        case ev::CRM_CSAT_RESPONSE:
-          e.set_score(static_cast<double>(rng() % 100 < 60 ? 4 + rng() % 2 : 1 + rng() % 5));
-          break;
-        case ev::CRM_TICKET_FIRST_RESPONSE:
-        case ev::CRM_TICKET_RESOLVED:
-          e.set_response_minutes(std::round(Uniform(1, 600)));
-          break;
-        default:
-          break;
-      }
-      r->family = kpi::Family::kCrm;
-      r->key = account;
-      r->event = &e;
-      r->type = e.type();
+    auto& e = campaign;
+    e.Clear();
+    e.set_event_id(id);
+    *e.mutable_event_time() = ts;
+    const uint64_t t = rng() % 1000;
+    e.set_type(t < 720   ? ev::CAMPAIGN_IMPRESSION
+               : t < 860 ? ev::CAMPAIGN_SPEND
+               : t < 975 ? ev::CAMPAIGN_CLICK
+               : t < 990 ? ev::CAMPAIGN_CONVERSION
+                         : ev::CAMPAIGN_LEAD);
+    const int camp = static_cast<int>(rng() % static_cast<uint64_t>(o.campaigns));
+    e.set_campaign_id(fmt::format("cmp-{}", camp));
+    e.set_channel(kChannels[camp % std::size(kChannels)]);
+    e.set_creative(fmt::format("cr-{}-{}", camp, rng() % 4));
+    e.set_audience(Pick(rng, kAudiences));
+    e.set_region(Pick(rng, kRegions));
+    e.set_user_id(user);
+    e.set_account_id(account);
+    if (e.type() == ev::CAMPAIGN_CONVERSION) e.set_revenue(Cents(20, 900));
+    if (e.type() == ev::CAMPAIGN_SPEND) e.set_cost(Cents(0.05, 40));
+    r->family = kpi::Family::kCampaign;
+    r->key = e.campaign_id();
+    r->event = &e;
+    r->type = e.type();
+  }
+
+  void FillProduct(const google::protobuf::Timestamp& ts, const std::string& id, int64_t time_ms, int acct0,
+                   uint64_t user_n, Record* r) {
+    // Churned accounts are silent in the product: their events go to the
+    // next active account.
+    int acct = acct0;
+    while (Churned(acct)) acct = (acct + 1) % o.accounts;
+    const std::string account = fmt::format("acct-{}", acct);
+    const std::string user = fmt::format("user-{}-{}", acct, user_n);
+    auto& e = product;
+    e.Clear();
+    e.set_event_id(id);
+    *e.mutable_event_time() = ts;
+    const uint64_t t = rng() % 1000;
+    ev::ProductEventType type = t < 100   ? ev::PRODUCT_SESSION_START
+                                : t < 190 ? ev::PRODUCT_SESSION_END
+                                : t < 260 ? ev::PRODUCT_LOGIN
+                                : t < 480 ? ev::PRODUCT_FEATURE_USED
+                                : t < 510 ? ev::PRODUCT_DASHBOARD_CREATED
+                                : t < 525 ? ev::PRODUCT_DATA_SOURCE_CONNECTED
+                                : t < 565 ? ev::PRODUCT_REPORT_GENERATED
+                                : t < 760 ? ev::PRODUCT_API_CALL
+                                : t < 950 ? ev::PRODUCT_PAGE_LOAD
+                                : t < 970 ? ev::PRODUCT_ERROR
+                                : t < 985 ? ev::PRODUCT_TEAM_INVITE
+                                          : ev::PRODUCT_ADVANCED_ANALYTICS;
+    e.set_type(type);
+    e.set_account_id(account);
+    e.set_user_id(user);
+    e.set_session_id(fmt::format("s-{}-{}", user, rng() % 8));
+    e.set_plan(kPlans[static_cast<size_t>(acct) % std::size(kPlans)]);
+    e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
+    e.set_cohort_month(CohortMonth(acct));
+    e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
+    if (type == ev::PRODUCT_FEATURE_USED) {
+      // Each account uses its own subset of features (1..7 of them).
+      const uint64_t used = 1 + static_cast<uint64_t>(acct) % std::size(kFeatures);
+      e.set_feature(kFeatures[rng() % used]);
     }
+    if (type == ev::PRODUCT_ADVANCED_ANALYTICS && rng() % 4 == 0) {
+      e.set_type(ev::PRODUCT_FIRST_VALUE);
+      e.set_duration_seconds(std::round(Uniform(3600, 72 * 3600)));
+    }
+    if (type == ev::PRODUCT_SESSION_END) e.set_duration_seconds(std::round(Uniform(5, 3600)));
+    if (type == ev::PRODUCT_API_CALL) {
+      e.set_latency_ms(std::round(Uniform(2, 400) * 10) / 10);
+      e.set_status_code(rng() % 50 == 0 ? 500 : 200);
+    }
+    if (type == ev::PRODUCT_PAGE_LOAD) {
+      e.set_latency_ms(std::round(Uniform(300, 6000)));
+      e.set_page(fmt::format("/p/{}", rng() % 20));
+    }
+    r->family = kpi::Family::kProduct;
+    r->key = account;
+    r->event = &e;
+    r->type = e.type();
+  }
+
+  void FillCrm(const google::protobuf::Timestamp& ts, const std::string& id, int64_t time_ms, int acct, uint64_t user_n,
+               Record* r) {
+    const std::string account = fmt::format("acct-{}", acct);
+    const std::string user = fmt::format("user-{}-{}", acct, user_n);
+    auto& e = crm;
+    e.Clear();
+    e.set_event_id(id);
+    *e.mutable_event_time() = ts;
+    const uint64_t t = rng() % 1000;
+    ev::CrmEventType type = t < 150   ? ev::CRM_LEAD
+                            : t < 230 ? ev::CRM_MQL
+                            : t < 280 ? ev::CRM_SQL
+                            : t < 380 ? ev::CRM_TRIAL_STARTED
+                            : t < 410 ? ev::CRM_TRIAL_CONVERTED
+                            : t < 450 ? ev::CRM_OPPORTUNITY_CREATED
+                            : t < 470 ? ev::CRM_OPPORTUNITY_WON
+                            : t < 500 ? ev::CRM_OPPORTUNITY_LOST
+                            : t < 540 ? ev::CRM_SUBSCRIPTION_STARTED
+                            : t < 570 ? ev::CRM_SUBSCRIPTION_EXPANDED
+                            : t < 585 ? ev::CRM_SUBSCRIPTION_CONTRACTED
+                            : t < 600 ? ev::CRM_SUBSCRIPTION_CANCELLED
+                            : t < 680 ? ev::CRM_NPS_RESPONSE
+                            : t < 740 ? ev::CRM_CSAT_RESPONSE
+                            : t < 860 ? ev::CRM_TICKET_OPENED
+                            : t < 930 ? ev::CRM_TICKET_FIRST_RESPONSE
+                                      : ev::CRM_TICKET_RESOLVED;
+    e.set_type(type);
+    e.set_account_id(account);
+    e.set_user_id(user);
+    e.set_segment(kSegments[static_cast<size_t>(acct) % std::size(kSegments)]);
+    e.set_plan(kPlans[static_cast<size_t>(acct) % std::size(kPlans)]);
+    e.set_region(kRegions[static_cast<size_t>(acct) % std::size(kRegions)]);
+    e.set_sales_rep(fmt::format("rep-{}", acct % 9));
+    e.set_source(Pick(rng, kSources));
+    e.set_signup_cohort(Cohort(time_ms, CohortMonth(acct)));
+    e.set_cohort_month(CohortMonth(acct));
+    SetOrigin(type, time_ms, &e);
+    switch (type) {
+      case ev::CRM_OPPORTUNITY_CREATED:
+      case ev::CRM_OPPORTUNITY_WON:
+      case ev::CRM_OPPORTUNITY_LOST:
+        e.set_opportunity_id(fmt::format("opp-{}", rng() % 100000));
+        e.set_amount(Cents(1000, 90000));
+        if (type != ev::CRM_OPPORTUNITY_CREATED) e.set_cycle_days(std::round(Uniform(7, 180)));
+        break;
+      case ev::CRM_SUBSCRIPTION_STARTED:
+      case ev::CRM_SUBSCRIPTION_EXPANDED:
+        e.set_mrr_delta(Cents(49, 4000));
+        break;
+      case ev::CRM_SUBSCRIPTION_CONTRACTED:
+      case ev::CRM_SUBSCRIPTION_CANCELLED:
+        e.set_mrr_delta(-Cents(49, 2000));
+        break;
+      case ev::CRM_NPS_RESPONSE:  // skewed towards promoters, as in the seeds
+        e.set_score(static_cast<double>(rng() % 100 < 55 ? 8 + rng() % 3 : rng() % 11));
+        break;
+      case ev::CRM_CSAT_RESPONSE:
+        e.set_score(static_cast<double>(rng() % 100 < 60 ? 4 + rng() % 2 : 1 + rng() % 5));
+        break;
+      case ev::CRM_TICKET_FIRST_RESPONSE:
+      case ev::CRM_TICKET_RESOLVED:
+        e.set_response_minutes(std::round(Uniform(1, 600)));
+        break;
+      default:
+        break;
+    }
+    r->family = kpi::Family::kCrm;
+    r->key = account;
+    r->event = &e;
+    r->type = e.type();
+  }
+
+  // Journeys: a conversion concludes an earlier start (each at most once),
+  // and carries the start's time as origin_time.
+  void SetOrigin(ev::CrmEventType type, int64_t time_ms, ev::CrmEvent* event) {
+    auto& e = *event;
+    auto conclude = [&](std::vector<int64_t>* started) {
+      if (started->empty()) return time_ms;  // nothing started yet: starts and ends now
+      const size_t k = static_cast<size_t>(rng() % started->size());
+      const int64_t origin = (*started)[k];
+      (*started)[k] = started->back();
+      started->pop_back();
+      return origin;
+    };
+    auto remember = [](std::vector<int64_t>* started, int64_t origin) {
+      if (started->size() < kOpenJourneys) started->push_back(origin);
+    };
+    auto set_origin = [&](int64_t origin_ms) {
+      *e.mutable_origin_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(origin_ms);
+    };
+    switch (type) {
+      case ev::CRM_LEAD:
+        remember(&open_leads, time_ms);
+        break;
+      case ev::CRM_MQL: {
+        const int64_t lead = conclude(&open_leads);
+        set_origin(lead);
+        remember(&open_mqls, lead);
+        break;
+      }
+      case ev::CRM_SQL:
+        set_origin(conclude(&open_mqls));
+        break;
+      case ev::CRM_TRIAL_STARTED:
+        remember(&open_trials, time_ms);
+        break;
+      case ev::CRM_TRIAL_CONVERTED:
+        set_origin(conclude(&open_trials));
+        break;
+      default:
+        break;
+    }
+    if (type == ev::CRM_OPPORTUNITY_CREATED) remember(&open_opportunities, time_ms);
+    if (type == ev::CRM_OPPORTUNITY_WON || type == ev::CRM_OPPORTUNITY_LOST) set_origin(conclude(&open_opportunities));
   }
 
   void Serialize(Record* r) {

@@ -27,7 +27,7 @@ void Accumulator::Add(const Contribution& c, uint64_t source, std::string_view g
     const auto kind = kpi::PartialKind(m.aggregation);
     it = dirty_.emplace(key_, state::Partial(kind)).first;
     bytes_ += key_.size() + sizeof(state::Partial) + 32;
-    if (kind == state::ValueKind::kHll) bytes_ += state::Hll::kRegisters;
+    if (kind == state::ValueKind::kHll) bytes_ += 256;      // exact while small; dense adds its registers below
     if (kind == state::ValueKind::kSketch) bytes_ += 1024;  // typical bins
   }
   auto& p = it->second;
@@ -35,9 +35,12 @@ void Accumulator::Add(const Contribution& c, uint64_t source, std::string_view g
     case state::ValueKind::kAgg:
       p.agg.Add(c.value, state::ToMicros(c.value));
       return;
-    case state::ValueKind::kHll:
+    case state::ValueKind::kHll: {
+      const bool was_exact = p.hll->exact();
       p.hll->AddHash(c.hash);
+      if (was_exact && !p.hll->exact()) bytes_ += state::Hll::kRegisters;
       break;
+    }
     case state::ValueKind::kSketch:
       p.sketch->Add(c.value);
       break;

@@ -14,7 +14,11 @@ namespace kpistream::ingest {
 namespace pb = google::protobuf;
 
 std::string CutDimensionValue(std::string_view value, size_t max_bytes) {
-  std::string out(value.substr(0, max_bytes - 17));
+  constexpr size_t kSuffix = 17;  // '~' + 16 hex digits
+  size_t keep = max_bytes > kSuffix ? std::min(value.size(), max_bytes - kSuffix) : 0;
+  // Back off over UTF-8 continuation bytes (10xxxxxx) so no character is split.
+  while (keep > 0 && keep < value.size() && (static_cast<unsigned char>(value[keep]) & 0xC0) == 0x80) --keep;
+  std::string out(value.substr(0, keep));
   fmt::format_to(std::back_inserter(out), "~{:016x}", state::HashForSketch(value));
   return out;
 }
@@ -99,9 +103,13 @@ void Router::Route(const kpi::EventView& ev, RoutedEvent* out) const {
     }
     if (def->time_desc != nullptr) {
       const auto& ts = static_cast<const pb::Timestamp&>(r->GetMessage(*ev.msg, def->time_desc));
+      // An attribution time must precede the event it attributes (a trial
+      // starts before it converts): one after event_time, like a missing or
+      // invalid one, would file the event into a bucket of its future.
+      const int64_t at_ms = ts.seconds() * 1000 + ts.nanos() / 1000000;
       if (r->HasField(*ev.msg, def->time_desc) && ts.seconds() >= kMinTimeS && ts.seconds() < kMaxTimeS &&
-          ts.nanos() >= 0 && ts.nanos() <= 999999999) {
-        con.time_ms = ts.seconds() * 1000 + ts.nanos() / 1000000;
+          ts.nanos() >= 0 && ts.nanos() <= 999999999 && at_ms <= ev.time_ms) {
+        con.time_ms = at_ms;
       } else {
         con.time_fallback = true;
       }

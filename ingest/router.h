@@ -20,11 +20,12 @@ namespace kpistream::ingest {
 
 // One contribution of an event to a measure.
 struct Contribution {
-  int measure = -1;            // index into Catalog::measures
-  int64_t time_ms = 0;         // the time it is filed under: event_time, or the measure's `time` field
-  double value = 0;            // numeric value (sum/min/max/avg/quantile/last), 0 for count
-  uint64_t hash = 0;           // distinct: hash of the field (state::HashForSketch)
-  bool time_fallback = false;  // the measure's `time` field was missing: filed under event_time
+  int measure = -1;     // index into Catalog::measures
+  int64_t time_ms = 0;  // the time it is filed under: event_time, or the measure's `time` field
+  double value = 0;     // numeric value (sum/min/max/avg/quantile/last), 0 for count
+  uint64_t hash = 0;    // distinct: hash of the field (state::HashForSketch)
+  bool time_fallback =
+      false;  // the measure's `time` field was missing, invalid or after event_time: filed under event_time
 };
 
 // What Route produces for one event. Reused across events (no allocation
@@ -42,10 +43,12 @@ struct RoutedEvent {
   std::vector<std::pair<size_t, size_t>> spans;  // scratch offsets, by dimension
 };
 
-// A dimension value longer than max_bytes, cut to max_bytes: its first
-// max_bytes - 17 bytes, '~' and 16 hex digits of a hash of the whole value,
-// so distinct long values stay distinct (and the same value always maps to
-// the same cut). REQUIRES: max_bytes >= 17.
+// A dimension value longer than max_bytes, cut to at most max_bytes: its
+// first max_bytes - 17 bytes, backed off to a UTF-8 character boundary (a
+// cut never splits a character, so a valid value stays valid), '~' and 16
+// hex digits of a hash of the whole value, so distinct long values stay
+// distinct (and the same value always maps to the same cut).
+// REQUIRES: max_bytes >= kMinDimensionBytes (kpi/catalog.h).
 std::string CutDimensionValue(std::string_view value, size_t max_bytes);
 
 class Router {

@@ -1,6 +1,7 @@
 #include "kpi/catalog.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/descriptor.h>
 
 #include <algorithm>
@@ -115,11 +116,10 @@ std::string_view BandName(Band s) {
 Band Target::Classify(std::optional<double> v) const {
   if (!v) return Band::kUnknown;
   auto at_least = [&](const std::optional<double>& t) { return t && (higher_is_better ? *v >= *t : *v <= *t); };
-  if (critical && !at_least(critical)) return Band::kCritical;
+  if (!warning && !good && !excellent) return Band::kUnknown;
   if (at_least(excellent)) return Band::kExcellent;
   if (at_least(good)) return Band::kGood;
   if (at_least(warning)) return Band::kWarning;
-  if (!warning && !good && !excellent) return Band::kUnknown;
   return Band::kCritical;
 }
 
@@ -155,12 +155,32 @@ std::vector<std::string> Catalog::KpiDimensions(const KpiDef& kpi) const {
   return dims;
 }
 
+std::string MeasureShape(const MeasureDef& m) {
+  return fmt::format("{}|{}|{}", AggregationName(m.aggregation), fmt::join(m.group_by, ","), m.bucket_seconds);
+}
+
 absl::StatusOr<StateIds> BindStateIds(const Catalog& catalog, state::Store* store) {
   StateIds ids;
   for (const auto& m : catalog.measures) {
-    auto id = store->IdFor("measure", m.name);
-    if (!id.ok()) return id.status();
-    ids.measures.push_back(*id);
+    const auto shape = MeasureShape(m);
+    auto series = store->SeriesIdFor("measure", m.name, shape);
+    if (!series.ok()) return series.status();
+    ids.measures.push_back(series->id);
+    if (series->first_shape != shape) {
+      ids.reshaped.push_back(fmt::format(
+          "measure {} is stored as {} (aggregation|group_by|bucket seconds) but was first stored as {}: its "
+          "values start anew under the new shape; the old ones stay, under the old shape",
+          m.name, shape, series->first_shape));
+    }
+    // Hour- or day-wide finest buckets have no coarser roll-up: keep them
+    // as long as that tier.
+    if (m.bucket_seconds % state::kDaySeconds == 0) {
+      store->SetFineTier(series->id, state::Tier::kDay);
+    } else if (m.bucket_seconds % state::kHourSeconds == 0) {
+      store->SetFineTier(series->id, state::Tier::kHour);
+    } else {
+      store->SetFineTier(series->id, state::Tier::kFine);
+    }
   }
   for (const auto& d : catalog.dimensions) {
     auto id = store->IdFor("dimension", fmt::format("{}.{}", FamilyName(d.family), d.name));

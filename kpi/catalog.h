@@ -57,9 +57,12 @@ std::string_view BandName(Band s);
 
 struct Target {
   bool higher_is_better = true;
-  // Thresholds, each optional. Higher is better: value >= excellent ->
-  // excellent, >= good -> good, >= warning -> warning, else critical (and
-  // below `critical` too). Lower is better: the same with <=.
+  // Thresholds, the floor of each band, at least one set. Higher is
+  // better: value >= excellent -> excellent, >= good -> good, >= warning ->
+  // warning, anything worse than the lowest threshold -> critical. Lower is
+  // better: the same with <=. `critical`, as written in the KPI file, names
+  // the same edge as `warning` (the least acceptable value; the reader sets
+  // warning from it); kept to report the file's own words.
   std::optional<double> excellent, good, warning, critical;
   Band Classify(std::optional<double> v) const;
 };
@@ -98,6 +101,10 @@ struct MeasureDef {
 // are kept (the first max_values seen on a partition) is decided once per
 // partition for every measure grouping by it, so the measures of a KPI
 // always agree on its groups; values beyond go to "__other__".
+// The smallest max_dimension_bytes: a cut value keeps at least 15 bytes of
+// its own before its 17-byte hash suffix (ingest/router.h).
+inline constexpr size_t kMinDimensionBytes = 32;
+
 struct DimensionDef {
   Family family = Family::kCampaign;
   std::string name;
@@ -180,7 +187,7 @@ struct Catalog {
   int64_t zone_alignment_seconds = 86400;  // kpi/window.h, ZoneAlignment(timezone)
   // Dimension values longer than this are cut to it (kept distinct by a
   // hash suffix) at ingest, so no value can blow up a key or an answer.
-  size_t max_dimension_bytes = 256;
+  size_t max_dimension_bytes = 256;         // >= kMinDimensionBytes
   std::map<std::string, double> constants;  // usable by name in formulas
 
   const MeasureDef* FindMeasure(std::string_view name) const;
@@ -196,7 +203,13 @@ struct Catalog {
 struct StateIds {
   std::vector<uint32_t> measures;
   std::vector<uint32_t> dimensions;
+  // Measures whose stored shape changed since they were first stored: one
+  // message each, for the log (state::Store::SeriesIdFor).
+  std::vector<std::string> reshaped;
 };
+// What a measure's partials are stored as: "aggregation|group_by|bucket
+// seconds". A measure keeps its series while its shape stays.
+std::string MeasureShape(const MeasureDef& m);
 [[nodiscard]] absl::StatusOr<StateIds> BindStateIds(const Catalog& catalog, state::Store* store);
 
 // Parses a catalog. `filename` prefixes every error ("file:line:col: what").

@@ -51,7 +51,7 @@ class CatalogParser {
         cat_.zone_alignment_seconds = *alignment;
       }
     }
-    if (const auto n = y_.Int(root, "max_dimension_bytes", 16, 1 << 20)) cat_.max_dimension_bytes = *n;
+    if (const auto n = y_.Int(root, "max_dimension_bytes", kMinDimensionBytes, 1 << 20)) cat_.max_dimension_bytes = *n;
     if (const auto consts = root["constants"]) {
       if (!consts.IsMap()) {
         y_.AddError(consts, "'constants' must be a map of name to number, e.g. {monthly_budget: 150000}");
@@ -112,19 +112,158 @@ class CatalogParser {
     }
   }
 
-  static std::string FieldList(const pb::Descriptor* d, bool numeric) {
+  enum class FieldUse { kNumeric, kString, kDimension };
+  static bool Fits(const pb::FieldDescriptor* f, FieldUse use) {
+    const auto t = f->cpp_type();
+    switch (use) {
+      case FieldUse::kNumeric:
+        return t == pb::FieldDescriptor::CPPTYPE_DOUBLE || t == pb::FieldDescriptor::CPPTYPE_INT32;
+      case FieldUse::kString:
+        return t == pb::FieldDescriptor::CPPTYPE_STRING;
+      case FieldUse::kDimension:
+        return t == pb::FieldDescriptor::CPPTYPE_STRING || t == pb::FieldDescriptor::CPPTYPE_ENUM ||
+               t == pb::FieldDescriptor::CPPTYPE_INT32;
+    }
+    return false;
+  }
+  // The fields of an event usable as `use`, for error messages.
+  static std::string FieldList(const pb::Descriptor* d, FieldUse use) {
     std::string out;
     for (int i = 0; i < d->field_count(); ++i) {
       const auto* f = d->field(i);
-      const bool is_num =
-          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE || f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32;
-      const bool is_str =
-          f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING || f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM;
-      if ((numeric && is_num) || (!numeric && is_str && f->name() != "event_id")) {
-        out += (out.empty() ? "" : ", ") + f->name();
-      }
+      if (Fits(f, use) && f->name() != "event_id") out += (out.empty() ? "" : ", ") + f->name();
     }
     return out;
+  }
+
+  // Event types ("impression", ...) as the family's enum numbers.
+  void ReadTypes(const YAML::Node& def, const pb::Descriptor* desc, const std::string& family, MeasureDef* out) {
+    MeasureDef& m = *out;
+    const auto* type_enum = desc->FindFieldByName("type")->enum_type();
+    for (const auto& [t, node] : y_.List(def, "types")) {
+      std::string upper = std::string(TypePrefix(m.family));
+      for (char c : t) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+      const auto* v = type_enum->FindValueByName(upper);
+      if (!v || v->number() == 0) {
+        std::string known;
+        for (int i = 1; i < type_enum->value_count(); ++i) {
+          std::string n = type_enum->value(i)->name().substr(TypePrefix(m.family).size());
+          for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          known += (known.empty() ? "" : ", ") + n;
+        }
+        y_.AddError(node, fmt::format("unknown {} event type '{}' (known: {})", family, t, known));
+        continue;
+      }
+      m.types.push_back(v->number());
+      m.type_names.push_back(t);
+    }
+  }
+
+  // false (with an error) for an unknown aggregation.
+  bool ReadAggregation(const YAML::Node& def, const std::string& agg, MeasureDef* out) {
+    MeasureDef& m = *out;
+    static constexpr std::pair<std::string_view, Aggregation> kAggs[] = {
+        {"count", Aggregation::kCount},       {"sum", Aggregation::kSum},  {"min", Aggregation::kMin},
+        {"max", Aggregation::kMax},           {"avg", Aggregation::kAvg},  {"distinct", Aggregation::kDistinct},
+        {"quantile", Aggregation::kQuantile}, {"last", Aggregation::kLast}};
+    bool found = false;
+    for (const auto& [n, a] : kAggs) {
+      if (n == agg) {
+        m.aggregation = a;
+        found = true;
+      }
+    }
+    if (!found) {
+      y_.AddError(
+          def["aggregation"],
+          fmt::format("unknown aggregation '{}' (known: count, sum, min, max, avg, distinct, quantile, last)", agg));
+      return false;
+    }
+    return true;
+  }
+
+  // The value field: numeric (int32, double) for sum, min, max, avg,
+  // quantile and last; a string for distinct.
+  void ReadField(const YAML::Node& def, const pb::Descriptor* desc, const std::string& family, const std::string& agg,
+                 MeasureDef* out) {
+    MeasureDef& m = *out;
+    const auto field = y_.Scalar(def, "field", m.aggregation != Aggregation::kCount);
+    if (!field) return;
+    m.field = *field;
+    m.field_desc = desc->FindFieldByName(m.field);
+    const auto use = m.aggregation == Aggregation::kDistinct ? FieldUse::kString : FieldUse::kNumeric;
+    const char* kind = use == FieldUse::kString ? "string" : "numeric";
+    if (!m.field_desc) {
+      y_.AddError(def["field"], fmt::format("unknown field '{}' of {} events (its {} fields: {})", m.field, family,
+                                            kind, FieldList(desc, use)));
+    } else if (!Fits(m.field_desc, use)) {
+      y_.AddError(def["field"],
+                  fmt::format("field '{}' is not {}; {} needs one of: {}", m.field,
+                              use == FieldUse::kString ? "a string" : "numeric", agg, FieldList(desc, use)));
+    }
+  }
+
+  void ReadGroupBy(const YAML::Node& def, const pb::Descriptor* desc, const std::string& family, MeasureDef* out) {
+    MeasureDef& m = *out;
+    for (const auto& [g, node] : y_.List(def, "group_by")) {
+      const auto* f = desc->FindFieldByName(g);
+      if (!f || !Fits(f, FieldUse::kDimension)) {
+        y_.AddError(node, fmt::format("cannot group {} events by '{}' (dimensions: {})", family, g,
+                                      FieldList(desc, FieldUse::kDimension)));
+        continue;
+      }
+      if (std::find(m.group_by.begin(), m.group_by.end(), g) != m.group_by.end()) {
+        y_.AddError(node, fmt::format("dimension '{}' is listed twice", g));
+        continue;
+      }
+      m.group_by.push_back(g);
+      m.group_by_desc.push_back(f);
+    }
+    if (m.group_by.size() > 8) y_.AddError(def["group_by"], "at most 8 group_by dimensions per measure");
+  }
+
+  void ReadBucket(const YAML::Node& def, MeasureDef* out) {
+    MeasureDef& m = *out;
+    if (const auto bucket = y_.Scalar(def, "bucket", false)) {
+      auto secs = ParseDuration(*bucket);
+      if (!secs.ok()) {
+        y_.AddError(def["bucket"], std::string(secs.status().message()));
+      } else if (!(*secs == 86400 || (*secs <= 3600 && 3600 % *secs == 0))) {
+        y_.AddError(def["bucket"],
+                    fmt::format("bucket '{}' must divide one hour (e.g. 10s, 1m, 5m, 1h) or be 1d", *bucket));
+      } else {
+        m.declared_bucket_seconds = *secs;
+      }
+    }
+    // Stored finer where the catalog's zone needs it, so that calendar
+    // windows there start and end on bucket boundaries.
+    m.bucket_seconds = StorageBucket(m.declared_bucket_seconds, cat_.zone_alignment_seconds);
+  }
+
+  // Attribution: the timestamp field the measure files an event under.
+  void ReadTime(const YAML::Node& def, const pb::Descriptor* desc, const std::string& family, MeasureDef* out) {
+    MeasureDef& m = *out;
+    if (const auto t = y_.Scalar(def, "time", false)) {
+      const auto* f = desc->FindFieldByName(*t);
+      if (*t == "event_time") {
+        m.time_field.clear();
+      } else if (!f || f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE ||
+                 f->message_type()->full_name() != "google.protobuf.Timestamp") {
+        std::string times;
+        for (int i = 0; i < desc->field_count(); ++i) {
+          const auto* x = desc->field(i);
+          if (x->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE &&
+              x->message_type()->full_name() == "google.protobuf.Timestamp") {
+            times += (times.empty() ? "" : ", ") + x->name();
+          }
+        }
+        y_.AddError(def["time"],
+                    fmt::format("time '{}' must be a timestamp field of {} events (known: {})", *t, family, times));
+      } else {
+        m.time_field = *t;
+        m.time_desc = f;
+      }
+    }
   }
 
   void ParseMeasure(const YAML::Node& key_node, const YAML::Node& def) {
@@ -154,113 +293,14 @@ class CatalogParser {
     }
     m.family = *fam;
     const auto* desc = FamilyDescriptor(m.family);
-    const auto* type_enum = desc->FindFieldByName("type")->enum_type();
-    for (const auto& [t, node] : y_.List(def, "types")) {
-      std::string upper = std::string(TypePrefix(m.family));
-      for (char c : t) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
-      const auto* v = type_enum->FindValueByName(upper);
-      if (!v || v->number() == 0) {
-        std::string known;
-        for (int i = 1; i < type_enum->value_count(); ++i) {
-          std::string n = type_enum->value(i)->name().substr(TypePrefix(m.family).size());
-          for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-          known += (known.empty() ? "" : ", ") + n;
-        }
-        y_.AddError(node, fmt::format("unknown {} event type '{}' (known: {})", *family, t, known));
-        continue;
-      }
-      m.types.push_back(v->number());
-      m.type_names.push_back(t);
-    }
+    ReadTypes(def, desc, *family, &m);
     const auto agg = y_.Scalar(def, "aggregation", true);
     if (!agg) return;
-    static constexpr std::pair<std::string_view, Aggregation> kAggs[] = {
-        {"count", Aggregation::kCount},       {"sum", Aggregation::kSum},  {"min", Aggregation::kMin},
-        {"max", Aggregation::kMax},           {"avg", Aggregation::kAvg},  {"distinct", Aggregation::kDistinct},
-        {"quantile", Aggregation::kQuantile}, {"last", Aggregation::kLast}};
-    bool found = false;
-    for (const auto& [n, a] : kAggs) {
-      if (n == *agg) {
-        m.aggregation = a;
-        found = true;
-      }
-    }
-    if (!found) {
-      y_.AddError(
-          def["aggregation"],
-          fmt::format("unknown aggregation '{}' (known: count, sum, min, max, avg, distinct, quantile, last)", *agg));
-      return;
-    }
-    const auto field = y_.Scalar(def, "field", m.aggregation != Aggregation::kCount);
-    if (field) {
-      m.field = *field;
-      m.field_desc = desc->FindFieldByName(m.field);
-      const bool numeric = m.aggregation != Aggregation::kDistinct;
-      if (!m.field_desc) {
-        y_.AddError(def["field"], fmt::format("unknown field '{}' of {} events (known {} fields: {})", m.field, *family,
-                                              numeric ? "numeric" : "string", FieldList(desc, numeric)));
-      } else if (numeric && m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_DOUBLE &&
-                 m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT32) {
-        y_.AddError(def["field"], fmt::format("field '{}' is not numeric; {} needs one of: {}", m.field, *agg,
-                                              FieldList(desc, true)));
-      } else if (!numeric && m.field_desc->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING) {
-        y_.AddError(def["field"], fmt::format("field '{}' is not a string; distinct needs one of: {}", m.field,
-                                              FieldList(desc, false)));
-      }
-    }
-    for (const auto& [g, node] : y_.List(def, "group_by")) {
-      const auto* f = desc->FindFieldByName(g);
-      if (!f || g == "event_time" ||
-          (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING && f->cpp_type() != pb::FieldDescriptor::CPPTYPE_ENUM &&
-           f->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT32)) {
-        y_.AddError(node,
-                    fmt::format("cannot group {} events by '{}' (dimensions: {})", *family, g, FieldList(desc, false)));
-        continue;
-      }
-      if (std::find(m.group_by.begin(), m.group_by.end(), g) != m.group_by.end()) {
-        y_.AddError(node, fmt::format("dimension '{}' is listed twice", g));
-        continue;
-      }
-      m.group_by.push_back(g);
-      m.group_by_desc.push_back(f);
-    }
-    if (m.group_by.size() > 8) y_.AddError(def["group_by"], "at most 8 group_by dimensions per measure");
-    if (const auto bucket = y_.Scalar(def, "bucket", false)) {
-      auto secs = ParseDuration(*bucket);
-      if (!secs.ok()) {
-        y_.AddError(def["bucket"], std::string(secs.status().message()));
-      } else if (!(*secs == 86400 || (*secs <= 3600 && 3600 % *secs == 0))) {
-        y_.AddError(def["bucket"],
-                    fmt::format("bucket '{}' must divide one hour (e.g. 10s, 1m, 5m, 1h) or be 1d", *bucket));
-      } else {
-        m.declared_bucket_seconds = *secs;
-      }
-    }
-    // Stored finer where the catalog's zone needs it, so that calendar
-    // windows there start and end on bucket boundaries.
-    m.bucket_seconds = StorageBucket(m.declared_bucket_seconds, cat_.zone_alignment_seconds);
-    if (const auto t = y_.Scalar(def, "time", false)) {
-      // Attribution: the time the measure files an event under.
-      const auto* f = desc->FindFieldByName(*t);
-      if (*t == "event_time") {
-        m.time_field.clear();
-      } else if (!f || f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE ||
-                 f->message_type()->full_name() != "google.protobuf.Timestamp") {
-        std::string times;
-        for (int i = 0; i < desc->field_count(); ++i) {
-          const auto* x = desc->field(i);
-          if (x->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE &&
-              x->message_type()->full_name() == "google.protobuf.Timestamp") {
-            times += (times.empty() ? "" : ", ") + x->name();
-          }
-        }
-        y_.AddError(def["time"],
-                    fmt::format("time '{}' must be a timestamp field of {} events (known: {})", *t, *family, times));
-      } else {
-        m.time_field = *t;
-        m.time_desc = f;
-      }
-    }
+    if (!ReadAggregation(def, *agg, &m)) return;
+    ReadField(def, desc, *family, *agg, &m);
+    ReadGroupBy(def, desc, *family, &m);
+    ReadBucket(def, &m);
+    ReadTime(def, desc, *family, &m);
     if (const auto f = y_.Scalar(def, "filter", false)) {
       auto compiled = Filter::Compile(*f, m.family);
       if (!compiled.ok()) {
@@ -440,6 +480,19 @@ class CatalogParser {
       *slot = d;
       prev = d;
       prev_name = name;
+    }
+    // `critical` names the edge below which a value is critical: the floor
+    // of the warning band ("below minimum acceptable"), as `warning` does.
+    if (target.critical && target.warning && *target.critical != *target.warning) {
+      y_.AddError(t["critical"], fmt::format("target critical ({}) and warning ({}) name the same edge, the least "
+                                             "acceptable value (worse is critical): set one of them",
+                                             *target.critical, *target.warning));
+      return;
+    }
+    if (target.critical) target.warning = target.critical;
+    if (!target.excellent && !target.good && !target.warning) {
+      y_.AddError(t, "target needs at least one threshold: excellent, good, warning (or critical)");
+      return;
     }
     k->target = target;
   }

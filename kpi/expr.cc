@@ -121,7 +121,7 @@ class Parser {
       auto idx = resolve_(name);
       if (!idx) {
         pos_ = start;
-        return Error(fmt::format("unknown measure '{}'", name));
+        return Error(fmt::format("unknown name '{}': not a measure, KPI or constant of this file", name));
       }
       Expr e;
       e.op = Expr::Op::kRef;
@@ -202,8 +202,9 @@ class Parser {
       e.op = Expr::Op::kCoalesce;
     } else {
       pos_ = start;
-      return Error(
-          fmt::format("unknown function '{}' (known: min, max, abs, coalesce, p50, p90, p95, p99, quantile)", name));
+      return Error(fmt::format(
+          "unknown function '{}' (known: min, max, abs, coalesce, p50, p90, p95, p99, quantile, groups_at_least)",
+          name));
     }
     if (!Eat(')')) {
       do {

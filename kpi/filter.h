@@ -5,7 +5,7 @@
 //   and     := not ('and' not)*
 //   not     := 'not' not | '(' filter ')' | compare
 //   compare := field op literal | field ['not'] 'in' '(' literal (',' literal)* ')'
-//   op      := == | != | < | <= | > | >=
+//   op      := == | != | < | <= | > | >=   (`=` is read as `==`)
 //   literal := number | 'text' | "text"
 //
 // Fields are the family's scalar fields (string, enum, int32, double). The

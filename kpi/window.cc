@@ -239,6 +239,17 @@ Coverage ApplyRetention(Coverage c, int64_t fine_width, const TierRetention& ret
   };
   widen(retention.fine, kHourSeconds, fine_width);
   widen(retention.hour, kDaySeconds, std::max(fine_width, kHourSeconds));
+  if (retention.day > 0) {
+    // Compaction drops a day once it ends more than `day` ago; the day
+    // holding now - day is always kept.
+    const int64_t oldest = FloorTo(now - retention.day, kDaySeconds);
+    if (c.scan_begin < oldest) {
+      c.scan_begin = c.covered.start = oldest;
+      c.rounded = true;
+      if (c.scan_end < c.scan_begin) c.scan_end = c.scan_begin;
+      if (c.covered.end < c.covered.start) c.covered.end = c.covered.start;
+    }
+  }
   return c;
 }
 

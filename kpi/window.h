@@ -113,10 +113,14 @@ Coverage CoverWindow(TimeRange asked, int64_t width, int64_t data_end);
 struct TierRetention {
   int64_t fine = 0;
   int64_t hour = 0;
+  int64_t day = 0;
 };
 // Where compaction has dropped the buckets an edge needs, widens that edge
-// to the next tier's buckets (still kept), never narrowing a window
-// silently: the start rounds down, the end up, and the coverage says so.
+// to the next tier's buckets (still kept): the start rounds down, the end
+// up. Where even the day tier is gone (a finite day retention), the window
+// starts at the oldest day kept, whether or not compaction has run yet (so
+// answers do not depend on when it ran). Either way the coverage says so
+// (`rounded`); a window is never narrowed silently.
 Coverage ApplyRetention(Coverage c, int64_t fine_width, const TierRetention& retention, int64_t now);
 
 }  // namespace kpistream::kpi

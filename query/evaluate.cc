@@ -17,6 +17,7 @@ std::optional<double> MeasureValue(const kpi::MeasureDef& m, const state::Partia
     case kpi::Aggregation::kCount:
       return static_cast<double>(agg.count);
     case kpi::Aggregation::kSum:
+      if (agg.overflowed()) return std::nullopt;  // Evaluate reports it
       return agg.sum();
     case kpi::Aggregation::kMin:
       if (agg.count == 0) return std::nullopt;
@@ -25,7 +26,7 @@ std::optional<double> MeasureValue(const kpi::MeasureDef& m, const state::Partia
       if (agg.count == 0) return std::nullopt;
       return agg.max;
     case kpi::Aggregation::kAvg:
-      if (agg.count == 0) return std::nullopt;
+      if (agg.count == 0 || agg.overflowed()) return std::nullopt;
       return agg.sum() / static_cast<double>(agg.count);
     case kpi::Aggregation::kDistinct:
       return p && p->hll ? std::round(p->hll->Estimate()) : 0.0;
@@ -40,6 +41,43 @@ std::optional<double> MeasureValue(const kpi::MeasureDef& m, const state::Partia
 }
 
 namespace {
+
+// A sum (or average) past the fixed-point range is an error, never a number
+// (state/aggregate.h, Agg).
+absl::Status SumOverflow(const kpi::MeasureDef& m) {
+  return absl::OutOfRangeError(fmt::format(
+      "measure {}: the sum of {} passes +-9.2e12 in this window, beyond the exact fixed-point range sums are kept "
+      "in; use a smaller window or group_by, or scale the field (e.g. kilobytes instead of bytes)",
+      m.name, m.field));
+}
+
+bool Overflowed(const kpi::MeasureDef& m, const state::Partial* p) {
+  return p && (m.aggregation == kpi::Aggregation::kSum || m.aggregation == kpi::Aggregation::kAvg) &&
+         p->agg.overflowed();
+}
+
+// groups_at_least: the measure's value per group of one dimension, then the
+// number of groups whose value reaches the threshold.
+absl::StatusOr<double> CountGroups(const kpi::MeasureDef& m, const InputPlan& in, const PartialSnapshot& snapshot) {
+  const auto kind = kpi::PartialKind(m.aggregation);
+  std::vector<std::string_view> vals;
+  std::map<std::string, state::Partial, std::less<>> per_group;
+  auto st = snapshot.Collect(in.measure_id, in.pieces, [&](std::string_view gk, std::string_view enc) {
+    if (!state::SplitGroupKey(gk, &vals) || vals.size() != m.group_by.size()) return false;
+    const auto v = vals[static_cast<size_t>(in.count_index)];
+    auto it = per_group.find(v);
+    if (it == per_group.end()) it = per_group.emplace(std::string(v), state::Partial(kind)).first;
+    return it->second.MergeEncoded(enc);
+  });
+  if (!st.ok()) return st;
+  int64_t n = 0;
+  for (const auto& [g, p] : per_group) {
+    if (Overflowed(m, &p)) return SumOverflow(m);
+    const auto v = MeasureValue(m, &p, 0.5);
+    if (v && *v >= in.threshold) ++n;
+  }
+  return static_cast<double>(n);
+}
 
 // A group's identity: its label values, each length-prefixed (any bytes).
 std::string GroupKey(const std::vector<std::string_view>& vals, const std::vector<int>& index) {
@@ -73,22 +111,9 @@ absl::StatusOr<std::vector<GroupValue>> Evaluate(const kpi::Catalog& catalog, co
       return state::SplitGroupKey(group_key, &vals) && vals.size() == m.group_by.size();
     };
     if (in.count_index >= 0) {
-      // groups_at_least: value per group of the dimension, then count.
-      std::map<std::string, state::Partial, std::less<>> per_group;
-      auto st = snapshot.Collect(in.measure_id, in.pieces, [&](std::string_view gk, std::string_view enc) {
-        if (!split(gk)) return false;
-        const auto v = vals[static_cast<size_t>(in.count_index)];
-        auto it = per_group.find(v);
-        if (it == per_group.end()) it = per_group.emplace(std::string(v), state::Partial(kind)).first;
-        return it->second.MergeEncoded(enc);
-      });
-      if (!st.ok()) return st;
-      int64_t n = 0;
-      for (const auto& [g, p] : per_group) {
-        const auto v = MeasureValue(m, &p, 0.5);
-        if (v && *v >= in.threshold) ++n;
-      }
-      group_counts[ii] = static_cast<double>(n);
+      auto n = CountGroups(m, in, snapshot);
+      if (!n.ok()) return n.status();
+      group_counts[ii] = *n;
       continue;
     }
     auto st = snapshot.Collect(in.measure_id, in.pieces, [&](std::string_view gk, std::string_view enc) {
@@ -120,6 +145,10 @@ absl::StatusOr<std::vector<GroupValue>> Evaluate(const kpi::Catalog& catalog, co
   out.reserve(groups.size());
   for (auto& entry : groups) {
     auto& accs = entry.second;  // a named reference: lambdas cannot capture bindings in clang 14
+    for (size_t i = 0; i < accs.size(); ++i) {
+      const auto& m = catalog.measures[static_cast<size_t>(kpi.inputs[i].measure)];
+      if (accs[i] && Overflowed(m, &*accs[i])) return SumOverflow(m);
+    }
     GroupValue gv;
     if (!q.group_by.empty()) {
       if (!state::SplitGroupKey(entry.first, &vals) || vals.size() != q.group_by.size()) {

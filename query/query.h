@@ -76,7 +76,7 @@ struct QueryOptions {
   size_t max_answer_bytes = 3 << 20;
   int64_t max_range_points = 11000;
   // Retention of the stored tiers (edges past it widen to coarser tiers).
-  kpi::TierRetention retention{.fine = 35 * 86400, .hour = 400 * 86400};
+  kpi::TierRetention retention{.fine = 35 * 86400, .hour = 400 * 86400, .day = 0};
 };
 
 class QueryService {

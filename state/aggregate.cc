@@ -12,20 +12,58 @@ namespace kpistream::state {
 int64_t ToMicros(double v) { return static_cast<int64_t>(std::llround(v * kMicrosPerUnit)); }
 double FromMicros(int64_t micros) { return static_cast<double>(micros) / kMicrosPerUnit; }
 
-void Hll::AddHash(uint64_t h) {
+void Hll::AddToRegisters(uint64_t h) {
   const size_t idx = h >> (64 - kPrecision);
   const uint64_t rest = (h << kPrecision) | (uint64_t{1} << (kPrecision - 1));
   const uint8_t rank = static_cast<uint8_t>(std::countl_zero(rest) + 1);
   if (rank > regs_[idx]) regs_[idx] = rank;
 }
 
+void Hll::ToDense() {
+  if (!exact()) return;
+  regs_.assign(kRegisters, 0);
+  for (uint64_t h : hashes_) AddToRegisters(h);
+  hashes_.clear();
+  hashes_.shrink_to_fit();
+}
+
+std::vector<uint8_t>& Hll::mutable_registers() {
+  ToDense();
+  return regs_;
+}
+
+void Hll::AddHash(uint64_t h) {
+  if (!exact()) {
+    AddToRegisters(h);
+    return;
+  }
+  const auto it = std::lower_bound(hashes_.begin(), hashes_.end(), h);
+  if (it != hashes_.end() && *it == h) return;
+  hashes_.insert(it, h);
+  if (hashes_.size() > kExactMax) ToDense();
+}
+
 void Hll::Merge(const Hll& o) {
+  if (o.exact()) {
+    if (exact()) {
+      std::vector<uint64_t> all;
+      all.reserve(hashes_.size() + o.hashes_.size());
+      std::set_union(hashes_.begin(), hashes_.end(), o.hashes_.begin(), o.hashes_.end(), std::back_inserter(all));
+      hashes_ = std::move(all);
+      if (hashes_.size() > kExactMax) ToDense();
+      return;
+    }
+    for (uint64_t h : o.hashes_) AddToRegisters(h);
+    return;
+  }
+  ToDense();
   for (size_t i = 0; i < kRegisters; ++i) {
     if (o.regs_[i] > regs_[i]) regs_[i] = o.regs_[i];
   }
 }
 
 double Hll::Estimate() const {
+  if (exact()) return static_cast<double>(hashes_.size());
   const double m = static_cast<double>(kRegisters);
   double sum = 0;
   size_t zeros = 0;
@@ -80,12 +118,30 @@ std::string EncodeAgg(const Agg& a) {
 // (a few users per group and bucket) are then tens of bytes, not 16 KiB.
 constexpr char kSparseTag = 'S';
 constexpr size_t kSparseMaxEntries = (kHllSize - 4) / 3 - 1;
+// Exact: kind, 'X', count (u16 LE), then each hash (u64 LE), ascending.
+// Neither tag is a valid register value (ranks are at most 64), so no
+// dense encoding starts like one.
+constexpr char kExactTag = 'X';
+static_assert(Hll::kExactMax < 65536);
+
+bool IsExactHll(std::string_view in) {
+  return in.size() >= 4 && in[1] == kExactTag && in.size() == 4 + 8 * size_t{Get<uint16_t>(in.data() + 2)};
+}
 
 std::string EncodeHll(const Hll& h) {
+  std::string out;
+  if (h.exact()) {
+    const auto& hs = h.hashes();
+    out.reserve(4 + 8 * hs.size());
+    out.push_back(static_cast<char>(ValueKind::kHll));
+    out.push_back(kExactTag);
+    Put(&out, static_cast<uint16_t>(hs.size()));
+    for (uint64_t x : hs) Put(&out, x);
+    return out;
+  }
   const auto& regs = h.registers();
   size_t n = 0;
   for (uint8_t r : regs) n += r != 0;
-  std::string out;
   out.push_back(static_cast<char>(ValueKind::kHll));
   if (n <= kSparseMaxEntries) {
     out.reserve(4 + 3 * n);
@@ -126,13 +182,36 @@ bool ForEachRegister(std::string_view in, Fn fn) {
   }
   return true;
 }
+
+// Merges an encoded HLL (any form) into *h; false if malformed.
+bool MergeHllEncoded(std::string_view in, Hll* h) {
+  if (IsExactHll(in)) {
+    const size_t n = Get<uint16_t>(in.data() + 2);
+    Hll other;
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t x = Get<uint64_t>(in.data() + 4 + 8 * i);
+      if (i > 0 && x <= prev) return false;  // not ascending: not ours
+      prev = x;
+      other.AddHash(x);
+    }
+    h->Merge(other);
+    return true;
+  }
+  auto& regs = h->mutable_registers();
+  return ForEachRegister(in, [&](size_t i, uint8_t r) {
+    if (r > regs[i]) regs[i] = r;
+  });
+}
 }  // namespace
 
 std::optional<ValueKind> KindOf(std::string_view in) {
   if (in.empty()) return std::nullopt;
   const auto k = static_cast<ValueKind>(in[0]);
   if (k == ValueKind::kAgg && in.size() == kAggSize) return k;
-  if (k == ValueKind::kHll && (in.size() == kHllSize || (in.size() >= 4 && in[1] == kSparseTag))) return k;
+  if (k == ValueKind::kHll && (in.size() == kHllSize || (in.size() >= 4 && in[1] == kSparseTag) || IsExactHll(in))) {
+    return k;
+  }
   if (k == ValueKind::kSketch && in.size() >= 3) return k;
   if (k == ValueKind::kLast && in.size() == 17) return k;
   return std::nullopt;
@@ -303,12 +382,8 @@ bool Partial::MergeEncoded(std::string_view enc) {
       agg.Merge(a);
       return true;
     }
-    case ValueKind::kHll: {
-      auto& regs = hll->mutable_registers();
-      return ForEachRegister(enc, [&](size_t i, uint8_t r) {
-        if (r > regs[i]) regs[i] = r;
-      });
-    }
+    case ValueKind::kHll:
+      return MergeHllEncoded(enc, hll.get());
     case ValueKind::kSketch: {
       QuantileSketch s;
       if (!s.DecodeFrom(enc)) return false;
@@ -338,9 +413,8 @@ bool DecodeAgg(std::string_view in, Agg* out) {
 
 bool DecodeHll(std::string_view in, Hll* out) {
   if (KindOf(in) != ValueKind::kHll) return false;
-  auto& regs = out->mutable_registers();
-  std::fill(regs.begin(), regs.end(), 0);
-  return ForEachRegister(in, [&](size_t i, uint8_t r) { regs[i] = r; });
+  *out = Hll();
+  return MergeHllEncoded(in, out);
 }
 
 bool MergeEncoded(std::string_view a, std::string_view b, std::string* out) {

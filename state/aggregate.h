@@ -29,7 +29,14 @@ int64_t ToMicros(double v);
 double FromMicros(int64_t micros);
 
 // count / sum / min / max; average = sum / count.
+//
+// A sum whose running total leaves the fixed-point range (|sum| > 9.2e12
+// units, e.g. bytes over a month) is never wrapped into a wrong number: it
+// becomes kSumOverflow for good (sticky through merges and encoding), and
+// the query layer answers OUT_OF_RANGE for it.
 struct Agg {
+  static constexpr int64_t kSumOverflow = std::numeric_limits<int64_t>::min();
+
   int64_t count = 0;
   int64_t sum_micros = 0;
   double min = std::numeric_limits<double>::infinity();
@@ -37,38 +44,67 @@ struct Agg {
 
   void Add(double v, int64_t v_micros) {
     ++count;
-    sum_micros += v_micros;
+    AddMicros(v_micros);
     if (v < min) min = v;
     if (v > max) max = v;
   }
   void Merge(const Agg& o) {
     count += o.count;
-    sum_micros += o.sum_micros;
+    if (o.overflowed()) {
+      sum_micros = kSumOverflow;
+    } else {
+      AddMicros(o.sum_micros);
+    }
     if (o.min < min) min = o.min;
     if (o.max > max) max = o.max;
   }
-  double sum() const { return FromMicros(sum_micros); }
+  bool overflowed() const { return sum_micros == kSumOverflow; }
+  double sum() const { return FromMicros(sum_micros); }  // REQUIRES: !overflowed()
   bool operator==(const Agg&) const = default;
+
+ private:
+  void AddMicros(int64_t v) {
+    if (overflowed()) return;
+    if (__builtin_add_overflow(sum_micros, v, &sum_micros) || sum_micros == kSumOverflow) sum_micros = kSumOverflow;
+  }
 };
 
-// HyperLogLog distinct-count sketch, dense, 2^14 registers (standard error
-// ~0.81 %). Merge = register-wise max. Hashes must come from HashForSketch so
-// that sketches built by different processes merge.
+// Distinct count: exact while small, then a HyperLogLog sketch.
+//
+// Up to kExactMax distinct values it keeps their 64-bit hashes, sorted, and
+// counts them exactly (collisions of 64-bit hashes are negligible below
+// billions): a daily-active count of 100 reads 100, as a SQL
+// count(DISTINCT) would. Past kExactMax it turns into a dense HyperLogLog
+// with 2^14 registers (standard error ~0.81 %; Flajolet et al. 2007, with
+// linear counting for small ranges). The switch is decided by the union of
+// the hashes alone, so Merge stays associative and commutative: any merge
+// order of the same partials gives the same state, bit for bit. Hashes must
+// come from HashForSketch so that sketches built by different processes
+// merge.
 class Hll {
  public:
   static constexpr int kPrecision = 14;
   static constexpr size_t kRegisters = size_t{1} << kPrecision;
+  static constexpr size_t kExactMax = 1024;
 
-  Hll() : regs_(kRegisters, 0) {}
   void AddHash(uint64_t h);
   void Merge(const Hll& o);
+  // Exact: the number of values; dense: the HLL estimate.
   double Estimate() const;
-  const std::vector<uint8_t>& registers() const { return regs_; }
-  std::vector<uint8_t>& mutable_registers() { return regs_; }
+  bool exact() const { return regs_.empty(); }
+  // Exact form: the values' hashes, sorted, unique.
+  const std::vector<uint64_t>& hashes() const { return hashes_; }
+  // Dense form (converts an exact one): the registers, for decoding and
+  // merging register-encoded partials.
+  std::vector<uint8_t>& mutable_registers();
+  const std::vector<uint8_t>& registers() const { return regs_; }  // empty while exact
   bool operator==(const Hll&) const = default;
 
  private:
-  std::vector<uint8_t> regs_;
+  void ToDense();
+  void AddToRegisters(uint64_t h);
+  std::vector<uint64_t> hashes_;  // while exact
+  std::vector<uint8_t> regs_;     // once dense (kRegisters)
 };
 
 // Stable 64-bit hash (XXH3, seed 0): identical across processes and builds.
@@ -138,7 +174,9 @@ struct Partial {
 
 // Wire encoding (little-endian, fixed width; no size_t):
 //   kAgg: kind(1) count(8) sum_micros(8) min(8) max(8)  = 33 bytes
-//   kHll: kind(1) registers(2^14)
+//   kHll: kind(1) registers(2^14); or kind(1) 'S' n(u16) n x (index(u16)
+//         rank(u8)) while few registers are set; or, exact, kind(1) 'X'
+//         n(u16) n x hash(u64), sorted
 std::string EncodeAgg(const Agg& a);
 std::string EncodeHll(const Hll& h);
 // Returns false on malformed input.

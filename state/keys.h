@@ -20,7 +20,9 @@
 //   seen. ('G' and 'C' keys, per-measure group caps, are from releases
 //   before 0.2 and no longer read.)
 // Column family "meta": "<kind>/<name>" -> id (u32 LE), stable ids for topic,
-//   measure and dimension ("<family>.<name>") names.
+//   measure and dimension ("<family>.<name>") names; "measure.shape/<name>"
+//   -> the shape that owns a measure's plain id, and "measure/<name>@<shape>"
+//   -> the id of each later shape (Store::SeriesIdFor).
 #pragma once
 
 #include <cstdint>

@@ -61,16 +61,37 @@ class PartialMergeOperator : public rocksdb::MergeOperator {
   const char* Name() const override { return "kpistream.PartialMerge.v1"; }
 };
 
-// Drops partials older than their tier's retention. Reads the key only.
+// Drops partials older than their tier's retention. Reads the key only. A
+// measure whose finest buckets are an hour or a day wide has no coarser
+// roll-up: its fine-tier keys are kept as long as the hour or day tier
+// (Store::SetFineTier); until the catalog is bound, fine keys are kept.
 class RetentionFilter : public rocksdb::CompactionFilter {
  public:
+  using FineTiers = std::unordered_map<uint32_t, Tier>;
   RetentionFilter(std::array<int64_t, 3> retention, std::function<int64_t()> now)
       : retention_(retention), now_(std::move(now)) {}
+  void SetFineTier(uint32_t measure_id, Tier tier) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto next = std::make_shared<FineTiers>(fine_tiers_ ? *fine_tiers_ : FineTiers());
+    (*next)[measure_id] = tier;
+    fine_tiers_ = std::move(next);
+  }
   bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& /*value*/, std::string* /*new_value*/,
               bool* /*value_changed*/) const override {
     AggKeyParts parts;
     if (!ParseAggKey(std::string_view(key.data(), key.size()), &parts)) return false;
-    const int64_t keep = retention_[static_cast<size_t>(parts.tier)];
+    Tier tier = parts.tier;
+    if (tier == Tier::kFine) {
+      std::shared_ptr<const FineTiers> tiers;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        tiers = fine_tiers_;
+      }
+      if (!tiers) return false;
+      const auto it = tiers->find(parts.measure_id);
+      if (it != tiers->end()) tier = it->second;
+    }
+    const int64_t keep = retention_[static_cast<size_t>(tier)];
     if (keep <= 0) return false;
     // bucket is the bucket's start; a day bucket ends a day later at most.
     return parts.bucket + kDaySeconds < now_() - keep;
@@ -85,6 +106,8 @@ class RetentionFilter : public rocksdb::CompactionFilter {
  private:
   std::array<int64_t, 3> retention_;
   std::function<int64_t()> now_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const FineTiers> fine_tiers_;  // guarded by mu_; null until bound
 };
 
 // Drops remembered event ids older than their source's horizon (the
@@ -321,6 +344,34 @@ Store::~Store() = default;
 
 absl::StatusOr<uint32_t> Store::IdFor(std::string_view kind, std::string_view name) {
   std::lock_guard<std::mutex> lock(rep_->id_mu);
+  return IdForLocked(kind, name);
+}
+
+absl::StatusOr<Store::SeriesId> Store::SeriesIdFor(std::string_view kind, std::string_view name,
+                                                   std::string_view shape) {
+  std::lock_guard<std::mutex> lock(rep_->id_mu);
+  const std::string shape_key = fmt::format("{}.shape/{}", kind, name);
+  std::string first;
+  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), shape_key, &first);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "reading a series shape");
+  SeriesId out;
+  if (s.IsNotFound()) {
+    // The name's first shape (or a store from before shapes were kept):
+    // it owns the plain id, so existing history stays where it is.
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = rep_->db->Put(wo, rep_->cf(Keyspace::kMeta), shape_key, rocksdb::Slice(shape.data(), shape.size()));
+    if (!s.ok()) return FromRocks(s, "recording a series shape");
+    first = std::string(shape);
+  }
+  auto id = first == shape ? IdForLocked(kind, name) : IdForLocked(kind, fmt::format("{}@{}", name, shape));
+  if (!id.ok()) return id.status();
+  out.id = *id;
+  out.first_shape = first;
+  return out;
+}
+
+absl::StatusOr<uint32_t> Store::IdForLocked(std::string_view kind, std::string_view name) {
   const std::string key = fmt::format("{}/{}", kind, name);
   std::string v;
   auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), key, &v);
@@ -347,6 +398,8 @@ absl::StatusOr<uint32_t> Store::IdFor(std::string_view kind, std::string_view na
   if (auto st = rep_->Write(wo, &wb, "assigning name id"); !st.ok()) return st;
   return next;
 }
+
+void Store::SetFineTier(uint32_t measure_id, Tier tier) { rep_->retention->SetFineTier(measure_id, tier); }
 
 absl::Status Store::Commit(WriteBatch* batch) {
   return rep_->Write(rep_->write_options, &batch->rep_->wb, "committing state");

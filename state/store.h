@@ -134,6 +134,26 @@ class Store {
   // Stable id for a name of a kind ("topic", "measure"): assigned on first use
   // and persisted, so renumbering the config never mixes series.
   [[nodiscard]] absl::StatusOr<uint32_t> IdFor(std::string_view kind, std::string_view name);
+  // The id of a series whose stored form matters (a measure: aggregation,
+  // group-by dimensions, bucket width): a name keeps its id while its shape
+  // stays; a name under a new shape gets an id of its own, so partials
+  // written under one shape are never read under another (a changed
+  // group_by would put old values under the wrong dimensions, a changed
+  // aggregation cannot be merged). Going back to an earlier shape finds its
+  // series again. The name's first shape (or, in a store from before
+  // shapes, the shape first bound) keeps the plain IdFor id.
+  struct SeriesId {
+    uint32_t id = 0;
+    std::string first_shape;  // the shape that owns the plain id
+  };
+  [[nodiscard]] absl::StatusOr<SeriesId> SeriesIdFor(std::string_view kind, std::string_view name,
+                                                     std::string_view shape);
+
+  // A measure's finest buckets are as wide as `tier`'s (an hour or a day):
+  // compaction keeps them as long as that tier's retention, since no
+  // coarser roll-up holds them. Until the first call, fine-tier partials are
+  // never dropped (the catalog is not bound yet). Thread-safe.
+  void SetFineTier(uint32_t measure_id, Tier tier);
 
   [[nodiscard]] absl::Status Commit(WriteBatch* batch);
   // A small real write (a meta key): whether the store accepts writes again
@@ -197,6 +217,7 @@ class Store {
   [[nodiscard]] absl::Status CompactForTest();
 
  private:
+  absl::StatusOr<uint32_t> IdForLocked(std::string_view kind, std::string_view name);  // REQUIRES: id_mu held
   friend class WriteBatch;
   friend class ReadView;
   struct Rep;

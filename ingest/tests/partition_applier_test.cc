@@ -43,6 +43,7 @@ kpis:
   impressions: {formula: impressions, unit: count, windows: [1h]}
   ctr: {formula: clicks / impressions, windows: [1h]}
   trial_to_paid: {formula: converted_by_start / trials, windows: [1h]}
+  conversions_by_start: {formula: converted_by_start, unit: count, windows: [1h]}
 )");
   }
   void TearDown() override {
@@ -198,6 +199,23 @@ TEST_F(PartitionApplierTest, LongDimensionValuesAreCutAndStayDistinct) {
   EXPECT_EQ(CutDimensionValue(a, 64), CutDimensionValue(a, 64));
 }
 
+// A cut never splits a UTF-8 character (a valid value stays a valid label
+// value) and never exceeds the limit, at every limit from the smallest.
+TEST(CutDimensionValueTest, KeepsUtf8AndTheLimit) {
+  std::string v;
+  for (int i = 0; i < 100; ++i) v += i % 3 == 0 ? "\xc3\xa9" : (i % 3 == 1 ? "\xe2\x82\xac" : "\xf0\x9f\x98\x80");
+  for (size_t max = kpi::kMinDimensionBytes; max < 80; ++max) {
+    const auto cut = CutDimensionValue(v, max);
+    EXPECT_LE(cut.size(), max);
+    EXPECT_GE(cut.size(), max - 3);  // backs off at most a 4-byte character's tail
+    const size_t kept = cut.size() - 17;
+    EXPECT_EQ(cut.substr(0, kept), v.substr(0, kept));
+    EXPECT_NE(static_cast<unsigned char>(v[kept]) & 0xC0, 0x80) << max << ": a character was split";
+  }
+  // Limits below the suffix never underflow: the hash alone.
+  EXPECT_EQ(CutDimensionValue(v, 3).size(), 17u);
+}
+
 // Issue 14, item 12: a measure filed under another timestamp of the event
 // makes a cohort rate.
 TEST_F(PartitionApplierTest, ACohortMeasureIsFiledUnderTheOriginTime) {
@@ -223,6 +241,13 @@ TEST_F(PartitionApplierTest, ACohortMeasureIsFiledUnderTheOriginTime) {
   // Without an origin time, the event is filed under its event time, counted.
   crm(events::v1::CRM_TRIAL_CONVERTED, kNow - 70 * kSec, std::nullopt);
   EXPECT_EQ(ingest_->stats().time_fallback_by_measure[3].load(), 1u);
+  // An origin after the event itself (a year ahead, or a second) is not an
+  // attribution: filed under the event time, counted, never a future bucket.
+  crm(events::v1::CRM_TRIAL_CONVERTED, kNow - 60 * kSec, kNow + 365 * day);
+  crm(events::v1::CRM_TRIAL_CONVERTED, kNow - 50 * kSec, kNow - 49 * kSec);
+  EXPECT_EQ(ingest_->stats().time_fallback_by_measure[3].load(), 3u);
+  // Filed in the last hour: the three fallbacks (the others lie days back).
+  EXPECT_EQ(Value("conversions_by_start", kNow - 3600 * kSec, kNow), 3);
 }
 
 }  // namespace

@@ -58,7 +58,8 @@ TEST(CatalogTest, ErrorsHaveFileLineColumnAndAFix) {
   EXPECT_NE(ErrorOf(base + "    aggregation: sum\n    field: channel\n").find("is not numeric"), std::string::npos);
   EXPECT_NE(ErrorOf(base + "    aggregation: count\n    bucket: 7m\n").find("must divide one hour"), std::string::npos);
   EXPECT_NE(ErrorOf(base + "    aggregation: count\nkpis:\n  ctr:\n    formula: clicks / views\n")
-                .find("kpis.yaml:8:14: formula \"clicks / views\": unknown measure 'views' at column 10"),
+                .find("kpis.yaml:8:14: formula \"clicks / views\": unknown name 'views': not a measure, KPI or "
+                      "constant of this file at column 10"),
             std::string::npos);
   EXPECT_NE(ErrorOf(base + "    aggregation: count\nkpis:\n  c:\n    formula: clicks\n    windows: [5x]\n")
                 .find("bad window \"5x\""),
@@ -129,6 +130,35 @@ TEST(CatalogTest, SemanticErrors) {
                 .find("filter \"status_code > 'x'\": type mismatch"),
             std::string::npos);
   EXPECT_NE(ErrorOf("measures:\n  e: {family: product, aggregation: count, max_groups: 0}\n").find("max_groups"),
+            std::string::npos);
+}
+
+// Every threshold is the floor of its band; `critical` names the least
+// acceptable value, the same edge as `warning`. A value with a target is
+// never left without a band.
+TEST(CatalogTest, TargetBands) {
+  const std::string m = "measures:\n  calls: {family: product, types: [api_call], aggregation: count}\nkpis:\n";
+  auto band = [&](const std::string& target, double v) {
+    auto c = ParseCatalog(m + "  k: {formula: calls, target: " + target + "}\n", "t.yaml");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? c->kpis[0].target->Classify(v) : Band::kUnknown;
+  };
+  // Only `critical`: at least it is warning, worse is critical.
+  EXPECT_EQ(band("{direction: higher, critical: 10}", 12), Band::kWarning);
+  EXPECT_EQ(band("{direction: higher, critical: 10}", 8), Band::kCritical);
+  EXPECT_EQ(band("{direction: lower, critical: 10}", 8), Band::kWarning);
+  EXPECT_EQ(band("{direction: lower, critical: 10}", 12), Band::kCritical);
+  // `good` and `critical`: the seeds' "below target but acceptable" band.
+  EXPECT_EQ(band("{direction: higher, good: 20, critical: 10}", 25), Band::kGood);
+  EXPECT_EQ(band("{direction: higher, good: 20, critical: 10}", 15), Band::kWarning);
+  EXPECT_EQ(band("{direction: higher, good: 20, critical: 10}", 5), Band::kCritical);
+  // Only `good`: below it is critical.
+  EXPECT_EQ(band("{direction: higher, good: 20}", 19), Band::kCritical);
+  EXPECT_EQ(band("{direction: higher, warning: 10, critical: 10}", 10), Band::kWarning);
+  EXPECT_NE(ErrorOf(m + "  k: {formula: calls, target: {direction: higher, warning: 12, critical: 10}}\n")
+                .find("name the same edge"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(m + "  k: {formula: calls, target: {direction: higher}}\n").find("at least one threshold"),
             std::string::npos);
 }
 

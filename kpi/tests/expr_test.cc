@@ -54,7 +54,9 @@ TEST_F(ExprTest, DivisionByZeroIsNoValueNeverInf) {
 }
 
 TEST_F(ExprTest, ErrorsSayWhatAndWhere) {
-  EXPECT_EQ(Error("clicks / impresions"), "formula \"clicks / impresions\": unknown measure 'impresions' at column 10");
+  EXPECT_EQ(Error("clicks / impresions"),
+            "formula \"clicks / impresions\": unknown name 'impresions': not a measure, KPI or constant of this file "
+            "at column 10");
   EXPECT_NE(Error("clicks +").find("formula ended"), std::string::npos);
   EXPECT_NE(Error("(clicks").find("expected ')'"), std::string::npos);
   EXPECT_NE(Error("clicks ** 2").find("column 9"), std::string::npos);

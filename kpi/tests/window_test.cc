@@ -223,5 +223,25 @@ TEST(RetentionTest, EdgesPastFineRetentionWidenToHoursAndSaySo) {
   EXPECT_EQ(c.scan_end, now);
 }
 
+// A finite day retention: the window starts at the oldest day always kept,
+// and says so; measures stored in hour or day buckets widen per their own
+// tier only.
+TEST(RetentionTest, AFiniteDayRetentionCutsTheStartAndSaysSo) {
+  const int64_t now = 1000 * 86400 + 3600;
+  const TierRetention r{.fine = 35 * 86400, .hour = 400 * 86400, .day = 500 * 86400};
+  auto c = ApplyRetention(CoverWindow({now - 600 * 86400, now}, 60, now), 60, r, now);
+  EXPECT_EQ(c.covered.start, 500 * 86400);
+  EXPECT_EQ(c.scan_begin, 500 * 86400);
+  EXPECT_TRUE(c.rounded);
+  // Inside every retention: unchanged.
+  c = ApplyRetention(CoverWindow({now - 86400, now}, 60, now), 60, r, now);
+  EXPECT_FALSE(c.rounded);
+  // A measure stored in hour buckets, 100 days back, 30 minutes into an
+  // hour: its own (hour) buckets are kept 400 days, nothing widens.
+  c = ApplyRetention(CoverWindow({now - 100 * 86400, now}, 3600, now), 3600, r, now);
+  EXPECT_FALSE(c.rounded);
+  EXPECT_EQ(c.covered.start, now - 100 * 86400);
+}
+
 }  // namespace
 }  // namespace kpistream::kpi

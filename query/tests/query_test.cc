@@ -467,5 +467,60 @@ TEST_F(QueryTest, OversizedAnswersAreResourceExhausted) {
   EXPECT_TRUE(small.Get({.kpi = "imps", .start = day, .end = day + 3600}).ok());
 }
 
+// A sum past the fixed-point range (state/aggregate.h) is an error that
+// says what to do, never a wrapped number.
+TEST_F(QueryTest, SumsPastTheExactRangeAreOutOfRangeNeverWrapped) {
+  const int64_t day = 1763856000;
+  Apply(
+      {Ev(events::v1::CAMPAIGN_SPEND, day + 10, "search", 8e12),
+       Ev(events::v1::CAMPAIGN_SPEND, day + 20, "search", 8e12), Ev(events::v1::CAMPAIGN_SPEND, day + 30, "social", 1)},
+      0);
+  QueryService q = Service();
+  auto a = q.Get({.kpi = "spend", .start = day, .end = day + 3600});
+  ASSERT_EQ(a.status().code(), absl::StatusCode::kOutOfRange) << a.status();
+  EXPECT_NE(std::string(a.status().message()).find("measure spend"), std::string::npos) << a.status();
+  // The group that stays in range still answers when asked alone.
+  auto social = q.Get({.kpi = "spend", .start = day, .end = day + 3600, .filter = {{"channel", "social"}}});
+  ASSERT_TRUE(social.ok()) << social.status();
+  EXPECT_EQ(*social->values[0].value, 1);
+}
+
+// A measure whose stored shape changes (here its group_by) starts a new
+// series: old partials are never read under the new dimensions (which would
+// fail, or file values under the wrong names), and they are back when the
+// change is reverted.
+TEST_F(QueryTest, AMeasureWithANewShapeStartsANewSeries) {
+  const int64_t day = 1763856000;
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 10, "search"),
+         Ev(events::v1::CAMPAIGN_IMPRESSION, day + 20, "social")},
+        0);
+  const auto original = catalog_;
+  auto regrouped = kpi::ParseCatalog(R"(
+measures:
+  impressions: {family: campaign, types: [impression], aggregation: count, group_by: [region]}
+kpis:
+  imps: {formula: impressions, unit: count}
+)",
+                                     "test.yaml");
+  ASSERT_TRUE(regrouped.ok()) << regrouped.status();
+  catalog_ = std::move(*regrouped);
+  ids_ = *kpi::BindStateIds(catalog_, store_.get());
+  ASSERT_EQ(ids_.reshaped.size(), 1u);
+  EXPECT_NE(ids_.reshaped[0].find("count|region|60"), std::string::npos) << ids_.reshaped[0];
+  {
+    QueryService q = Service();
+    auto a = q.Get({.kpi = "imps", .start = day, .end = day + 3600, .group_by = {"region"}});
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_TRUE(a->values.empty());  // nothing under the new shape yet
+  }
+  catalog_ = original;
+  ids_ = *kpi::BindStateIds(catalog_, store_.get());
+  EXPECT_TRUE(ids_.reshaped.empty());
+  QueryService q = Service();
+  auto a = q.Get({.kpi = "imps", .start = day, .end = day + 3600});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a->values[0].value, 2);
+}
+
 }  // namespace
 }  // namespace kpistream::query

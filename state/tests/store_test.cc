@@ -108,16 +108,50 @@ TEST_F(StoreTest, RetentionDropsOldBucketsPerTier) {
     b.MergePartial(AggKey(Tier::kHour, 1, 1, t, ""), EncodeAgg(a));
     b.MergePartial(AggKey(Tier::kDay, 1, 1, t, ""), EncodeAgg(a));
   }
+  // Measure 2 stores hour-wide buckets, measure 3 day-wide ones: their
+  // finest tier is all they have.
+  for (int64_t age_days : {1, 5, 50}) {
+    const int64_t t = now - age_days * kDaySeconds;
+    b.MergePartial(AggKey(Tier::kFine, 2, 1, t, ""), EncodeAgg(a));
+    b.MergePartial(AggKey(Tier::kFine, 3, 1, t, ""), EncodeAgg(a));
+  }
   ASSERT_TRUE(store->Commit(&b).ok());
+  // Before the catalog is bound, nothing in the fine tier is dropped.
   ASSERT_TRUE(store->CompactForTest().ok());
-  auto count = [&](Tier tier) {
+  auto count = [&](Tier tier, uint32_t measure = 1) {
     int n = 0;
-    EXPECT_TRUE(store->Scan(tier, 1, 1, 0, now + 1, [&](int64_t, std::string_view, std::string_view) { ++n; }).ok());
+    EXPECT_TRUE(
+        store->Scan(tier, measure, 1, 0, now + 1, [&](int64_t, std::string_view, std::string_view) { ++n; }).ok());
     return n;
   };
-  EXPECT_EQ(count(Tier::kFine), 1);  // 1 day old only
-  EXPECT_EQ(count(Tier::kHour), 2);  // 1 and 5 days
-  EXPECT_EQ(count(Tier::kDay), 3);   // forever
+  EXPECT_EQ(count(Tier::kFine), 3);
+  store->SetFineTier(1, Tier::kFine);
+  store->SetFineTier(2, Tier::kHour);
+  store->SetFineTier(3, Tier::kDay);
+  ASSERT_TRUE(store->CompactForTest().ok());
+  EXPECT_EQ(count(Tier::kFine), 1);     // 1 day old only
+  EXPECT_EQ(count(Tier::kHour), 2);     // 1 and 5 days
+  EXPECT_EQ(count(Tier::kDay), 3);      // forever
+  EXPECT_EQ(count(Tier::kFine, 2), 2);  // kept as the hour tier
+  EXPECT_EQ(count(Tier::kFine, 3), 3);  // kept as the day tier
+}
+
+// A measure whose stored shape changes gets a series of its own; going back
+// finds the old one; a store from before shapes keeps its plain ids.
+TEST_F(StoreTest, SeriesIdsFollowTheShape) {
+  auto store = OpenStore();
+  const uint32_t legacy = *store->IdFor("measure", "clicks");
+  const auto first = *store->SeriesIdFor("measure", "clicks", "count|channel|60");
+  EXPECT_EQ(first.id, legacy);
+  EXPECT_EQ(first.first_shape, "count|channel|60");
+  const auto regrouped = *store->SeriesIdFor("measure", "clicks", "count|campaign_id,channel|60");
+  EXPECT_NE(regrouped.id, legacy);
+  EXPECT_EQ(regrouped.first_shape, "count|channel|60");
+  EXPECT_EQ(store->SeriesIdFor("measure", "clicks", "count|campaign_id,channel|60")->id, regrouped.id);
+  EXPECT_EQ(store->SeriesIdFor("measure", "clicks", "count|channel|60")->id, legacy);
+  store.reset();
+  store = OpenStore();
+  EXPECT_EQ(store->SeriesIdFor("measure", "clicks", "count|campaign_id,channel|60")->id, regrouped.id);
 }
 
 TEST_F(StoreTest, NameIdsAreStable) {
