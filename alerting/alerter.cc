@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -132,6 +133,7 @@ struct Alerter::Rep {
   std::mutex wake_mu;
   std::condition_variable wake_cv;
   bool stop = false;  // guarded by wake_mu
+  std::atomic<bool> stopped{false};
   std::thread thread;
   Alerter* owner = nullptr;
 
@@ -151,6 +153,32 @@ struct Alerter::Rep {
   absl::StatusOr<std::vector<std::pair<Group, ConditionResult>>> Evaluate(const AlertRule& r, int64_t now_ms);
   absl::StatusOr<std::vector<query::GroupValue>> Query(const AlertRule& r, int64_t end_s);
   void Refresh(Instance* in) const;
+
+  // One evaluation round, in phases (EvaluateOnce).
+  struct Evaluation {
+    int64_t at_ms;
+    absl::StatusOr<std::vector<std::pair<Group, ConditionResult>>> groups;
+  };
+  struct RuleResult {
+    const AlertRule* rule;
+    std::vector<Evaluation> evals;  // oldest first; the last at now
+  };
+  // What a round changed: the store writes and the transitions to announce.
+  struct Changes {
+    std::vector<state::Store::AlertWrite> writes;
+    std::vector<AlertTransition> transitions;
+  };
+  // Evaluates the rules that may run now, sampling KPI rules across a gap.
+  // Outside mu: queries read the store.
+  std::vector<RuleResult> EvaluateRules(int64_t now, bool caught_up, bool replaying);
+  // Runs the instances of each rule through the state machine.
+  void ApplyResults(const std::vector<RuleResult>& results, int64_t wall_now, Changes* changes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void Step(Instance* in, const ConditionResult& c, int64_t at, int64_t wall_now, Changes* changes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  // Writes every instance, drops finished ones, trims the transition log.
+  void PersistInstances(int64_t now, Changes* changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
   static pb::AlertInstanceState StateOf(const Instance& in);
   std::string Persisted(const Instance& in) const { return StateOf(in).SerializeAsString(); }
   static AlertTransition FromRecord(const pb::AlertTransitionRecord& r);
@@ -462,6 +490,136 @@ absl::StatusOr<std::unique_ptr<Alerter>> Alerter::Create(const AlerterOptions& o
 Alerter::Alerter(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 Alerter::~Alerter() { Stop(); }
 
+std::vector<Alerter::Rep::RuleResult> Alerter::Rep::EvaluateRules(int64_t now, bool caught_up, bool replaying) {
+  // What each rule's condition was: at now, and, for KPI rules the alerter
+  // has not evaluated for longer than the allowed gap (kpid down or
+  // replaying, a jump of the event-time clock), at sampled times across the
+  // gap, read from the stored state, so that `for` and keep_firing_for
+  // follow the condition through it instead of assuming it held.
+  const int64_t max_gap = MaxGapMs();
+  std::vector<RuleResult> results;
+  for (const auto& r : catalog.alerts) {
+    // KPI rules wait for a loaded, caught-up state: neither a half-loaded
+    // view nor a replay in progress changes an alert. Age rules (absence,
+    // freshness) read only the newest applied event times, and matter most
+    // exactly when the engine is not ready (Kafka unreachable, commits
+    // failing), but they too wait while partitions replay.
+    const bool age_rule = r.kind == AlertKind::kAbsence || r.kind == AlertKind::kFreshness;
+    if (age_rule ? replaying : !caught_up) continue;
+    RuleResult rr{&r, {}};
+    int64_t last = 0;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (auto it = rule_last_eval.find(&r); it != rule_last_eval.end()) last = it->second;
+    }
+    if (!age_rule && last > 0 && now - last > max_gap) {
+      const int64_t gap = now - last;
+      const int64_t samples =
+          std::clamp<int64_t>(gap / std::max<int64_t>(options.eval_interval_ms, 1), 1, kMaxGapSamples);
+      for (int64_t k = 1; k < samples; ++k) {
+        const int64_t at = last + gap * k / samples;
+        rr.evals.push_back({at, Evaluate(r, at)});
+      }
+    }
+    rr.evals.push_back({now, Evaluate(r, now)});
+    results.push_back(std::move(rr));
+  }
+  return results;
+}
+
+void Alerter::Rep::Step(Instance* in, const ConditionResult& c, int64_t at, int64_t wall_now, Changes* changes) {
+  // KPI rules were sampled across a gap; age rules cannot be read back in
+  // time: for them a gap counts for nothing.
+  const bool age_rule = in->rule->kind == AlertKind::kAbsence || in->rule->kind == AlertKind::kFreshness;
+  const int64_t since = in->inst.last_evaluated_ms;
+  const int64_t gap = age_rule && since > 0 && at - since > MaxGapMs() ? at - since : 0;
+  if (gap > 0) ++stats.gaps;
+  const auto from = StepAlert(*in->rule, c.active, c.value, at, gap, &in->inst);
+  if (from) {
+    // The wall-clock firing and resolution times, fixed once: what
+    // Alertmanager is told, on every resend and after restarts.
+    if (in->inst.state == AlertState::kFiring) {
+      in->starts_at_ms = std::min(in->inst.firing_since_ms, wall_now);
+      in->ends_at_ms = 0;
+    }
+    if (in->inst.state == AlertState::kResolved) {
+      in->ends_at_ms = std::max(in->starts_at_ms, std::min(in->inst.resolved_at_ms, wall_now));
+      in->resolution_delivered = false;
+    }
+  }
+  Refresh(in);
+  if (from) {
+    AlertTransition t;
+    t.sequence = ++seq;
+    t.from = *from;
+    t.alert = in->served;
+    changes->writes.emplace_back(SequenceKey(kTransitionPrefix, t.sequence), ToRecord(t, *in).SerializeAsString());
+    changes->transitions.push_back(std::move(t));
+  }
+}
+
+void Alerter::Rep::ApplyResults(const std::vector<RuleResult>& results, int64_t wall_now, Changes* changes) {
+  for (const auto& rr : results) {
+    const AlertRule& r = *rr.rule;
+    if (rr.evals.size() > 1) ++stats.gaps_sampled;
+    for (const auto& ev : rr.evals) {
+      if (!ev.groups.ok()) {
+        ++stats.evaluation_failures;
+        spdlog::warn("alert {}: evaluation failed: {}", r.name, ev.groups.status().ToString());
+        break;  // keep the instances as they are
+      }
+      std::set<std::string> seen;
+      for (const auto& [group, cond] : *ev.groups) {
+        const std::string key = InstanceKey(r.name, group);
+        seen.insert(key);
+        auto it = instances.find(key);
+        if (it == instances.end()) {
+          if (!cond.active) continue;  // nothing to track
+          Instance in;
+          in.rule = &r;
+          in.group = group;
+          it = instances.emplace(key, std::move(in)).first;
+        }
+        Step(&it->second, cond, ev.at_ms, wall_now, changes);
+      }
+      // Groups that vanished from the result: their condition is false.
+      for (auto& [key, in] : instances) {
+        if (in.rule != &r || seen.count(key)) continue;
+        Step(&in, ConditionResult{}, ev.at_ms, wall_now, changes);
+      }
+      rule_last_eval[&r] = ev.at_ms;
+    }
+  }
+}
+
+void Alerter::Rep::PersistInstances(int64_t now, Changes* changes) {
+  auto& writes = changes->writes;
+  for (auto it = instances.begin(); it != instances.end();) {
+    auto& in = it->second;
+    const bool gone =
+        in.inst.state == AlertState::kInactive || (in.inst.state == AlertState::kResolved && in.resolution_delivered &&
+                                                   now - in.inst.resolved_at_ms >= options.resolved_retention_ms);
+    if (gone) {
+      writes.emplace_back(it->first, std::nullopt);
+      it = instances.erase(it);
+      continue;
+    }
+    writes.emplace_back(it->first, Persisted(in));
+    ++it;
+  }
+  for (auto& t : changes->transitions) log.push_back(t);
+  while (log.size() > options.max_transitions) {
+    writes.emplace_back(SequenceKey(kTransitionPrefix, log.front().sequence), std::nullopt);
+    log.pop_front();
+  }
+  if (!changes->transitions.empty()) {
+    std::string v;
+    state::PutU64BE(&v, seq);
+    writes.emplace_back(std::string(kSequenceKey), v);
+  }
+  oldest_kept = log.empty() ? seq + 1 : log.front().sequence;
+}
+
 absl::Status Alerter::EvaluateOnce() {
   std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
   const bool caught_up = rep_->sources.caught_up();
@@ -479,159 +637,29 @@ absl::Status Alerter::EvaluateOnce() {
     if (now < rep_->last_eval_now_ms) return absl::OkStatus();
   }
   const auto t0 = std::chrono::steady_clock::now();
-  // Evaluate outside the lock: queries read the store.
-  // What each rule's condition was: at now, and, for KPI rules the alerter
-  // has not evaluated for longer than the allowed gap (kpid down or
-  // replaying, a jump of the event-time clock), at sampled times across the
-  // gap, read from the stored state, so that `for` and keep_firing_for
-  // follow the condition through it instead of assuming it held.
-  struct Evaluation {
-    int64_t at_ms;
-    absl::StatusOr<std::vector<std::pair<Group, ConditionResult>>> groups;
-  };
-  struct RuleResult {
-    const AlertRule* rule;
-    std::vector<Evaluation> evals;
-  };
-  const int64_t max_gap = rep_->MaxGapMs();
-  std::vector<RuleResult> results;
-  for (const auto& r : rep_->catalog.alerts) {
-    // KPI rules wait for a loaded, caught-up state: neither a half-loaded
-    // view nor a replay in progress changes an alert. Age rules (absence,
-    // freshness) read only the newest applied event times, and matter most
-    // exactly when the engine is not ready (Kafka unreachable, commits
-    // failing), but they too wait while partitions replay.
-    const bool age_rule = r.kind == AlertKind::kAbsence || r.kind == AlertKind::kFreshness;
-    if (age_rule ? replaying : !caught_up) continue;
-    RuleResult rr{&r, {}};
-    int64_t last = 0;
-    {
-      std::lock_guard<std::mutex> l(rep_->mu);
-      if (auto it = rep_->rule_last_eval.find(&r); it != rep_->rule_last_eval.end()) last = it->second;
-    }
-    if (!age_rule && last > 0 && now - last > max_gap) {
-      const int64_t gap = now - last;
-      const int64_t samples =
-          std::clamp<int64_t>(gap / std::max<int64_t>(rep_->options.eval_interval_ms, 1), 1, kMaxGapSamples);
-      for (int64_t k = 1; k < samples; ++k) {
-        const int64_t at = last + gap * k / samples;
-        rr.evals.push_back({at, rep_->Evaluate(r, at)});
-      }
-    }
-    rr.evals.push_back({now, rep_->Evaluate(r, now)});
-    results.push_back(std::move(rr));
-  }
-
-  std::vector<state::Store::AlertWrite> writes;
-  std::vector<AlertTransition> transitions;
-  bool notify = false;
+  const auto results = rep_->EvaluateRules(now, caught_up, replaying);
+  Rep::Changes changes;
   {
     std::lock_guard<std::mutex> l(rep_->mu);
-    auto& instances = rep_->instances;
-    auto step = [&](Rep::Instance* in, const ConditionResult& c, int64_t at) {
-      // KPI rules were sampled across a gap; age rules cannot be read back
-      // in time: for them a gap counts for nothing.
-      const bool age_rule = in->rule->kind == AlertKind::kAbsence || in->rule->kind == AlertKind::kFreshness;
-      const int64_t since = in->inst.last_evaluated_ms;
-      const int64_t gap = age_rule && since > 0 && at - since > max_gap ? at - since : 0;
-      if (gap > 0) ++rep_->stats.gaps;
-      const auto from = StepAlert(*in->rule, c.active, c.value, at, gap, &in->inst);
-      if (from) {
-        // The wall-clock firing and resolution times, fixed once: what
-        // Alertmanager is told, on every resend and after restarts.
-        if (in->inst.state == AlertState::kFiring) {
-          in->starts_at_ms = std::min(in->inst.firing_since_ms, wall_now);
-          in->ends_at_ms = 0;
-        }
-        if (in->inst.state == AlertState::kResolved) {
-          in->ends_at_ms = std::max(in->starts_at_ms, std::min(in->inst.resolved_at_ms, wall_now));
-          in->resolution_delivered = false;
-        }
-      }
-      rep_->Refresh(in);
-      if (from) {
-        AlertTransition t;
-        t.sequence = ++rep_->seq;
-        t.from = *from;
-        t.alert = in->served;
-        writes.emplace_back(SequenceKey(kTransitionPrefix, t.sequence), Rep::ToRecord(t, *in).SerializeAsString());
-        transitions.push_back(std::move(t));
-      }
-    };
-    for (auto& rr : results) {
-      const AlertRule& r = *rr.rule;
-      if (rr.evals.size() > 1) ++rep_->stats.gaps_sampled;
-      for (const auto& ev : rr.evals) {
-        if (!ev.groups.ok()) {
-          ++rep_->stats.evaluation_failures;
-          spdlog::warn("alert {}: evaluation failed: {}", r.name, ev.groups.status().ToString());
-          break;  // keep the instances as they are
-        }
-        std::set<std::string> seen;
-        for (const auto& [group, cond] : *ev.groups) {
-          const std::string key = InstanceKey(r.name, group);
-          seen.insert(key);
-          auto it = instances.find(key);
-          if (it == instances.end()) {
-            if (!cond.active) continue;  // nothing to track
-            Rep::Instance in;
-            in.rule = &r;
-            in.group = group;
-            it = instances.emplace(key, std::move(in)).first;
-          }
-          step(&it->second, cond, ev.at_ms);
-        }
-        // Groups that vanished from the result: their condition is false.
-        for (auto& [key, in] : instances) {
-          if (in.rule != &r || seen.count(key)) continue;
-          step(&in, ConditionResult{}, ev.at_ms);
-        }
-        rep_->rule_last_eval[&r] = ev.at_ms;
-      }
-    }
-    // Persist every instance, and drop the finished ones.
-    for (auto it = instances.begin(); it != instances.end();) {
-      auto& in = it->second;
-      const bool gone = in.inst.state == AlertState::kInactive ||
-                        (in.inst.state == AlertState::kResolved && in.resolution_delivered &&
-                         now - in.inst.resolved_at_ms >= rep_->options.resolved_retention_ms);
-      if (gone) {
-        writes.emplace_back(it->first, std::nullopt);
-        it = instances.erase(it);
-        continue;
-      }
-      writes.emplace_back(it->first, rep_->Persisted(in));
-      ++it;
-    }
-    for (auto& t : transitions) rep_->log.push_back(t);
-    while (rep_->log.size() > rep_->options.max_transitions) {
-      writes.emplace_back(SequenceKey(kTransitionPrefix, rep_->log.front().sequence), std::nullopt);
-      rep_->log.pop_front();
-    }
-    if (!transitions.empty()) {
-      std::string v;
-      state::PutU64BE(&v, rep_->seq);
-      writes.emplace_back(std::string(kSequenceKey), v);
-    }
-    rep_->oldest_kept = rep_->log.empty() ? rep_->seq + 1 : rep_->log.front().sequence;
+    rep_->ApplyResults(results, wall_now, &changes);
+    rep_->PersistInstances(now, &changes);
     rep_->last_eval_now_ms = now;
     ++rep_->stats.evaluations;
     rep_->stats.last_duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    notify = !transitions.empty();
   }
-  for (const auto& t : transitions) {
+  for (const auto& t : changes.transitions) {
     spdlog::info("alert {} {}: {} -> {} (value {})", t.alert.rule, t.alert.fingerprint, AlertStateName(t.from),
                  AlertStateName(t.alert.state), t.alert.value ? fmt::format("{}", *t.alert.value) : "none");
   }
   // Persist before anyone is told: a transition that was announced must
   // survive a crash.
-  auto st = rep_->store->WriteAlerts(writes);
+  auto st = rep_->store->WriteAlerts(changes.writes);
   if (!st.ok()) {
     std::lock_guard<std::mutex> l(rep_->mu);
     ++rep_->stats.persist_failures;
     return st;
   }
-  if (notify) {
+  if (!changes.transitions.empty()) {
     std::lock_guard<std::mutex> l(rep_->subs_mu);
     for (auto& [id, fn] : rep_->subs) fn();
   }
@@ -667,11 +695,17 @@ void Alerter::Start() {
 void Alerter::Stop() {
   {
     std::lock_guard<std::mutex> lk(rep_->wake_mu);
+    if (rep_->stop) return;
     rep_->stop = true;
   }
+  rep_->stopped = true;
   rep_->wake_cv.notify_all();
   if (rep_->thread.joinable()) rep_->thread.join();
+  std::lock_guard<std::mutex> l(rep_->subs_mu);
+  for (auto& [id, fn] : rep_->subs) fn();
 }
+
+bool Alerter::stopped() const { return rep_->stopped.load(); }
 
 std::vector<Alert> Alerter::Alerts() const {
   std::lock_guard<std::mutex> l(rep_->mu);

@@ -96,7 +96,10 @@ class Alerter {
   Alerter& operator=(const Alerter&) = delete;
 
   void Start();
-  void Stop();  // idempotent
+  // Stops evaluating and wakes every subscriber once more, so that they see
+  // stopped(). Idempotent.
+  void Stop();
+  bool stopped() const;
 
   // One evaluation of every rule at the rule clock's now.
   [[nodiscard]] absl::Status EvaluateOnce();

@@ -18,6 +18,9 @@
 
 #include "ingest/accumulator.h"
 #include "ingest/admission.h"
+#include "ingest/dead_letter.h"
+#include "ingest/high_watermarks.h"
+#include "ingest/kafka_conf.h"
 #include "ingest/router.h"
 #include "state/keys.h"
 
@@ -55,88 +58,6 @@ void EngineProbe::SetLags(std::vector<PartitionLag> lags) {
 
 namespace {
 
-struct RdConfDeleter {
-  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
-};
-using RdConf = std::unique_ptr<rd_kafka_conf_t, RdConfDeleter>;
-
-absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v) {
-  char err[512];
-  if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-    return absl::InvalidArgumentError(fmt::format("kafka setting {}={}: {}", k, v, err));
-  }
-  return absl::OkStatus();
-}
-
-// librdkafka properties that apply to one client type only (the C and P
-// rows of librdkafka's CONFIGURATION.md, 2.0): kafka.properties goes to the
-// consumer and the dead-letter producer alike, minus what the other type
-// would only warn about ("... is a consumer property and will be ignored by
-// this producer instance").
-constexpr std::string_view kConsumerOnly[] = {"group.id",
-                                              "group.instance.id",
-                                              "partition.assignment.strategy",
-                                              "session.timeout.ms",
-                                              "heartbeat.interval.ms",
-                                              "group.protocol.type",
-                                              "group.protocol",
-                                              "group.remote.assignor",
-                                              "coordinator.query.interval.ms",
-                                              "max.poll.interval.ms",
-                                              "enable.auto.commit",
-                                              "auto.commit.interval.ms",
-                                              "enable.auto.offset.store",
-                                              "queued.min.messages",
-                                              "queued.max.messages.kbytes",
-                                              "fetch.wait.max.ms",
-                                              "fetch.queue.backoff.ms",
-                                              "fetch.message.max.bytes",
-                                              "max.partition.fetch.bytes",
-                                              "fetch.max.bytes",
-                                              "fetch.min.bytes",
-                                              "fetch.error.backoff.ms",
-                                              "offset.store.method",
-                                              "isolation.level",
-                                              "enable.partition.eof",
-                                              "check.crcs",
-                                              "allow.auto.create.topics",
-                                              "auto.offset.reset",
-                                              "consume.callback.max.messages",
-                                              "auto.commit.enable",
-                                              "offset.store.path",
-                                              "offset.store.sync.interval.ms"};
-constexpr std::string_view kProducerOnly[] = {"transactional.id",
-                                              "transaction.timeout.ms",
-                                              "enable.idempotence",
-                                              "enable.gapless.guarantee",
-                                              "queue.buffering.max.messages",
-                                              "queue.buffering.max.kbytes",
-                                              "queue.buffering.max.ms",
-                                              "linger.ms",
-                                              "message.send.max.retries",
-                                              "retries",
-                                              "queue.buffering.backpressure.threshold",
-                                              "compression.codec",
-                                              "compression.type",
-                                              "compression.level",
-                                              "batch.num.messages",
-                                              "batch.size",
-                                              "delivery.report.only.error",
-                                              "sticky.partitioning.linger.ms",
-                                              "request.required.acks",
-                                              "acks",
-                                              "request.timeout.ms",
-                                              "message.timeout.ms",
-                                              "delivery.timeout.ms",
-                                              "queuing.strategy",
-                                              "produce.offset.report",
-                                              "partitioner",
-                                              "msg_order_cmp"};
-
-bool Listed(std::string_view key, std::span<const std::string_view> list) {
-  return std::find(list.begin(), list.end(), key) != list.end();
-}
-
 struct PartitionState {
   const TopicBinding* binding = nullptr;
   std::unique_ptr<PartitionApplier> applier;
@@ -168,26 +89,19 @@ struct Engine::Rep {
   std::vector<CommitListener> listeners;
 
   rd_kafka_t* consumer = nullptr;
-  rd_kafka_t* producer = nullptr;
+  bool ever_assigned = false;  // an assignment arrived (consumer thread)
+  std::unique_ptr<DeadLetterQueue> dlq;
   std::unordered_map<std::string, const TopicBinding*> bindings;
   std::unordered_map<std::string, uint32_t> topic_ids;
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
-  uint64_t dlq_pending = 0;  // produced since the last successful flush
-  int64_t total_lag = 0;     // records waiting in Kafka, as of the last commit
+  int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
 
   std::thread thread;
   std::atomic<bool> stop{false};
-  // High watermarks (Kafka's: the offset after the last record) asked of
-  // the brokers by hw_thread (librdkafka's cached ones are refreshed only
-  // by fetches). The consumer thread sets the partitions to ask about; the
-  // helper only queries and records.
-  std::thread hw_thread;
-  std::mutex hw_mu;
-  std::condition_variable hw_cv;
-  bool hw_stop ABSL_GUARDED_BY(hw_mu) = false;
-  std::vector<TopicPartition> hw_partitions ABSL_GUARDED_BY(hw_mu);
-  std::map<TopicPartition, int64_t> hw_probed ABSL_GUARDED_BY(hw_mu);
+  // High watermarks asked of the partition leaders (PublishLags), while
+  // running.
+  std::unique_ptr<HighWatermarkProbe> hw;
   std::atomic<bool> ready{false};
   std::atomic<bool> caught_up{false};
   std::atomic<bool> replaying{false};
@@ -211,8 +125,29 @@ struct Engine::Rep {
   }
 
   ~Rep() {
-    if (consumer) rd_kafka_destroy(consumer);
-    if (producer) rd_kafka_destroy(producer);
+    dlq.reset();
+    if (!consumer) return;
+    // librdkafka before 2.3.0 aborts (assert in
+    // rd_kafka_sticky_assignor_state_destroy) when a cooperative-sticky
+    // consumer is destroyed before its first assignment:
+    // confluentinc/librdkafka#4312, fixed by #4381 in 2.3.0. Debian
+    // bookworm ships 2.0.2. Such a consumer (stopped while it was still
+    // joining: a SIGTERM or a reload at start, a broker that never
+    // answered) has already left the group (rd_kafka_consumer_close); its
+    // handle is left to the process instead of aborting it.
+    if (!ever_assigned && rd_kafka_version() < 0x020300ff) {
+      spdlog::warn(
+          "kafka: the consumer stopped before its first assignment; its handle is not destroyed "
+          "(librdkafka {} would abort: confluentinc/librdkafka#4312)",
+          rd_kafka_version_str());
+      // Kept reachable, so leak checkers see a deliberate handle, not a loss.
+      static auto* const kept = new std::vector<rd_kafka_t*>();
+      static std::mutex kept_mu;
+      std::lock_guard<std::mutex> l(kept_mu);
+      kept->push_back(consumer);
+      return;
+    }
+    rd_kafka_destroy(consumer);
   }
 
   void SetFatal(absl::Status s) {
@@ -226,7 +161,6 @@ struct Engine::Rep {
   absl::Status Init();
   void Run();
   void Handle(rd_kafka_message_t* m);
-  void Reject(const rd_kafka_message_t* m, const PartitionState& ps, const PartitionApplier::Rejection& rej);
   bool Commit(bool force);
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void Assign(rd_kafka_topic_partition_list_t* parts);
@@ -234,7 +168,6 @@ struct Engine::Rep {
   void Revoke(rd_kafka_topic_partition_list_t* parts);
   void ResetToStored();
   void PublishLags();
-  void ProbeHighWatermarks();
   void SetHighWatermarkPartitions();
   void StepOverUnreadOffsets();
   void CheckStalls(Clock::time_point now);
@@ -271,69 +204,28 @@ absl::Status Engine::Rep::Init() {
   if (options.topics.empty()) return absl::InvalidArgumentError("no input topics configured");
 
   char err[512];
-  RdConf cconf(rd_kafka_conf_new());
-  RdConf pconf(rd_kafka_conf_new());
-  for (const auto& [k, v] : options.kafka_properties) {
-    if (!Listed(k, kProducerOnly)) {
-      if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
-    }
-    if (!Listed(k, kConsumerOnly)) {
-      if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
-    }
-  }
-  const std::pair<const char*, std::string> consumer_settings[] = {
-      {"bootstrap.servers", options.brokers},
-      {"group.id", options.group_id},
-      {"partition.assignment.strategy", "cooperative-sticky"},
-      // Offsets live in the state store (invariant 1); Kafka's are advisory.
-      {"enable.auto.commit", "false"},
-      {"enable.auto.offset.store", "false"},
-      // A stored offset that no longer exists must fail loudly, never skip.
-      {"auto.offset.reset", "error"},
-      {"enable.partition.eof", "false"},
-      // Records of aborted transactions are never applied (librdkafka's
-      // default, stated because StepOverUnreadOffsets relies on it).
-      {"isolation.level", "read_committed"},
-      {"queued.max.messages.kbytes", std::to_string(std::max<size_t>(options.fetch_queue_bytes >> 10, 1024))},
-      {"fetch.max.bytes", "52428800"},
-  };
-  for (const auto& [k, v] : consumer_settings) {
-    if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
-    if (auto s = SetConf(cconf.get(), k, v); !s.ok()) return s;
-  }
-  rd_kafka_conf_set_opaque(cconf.get(), this);
+  auto cconf = ConsumerConf(options);
+  if (!cconf.ok()) return cconf.status();
+  rd_kafka_conf_set_opaque(cconf->get(), this);
   // Client-level errors (brokers unreachable, ...) arrive here, on the
   // consumer thread (rd_kafka_poll_set_consumer routes the main queue to it).
-  rd_kafka_conf_set_error_cb(cconf.get(), [](rd_kafka_t*, int err, const char* reason, void* opaque) {
+  rd_kafka_conf_set_error_cb(cconf->get(), [](rd_kafka_t*, int err, const char* reason, void* opaque) {
     static_cast<Rep*>(opaque)->OnClientError(static_cast<rd_kafka_resp_err_t>(err), reason);
   });
   rd_kafka_conf_set_rebalance_cb(
-      cconf.get(), [](rd_kafka_t*, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t* parts, void* opaque) {
+      cconf->get(), [](rd_kafka_t*, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t* parts, void* opaque) {
         static_cast<Rep*>(opaque)->OnRebalance(e, parts);
       });
-  consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf.release(), err, sizeof(err));
+  consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf->release(), err, sizeof(err));
   if (!consumer) return absl::InvalidArgumentError(fmt::format("creating Kafka consumer: {}", err));
   rd_kafka_poll_set_consumer(consumer);
 
-  for (const auto& [k, v] :
-       std::initializer_list<std::pair<const char*, std::string>>{{"bootstrap.servers", options.brokers},
-                                                                  {"linger.ms", "5"},
-                                                                  // Retry for as long as it takes: offsets never pass
-                                                                  // an undelivered dead letter (see Commit).
-                                                                  {"message.timeout.ms", "0"}}) {
-    if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
-    if (auto s = SetConf(pconf.get(), k, v); !s.ok()) return s;
-  }
-  rd_kafka_conf_set_opaque(pconf.get(), this);
-  rd_kafka_conf_set_dr_msg_cb(pconf.get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
-    auto* rep = static_cast<Rep*>(opaque);
-    if (m->err) {
-      rep->probe.dlq_failed.fetch_add(1);
-      spdlog::error("dead-letter delivery failed: {}", rd_kafka_err2str(m->err));
-    }
-  });
-  producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf.release(), err, sizeof(err));
-  if (!producer) return absl::InvalidArgumentError(fmt::format("creating dead-letter producer: {}", err));
+  auto pconf = ProducerConf(options);
+  if (!pconf.ok()) return pconf.status();
+  auto dead_letters =
+      DeadLetterQueue::Create(std::move(*pconf), options.dlq_topic, options.dlq_max_payload_bytes, &probe);
+  if (!dead_letters.ok()) return dead_letters.status();
+  dlq = std::move(*dead_letters);
 
   rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
   for (const auto& b : options.topics) rd_kafka_topic_partition_list_add(subs, b.topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -346,6 +238,7 @@ absl::Status Engine::Rep::Init() {
 void Engine::Rep::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts) {
   probe.rebalances.fetch_add(1);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    ever_assigned = true;
     Assign(parts);
   } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
     Revoke(parts);
@@ -472,48 +365,6 @@ void Engine::Rep::ResetToStored() {
   rd_kafka_topic_partition_list_destroy(seeks);
 }
 
-void Engine::Rep::Reject(const rd_kafka_message_t* m, const PartitionState& ps,
-                         const PartitionApplier::Rejection& rej) {
-  const std::string reason(RejectReasonName(rej.reason));
-  const std::string topic = ps.binding->topic;
-  const std::string partition = std::to_string(m->partition);
-  const std::string offset = std::to_string(m->offset);
-  // The DLQ carries the original bytes and key; the reason travels in
-  // headers. (topic, partition, offset) identifies the source record: a
-  // replay after a crash can dead-letter a record again, and consumers of
-  // the dead-letter topic de-duplicate on these (docs/RELIABILITY.md).
-  rd_kafka_headers_t* h = rd_kafka_headers_new(6);
-  rd_kafka_header_add(h, "kpistream.reason", -1, reason.data(), static_cast<ssize_t>(reason.size()));
-  rd_kafka_header_add(h, "kpistream.error", -1, rej.detail.data(), static_cast<ssize_t>(rej.detail.size()));
-  rd_kafka_header_add(h, "kpistream.source.topic", -1, topic.data(), static_cast<ssize_t>(topic.size()));
-  rd_kafka_header_add(h, "kpistream.source.partition", -1, partition.data(), static_cast<ssize_t>(partition.size()));
-  rd_kafka_header_add(h, "kpistream.source.offset", -1, offset.data(), static_cast<ssize_t>(offset.size()));
-  size_t len = m->len;
-  if (len > options.dlq_max_payload_bytes) {
-    len = options.dlq_max_payload_bytes;
-    const std::string original = std::to_string(m->len);
-    rd_kafka_header_add(h, "kpistream.truncated", -1, original.data(), static_cast<ssize_t>(original.size()));
-  }
-  while (true) {
-    const auto e = rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(options.dlq_topic.c_str()),
-                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(m->payload, len),
-                                     RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-      rd_kafka_poll(producer, 100);
-      continue;
-    }
-    if (e) {
-      rd_kafka_headers_destroy(h);
-      probe.dlq_failed.fetch_add(1);
-      spdlog::error("dead-letter produce failed: {}", rd_kafka_err2str(e));
-    } else {
-      ++dlq_pending;
-      probe.dlq_produced.fetch_add(1, std::memory_order_relaxed);
-    }
-    break;
-  }
-}
-
 void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (m->err) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -540,7 +391,7 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
     case PartitionApplier::Outcome::kSkipped:
       break;
     case PartitionApplier::Outcome::kRejected:
-      Reject(m, ps, rej);
+      dlq->Send(m, ps.binding->topic, rej);
       break;
     case PartitionApplier::Outcome::kUnknown:
       // The store could not say whether this event was applied: apply
@@ -573,14 +424,10 @@ bool Engine::Rep::Commit(bool force) {
   const auto t0 = Clock::now();
   // Dead letters first: an offset is never stored past a record whose dead
   // letter is not yet acknowledged by Kafka.
-  if (dlq_pending > 0) {
-    rd_kafka_flush(producer, force ? 10000 : 1000);
-    if (rd_kafka_outq_len(producer) > 0) {
-      spdlog::warn("dead-letter topic not acknowledging; holding the commit");
-      probe.commit_failures.fetch_add(1);
-      return false;
-    }
-    dlq_pending = 0;
+  if (!dlq->AllDelivered(force ? 10000 : 1000)) {
+    spdlog::warn("dead-letter topic not acknowledging; holding the commit");
+    probe.commit_failures.fetch_add(1);
+    return false;
   }
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
@@ -702,30 +549,10 @@ void Engine::Rep::ProbeBrokers() {
 }
 
 void Engine::Rep::SetHighWatermarkPartitions() {
-  std::lock_guard<std::mutex> l(hw_mu);
-  hw_partitions.clear();
-  for (const auto& [tp, ps] : owned) hw_partitions.push_back(tp);
-  std::erase_if(hw_probed, [this](const auto& e) { return !owned.count(e.first); });
-}
-
-// The high-watermark thread: every watermark_probe_interval_ms, each owned
-// partition's high watermark as the partition leader has it.
-void Engine::Rep::ProbeHighWatermarks() {
-  std::unique_lock<std::mutex> l(hw_mu);
-  while (!hw_stop) {
-    const auto partitions = hw_partitions;
-    l.unlock();
-    for (const auto& tp : partitions) {
-      int64_t lo = 0, hi = 0;
-      if (rd_kafka_query_watermark_offsets(consumer, tp.topic.c_str(), tp.partition, &lo, &hi, 2000) ==
-          RD_KAFKA_RESP_ERR_NO_ERROR) {
-        std::lock_guard<std::mutex> g(hw_mu);
-        hw_probed[tp] = hi;
-      }
-    }
-    l.lock();
-    hw_cv.wait_for(l, std::chrono::milliseconds(options.watermark_probe_interval_ms), [this] { return hw_stop; });
-  }
+  if (!hw) return;
+  std::vector<TopicPartition> parts;
+  for (const auto& [tp, ps] : owned) parts.push_back(tp);
+  hw->SetPartitions(std::move(parts));
 }
 
 // Offsets no record is delivered for: the commit and abort markers of
@@ -768,11 +595,7 @@ void Engine::Rep::StepOverUnreadOffsets() {
 }
 
 void Engine::Rep::PublishLags() {
-  std::map<TopicPartition, int64_t> probed;
-  {
-    std::lock_guard<std::mutex> l(hw_mu);
-    probed = hw_probed;
-  }
+  const auto probed = hw->Probed();
   std::vector<EngineProbe::PartitionLag> lags;
   for (auto& [tp, ps] : owned) {
     int64_t lo = 0, hi = 0;
@@ -821,7 +644,8 @@ void Engine::Rep::CheckStalls(Clock::time_point now) {
 }
 
 void Engine::Rep::Run() {
-  hw_thread = std::thread([this] { ProbeHighWatermarks(); });
+  hw = std::make_unique<HighWatermarkProbe>(consumer, options.watermark_probe_interval_ms);
+  SetHighWatermarkPartitions();
   const auto live_interval = std::chrono::milliseconds(options.commit_interval_ms);
   const auto catchup_interval =
       std::chrono::milliseconds(std::max(options.commit_interval_ms, options.catchup_commit_interval_ms));
@@ -835,7 +659,7 @@ void Engine::Rep::Run() {
       Handle(m);
       rd_kafka_message_destroy(m);
     }
-    rd_kafka_poll(producer, 0);
+    dlq->Poll();
     const auto now = Clock::now();
     const bool due = now - last_commit >= (blocked ? backoff : interval);
     if (due || (!blocked && PendingBytes() > options.max_dirty_bytes)) {
@@ -876,14 +700,9 @@ void Engine::Rep::Run() {
     return fatal.has_value();
   }();
   if (!fatal_set && !Commit(true)) spdlog::error("final commit failed; the next start replays from the last commit");
-  {
-    std::lock_guard<std::mutex> l(hw_mu);
-    hw_stop = true;
-  }
-  hw_cv.notify_all();
-  hw_thread.join();
+  hw->Stop();
   rd_kafka_consumer_close(consumer);
-  rd_kafka_flush(producer, 5000);
+  dlq->AllDelivered(5000);
 }
 
 Engine::Engine(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}

@@ -47,7 +47,7 @@ v1::AlertTransition TransitionToApi(const alerting::AlertTransition& t) {
 // reactor deletes itself in OnDone, after unsubscribing.
 class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
  public:
-  Watcher(Alerter* alerter, uint64_t after) : alerter_(alerter), after_(after) {
+  Watcher(ServingView view, uint64_t after) : view_(std::move(view)), alerter_(view_.alerter), after_(after) {
     sub_ = alerter_->Subscribe([this] { Pump(); });
     Pump();
   }
@@ -80,6 +80,14 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
   void Pump() {
     std::lock_guard<std::mutex> l(mu_);
     if (writing_ || finished_) return;
+    if (queue_.empty() && alerter_->stopped()) {
+      // A reload replaced the alerter: this stream ends, the client watches
+      // again from where it was (the log survives in the state store).
+      FinishLocked(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       fmt::format("kpid reloaded its configuration; watch again with after_sequence {}", after_)));
+      return;
+    }
     if (queue_.empty()) {
       std::vector<alerting::AlertTransition> next;
       if (!alerter_->TransitionsAfter(after_, 64, &next)) {
@@ -109,6 +117,7 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
     }
   }
 
+  ServingView view_;  // keeps the alerter alive
   Alerter* alerter_;
   int sub_ = -1;
   std::mutex mu_;
@@ -123,32 +132,54 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
 
 class AlertServiceImpl final : public v1::AlertService::CallbackService {
  public:
-  explicit AlertServiceImpl(Alerter* alerter) : alerter_(alerter) {}
+  explicit AlertServiceImpl(ServingViewFn view) : view_(std::move(view)) {}
 
   grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* ctx, const v1::ListAlertsRequest*,
                                        v1::ListAlertsResponse* resp) override {
     // The sequence first: a transition between the two reads is then both
     // in the list and replayed by a watch from this sequence, never lost.
-    resp->set_sequence(alerter_->sequence());
-    for (const auto& a : alerter_->Alerts()) *resp->add_alerts() = ToApi(a);
     auto* r = ctx->DefaultReactor();
+    const ServingView view = view_();
+    if (!view.alerter) {
+      r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "alerts are not evaluated yet"));
+      return r;
+    }
+    resp->set_sequence(view.alerter->sequence());
+    for (const auto& a : view.alerter->Alerts()) *resp->add_alerts() = ToApi(a);
     r->Finish(grpc::Status::OK);
     return r;
   }
 
   grpc::ServerWriteReactor<v1::AlertTransition>* WatchAlerts(grpc::CallbackServerContext*,
                                                              const v1::WatchAlertsRequest* req) override {
-    return new Watcher(alerter_, req->after_sequence());
+    ServingView view = view_();
+    const uint64_t current = view.alerter ? view.alerter->sequence() : 0;
+    if (!view.alerter || req->after_sequence() > current) {
+      // A sequence from the future (another kpid's, or a typo) would wait
+      // for transitions that may never come: refuse it.
+      struct Refusal final : grpc::ServerWriteReactor<v1::AlertTransition> {
+        explicit Refusal(grpc::Status s) { Finish(s); }
+        void OnDone() override { delete this; }
+      };
+      return new Refusal(
+          !view.alerter
+              ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "alerts are not evaluated yet")
+              : grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                             fmt::format("after_sequence {} is beyond the current sequence {}: call ListAlerts for the "
+                                         "current alerts and watch from its sequence",
+                                         req->after_sequence(), current)));
+    }
+    return new Watcher(std::move(view), req->after_sequence());
   }
 
  private:
-  Alerter* alerter_;
+  ServingViewFn view_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeAlertService(Alerter* alerter) {
-  return std::make_unique<AlertServiceImpl>(alerter);
+std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view) {
+  return std::make_unique<AlertServiceImpl>(std::move(view));
 }
 
 }  // namespace kpistream::services

@@ -10,11 +10,13 @@
 
 #include "alerting/alerter.h"
 #include "kpistream/v1/alerts.pb.h"
+#include "services/grpc_server.h"
 
 namespace kpistream::services {
 
-// REQUIRES: alerter outlives the server the service is registered with.
-std::unique_ptr<grpc::Service> MakeAlertService(alerting::Alerter* alerter);
+// The alerter is the current view's (swapped by a reload: watch streams of
+// the old one end with UNAVAILABLE and the sequence to resume from).
+std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view);
 
 // An alert in the API's shape: times as timestamps, labels and annotations
 // made valid UTF-8 (services/utf8.h). The fingerprint is kpid's identity of

@@ -108,6 +108,16 @@ absl::StatusOr<std::unique_ptr<EmbeddedDemo>> EmbeddedDemo::Start(const DemoOpti
 
 std::string EmbeddedDemo::bootstrap() const { return rep_->bootstrap; }
 
+ingest::EngineOptions EmbeddedDemo::EngineOptions() const {
+  ingest::EngineOptions o;
+  o.brokers = rep_->bootstrap;
+  o.group_id = "kpistream-demo";
+  for (auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
+    o.topics.push_back({rep_->Topic(f), f, ingest::PayloadFormat::kAuto});
+  }
+  return o;
+}
+
 void EmbeddedDemo::Stop() {
   rep_->stop = true;
   if (rep_->feeder.joinable()) rep_->feeder.join();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "ingest/engine.h"
 
 namespace kpistream::services {
 
@@ -27,6 +28,8 @@ class EmbeddedDemo {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<EmbeddedDemo>> Start(const DemoOptions& options);
   ~EmbeddedDemo();
   std::string bootstrap() const;
+  // How kpid consumes the demo's topics.
+  ingest::EngineOptions EngineOptions() const;
   void Stop();
 
  private:

@@ -32,10 +32,11 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // evaluation. ListKpis and QueryRange (up to 11 000 points) stay synchronous.
 class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1::KpiService::Service> {
  public:
-  KpiServiceImpl(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Clock& clock)
-      : catalog_(catalog), query_(queries), clock_(clock) {}
+  KpiServiceImpl(ServingViewFn view, const state::Clock& clock) : view_(std::move(view)), clock_(clock) {}
 
   grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
+    const ServingView view = view_();
+    const kpi::Catalog& catalog_ = *view.catalog;
     for (const auto& k : catalog_.kpis) {
       auto* info = resp->add_kpis();
       info->set_name(k.name);
@@ -75,6 +76,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
   }
 
   grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
+    const ServingView view = view_();
+    const kpi::Catalog& catalog_ = *view.catalog;
+    const query::QueryService& query_ = *view.queries;
     auto plan = api::PlanGetKpi(*req, catalog_, (clock_.NowMs() + 999) / 1000);
     if (!plan.ok()) return ToGrpc(plan.status());
     const auto& q = plan->query;
@@ -104,6 +108,9 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
 
   grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
                           v1::QueryRangeResponse* resp) override {
+    const ServingView view = view_();
+    const kpi::Catalog& catalog_ = *view.catalog;
+    const query::QueryService& query_ = *view.queries;
     auto plan = api::PlanQueryRange(*req, catalog_);
     if (!plan.ok()) return ToGrpc(plan.status());
     auto answer = query_.Range(plan->query, plan->step);
@@ -124,8 +131,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
   }
 
  private:
-  const kpi::Catalog& catalog_;
-  const query::QueryService& query_;
+  ServingViewFn view_;
   const state::Clock& clock_;
 };
 
@@ -141,43 +147,45 @@ struct GrpcServer::Rep {
 GrpcServer::GrpcServer(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 GrpcServer::~GrpcServer() { Shutdown(); }
 
-absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                              const kpi::Catalog& catalog,
-                                                              const query::QueryService& queries,
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options, ServingViewFn view,
                                                               const state::Clock& clock) {
   auto rep = std::make_unique<Rep>();
-  rep->service = std::make_unique<KpiServiceImpl>(catalog, queries, clock);
+  rep->service = std::make_unique<KpiServiceImpl>(view, clock);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC binds with SO_REUSEPORT by default: a second kpid on the same port
+  // would share it silently, calls alternating between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(rep->service.get());
-  if (options.alerter) {
-    rep->alert_service = MakeAlertService(options.alerter);
+  if (options.alerts) {
+    rep->alert_service = MakeAlertService(view);
     builder.RegisterService(rep->alert_service.get());
   }
   rep->server = builder.BuildAndStart();
   if (!rep->server || port == 0) {
-    return absl::UnavailableError(
-        fmt::format("cannot listen for gRPC on {} (in use, or not a host:port?)", options.listen));
+    return absl::UnavailableError(fmt::format(
+        "cannot listen for gRPC on {}: the address is in use (another kpid?) or not a host:port", options.listen));
   }
   const auto colon = options.listen.rfind(':');
   rep->address = fmt::format("{}:{}", options.listen.substr(0, colon), port);
   auto server = std::unique_ptr<GrpcServer>(new GrpcServer(std::move(rep)));
-  server->SetServing(false);
+  server->SetServing(false, false);
   return server;
 }
 
 std::string GrpcServer::address() const { return rep_->address; }
 
-void GrpcServer::SetServing(bool serving) {
+void GrpcServer::SetServing(bool reads, bool ingesting) {
   if (!rep_->server) return;
   auto* health = rep_->server->GetHealthCheckService();
   if (!health) return;
-  health->SetServingStatus(serving);
-  health->SetServingStatus("kpistream.v1.KpiService", serving);
-  health->SetServingStatus("kpistream.v1.AlertService", serving);
+  health->SetServingStatus(reads);
+  health->SetServingStatus("kpistream.v1.KpiService", reads);
+  health->SetServingStatus("kpistream.v1.AlertService", reads);
+  health->SetServingStatus("kpistream.ingest", ingesting);
 }
 
 void GrpcServer::Shutdown() {

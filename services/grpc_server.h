@@ -1,5 +1,5 @@
-// The gRPC front of kpid: kpistream.v1.KpiService, the standard health
-// service (NOT_SERVING until the engine is ready) and server reflection.
+// The gRPC front of kpid: kpistream.v1.KpiService and AlertService, the
+// standard health service and server reflection.
 //
 // Thread-safety: all methods are safe from any thread. Request handlers run
 // on gRPC's threads and only read (the query service).
@@ -17,25 +17,37 @@
 
 namespace kpistream::services {
 
+// What the gRPC services read. A reload swaps it; a request keeps the view
+// it started with (`owner` keeps it alive) until it finishes.
+struct ServingView {
+  const kpi::Catalog* catalog = nullptr;
+  const query::QueryService* queries = nullptr;
+  alerting::Alerter* alerter = nullptr;  // null: no AlertService answers
+  std::shared_ptr<const void> owner;
+};
+using ServingViewFn = std::function<ServingView()>;
+
 struct GrpcServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0 picks a free port
-  // Serves kpistream.v1.AlertService when set; must outlive the server.
-  alerting::Alerter* alerter = nullptr;
+  // Registers kpistream.v1.AlertService.
+  bool alerts = true;
 };
 
 class GrpcServer {
  public:
-  // REQUIRES: catalog, queries and clock outlive the server.
+  // Binds the address (never shared with another process: SO_REUSEPORT
+  // is off). UNAVAILABLE when it is in use or not allowed.
+  // REQUIRES: view and clock outlive the server.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
-                                                                         const kpi::Catalog& catalog,
-                                                                         const query::QueryService& queries,
-                                                                         const state::Clock& clock);
+                                                                         ServingViewFn view, const state::Clock& clock);
   ~GrpcServer();
 
   // The address actually bound (with the chosen port).
   std::string address() const;
-  // Health of "" and "kpistream.v1.KpiService".
-  void SetServing(bool serving);
+  // Health: reads ("", kpistream.v1.KpiService, kpistream.v1.AlertService)
+  // and ingestion (kpistream.ingest) apart: a broker outage stops
+  // ingestion, not reads.
+  void SetServing(bool reads, bool ingesting);
   void Shutdown();
 
  private:

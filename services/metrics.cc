@@ -1,5 +1,7 @@
 #include "services/metrics.h"
 
+#include "services/version.h"
+
 namespace kpistream::services {
 
 namespace prom = prometheus;
@@ -32,6 +34,14 @@ void AddCounter(MetricFamilies* out, const char* name, const char* help, double 
 void AddGauge(MetricFamilies* out, const char* name, const char* help, double value) {
   auto f = Family(name, help, prom::MetricType::Gauge);
   f.metric.push_back(Sample(value, prom::MetricType::Gauge));
+  out->push_back(std::move(f));
+}
+
+void CollectBuildInfo(MetricFamilies* out) {
+  auto f = Family("kpistream_build_info", "kpid's version and the git revision it was built from; always 1.",
+                  prometheus::MetricType::Gauge);
+  f.metric.push_back(Sample(1, prometheus::MetricType::Gauge,
+                            {{"revision", std::string(Revision())}, {"version", std::string(Version())}}));
   out->push_back(std::move(f));
 }
 

@@ -142,7 +142,7 @@ KafkaBroker::~KafkaBroker() {
   RunToEnd({"/bin/bash", KafkaLocalScript(), "stop", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log", 60s);
 }
 
-Kpid::Kpid(const KpidOptions& o) : o_(o) {
+std::string WriteKpidConfig(const KpidOptions& o) {
   const auto cfg = o.work_dir + "/kpid.yaml";
   std::string props;
   for (const auto& [k, v] : o.kafka_properties) props += "    " + k + ": \"" + v + "\"\n";
@@ -152,6 +152,11 @@ Kpid::Kpid(const KpidOptions& o) : o_(o) {
                      << "crm\n  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
                      << props << "commit_interval: " << o.commit_interval_ms << "ms\n"
                      << o.extra_config;
+  return cfg;
+}
+
+Kpid::Kpid(const KpidOptions& o) : o_(o) {
+  const auto cfg = WriteKpidConfig(o);
   info_path_ = o.work_dir + "/listen-info";
   fs::remove(info_path_);
   std::vector<std::string> argv{KpidBin(),     "--config",      cfg,           "--state-dir",
@@ -198,20 +203,32 @@ bool Kpid::WaitServing(std::chrono::seconds timeout) {
 
 std::string Kpid::Scrape() const { return HttpGet(metrics_, "/metrics"); }
 
-std::string HttpGet(const std::string& host_port, const std::string& path) {
-  // A minimal HTTP/1.0 GET over a socket keeps the tests free of an HTTP client.
+HttpResponse HttpCall(const std::string& host_port, const std::string& method, const std::string& path) {
+  // A minimal HTTP/1.0 request over a socket keeps the tests free of an HTTP client.
   const auto colon = host_port.rfind(':');
   const std::string cmd = "exec 3<>/dev/tcp/" + host_port.substr(0, colon) + "/" + host_port.substr(colon + 1) +
-                          " && printf 'GET " + path + " HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+                          " && printf '" + method + " " + path +
+                          " HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3 && cat <&3";
   FILE* f = popen(("/bin/bash -c \"" + cmd + "\" 2>/dev/null").c_str(), "r");
-  if (!f) return "";
+  HttpResponse r;
+  if (!f) return r;
   std::string out;
   char buf[65536];
   size_t n;
   while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
   pclose(f);
+  // "HTTP/1.1 200 OK\r\n..."
+  const auto sp = out.find(' ');
+  if (out.rfind("HTTP/", 0) != 0 || sp == std::string::npos) return r;
+  r.status = std::atoi(out.c_str() + sp + 1);
   const auto body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
+  if (body != std::string::npos) r.body = out.substr(body + 4);
+  return r;
+}
+
+std::string HttpGet(const std::string& host_port, const std::string& path) {
+  auto r = HttpCall(host_port, "GET", path);
+  return r.status == 0 ? "" : r.body;
 }
 
 int FreePort() {

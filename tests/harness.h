@@ -92,6 +92,9 @@ struct KpidOptions {
   std::vector<std::string> extra_args;
 };
 
+// Writes <work_dir>/kpid.yaml for the options; returns its path.
+std::string WriteKpidConfig(const KpidOptions& o);
+
 class Kpid {
  public:
   explicit Kpid(const KpidOptions& o);
@@ -119,6 +122,12 @@ class Kpid {
 int FreePort();
 // HTTP/1.0 GET of http://host:port<path>; the body, or empty on failure.
 std::string HttpGet(const std::string& host_port, const std::string& path);
+// Any method, empty request body; status 0 when no HTTP answer came.
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+HttpResponse HttpCall(const std::string& host_port, const std::string& method, const std::string& path);
 
 // A test-side HTTP receiver: answers every request 200 and keeps the bodies
 // of POSTs (what Alertmanager's webhook or kpid's webhook delivered).

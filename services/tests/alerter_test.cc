@@ -98,6 +98,15 @@ alerts:
     ASSERT_TRUE(a.ok()) << a.status();
     alerter_ = std::move(*a);
   }
+  // The gRPC front over this fixture's catalog, queries and alerter.
+  std::unique_ptr<GrpcServer> StartGrpc() {
+    auto view = [this] {
+      return ServingView{.catalog = &catalog_, .queries = queries_.get(), .alerter = alerter_.get()};
+    };
+    auto server = GrpcServer::Start({.listen = "127.0.0.1:0"}, view, query_clock_);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(*server) : nullptr;
+  }
   // n clicks of a channel at at_s written as partials directly, bypassing
   // decoding: for dimension bytes the project's own event schema cannot
   // carry (invalid UTF-8), which other sources of values may.
@@ -327,10 +336,9 @@ TEST_F(AlerterTest, TransitionLogIsBoundedAndSurvivesRestart) {
 
 TEST_F(AlerterTest, GrpcListWatchAndResume) {
   StartAlerter();
-  auto server =
-      GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *queries_, query_clock_);
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto server = StartGrpc();
+  ASSERT_NE(server, nullptr);
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
   auto stub = v1::AlertService::NewStub(channel);
 
   const int64_t t0 = kDay + 3600;
@@ -371,7 +379,7 @@ TEST_F(AlerterTest, GrpcListWatchAndResume) {
   EXPECT_EQ(t.alert().state(), v1::ALERT_STATE_RESOLVED);
   ctx2.TryCancel();
   reader2->Finish().ok();
-  (*server)->Shutdown();
+  server->Shutdown();
 }
 
 TEST_F(AlerterTest, GrpcResumeFromTrimmedSequenceIsOutOfRange) {
@@ -383,10 +391,9 @@ TEST_F(AlerterTest, GrpcResumeFromTrimmedSequenceIsOutOfRange) {
     newest_product_ms_ = (kDay + i * 2000 + 700) * 1000;
     Eval(kDay + i * 2000 + 702);
   }
-  auto server =
-      GrpcServer::Start({.listen = "127.0.0.1:0", .alerter = alerter_.get()}, catalog_, *queries_, query_clock_);
-  ASSERT_TRUE(server.ok());
-  auto stub = v1::AlertService::NewStub(grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  auto server = StartGrpc();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::AlertService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   v1::WatchAlertsRequest req;
   req.set_after_sequence(1);
@@ -396,7 +403,7 @@ TEST_F(AlerterTest, GrpcResumeFromTrimmedSequenceIsOutOfRange) {
   const auto st = reader->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   EXPECT_NE(st.error_message().find("ListAlerts"), std::string::npos);
-  (*server)->Shutdown();
+  server->Shutdown();
 }
 
 // State written before 0.2 (kpistream.v1.AlertRecord under "i/") is
@@ -636,6 +643,43 @@ TEST_F(AlerterTest, LabelBytesAndIdentitySurviveRestart) {
   const uint64_t seq = alerter_->sequence();
   Eval(t0 + 60);
   EXPECT_EQ(alerter_->sequence(), seq);
+}
+
+TEST_F(AlerterTest, GrpcResumeFromTheFutureIsOutOfRange) {
+  StartAlerter();
+  Clicks("search", 8, kDay + 3600 - 30);
+  Eval(kDay + 3600);  // seq 1
+  auto server = StartGrpc();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::AlertService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::WatchAlertsRequest req;
+  req.set_after_sequence(5);  // a sequence this server never issued (another replica's, an old state dir)
+  auto reader = stub->WatchAlerts(&ctx, req);
+  v1::AlertTransition t;
+  EXPECT_FALSE(reader->Read(&t));
+  const auto st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::OUT_OF_RANGE) << st.error_message();
+  server->Shutdown();
+}
+
+TEST_F(AlerterTest, StoppingTheAlerterEndsWatchersWithUnavailable) {
+  StartAlerter();
+  auto server = StartGrpc();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::AlertService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  auto reader = stub->WatchAlerts(&ctx, v1::WatchAlertsRequest());
+  // Wait until the watch is registered: a transition reaches it.
+  Clicks("search", 8, kDay + 3600 - 30);
+  Eval(kDay + 3600);
+  v1::AlertTransition t;
+  ASSERT_TRUE(reader->Read(&t));
+  alerter_->Stop();
+  EXPECT_FALSE(reader->Read(&t));
+  const auto st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  server->Shutdown();
 }
 
 }  // namespace
