@@ -11,6 +11,9 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev clang-format clang-14 libclang-rt-14-dev
   openjdk-17-jdk-headless maven python3
   prometheus prometheus-alertmanager libcurl4-openssl-dev nlohmann-json3-dev
+  # tools/deploy/check, ctest deploy_check: its venv, and the image build with
+  # buildah, on debootstrap base images where no container registry answers.
+  python3-venv buildah debootstrap
 )
 
 missing=()
