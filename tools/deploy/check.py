@@ -125,7 +125,15 @@ class Report:
         return cond
 
     def equal(self, got, want, what):
-        return self.expect(got == want, what, f"got {got!r}, want {want!r}")
+        detail = f"got {got!r}, want {want!r}"
+        if len(detail) > 400 and isinstance(got, str) and isinstance(want, str):
+            g, w = got.splitlines(), want.splitlines()
+            i = next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
+            detail = (f"first difference at line {i + 1}: got {g[i] if i < len(g) else '<end>'!r}, "
+                      f"want {w[i] if i < len(w) else '<end>'!r}")
+        elif len(detail) > 400:
+            detail = detail[:400] + " ..."
+        return self.expect(got == want, what, detail)
 
 
 R = Report()
