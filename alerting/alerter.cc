@@ -56,27 +56,6 @@ std::string SequenceKey(std::string_view prefix, uint64_t seq) {
   return k;
 }
 
-// Threshold shown as $threshold for a rule.
-std::optional<double> RuleThreshold(const AlertRule& r, const kpi::KpiDef* kpi) {
-  switch (r.kind) {
-    case AlertKind::kThreshold:
-      if (r.target_band && kpi && kpi->target) {
-        const auto& t = *kpi->target;
-        if (*r.target_band == kpi::Band::kWarning) return t.good ? t.good : t.warning;
-        return t.critical ? t.critical : t.warning;
-      }
-      return r.threshold;
-    case AlertKind::kChange:
-      return r.threshold * 100;
-    case AlertKind::kAnomaly:
-      return r.k;
-    case AlertKind::kAbsence:
-    case AlertKind::kFreshness:
-      return static_cast<double>(r.max_age_s);
-  }
-  return std::nullopt;
-}
-
 void ToPairs(const std::map<std::string, std::string>& m, google::protobuf::RepeatedPtrField<pb::LabelPair>* out) {
   for (const auto& [k, v] : m) {
     auto* p = out->Add();
@@ -455,7 +434,7 @@ void Alerter::Rep::Refresh(Instance* in) const {
   kpi::TemplateData d;
   d.value = in->inst.value;
   if (r.kind == AlertKind::kChange && d.value) *d.value *= 100;
-  d.threshold = RuleThreshold(r, kpi);
+  d.threshold = kpi::AlertThreshold(r, kpi);
   d.kpi = kpi ? kpi->name : "";
   d.window = r.window;
   d.unit = kpi ? kpi->unit : "seconds";

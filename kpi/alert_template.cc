@@ -81,4 +81,24 @@ std::string ExpandAlertTemplate(std::string_view text, const TemplateData& d) {
   return out;
 }
 
+std::optional<double> AlertThreshold(const AlertRule& r, const KpiDef* kpi) {
+  switch (r.kind) {
+    case AlertKind::kThreshold:
+      if (r.target_band && kpi && kpi->target) {
+        const auto& t = *kpi->target;
+        if (*r.target_band == Band::kWarning) return t.good ? t.good : t.warning;
+        return t.warning;
+      }
+      return r.threshold;
+    case AlertKind::kChange:
+      return r.threshold * 100;
+    case AlertKind::kAnomaly:
+      return r.k;
+    case AlertKind::kAbsence:
+    case AlertKind::kFreshness:
+      return static_cast<double>(r.max_age_s);
+  }
+  return std::nullopt;
+}
+
 }  // namespace kpistream::kpi

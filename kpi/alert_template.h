@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "kpi/catalog.h"
 
 namespace kpistream::kpi {
 
@@ -23,6 +24,11 @@ struct TemplateData {
   std::map<std::string, std::string> labels;
 };
 std::string ExpandAlertTemplate(std::string_view text, const TemplateData& data);
+// The number a rule's {{ $threshold }} shows: the threshold (a change rule's
+// in percent), the target's edge for a target rule (good for `warning`,
+// warning for `critical`), k for an anomaly rule, the age bound in seconds
+// for absence and freshness rules. kpi: the rule's KPI, or null.
+std::optional<double> AlertThreshold(const AlertRule& r, const KpiDef* kpi);
 // Numbers in annotations: up to 4 significant digits, "n/a" without a value.
 std::string FormatAlertValue(std::optional<double> v);
 

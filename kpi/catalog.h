@@ -121,6 +121,17 @@ struct KpiInput {
   bool operator==(const KpiInput&) const = default;
 };
 
+// A breakdown of a KPI exported on /metrics: its value per group of
+// `group_by` (dimensions of the KPI), the `top` groups by value (highest
+// first; lowest with `ascending`) and one "__other__" group for the rest, so
+// the groups add up to the whole. top 0: at most kMaxExportGroups groups.
+struct ExportSpec {
+  std::vector<std::string> group_by;
+  size_t top = 0;
+  bool ascending = false;
+};
+inline constexpr size_t kMaxExportGroups = 100;
+
 struct KpiDef {
   std::string name;
   std::string help;
@@ -131,6 +142,11 @@ struct KpiDef {
   std::vector<KpiInput> inputs;
   std::vector<int> measures;  // distinct measures of the inputs
   std::optional<Target> target;
+  // Breakdowns exported on /metrics (`export:`), besides the ungrouped value.
+  std::vector<ExportSpec> exports;
+  // The dashboards the KPI is shown on (`dashboards:`, e.g. [executive,
+  // marketing]; kpictl dashboards makes one per name).
+  std::vector<std::string> dashboards;
 };
 
 // An alert rule (in the catalog's `alerts:` section; see docs/ALERTS.md).
@@ -189,6 +205,9 @@ struct Catalog {
   // hash suffix) at ingest, so no value can blow up a key or an answer.
   size_t max_dimension_bytes = 256;         // >= kMinDimensionBytes
   std::map<std::string, double> constants;  // usable by name in formulas
+  // Funnels for generated dashboards: dashboard name -> KPIs (indices into
+  // kpis), from the top of the funnel down.
+  std::map<std::string, std::vector<int>> funnels;
 
   const MeasureDef* FindMeasure(std::string_view name) const;
   const KpiDef* FindKpi(std::string_view name) const;

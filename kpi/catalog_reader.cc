@@ -40,7 +40,7 @@ class CatalogParser {
       y_.AddError(root, "the catalog must be a map with 'measures' and 'kpis'");
       return;
     }
-    y_.CheckKeys(root, {"measures", "kpis", "alerts", "timezone", "constants", "max_dimension_bytes"});
+    y_.CheckKeys(root, {"measures", "kpis", "alerts", "timezone", "constants", "max_dimension_bytes", "funnels"});
     if (const auto tz = y_.Scalar(root, "timezone", false)) {
       auto alignment = ZoneAlignment(*tz);
       if (!alignment.ok()) {
@@ -83,7 +83,9 @@ class CatalogParser {
       for (auto it = kpis.begin(); it != kpis.end(); ++it) kpi_names_.push_back(it->first.as<std::string>());
       for (auto it = kpis.begin(); it != kpis.end(); ++it) ParseKpi(it->first, it->second);
       InlineKpiRefs();
+      CheckExports();
     }
+    if (const auto f = root["funnels"]) ParseFunnels(f);
     if (const auto alerts = root["alerts"]) {
       if (!alerts.IsMap()) {
         y_.AddError(alerts, "'alerts' must be a map of alert name to rule");
@@ -329,13 +331,13 @@ class CatalogParser {
       y_.AddError(def, fmt::format("KPI '{}' must be a map (help, unit, formula, windows)", k.name));
       return;
     }
-    y_.CheckKeys(def, {"help", "unit", "formula", "windows", "target"});
+    y_.CheckKeys(def, {"help", "unit", "formula", "windows", "target", "export", "dashboards"});
     k.help = y_.Scalar(def, "help", false).value_or("");
     k.unit = y_.Scalar(def, "unit", false).value_or("ratio");
-    static constexpr std::string_view kUnits[] = {"ratio", "percent", "currency", "seconds", "count"};
+    static constexpr std::string_view kUnits[] = {"ratio", "percent", "currency", "seconds", "count", "score"};
     if (std::find(std::begin(kUnits), std::end(kUnits), k.unit) == std::end(kUnits)) {
       y_.AddError(def["unit"],
-                  fmt::format("unknown unit '{}' (known: ratio, percent, currency, seconds, count)", k.unit));
+                  fmt::format("unknown unit '{}' (known: ratio, percent, currency, seconds, count, score)", k.unit));
     }
     const auto formula = y_.Scalar(def, "formula", true);
     if (!formula) return;
@@ -373,6 +375,14 @@ class CatalogParser {
     }
     if (k.windows.empty()) k.windows = {"1h", "24h"};
     if (const auto t = def["target"]) ParseTarget(t, &k);
+    if (const auto e = def["export"]) ParseExports(e, &k);
+    for (const auto& [d, node] : y_.List(def, "dashboards")) {
+      if (!YamlReader::ValidName(d)) {
+        y_.AddError(node, fmt::format("dashboard name '{}' must be letters, digits and _", d));
+        continue;
+      }
+      k.dashboards.push_back(d);
+    }
     cat_.kpis.push_back(std::move(k));
   }
 
@@ -442,6 +452,73 @@ class CatalogParser {
       if (!err.empty()) return err;
     }
     return "";
+  }
+
+  // export: [{group_by: [channel]}, {group_by: [sales_rep], top: 20, order: desc}]
+  void ParseExports(const YAML::Node& e, KpiDef* k) {
+    if (!e.IsSequence()) {
+      y_.AddError(e,
+                  "export must be a list of breakdowns, e.g. [{group_by: [channel]}, {group_by: [sales_rep], "
+                  "top: 20}]");
+      return;
+    }
+    for (const auto& x : e) {
+      if (!x.IsMap()) {
+        y_.AddError(x, "each export is a map: {group_by: [dimension, ...], top: N, order: desc|asc}");
+        continue;
+      }
+      y_.CheckKeys(x, {"group_by", "top", "order"});
+      ExportSpec spec;
+      for (const auto& [d, node] : y_.List(x, "group_by")) spec.group_by.push_back(d);
+      if (spec.group_by.empty()) y_.AddError(x, "an export needs group_by: the dimensions to break the KPI down by");
+      if (const auto top = y_.Int(x, "top", 1, static_cast<int64_t>(kMaxExportGroups))) spec.top = *top;
+      const auto order = y_.Scalar(x, "order", false).value_or("desc");
+      if (order != "desc" && order != "asc") {
+        y_.AddError(x["order"], fmt::format("order '{}' must be desc (the highest values) or asc (the lowest)", order));
+      }
+      spec.ascending = order == "asc";
+      export_nodes_[k->name].push_back(x);
+      k->exports.push_back(std::move(spec));
+    }
+  }
+
+  // funnels: {dashboard: [kpi, ...]}, count KPIs from the top down.
+  void ParseFunnels(const YAML::Node& f) {
+    if (!f.IsMap()) {
+      y_.AddError(f, "funnels must be a map of dashboard name to a list of KPIs, e.g. {sales: [leads, mqls, sqls]}");
+      return;
+    }
+    for (auto it = f.begin(); it != f.end(); ++it) {
+      const auto name = it->first.as<std::string>();
+      std::vector<int> steps;
+      for (const auto& [k, node] : y_.List(f, name.c_str())) {
+        const KpiDef* kpi = cat_.FindKpi(k);
+        if (!kpi) {
+          y_.AddError(node, fmt::format("funnel '{}': unknown KPI '{}'", name, k));
+          continue;
+        }
+        steps.push_back(static_cast<int>(kpi - cat_.kpis.data()));
+      }
+      if (steps.size() < 2) y_.AddError(it->second, fmt::format("funnel '{}' needs at least two KPIs", name));
+      cat_.funnels[name] = std::move(steps);
+    }
+  }
+
+  // Export dimensions must be the KPI's (known once its inputs are built).
+  void CheckExports() {
+    for (const auto& k : cat_.kpis) {
+      const auto dims = cat_.KpiDimensions(k);
+      for (size_t i = 0; i < k.exports.size(); ++i) {
+        for (const auto& d : k.exports[i].group_by) {
+          if (std::find(dims.begin(), dims.end(), d) != dims.end()) continue;
+          std::string list;
+          for (const auto& x : dims) list += (list.empty() ? "" : ", ") + x;
+          y_.AddError(export_nodes_[k.name][i]["group_by"],
+                      fmt::format("KPI '{}' cannot be exported by '{}' (its dimensions: {})", k.name, d,
+                                  list.empty() ? "none" : list));
+        }
+      }
+    }
   }
 
   void ParseTarget(const YAML::Node& t, KpiDef* k) {
@@ -563,6 +640,7 @@ class CatalogParser {
   Catalog cat_;
   std::vector<std::string> kpi_names_;
   std::map<std::string, YAML::Node> formula_nodes_;
+  std::map<std::string, std::vector<YAML::Node>> export_nodes_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 
 #include "state/keys.h"
 
@@ -93,6 +94,50 @@ bool Matches(const std::vector<std::string_view>& vals, const std::vector<std::p
   return true;
 }
 
+// Keeps the q.top groups by value and merges every other group's partials
+// (the caps' own "__other__" group included) into one "__other__" group.
+template <typename ValueOf>
+absl::Status KeepTop(const kpi::Catalog& catalog, const kpi::KpiDef& kpi, const KpiQuery& q, const ValueOf& value_of,
+                     std::vector<GroupValue>* out, std::vector<std::vector<std::optional<state::Partial>>*>* accs_of) {
+  auto is_other = [](const GroupValue& g) {
+    return std::all_of(g.group.begin(), g.group.end(), [](const auto& d) { return d.second == kOtherGroup; });
+  };
+  std::vector<size_t> order(out->size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  auto rank = [&](size_t a, size_t b) {
+    const auto& x = (*out)[a];
+    const auto& y = (*out)[b];
+    if (is_other(x) != is_other(y)) return !is_other(x);  // the caps' __other__ is never a top group
+    if (x.value.has_value() != y.value.has_value()) return x.value.has_value();
+    if (x.value && *x.value != *y.value) return q.top_ascending ? *x.value < *y.value : *x.value > *y.value;
+    return x.group < y.group;
+  };
+  std::sort(order.begin(), order.end(), rank);
+  size_t kept = 0;
+  while (kept < order.size() && kept < q.top && !is_other((*out)[order[kept]])) ++kept;
+  if (kept == order.size()) return absl::OkStatus();
+  std::vector<std::optional<state::Partial>> rest(kpi.inputs.size());
+  for (size_t k = kept; k < order.size(); ++k) {
+    const auto& accs = *(*accs_of)[order[k]];
+    for (size_t i = 0; i < accs.size(); ++i) {
+      if (!accs[i]) continue;
+      if (!rest[i]) {
+        rest[i].emplace(kpi::PartialKind(catalog.measures[static_cast<size_t>(kpi.inputs[i].measure)].aggregation));
+      }
+      rest[i]->Merge(*accs[i]);
+    }
+  }
+  std::vector<GroupValue> top;
+  for (size_t k = 0; k < kept; ++k) top.push_back(std::move((*out)[order[k]]));
+  GroupValue other;
+  for (const auto& d : q.group_by) other.group.emplace_back(d, kOtherGroup);
+  if (auto st = value_of(rest, &other); !st.ok()) return st;
+  top.push_back(std::move(other));
+  *out = std::move(top);
+  accs_of->clear();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<GroupValue>> Evaluate(const kpi::Catalog& catalog, const KpiQuery& q, const QueryPlan& plan,
@@ -141,14 +186,27 @@ absl::StatusOr<std::vector<GroupValue>> Evaluate(const kpi::Catalog& catalog, co
     if (!st.ok()) return st;
   }
 
-  std::vector<GroupValue> out;
-  out.reserve(groups.size());
-  for (auto& entry : groups) {
-    auto& accs = entry.second;  // a named reference: lambdas cannot capture bindings in clang 14
+  using Partials = std::vector<std::optional<state::Partial>>;
+  // One group's value and its inputs' values.
+  auto value_of = [&](const Partials& accs, GroupValue* gv) -> absl::Status {
+    gv->inputs.assign(kpi.inputs.size(), std::nullopt);
     for (size_t i = 0; i < accs.size(); ++i) {
       const auto& m = catalog.measures[static_cast<size_t>(kpi.inputs[i].measure)];
       if (accs[i] && Overflowed(m, &*accs[i])) return SumOverflow(m);
+      gv->inputs[i] = group_counts[i] ? group_counts[i] : MeasureValue(m, accs[i] ? &*accs[i] : nullptr, 0.5);
     }
+    gv->value = kpi::Eval(kpi.expr, [&](int input, double quantile) -> std::optional<double> {
+      const auto i = static_cast<size_t>(input);
+      if (group_counts[i]) return group_counts[i];
+      return MeasureValue(catalog.measures[static_cast<size_t>(kpi.inputs[i].measure)], accs[i] ? &*accs[i] : nullptr,
+                          quantile);
+    });
+    return absl::OkStatus();
+  };
+  std::vector<GroupValue> out;
+  std::vector<Partials*> accs_of;  // like out
+  out.reserve(groups.size());
+  for (auto& entry : groups) {
     GroupValue gv;
     if (!q.group_by.empty()) {
       if (!state::SplitGroupKey(entry.first, &vals) || vals.size() != q.group_by.size()) {
@@ -156,13 +214,12 @@ absl::StatusOr<std::vector<GroupValue>> Evaluate(const kpi::Catalog& catalog, co
       }
       for (size_t i = 0; i < q.group_by.size(); ++i) gv.group.emplace_back(q.group_by[i], std::string(vals[i]));
     }
-    gv.value = kpi::Eval(kpi.expr, [&](int input, double quantile) -> std::optional<double> {
-      const auto i = static_cast<size_t>(input);
-      if (group_counts[i]) return group_counts[i];
-      return MeasureValue(catalog.measures[static_cast<size_t>(kpi.inputs[i].measure)], accs[i] ? &*accs[i] : nullptr,
-                          quantile);
-    });
+    if (auto st = value_of(entry.second, &gv); !st.ok()) return st;
     out.push_back(std::move(gv));
+    accs_of.push_back(&entry.second);
+  }
+  if (q.top > 0 && !q.group_by.empty()) {
+    if (auto st = KeepTop(catalog, kpi, q, value_of, &out, &accs_of); !st.ok()) return st;
   }
   std::sort(out.begin(), out.end(), [](const GroupValue& a, const GroupValue& b) { return a.group < b.group; });
   return out;

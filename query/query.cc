@@ -19,6 +19,7 @@ std::string CacheKey(const KpiQuery& q) {
   std::string key = fmt::format("{}:{}{}:{}:", q.kpi.size(), q.kpi, q.start, q.end);
   for (const auto& g : q.group_by) fmt::format_to(std::back_inserter(key), "g{}:{}", g.size(), g);
   for (const auto& [k, v] : q.filter) fmt::format_to(std::back_inserter(key), "f{}:{}{}:{}", k.size(), k, v.size(), v);
+  if (q.top > 0) fmt::format_to(std::back_inserter(key), "t{}{}", q.top, q.top_ascending ? "a" : "d");
   return key;
 }
 

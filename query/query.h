@@ -37,11 +37,25 @@ struct KpiQuery {
   int64_t end = 0;                    // exclusive
   std::vector<std::string> group_by;  // dimensions; empty: one value over everything
   Labels filter;                      // dimension == value
+  // Grouped queries: keep the `top` groups by value (highest first, or
+  // lowest with top_ascending; groups without a value last) and merge the
+  // partials of all the others into one group whose every dimension reads
+  // "__other__" (kOtherGroup), so the groups still add up to the whole for
+  // any formula. 0: every group.
+  size_t top = 0;
+  bool top_ascending = false;
 };
+
+// The value the cardinality caps and `top` put the rest under.
+inline constexpr char kOtherGroup[] = "__other__";
 
 struct GroupValue {
   Labels group;  // (dimension, value) in group_by's order; empty without group_by
   std::optional<double> value;
+  // The value of each input of the KPI's formula for this group (indexed
+  // like KpiDef::inputs; for `groups_at_least`, the count), so that the
+  // parts of a ratio can be exported and aggregated elsewhere.
+  std::vector<std::optional<double>> inputs;
 };
 
 struct KpiAnswer {

@@ -33,7 +33,7 @@ class ConfigReader {
       return;
     }
     y_.CheckKeys(root, {"kafka", "catalog", "commit_interval", "memory_budget_mb", "min_free_disk_mb", "retention",
-                        "dedup_window", "max_future", "alerting"});
+                        "dedup_window", "max_future", "kpi_export_interval", "alerting"});
     const auto kafka = root["kafka"];
     if (!kafka || !kafka.IsMap()) {
       y_.AddError(kafka ? kafka : root, "a 'kafka' section with brokers and topics is required");
@@ -73,6 +73,13 @@ class ConfigReader {
       }
     }
     if (const auto mf = y_.Duration(root, "max_future", false)) c_.engine.max_future_ms = *mf * 1000;
+    if (const auto ki = y_.DurationMs(root, "kpi_export_interval")) {
+      if (*ki < 100 || *ki > 3600 * 1000) {
+        y_.AddError(root["kpi_export_interval"], "kpi_export_interval must be between 100ms and 1h");
+      } else {
+        c_.kpi_export_interval_ms = *ki;
+      }
+    }
     if (const auto r = root["retention"]) ReadRetention(r);
     if (const auto a = root["alerting"]) ReadAlerting(a);
   }

@@ -11,6 +11,7 @@
 //   catalog: kpis.yaml             # relative to this file; default: built-in
 //   commit_interval: 200ms
 //   max_future: 10m                # events further ahead of the clock are dead-lettered as `future`
+//   kpi_export_interval: 5s        # KPI series on /metrics are re-evaluated at most this often
 //   memory_budget_mb: 256
 //   retention: {fine: 35d, hour: 400d, day: forever}   # per roll-up tier
 //   alerting:
@@ -46,6 +47,7 @@ struct KpidConfig {
   alerting::AlerterOptions alerter;
   alerting::NotifierOptions notifier;
   bool alert_clock_event_time = false;
+  int64_t kpi_export_interval_ms = 5000;  // services::KpiExport
 };
 
 // Errors carry "file:line:col: what to fix", every error of the file, one

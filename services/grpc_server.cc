@@ -1,5 +1,7 @@
 #include "services/grpc_server.h"
 
+#include "services/grpc_metrics.h"
+
 #include <fmt/format.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -138,6 +140,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
 }  // namespace
 
 struct GrpcServer::Rep {
+  GrpcMetrics metrics;  // before the server: its interceptors point here
   std::unique_ptr<KpiServiceImpl> service;
   std::unique_ptr<grpc::Service> alert_service;
   std::unique_ptr<grpc::Server> server;
@@ -160,6 +163,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(rep->service.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(rep->metrics.Factory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   if (options.alerts) {
     rep->alert_service = MakeAlertService(view);
     builder.RegisterService(rep->alert_service.get());
@@ -187,6 +193,8 @@ void GrpcServer::SetServing(bool reads, bool ingesting) {
   health->SetServingStatus("kpistream.v1.AlertService", reads);
   health->SetServingStatus("kpistream.ingest", ingesting);
 }
+
+const GrpcMetrics& GrpcServer::metrics() const { return rep_->metrics; }
 
 void GrpcServer::Shutdown() {
   if (rep_->server) {

@@ -13,6 +13,7 @@
 #include "alerting/alerter.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
+#include "services/grpc_metrics.h"
 #include "state/clock.h"
 
 namespace kpistream::services {
@@ -49,6 +50,8 @@ class GrpcServer {
   // ingestion, not reads.
   void SetServing(bool reads, bool ingesting);
   void Shutdown();
+  // Requests by method and code, and their latency (grpc_metrics.h).
+  const GrpcMetrics& metrics() const;
 
  private:
   struct Rep;

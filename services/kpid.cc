@@ -43,6 +43,7 @@ struct Pipeline {
   // Stops in reverse: alerts, then the engine (its final commit), then
   // delivery (which may still send what the last evaluation produced).
   void Stop() {
+    if (kpi_export) kpi_export->Stop();
     if (alerter) alerter->Stop();
     if (engine) engine->Stop();
     if (notifier) notifier->Stop();
@@ -137,7 +138,7 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
                      .hour = store->options().retention_hour_s,
                      .day = store->options().retention_day_s};
   p->queries = std::make_unique<query::QueryService>(p->catalog, p->ids, *p->source, clock, qopts);
-  p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock);
+  p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock, p->config.kpi_export_interval_ms);
   auto* kpi_export = p->kpi_export.get();
   p->engine->AddCommitListener([kpi_export](const ingest::CommitInfo&) { kpi_export->OnCommit(); });
   // Alerts: nothing changes state from a replay.
@@ -239,6 +240,8 @@ absl::Status Kpid::Bind() {
     auto p = r->Current();
     if (!p) return;
     CollectBuildInfo(out);
+    CollectProcess(out);
+    if (r->grpc) r->grpc->metrics().Collect(out);
     CollectEngine(*p->engine, p->catalog, r->clock, out);
     CollectStore(*r->store, out);
     CollectQueries(*p->queries, out);

@@ -134,6 +134,17 @@ void CollectEngine(const ingest::Engine& engine, const kpi::Catalog& catalog, co
             "End-to-end freshness: now - event time of the newest event visible to queries (never negative).",
             std::max(0.0, static_cast<double>(clock.NowMs() - newest) / 1000.0));
     }
+    auto f = Family("kpistream_family_freshness_seconds",
+                    "Freshness per event family (campaign, product, crm): now - event time of its newest event "
+                    "visible to queries (never negative); absent before the family's first event.",
+                    G);
+    for (size_t i = 0; i < kpi::kNumFamilies; ++i) {
+      const int64_t t = probe.newest_event_ms_by_family[i].load();
+      if (t <= 0) continue;
+      f.metric.push_back(Sample(std::max(0.0, static_cast<double>(clock.NowMs() - t) / 1000.0), G,
+                                {{"family", std::string(kpi::FamilyName(static_cast<kpi::Family>(i)))}}));
+    }
+    out->push_back(std::move(f));
   }
   CollectLagAndCommitLatency(probe, out);
 }

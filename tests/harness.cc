@@ -206,8 +206,10 @@ std::string Kpid::Scrape() const { return HttpGet(metrics_, "/metrics"); }
 HttpResponse HttpCall(const std::string& host_port, const std::string& method, const std::string& path) {
   // A minimal HTTP/1.0 request over a socket keeps the tests free of an HTTP client.
   const auto colon = host_port.rfind(':');
+  std::string escaped;  // printf's format: a literal % is %%
+  for (char c : path) escaped += c == '%' ? std::string("%%") : std::string(1, c);
   const std::string cmd = "exec 3<>/dev/tcp/" + host_port.substr(0, colon) + "/" + host_port.substr(colon + 1) +
-                          " && printf '" + method + " " + path +
+                          " && printf '" + method + " " + escaped +
                           " HTTP/1.0\\r\\nContent-Length: 0\\r\\n\\r\\n' >&3 && cat <&3";
   FILE* f = popen(("/bin/bash -c \"" + cmd + "\" 2>/dev/null").c_str(), "r");
   HttpResponse r;
@@ -377,6 +379,54 @@ bool Alertmanager::WaitReady(std::chrono::seconds timeout) {
     std::this_thread::sleep_for(100ms);
   }
   return false;
+}
+
+Prometheus::Prometheus(const std::string& dir, const std::vector<std::string>& targets,
+                       const std::vector<std::string>& rule_files, int port)
+    : port_(port) {
+  fs::create_directories(dir + "/data");
+  std::ofstream cfg(dir + "/prometheus.yml");
+  cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n";
+  if (!rule_files.empty()) {
+    cfg << "rule_files:\n";
+    for (const auto& f : rule_files) cfg << "  - \"" << f << "\"\n";
+  }
+  cfg << "scrape_configs:\n  - job_name: kpistream\n    static_configs:\n      - targets: [";
+  for (size_t i = 0; i < targets.size(); ++i) cfg << (i ? ", " : "") << "\"" << targets[i] << "\"";
+  cfg << "]\n";
+  cfg.close();
+  proc_ = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
+                               "--storage.tsdb.path=" + dir + "/data", "--web.listen-address=" + address()},
+      dir + "/prometheus.log");
+}
+
+Prometheus::~Prometheus() {
+  proc_->Signal(SIGTERM);
+  if (!proc_->Wait(10s)) proc_->Signal(SIGKILL);
+}
+
+bool Prometheus::WaitReady(std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && proc_->Running()) {
+    if (HttpCall(address(), "GET", "/-/ready").status == 200) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+std::string Prometheus::Query(const std::string& promql) const {
+  std::string enc;
+  for (unsigned char c : promql) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      enc.push_back(static_cast<char>(c));
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      enc += buf;
+    }
+  }
+  return HttpGet(address(), "/api/v1/query?query=" + enc);
 }
 
 namespace {

@@ -160,6 +160,24 @@ class Alertmanager {
   std::unique_ptr<Process> proc_;
 };
 
+// A real Prometheus (Debian's prometheus) on a free loopback port, scraping
+// the given targets every second and loading the given rule files.
+class Prometheus {
+ public:
+  Prometheus(const std::string& dir, const std::vector<std::string>& targets,
+             const std::vector<std::string>& rule_files, int port);
+  ~Prometheus();
+  bool WaitReady(std::chrono::seconds timeout = std::chrono::seconds(30));
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  Process& process() { return *proc_; }
+  // GET /api/v1/query?query=... (URL-encoded here): the response body (JSON).
+  std::string Query(const std::string& promql) const;
+
+ private:
+  int port_;
+  std::unique_ptr<Process> proc_;
+};
+
 // Sum of a metric's samples whose labels contain every given pair.
 double MetricSum(const std::string& exposition, const std::string& name,
                  const std::map<std::string, std::string>& labels = {});

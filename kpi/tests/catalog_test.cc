@@ -162,6 +162,36 @@ TEST(CatalogTest, TargetBands) {
             std::string::npos);
 }
 
+// export: breakdowns of a KPI for /metrics, by its own dimensions.
+TEST(CatalogTest, Exports) {
+  const std::string m =
+      "measures:\n  clicks: {family: campaign, types: [click], aggregation: count, group_by: [channel, region]}\n"
+      "  imps: {family: campaign, types: [impression], aggregation: count, group_by: [channel]}\nkpis:\n";
+  auto c = ParseCatalog(m + "  ctr:\n    formula: clicks / imps\n    dashboards: [marketing, executive]\n"
+                            "    export: [{group_by: [channel]}, {group_by: [channel], top: 5, order: asc}]\n",
+                        "e.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& k = c->kpis[0];
+  ASSERT_EQ(k.exports.size(), 2u);
+  EXPECT_EQ(k.exports[0].group_by, std::vector<std::string>{"channel"});
+  EXPECT_EQ(k.exports[0].top, 0u);
+  EXPECT_EQ(k.exports[1].top, 5u);
+  EXPECT_TRUE(k.exports[1].ascending);
+  EXPECT_EQ(k.dashboards, (std::vector<std::string>{"marketing", "executive"}));
+  // region is not a dimension of ctr (imps lacks it).
+  EXPECT_NE(ErrorOf(m + "  ctr: {formula: clicks / imps, export: [{group_by: [region]}]}\n")
+                .find("cannot be exported by 'region' (its dimensions: channel)"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(m + "  ctr: {formula: clicks / imps, export: [{group_by: [channel], top: 0}]}\n").find("top"),
+            std::string::npos);
+  EXPECT_NE(
+      ErrorOf(m + "  ctr: {formula: clicks / imps, export: [{group_by: [channel], order: up}]}\n").find("order 'up'"),
+      std::string::npos);
+  EXPECT_NE(
+      ErrorOf(m + "  ctr: {formula: clicks / imps, export: {group_by: [channel]}}\n").find("export must be a list"),
+      std::string::npos);
+}
+
 TEST(CatalogTest, Durations) {
   EXPECT_EQ(*ParseDuration("30s"), 30);
   EXPECT_EQ(*ParseDuration("5m"), 300);

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "ingest/local_ingest.h"
@@ -520,6 +522,58 @@ kpis:
   auto a = q.Get({.kpi = "imps", .start = day, .end = day + 3600});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(*a->values[0].value, 2);
+}
+
+// The top groups by value and one "__other__" group for the rest: for any
+// formula the groups add up to the whole, because the rest's partials are
+// merged, not its values.
+TEST_F(QueryTest, TopGroupsAndTheRestAsOtherAddUpToTheWhole) {
+  const int64_t day = 1763856000;
+  std::vector<CampaignEvent> evs;
+  // Channel c<i>: i+1 clicks over 10*(i+1)+i impressions, for 8 channels.
+  for (int i = 0; i < 8; ++i) {
+    const std::string ch = "c" + std::to_string(i);
+    for (int k = 0; k < i + 1; ++k) evs.push_back(Ev(events::v1::CAMPAIGN_CLICK, day + 100 + k, ch));
+    for (int k = 0; k < 10 * (i + 1) + i; ++k) evs.push_back(Ev(events::v1::CAMPAIGN_IMPRESSION, day + 200 + k, ch));
+  }
+  Apply(evs, 0);
+  QueryService q = Service();
+  KpiQuery all{.kpi = "ctr", .start = day, .end = day + 3600};
+  const double whole = *q.Get(all)->values[0].value;
+  KpiQuery top = all;
+  top.group_by = {"channel"};
+  top.top = 3;
+  auto a = q.Get(top);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->values.size(), 4u);
+  std::map<std::string, double> v;
+  double clicks = 0, imps = 0;
+  for (const auto& g : a->values) {
+    v[g.group[0].second] = *g.value;
+    ASSERT_EQ(g.inputs.size(), 2u);
+    clicks += *g.inputs[0];
+    imps += *g.inputs[1];
+  }
+  // CTR (i+1)/(11i+10) falls with i: the top 3 by value are c0, c1, c2.
+  EXPECT_TRUE(v.count("c0") && v.count("c1") && v.count("c2")) << a->values.size();
+  // __other__ is the ratio of the rest's sums, not a sum of ratios.
+  double oc = 0, oi = 0;
+  for (int i = 3; i < 8; ++i) {
+    oc += i + 1;
+    oi += 10 * (i + 1) + i;
+  }
+  EXPECT_DOUBLE_EQ(v.at("__other__"), oc / oi);
+  EXPECT_DOUBLE_EQ(clicks / imps, whole);
+  // Ascending: the lowest CTRs.
+  top.top_ascending = true;
+  a = q.Get(top);
+  ASSERT_TRUE(a.ok());
+  std::set<std::string> names;
+  for (const auto& g : a->values) names.insert(g.group[0].second);
+  EXPECT_EQ(names, (std::set<std::string>{"c5", "c6", "c7", "__other__"}));
+  // No more groups than asked: no __other__.
+  top.top = 20;
+  EXPECT_EQ(q.Get(top)->values.size(), 8u);
 }
 
 }  // namespace

@@ -4,17 +4,22 @@
 //   kpictl range KPI --start unix_s --end unix_s --step 1m [--group-by dim]
 //   kpictl health
 //   kpictl validate FILE
+//   kpictl dashboards --catalog FILE --out DIR [--check]   Grafana dashboards + provisioning
+//   kpictl rules --catalog FILE --out FILE [--check]       Prometheus recording and alerting rules
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kpi/catalog.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
+#include "tools/kpictl/generate.h"
 
 namespace v1 = kpistream::v1;
 using google::protobuf::util::TimeUtil;
@@ -41,6 +46,30 @@ void PrintJson(const google::protobuf::Message& m) {
   o.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &s, o);
   fmt::print("{}", s);
+}
+
+// Writes `files` under dir, or with check, compares them with what is
+// there: 0 when equal, 1 naming each file that differs or is missing.
+int WriteOrCheck(const std::filesystem::path& dir, const std::map<std::string, std::string>& files, bool check) {
+  int differing = 0;
+  for (const auto& [name, text] : files) {
+    const auto path = dir / name;
+    if (check) {
+      std::ifstream in(path);
+      std::stringstream have;
+      have << in.rdbuf();
+      if (!in || have.str() != text) {
+        fmt::print(stderr, "kpictl: {} is not what the KPI file generates; regenerate it (without --check)\n",
+                   path.string());
+        ++differing;
+      }
+      continue;
+    }
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+  }
+  if (!check) fmt::print("wrote {} files under {}\n", files.size(), dir.string());
+  return differing == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -75,7 +104,40 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "gRPC health of kpid");
   auto* validate = app.add_subcommand("validate", "validate a KPI file");
   validate->add_option("file", file)->required();
+  std::string catalog_file, out;
+  bool check = false;
+  auto* dashboards = app.add_subcommand(
+      "dashboards", "Grafana dashboards (one per `dashboards:` name, plus operations) and provisioning files");
+  dashboards->add_option("--catalog", catalog_file, "the KPI file")->required();
+  dashboards->add_option("--out", out, "directory (dashboards in OUT/dashboards, provisioning in OUT/provisioning)")
+      ->required();
+  dashboards->add_flag("--check", check, "compare with what is in OUT instead of writing; exit 1 if they differ");
+  auto* rules = app.add_subcommand("rules", "Prometheus recording and alerting rules for the KPI file");
+  rules->add_option("--catalog", catalog_file, "the KPI file")->required();
+  rules->add_option("--out", out, "the rule file to write")->required();
+  rules->add_flag("--check", check, "compare with OUT instead of writing; exit 1 if they differ");
   CLI11_PARSE(app, argc, argv);
+
+  if (dashboards->parsed() || rules->parsed()) {
+    auto cat = kpistream::kpi::LoadCatalogFile(catalog_file);
+    if (!cat.ok()) {
+      fmt::print(stderr, "{}\n", std::string(cat.status().message()));
+      return 1;
+    }
+    if (rules->parsed()) {
+      const std::filesystem::path p(out);
+      return WriteOrCheck(p.parent_path().empty() ? "." : p.parent_path(),
+                          {{p.filename().string(), kpistream::tools::PrometheusRules(*cat)}}, check);
+    }
+    std::map<std::string, std::string> files;
+    for (const auto& [name, text] : kpistream::tools::GrafanaDashboards(*cat)) {
+      files["dashboards/" + name + ".json"] = text;
+    }
+    for (const auto& [name, text] : kpistream::tools::GrafanaProvisioning("/var/lib/grafana/dashboards/kpistream")) {
+      files["provisioning/" + name] = text;
+    }
+    return WriteOrCheck(out, files, check);
+  }
 
   if (validate->parsed()) {
     auto cat = kpistream::kpi::LoadCatalogFile(file);
