@@ -111,7 +111,8 @@ struct Alerter::Rep {
 
   std::mutex wake_mu;
   std::condition_variable wake_cv;
-  bool stop = false;  // guarded by wake_mu
+  bool stop = false;       // guarded by wake_mu
+  bool committed = false;  // guarded by wake_mu: a commit since the last evaluation
   std::atomic<bool> stopped{false};
   std::thread thread;
   Alerter* owner = nullptr;
@@ -646,24 +647,33 @@ absl::Status Alerter::EvaluateOnce() {
 }
 
 void Alerter::Rep::Run() {
-  uint64_t seen_changes = sources.change_counter ? sources.change_counter() : 0;
   auto last_eval = std::chrono::steady_clock::now() - std::chrono::hours(1);
   std::unique_lock<std::mutex> lk(wake_mu);
   while (!stop) {
-    wake_cv.wait_for(lk, std::chrono::milliseconds(100));
+    // Due on the interval, or after a commit once min_eval_gap has passed
+    // since the last evaluation.
+    wake_cv.wait_until(lk, last_eval + std::chrono::milliseconds(options.eval_interval_ms),
+                       [&] { return stop || committed; });
     if (stop) break;
-    const auto now = std::chrono::steady_clock::now();
-    const uint64_t changes = sources.change_counter ? sources.change_counter() : seen_changes;
-    const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_eval).count();
-    const bool due = since >= options.eval_interval_ms || (changes != seen_changes && since >= options.min_eval_gap_ms);
-    if (!due) continue;
-    seen_changes = changes;
-    last_eval = now;
+    if (committed) {
+      wake_cv.wait_until(lk, last_eval + std::chrono::milliseconds(options.min_eval_gap_ms), [&] { return stop; });
+      if (stop) break;
+    }
+    committed = false;
+    last_eval = std::chrono::steady_clock::now();
     lk.unlock();
     // The Alerter object owns this Rep; EvaluateOnce is reached through it.
     if (auto st = owner->EvaluateOnce(); !st.ok()) spdlog::error("alert evaluation: {}", st.ToString());
     lk.lock();
   }
+}
+
+void Alerter::OnCommit() {
+  {
+    std::lock_guard<std::mutex> lk(rep_->wake_mu);
+    rep_->committed = true;
+  }
+  rep_->wake_cv.notify_all();
 }
 
 void Alerter::Start() {
@@ -690,6 +700,13 @@ std::vector<Alert> Alerter::Alerts() const {
   std::lock_guard<std::mutex> l(rep_->mu);
   std::vector<Alert> out;
   for (const auto& [k, in] : rep_->instances) out.push_back(in.served);
+  return out;
+}
+
+std::map<std::string, int64_t> Alerter::LastEvaluations() const {
+  std::lock_guard<std::mutex> l(rep_->mu);
+  std::map<std::string, int64_t> out;
+  for (const auto& [rule, ms] : rep_->rule_last_eval) out[rule->name] = ms;
   return out;
 }
 

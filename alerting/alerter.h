@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,8 +68,6 @@ struct AlertSources {
   // Newest applied event time (ms since the epoch) of a family, or of all
   // families for nullopt; 0 when none yet.
   std::function<int64_t(std::optional<kpi::Family>)> newest_event_ms;
-  // Grows on every state commit; a change triggers an evaluation.
-  std::function<uint64_t()> change_counter;
 };
 
 struct AlerterStats {
@@ -96,6 +95,9 @@ class Alerter {
   Alerter& operator=(const Alerter&) = delete;
 
   void Start();
+  // A state commit happened (ingest::Engine's commit notification): the
+  // evaluator runs soon, at most once per min_eval_gap. From any thread.
+  void OnCommit();
   // Stops evaluating and wakes every subscriber once more, so that they see
   // stopped(). Idempotent.
   void Stop();
@@ -106,6 +108,9 @@ class Alerter {
 
   // Pending, firing, and resolved-but-retained alerts, by rule then group.
   std::vector<Alert> Alerts() const;
+  // When each rule (by name) was last evaluated, on the rule clock (ms; rules
+  // never evaluated are absent).
+  std::map<std::string, int64_t> LastEvaluations() const;
   uint64_t sequence() const;
   // Transitions with sequence > after, at most max. Returns false when
   // `after` is older than the oldest kept (a gap: resume is impossible).

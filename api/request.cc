@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
+
 namespace kpistream::api {
 
 namespace {
@@ -40,7 +42,65 @@ absl::Status ParseGroupBy(std::string_view text, query::KpiQuery* q) {
   return absl::OkStatus();
 }
 
+// A page token names the request it belongs to (a hash of the request
+// without its token) and the offset of the page's first group:
+// "<offset>.<hash hex>". A token from another request is refused, rather
+// than paging through a different answer.
+std::string RequestHash(const v1::GetKpiRequest& req) {
+  v1::GetKpiRequest r = req;
+  r.clear_page_token();
+  std::string bytes;
+  r.SerializeToString(&bytes);  // deterministic enough within one kpid version
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;  // FNV-1a
+  return fmt::format("{:016x}", h);
+}
+
+absl::Status ParsePage(const v1::GetKpiRequest& req, GetKpiPlan* plan) {
+  if (req.limit() < 0) return absl::InvalidArgumentError("limit must be >= 0");
+  plan->limit = static_cast<size_t>(req.limit());
+  if (req.order_by().empty() || req.order_by() == "group") {
+    plan->order = GetKpiPlan::Order::kGroup;
+  } else if (req.order_by() == "value") {
+    plan->order = GetKpiPlan::Order::kValueDescending;
+  } else if (req.order_by() == "-value") {
+    plan->order = GetKpiPlan::Order::kValueAscending;
+  } else {
+    return absl::InvalidArgumentError(
+        fmt::format("order_by \"{}\": use value (highest first), -value (lowest first) or group", req.order_by()));
+  }
+  if (req.page_token().empty()) return absl::OkStatus();
+  const auto dot = req.page_token().find('.');
+  size_t offset = 0;
+  if (dot == std::string::npos || req.page_token().substr(dot + 1) != RequestHash(req) ||
+      !absl::SimpleAtoi(req.page_token().substr(0, dot), &offset)) {
+    return absl::InvalidArgumentError(
+        "page_token does not belong to this request: repeat the request that returned it, changing only page_token");
+  }
+  plan->offset = offset;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+void OrderAndPage(const GetKpiPlan& plan, const v1::GetKpiRequest& req, std::vector<query::GroupValue>* values,
+                  std::string* next) {
+  next->clear();
+  if (plan.order != GetKpiPlan::Order::kGroup) {
+    const bool desc = plan.order == GetKpiPlan::Order::kValueDescending;
+    std::stable_sort(values->begin(), values->end(), [desc](const query::GroupValue& a, const query::GroupValue& b) {
+      if (a.value.has_value() != b.value.has_value()) return a.value.has_value();  // no value last
+      if (!a.value) return false;
+      return desc ? *a.value > *b.value : *a.value < *b.value;
+    });
+  }
+  if (plan.limit == 0 && plan.offset == 0) return;
+  const size_t begin = std::min(plan.offset, values->size());
+  const size_t end = plan.limit == 0 ? values->size() : std::min(values->size(), begin + plan.limit);
+  if (end < values->size()) *next = fmt::format("{}.{}", end, RequestHash(req));
+  values->erase(values->begin() + static_cast<std::ptrdiff_t>(end), values->end());
+  values->erase(values->begin(), values->begin() + static_cast<std::ptrdiff_t>(begin));
+}
 
 absl::StatusOr<GetKpiPlan> PlanGetKpi(const v1::GetKpiRequest& req, const kpi::Catalog& catalog, int64_t now_s) {
   if (req.kpi().empty()) return absl::InvalidArgumentError("kpi is required (ListKpis shows the catalog)");
@@ -63,6 +123,7 @@ absl::StatusOr<GetKpiPlan> PlanGetKpi(const v1::GetKpiRequest& req, const kpi::C
   plan.query.end = range->end;
   if (auto st = ParseGroupBy(req.group_by(), &plan.query); !st.ok()) return st;
   CopyFilter(req.filter(), &plan.query);
+  if (auto st = ParsePage(req, &plan); !st.ok()) return st;
   return plan;
 }
 
@@ -82,6 +143,14 @@ absl::StatusOr<RangePlan> PlanQueryRange(const v1::QueryRangeRequest& req, const
   if (!step.ok()) return step.status();
   RangePlan plan;
   plan.step = *step;
+  if (!req.window().empty()) {
+    auto window = kpi::ParseDuration(req.window());
+    if (!window.ok()) {
+      return absl::InvalidArgumentError(fmt::format("window \"{}\": a rolling duration such as 24h ({})", req.window(),
+                                                    std::string(window.status().message())));
+    }
+    plan.window = *window;
+  }
   plan.query.kpi = req.kpi();
   plan.query.start = req.start_time().seconds();
   plan.query.end = req.end_time().seconds();

@@ -360,6 +360,35 @@ struct Generator::Rep {
     int64_t time_ms = 0;
   } last_good;
 
+  // The hostile JSON kinds: payloads of their own, not mutations of r.
+  std::string BadJson(BadKind kind, kpi::Family family) {
+    switch (kind) {
+      case BadKind::kJsonWrongType:
+        return fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"lots"}})",
+                           rng(),
+                           family == kpi::Family::kCampaign  ? "CAMPAIGN_SPEND"
+                           : family == kpi::Family::kProduct ? "PRODUCT_PAGE_LOAD"
+                                                             : "CRM_LEAD",
+                           family == kpi::Family::kCampaign  ? "cost"
+                           : family == kpi::Family::kProduct ? "latencyMs"
+                                                             : "amount");
+      case BadKind::kUnknownType:
+        return fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"TELEPORT"}})", rng());
+      case BadKind::kInfJson:
+        return fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"Infinity"}})",
+                           rng(), AnyType(family), JsonAmountField(family));
+      case BadKind::kInvalidUtf8Json:
+        return fmt::format("{{\"eventId\":\"bad-\xff\xfe\",\"eventTime\":\"2026-01-01T00:00:00Z\",\"type\":\"{}\"}}",
+                           AnyType(family));
+      case BadKind::kDeepJson:
+        return fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","x":)", rng(),
+                           AnyType(family)) +
+               std::string(100000, '[') + std::string(100000, ']') + "}";
+      default:
+        return "";
+    }
+  }
+
   void MakeBad(BadKind kind, Record* r) {
     r->bad = true;
     r->bad_kind = kind;
@@ -379,18 +408,11 @@ struct Generator::Rep {
         break;
       }
       case BadKind::kJsonWrongType:
-        r->payload =
-            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"lots"}})", rng(),
-                        r->family == kpi::Family::kCampaign  ? "CAMPAIGN_SPEND"
-                        : r->family == kpi::Family::kProduct ? "PRODUCT_PAGE_LOAD"
-                                                             : "CRM_LEAD",
-                        r->family == kpi::Family::kCampaign  ? "cost"
-                        : r->family == kpi::Family::kProduct ? "latencyMs"
-                                                             : "amount");
-        break;
       case BadKind::kUnknownType:
-        r->payload =
-            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"TELEPORT"}})", rng());
+      case BadKind::kInfJson:
+      case BadKind::kInvalidUtf8Json:
+      case BadKind::kDeepJson:
+        r->payload = BadJson(kind, r->family);
         break;
       case BadKind::kNanValue:
         r->payload = Mutated(*r, [&](auto* m, auto* refl) {
@@ -400,11 +422,6 @@ struct Generator::Rep {
       case BadKind::kHugeValue:
         r->payload =
             Mutated(*r, [&](auto* m, auto* refl) { refl->SetDouble(m, Field(*m, AmountField(r->family)), 1e300); });
-        break;
-      case BadKind::kInfJson:
-        r->payload =
-            fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","{}":"Infinity"}})",
-                        rng(), AnyType(r->family), JsonAmountField(r->family));
         break;
       case BadKind::kTime1970:
       case BadKind::kTime2200:
@@ -417,16 +434,6 @@ struct Generator::Rep {
       case BadKind::kInvalidUtf8Proto:
         r->payload =
             Mutated(*r, [&](auto* m, auto* refl) { refl->SetString(m, Field(*m, "event_id"), "bad-\xff\xfe"); });
-        break;
-      case BadKind::kInvalidUtf8Json:
-        r->payload =
-            fmt::format("{{\"eventId\":\"bad-\xff\xfe\",\"eventTime\":\"2026-01-01T00:00:00Z\",\"type\":\"{}\"}}",
-                        AnyType(r->family));
-        break;
-      case BadKind::kDeepJson:
-        r->payload = fmt::format(R"({{"eventId":"bad-{}","eventTime":"2026-01-01T00:00:00Z","type":"{}","x":)", rng(),
-                                 AnyType(r->family)) +
-                     std::string(100000, '[') + std::string(100000, ']') + "}";
         break;
       case BadKind::kMissingId:
         r->payload = Mutated(*r, [&](auto* m, auto* refl) { refl->ClearField(m, Field(*m, "event_id")); });

@@ -96,6 +96,35 @@ std::optional<bool> PartitionApplier::IsDuplicate(const kpi::EventView& ev, int6
   return true;
 }
 
+void PartitionApplier::AdmitDimensions(ApplyScratch* scratch) {
+  const kpi::Catalog& catalog = *ctx_.catalog;
+  IngestStats& stats = *ctx_.stats;
+  const auto& routed = scratch->routed;
+  const size_t n = routed.contributions.size();
+  // Which value each dimension keeps, decided once per event for every
+  // measure grouping by it.
+  scratch->dim_needed.assign(catalog.dimensions.size(), 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (scratch->late[i]) continue;
+    for (int d : catalog.measures[static_cast<size_t>(routed.contributions[i].measure)].group_dims) {
+      scratch->dim_needed[static_cast<size_t>(d)] = 1;
+    }
+  }
+  scratch->kept.resize(catalog.dimensions.size());
+  for (int d : routed.dims_used) {
+    const auto di = static_cast<size_t>(d);
+    if (!scratch->dim_needed[di]) continue;
+    bool overflow = false;
+    scratch->kept[di] = admission_->Admit(d, routed.dim_values[di], &new_values_, &overflow);
+    if (overflow) stats.overflow_by_dimension[di].fetch_add(1, std::memory_order_relaxed);
+  }
+  for (int d : routed.cut) {
+    if (scratch->dim_needed[static_cast<size_t>(d)]) {
+      stats.cut_by_dimension[static_cast<size_t>(d)].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
 PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int64_t offset, int64_t now_ms,
                                                   ApplyScratch* scratch, Accumulator* acc, Rejection* rejection) {
   if (offset < next_offset_) return Outcome::kSkipped;
@@ -146,28 +175,7 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
                               "lateness of every measure it feeds",
                               ev.time_ms, admission_->newest_event_ms()));
   }
-  // Which value each dimension keeps, decided once per event for every
-  // measure grouping by it.
-  scratch->dim_needed.assign(catalog.dimensions.size(), 0);
-  for (size_t i = 0; i < n; ++i) {
-    if (scratch->late[i]) continue;
-    for (int d : catalog.measures[static_cast<size_t>(routed.contributions[i].measure)].group_dims) {
-      scratch->dim_needed[static_cast<size_t>(d)] = 1;
-    }
-  }
-  scratch->kept.resize(catalog.dimensions.size());
-  for (int d : routed.dims_used) {
-    const auto di = static_cast<size_t>(d);
-    if (!scratch->dim_needed[di]) continue;
-    bool overflow = false;
-    scratch->kept[di] = admission_->Admit(d, routed.dim_values[di], &new_values_, &overflow);
-    if (overflow) stats.overflow_by_dimension[di].fetch_add(1, std::memory_order_relaxed);
-  }
-  for (int d : routed.cut) {
-    if (scratch->dim_needed[static_cast<size_t>(d)]) {
-      stats.cut_by_dimension[static_cast<size_t>(d)].fetch_add(1, std::memory_order_relaxed);
-    }
-  }
+  AdmitDimensions(scratch);
   for (size_t i = 0; i < n; ++i) {
     if (scratch->late[i]) continue;
     const auto& c = routed.contributions[i];

@@ -151,6 +151,10 @@ class PartitionApplier {
       : ctx_(ctx), source_(source), family_(family), format_(format) {}
   absl::Status LoadAdmission(int64_t newest_event_ms);
   // nullopt: the store could not answer. Fills *rejection when a duplicate.
+  // Which value each dimension of the routed event keeps (its cap on this
+  // partition), decided once per event for every measure grouping by it,
+  // into scratch->kept; counts overflowing and cut values.
+  void AdmitDimensions(ApplyScratch* scratch);
   std::optional<bool> IsDuplicate(const kpi::EventView& ev, int64_t offset, ApplyScratch* scratch,
                                   Rejection* rejection);
   int64_t DedupHorizon() const;

@@ -85,13 +85,28 @@ QueryService::CacheStats QueryService::cache_stats() const {
 absl::StatusOr<KpiAnswer> QueryService::Compute(const KpiQuery& q) const {
   auto snapshot = source_.Snapshot();
   if (!snapshot.ok()) return snapshot.status();
+  return ComputeOn(q, **snapshot);
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> QueryService::GetBatch(
+    const std::vector<KpiQuery>& queries) const {
+  auto snapshot = source_.Snapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  std::vector<absl::StatusOr<KpiAnswer>> out;
+  out.reserve(queries.size());
+  for (const auto& q : queries) out.push_back(ComputeOn(q, **snapshot));
+  return out;
+}
+
+absl::StatusOr<KpiAnswer> QueryService::ComputeOn(const KpiQuery& q, const PartialSnapshot& snap) const {
+  const PartialSnapshot* snapshot = &snap;
   KpiAnswer a;
-  const PlanTime time{.data_end = DataEnd((*snapshot)->positions(), &a.watermark_ms),
+  const PlanTime time{.data_end = DataEnd(snapshot->positions(), &a.watermark_ms),
                       .now = clock_.NowSeconds(),
                       .retention = options_.retention};
   auto plan = PlanQuery(catalog_, ids_, q, time, /*allow_empty_window=*/true);
   if (!plan.ok()) return plan.status();
-  auto values = Evaluate(catalog_, q, *plan, **snapshot);
+  auto values = Evaluate(catalog_, q, *plan, *snapshot);
   if (!values.ok()) return values.status();
   if (const size_t bytes = AnswerBytes(*values); bytes > options_.max_answer_bytes) {
     return absl::ResourceExhaustedError(fmt::format(
@@ -102,7 +117,7 @@ absl::StatusOr<KpiAnswer> QueryService::Compute(const KpiQuery& q) const {
   a.values = std::move(*values);
   a.covered = plan->coverage.covered;
   a.rounded = plan->coverage.rounded;
-  a.positions = (*snapshot)->positions();
+  a.positions = snapshot->positions();
   return a;
 }
 
@@ -167,7 +182,7 @@ absl::StatusOr<KpiAnswer> QueryService::Get(const KpiQuery& q) const {
   return result;
 }
 
-absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step) const {
+absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step, int64_t window_s) const {
   const kpi::KpiDef* kpi = catalog_.FindKpi(q.kpi);
   if (kpi == nullptr) return absl::NotFoundError(fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", q.kpi));
   if (q.end <= q.start) {
@@ -179,6 +194,16 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step)
     if (step % m.bucket_seconds != 0) {
       return absl::InvalidArgumentError(
           fmt::format("step {}s is not a multiple of measure '{}' bucket ({}s)", step, m.name, m.bucket_seconds));
+    }
+  }
+  if (window_s < 0) return absl::InvalidArgumentError("a rolling window must be positive, e.g. 24h");
+  if (window_s > 0) {
+    for (int mi : kpi->measures) {
+      const auto& m = catalog_.measures[static_cast<size_t>(mi)];
+      if (window_s % m.bucket_seconds != 0) {
+        return absl::InvalidArgumentError(fmt::format(
+            "rolling window {}s is not a multiple of measure '{}' bucket ({}s)", window_s, m.name, m.bucket_seconds));
+      }
     }
   }
   if ((q.end - q.start) / step > options_.max_range_points) {
@@ -195,8 +220,13 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step)
   size_t bytes = 0;
   for (int64_t t = q.start; t < q.end; t += step) {
     KpiQuery one = q;
-    one.start = t;
-    one.end = std::min(t + step, q.end);
+    if (window_s > 0) {
+      one.start = t - window_s;
+      one.end = t;
+    } else {
+      one.start = t;
+      one.end = std::min(t + step, q.end);
+    }
     auto plan = PlanQuery(catalog_, ids_, one, time, /*allow_empty_window=*/false);
     if (!plan.ok()) return plan.status();
     auto vals = Evaluate(catalog_, one, *plan, **snapshot);
@@ -208,10 +238,12 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step)
           "fewer group-by dimensions",
           options_.max_answer_bytes >> 10, (t - q.start) / step + 1, (q.end - q.start + step - 1) / step));
     }
+    // A step reaching past the newest stored event can still change.
+    const bool open = one.end > time.data_end;
     for (auto& gv : *vals) {
       auto& s = series[gv.group];
       s.group = gv.group;
-      s.points.push_back({t, gv.value});
+      s.points.push_back({t, gv.value, open});
     }
   }
   for (auto& [k, s] : series) out.series.push_back(std::move(s));

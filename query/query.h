@@ -69,8 +69,9 @@ struct KpiAnswer {
 };
 
 struct SeriesPoint {
-  int64_t time;  // start of the step
+  int64_t time;  // start of the step (rolling: end of the window)
   std::optional<double> value;
+  bool open = false;  // the step reaches past the newest event: it can still change
 };
 struct Series {
   Labels group;
@@ -112,10 +113,16 @@ class QueryService {
   // (BM_GetKpiCtr5m), so this is what keeps polling cheap. Calls that
   // arrive while the same query is being evaluated wait for it.
   [[nodiscard]] absl::StatusOr<KpiAnswer> Get(const KpiQuery& q) const;
-  // Tumbling history: one point per step in [q.start, q.end), each the KPI
-  // over [t, t + step), all from one snapshot. step must be a multiple of
-  // every input measure's bucket.
-  [[nodiscard]] absl::StatusOr<RangeAnswer> Range(const KpiQuery& q, int64_t step) const;
+  // Several queries from one snapshot (the same commit for all), each
+  // with its own result or error, in order. Not cached.
+  [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> GetBatch(
+      const std::vector<KpiQuery>& queries) const;
+  // History, all from one snapshot, one point per step t in [q.start,
+  // q.end). window_s 0 (tumbling): each point is the KPI over
+  // [t, t + step). window_s > 0 (rolling, as Prometheus range queries):
+  // each point is the KPI over [t - window_s, t). step must be a multiple of
+  // every input measure's bucket; a rolling window, too.
+  [[nodiscard]] absl::StatusOr<RangeAnswer> Range(const KpiQuery& q, int64_t step, int64_t window_s = 0) const;
 
   struct CacheStats {
     uint64_t hits = 0;
@@ -132,6 +139,7 @@ class QueryService {
 
  private:
   absl::StatusOr<KpiAnswer> Compute(const KpiQuery& q) const;
+  absl::StatusOr<KpiAnswer> ComputeOn(const KpiQuery& q, const PartialSnapshot& snapshot) const;
   struct Cache;
   const kpi::Catalog& catalog_;
   const kpi::StateIds& ids_;

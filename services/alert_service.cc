@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
 #include <deque>
+#include <map>
 #include <mutex>
 
 #include <google/protobuf/util/time_util.h>
@@ -130,11 +133,74 @@ class Watcher final : public grpc::ServerWriteReactor<v1::AlertTransition> {
   grpc::Status pending_finish_;
 };
 
+// ListAlerts' filters: every one given must hold.
+bool Matches(const alerting::Alert& a, const v1::ListAlertsRequest& req) {
+  if (!req.states().empty()) {
+    const auto state = static_cast<v1::AlertState>(static_cast<int>(a.state));
+    if (std::find(req.states().begin(), req.states().end(), state) == req.states().end()) return false;
+  }
+  if (!req.severity().empty()) {
+    const auto it = a.labels.find("severity");
+    if (it == a.labels.end() || it->second != req.severity()) return false;
+  }
+  for (const auto& [k, v] : req.labels()) {
+    const auto it = a.labels.find(k);
+    if (it == a.labels.end() || ValidUtf8(it->second) != v) return false;
+  }
+  return true;
+}
+
+std::string Seconds(int64_t s) {
+  if (s % 86400 == 0 && s > 0) return fmt::format("{}d", s / 86400);
+  if (s % 3600 == 0 && s > 0) return fmt::format("{}h", s / 3600);
+  if (s % 60 == 0 && s > 0) return fmt::format("{}m", s / 60);
+  return fmt::format("{}s", s);
+}
+
+// A rule as configured, its condition written out.
+void DescribeRule(const kpi::Catalog& cat, const kpi::AlertRule& r, v1::Rule* out) {
+  using K = kpi::AlertKind;
+  out->set_name(r.name);
+  out->set_kind(std::string(kpi::AlertKindName(r.kind)));
+  if (r.kpi >= 0) out->set_kpi(cat.kpis[static_cast<size_t>(r.kpi)].name);
+  out->set_window(r.window);
+  out->set_group_by(r.group_by);
+  for (const auto& [k, v] : r.filter) (*out->mutable_filter())[k] = v;
+  const std::string op(kpi::CompareOpName(r.op));
+  switch (r.kind) {
+    case K::kThreshold:
+      out->set_condition(r.target_band ? fmt::format("target: {}", kpi::BandName(*r.target_band))
+                                       : fmt::format("{} {:g}", op, r.threshold));
+      break;
+    case K::kChange:
+      out->set_condition(fmt::format("change over {} {} {:g}%", Seconds(r.compare_to_s), op, r.threshold * 100));
+      break;
+    case K::kAnomaly:
+      out->set_condition(fmt::format("anomaly: {:g} sigma over {} x {}{}", r.k, r.periods, Seconds(r.period_s),
+                                     r.direction > 0   ? ", up"
+                                     : r.direction < 0 ? ", down"
+                                                       : ""));
+      break;
+    case K::kAbsence:
+      out->set_condition(fmt::format(
+          "no {}events for {}", r.family ? std::string(kpi::FamilyName(*r.family)) + " " : "", Seconds(r.max_age_s)));
+      break;
+    case K::kFreshness:
+      out->set_condition(fmt::format("older than {}", Seconds(r.max_age_s)));
+      break;
+  }
+  out->set_for_seconds(static_cast<double>(r.for_s));
+  out->set_keep_firing_for_seconds(static_cast<double>(r.keep_firing_for_s));
+  out->set_severity(r.severity);
+  for (const auto& [k, v] : r.labels) (*out->mutable_labels())[k] = v;
+  for (const auto& [k, v] : r.annotations) (*out->mutable_annotations())[k] = v;
+}
+
 class AlertServiceImpl final : public v1::AlertService::CallbackService {
  public:
   explicit AlertServiceImpl(ServingViewFn view) : view_(std::move(view)) {}
 
-  grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* ctx, const v1::ListAlertsRequest*,
+  grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* ctx, const v1::ListAlertsRequest* req,
                                        v1::ListAlertsResponse* resp) override {
     // The sequence first: a transition between the two reads is then both
     // in the list and replayed by a watch from this sequence, never lost.
@@ -145,7 +211,40 @@ class AlertServiceImpl final : public v1::AlertService::CallbackService {
       return r;
     }
     resp->set_sequence(view.alerter->sequence());
-    for (const auto& a : view.alerter->Alerts()) *resp->add_alerts() = ToApi(a);
+    for (const auto& a : view.alerter->Alerts()) {
+      if (!Matches(a, *req)) continue;
+      *resp->add_alerts() = ToApi(a);
+    }
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* ListRules(grpc::CallbackServerContext* ctx, const v1::ListRulesRequest*,
+                                      v1::ListRulesResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    const ServingView view = view_();
+    std::map<std::string, std::array<int, 3>> states;  // pending, firing, resolved
+    std::map<std::string, int64_t> last;
+    if (view.alerter) {
+      for (const auto& a : view.alerter->Alerts()) {
+        auto& n = states[a.rule];
+        if (a.state == alerting::AlertState::kPending) ++n[0];
+        if (a.state == alerting::AlertState::kFiring) ++n[1];
+        if (a.state == alerting::AlertState::kResolved) ++n[2];
+      }
+      last = view.alerter->LastEvaluations();
+    }
+    for (const auto& rule : view.catalog->alerts) {
+      auto* out = resp->add_rules();
+      DescribeRule(*view.catalog, rule, out);
+      const auto n = states[rule.name];
+      out->set_pending(n[0]);
+      out->set_firing(n[1]);
+      out->set_resolved(n[2]);
+      if (auto it = last.find(rule.name); it != last.end()) {
+        *out->mutable_last_evaluated() = TimeUtil::MillisecondsToTimestamp(it->second);
+      }
+    }
     r->Finish(grpc::Status::OK);
     return r;
   }

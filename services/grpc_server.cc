@@ -14,6 +14,9 @@
 #include "kpistream/v1/kpi.grpc.pb.h"
 #include "query/query.h"
 #include "services/alert_service.h"
+#include "services/kpi_answers.h"
+#include "services/kpi_watch.h"
+#include "services/utf8.h"
 
 namespace kpistream::services {
 
@@ -32,9 +35,11 @@ grpc::Status ToGrpc(const absl::Status& s) {
 // (on 2 cores, thread switches were half of kpid's time under 5k GetKpi/s;
 // docs/BENCHMARKS.md). It is short: usually a cached result, at most one
 // evaluation. ListKpis and QueryRange (up to 11 000 points) stay synchronous.
-class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1::KpiService::Service> {
+class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
+                                 v1::KpiService::WithCallbackMethod_WatchKpis<v1::KpiService::Service>> {
  public:
-  KpiServiceImpl(ServingViewFn view, const state::Clock& clock) : view_(std::move(view)), clock_(clock) {}
+  KpiServiceImpl(ServingViewFn view, const state::Clock& clock, const GrpcServerOptions& options)
+      : view_(std::move(view)), clock_(clock), options_(options) {}
 
   grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
     const ServingView view = view_();
@@ -78,34 +83,24 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
   }
 
   grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
-    const ServingView view = view_();
-    const kpi::Catalog& catalog_ = *view.catalog;
-    const query::QueryService& query_ = *view.queries;
-    auto plan = api::PlanGetKpi(*req, catalog_, (clock_.NowMs() + 999) / 1000);
-    if (!plan.ok()) return ToGrpc(plan.status());
-    const auto& q = plan->query;
-    const auto* kpi = plan->kpi;
-    auto answer = query_.Get(q);
-    if (!answer.ok()) return ToGrpc(answer.status());
-    resp->set_kpi(req->kpi());
-    resp->set_window(plan->window);
-    resp->set_unit(kpi->unit);
-    *resp->mutable_start_time() = TimeUtil::SecondsToTimestamp(answer->covered.start);
-    *resp->mutable_end_time() = TimeUtil::SecondsToTimestamp(answer->covered.end);
-    *resp->mutable_requested_start_time() = TimeUtil::SecondsToTimestamp(q.start);
-    *resp->mutable_requested_end_time() = TimeUtil::SecondsToTimestamp(q.end);
-    resp->set_rounded(answer->rounded);
-    for (const auto& gv : answer->values) {
-      auto* v = resp->add_values();
-      for (const auto& [k, val] : gv.group) (*v->mutable_group())[k] = val;
-      if (gv.value) v->set_value(*gv.value);
-      if (kpi->target) v->set_status(std::string(kpi::BandName(kpi->target->Classify(gv.value))));
+    return ToGrpc(services::AnswerGetKpi(view_(), clock_, *req, resp));
+  }
+
+  grpc::Status BatchGetKpis(grpc::ServerContext*, const v1::BatchGetKpisRequest* req,
+                            v1::BatchGetKpisResponse* resp) override {
+    return ToGrpc(AnswerBatch(view_(), clock_, *req, options_.max_batch, resp));
+  }
+
+  grpc::ServerWriteReactor<v1::WatchKpisResponse>* WatchKpis(grpc::CallbackServerContext* ctx,
+                                                             const v1::WatchKpisRequest* req) override {
+    if (!options_.watch) {
+      struct Refusal final : grpc::ServerWriteReactor<v1::WatchKpisResponse> {
+        Refusal() { Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "watch streams are not served here")); }
+        void OnDone() override { delete this; }
+      };
+      return new Refusal();
     }
-    if (answer->watermark_ms > 0) {
-      *resp->mutable_watermark() = TimeUtil::MillisecondsToTimestamp(answer->watermark_ms);
-      resp->set_freshness_seconds(std::max(0.0, static_cast<double>(clock_.NowMs() - answer->watermark_ms) / 1000.0));
-    }
-    return grpc::Status::OK;
+    return options_.watch->Watch(ctx, req);
   }
 
   grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
@@ -115,18 +110,24 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
     const query::QueryService& query_ = *view.queries;
     auto plan = api::PlanQueryRange(*req, catalog_);
     if (!plan.ok()) return ToGrpc(plan.status());
-    auto answer = query_.Range(plan->query, plan->step);
+    auto answer = query_.Range(plan->query, plan->step, plan->window);
     if (!answer.ok()) return ToGrpc(answer.status());
+    if (answer->watermark_ms > 0) {
+      *resp->mutable_watermark() = TimeUtil::MillisecondsToTimestamp(answer->watermark_ms);
+      resp->set_freshness_seconds(std::max(0.0, static_cast<double>(clock_.NowMs() - answer->watermark_ms) / 1000.0));
+    }
+    resp->set_consistency_token(ConsistencyToken(answer->positions));
     const auto* series = &answer->series;
     resp->set_kpi(req->kpi());
     if (const auto* kpi = catalog_.FindKpi(req->kpi())) resp->set_unit(kpi->unit);
     for (const auto& s : *series) {
       auto* out = resp->add_series();
-      for (const auto& [k, v] : s.group) (*out->mutable_group())[k] = v;
+      for (const auto& [k, v] : s.group) (*out->mutable_group())[k] = ValidUtf8(v);
       for (const auto& p : s.points) {
         auto* pt = out->add_points();
         *pt->mutable_time() = TimeUtil::SecondsToTimestamp(p.time);
         if (p.value) pt->set_value(*p.value);
+        pt->set_open(p.open);
       }
     }
     return grpc::Status::OK;
@@ -135,6 +136,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<v1
  private:
   ServingViewFn view_;
   const state::Clock& clock_;
+  const GrpcServerOptions options_;
 };
 
 }  // namespace
@@ -153,7 +155,7 @@ GrpcServer::~GrpcServer() { Shutdown(); }
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options, ServingViewFn view,
                                                               const state::Clock& clock) {
   auto rep = std::make_unique<Rep>();
-  rep->service = std::make_unique<KpiServiceImpl>(view, clock);
+  rep->service = std::make_unique<KpiServiceImpl>(view, clock, options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

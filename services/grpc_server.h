@@ -28,10 +28,16 @@ struct ServingView {
 };
 using ServingViewFn = std::function<ServingView()>;
 
+class WatchHub;
+
 struct GrpcServerOptions {
   std::string listen = "127.0.0.1:50051";  // port 0 picks a free port
   // Registers kpistream.v1.AlertService.
   bool alerts = true;
+  // WatchKpis streams (null: refused with UNAVAILABLE). REQUIRES: outlives
+  // the server's shutdown.
+  WatchHub* watch = nullptr;
+  size_t max_batch = 100;  // queries per BatchGetKpis
 };
 
 class GrpcServer {

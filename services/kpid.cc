@@ -18,6 +18,7 @@
 #include "services/demo.h"
 #include "services/grpc_server.h"
 #include "services/http_server.h"
+#include "services/kpi_watch.h"
 #include "services/metrics.h"
 #include "state/store.h"
 
@@ -76,6 +77,7 @@ struct Kpid::Rep {
   std::unique_ptr<state::Store> store;
   mutable std::mutex pipeline_mu;
   std::shared_ptr<Pipeline> pipeline;  // guarded by pipeline_mu
+  std::unique_ptr<WatchHub> watch;     // outlives the gRPC server's shutdown
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   std::mutex reload_mu;  // one reload at a time
@@ -86,12 +88,14 @@ struct Kpid::Rep {
   explicit Rep(const state::Clock& c) : clock(c) {}
   // The demo's temporary state goes on every exit path, a failed Create too.
   ~Rep() {
+    if (watch) watch->Stop();
     grpc.reset();
     http.reset();
     {
       std::lock_guard<std::mutex> l(pipeline_mu);
       pipeline.reset();
     }
+    watch.reset();
     store.reset();
     if (!temp_state.empty()) std::filesystem::remove_all(temp_state);
   }
@@ -141,6 +145,10 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
   p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock, p->config.kpi_export_interval_ms);
   auto* kpi_export = p->kpi_export.get();
   p->engine->AddCommitListener([kpi_export](const ingest::CommitInfo&) { kpi_export->OnCommit(); });
+  if (watch) {
+    auto* hub = watch.get();
+    p->engine->AddCommitListener([hub](const ingest::CommitInfo&) { hub->OnCommit(); });
+  }
   // Alerts: nothing changes state from a replay.
   auto* eng = p->engine.get();
   alerting::AlertSources sources;
@@ -150,12 +158,13 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
     const auto& probe = eng->probe();
     return f ? probe.newest_event_ms_by_family[static_cast<size_t>(*f)].load() : probe.newest_event_ms.load();
   };
-  sources.change_counter = [eng] { return eng->probe().commits.load(); };
   auto aopts = p->config.alerter;
   if (p->config.alert_clock_event_time) aopts.now_ms = [eng] { return eng->probe().newest_event_ms.load(); };
   auto alerter = alerting::Alerter::Create(aopts, p->catalog, *p->queries, store.get(), sources, clock);
   if (!alerter.ok()) return alerter.status();
   p->alerter = std::move(*alerter);
+  auto* alerter_ptr = p->alerter.get();
+  p->engine->AddCommitListener([alerter_ptr](const ingest::CommitInfo&) { alerter_ptr->OnCommit(); });
   return p;
 }
 
@@ -216,6 +225,15 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
     return store.status();
   }
   rep->store = std::move(*store);
+  {
+    Rep* r = rep.get();
+    rep->watch = std::make_unique<WatchHub>(
+        [r] {
+          auto p = r->Current();
+          return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
+        },
+        clock, WatchOptions{});
+  }
   auto pipeline = rep->Build(rep->config);
   if (!pipeline.ok()) return pipeline.status();
   rep->pipeline = std::move(*pipeline);
@@ -232,7 +250,7 @@ absl::Status Kpid::Bind() {
     auto p = r->Current();
     return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
   };
-  auto grpc = GrpcServer::Start({.listen = r->options.grpc_listen}, view, r->clock);
+  auto grpc = GrpcServer::Start({.listen = r->options.grpc_listen, .watch = r->watch.get()}, view, r->clock);
   if (!grpc.ok()) return grpc.status();
   r->grpc = std::move(*grpc);
   HttpHandlers handlers;
@@ -242,6 +260,7 @@ absl::Status Kpid::Bind() {
     CollectBuildInfo(out);
     CollectProcess(out);
     if (r->grpc) r->grpc->metrics().Collect(out);
+    if (r->watch) r->watch->Collect(out);
     CollectEngine(*p->engine, p->catalog, r->clock, out);
     CollectStore(*r->store, out);
     CollectQueries(*p->queries, out);
@@ -271,6 +290,7 @@ bool Kpid::Stop(std::chrono::steady_clock::time_point deadline) {
   auto done = std::make_shared<std::atomic<bool>>(false);
   std::thread stopper([this, done] {
     if (rep_->grpc) rep_->grpc->SetServing(false, false);
+    if (rep_->watch) rep_->watch->Stop();  // watch streams end before the server waits for them
     {
       std::shared_ptr<Pipeline> p;
       {

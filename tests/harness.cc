@@ -228,6 +228,32 @@ HttpResponse HttpCall(const std::string& host_port, const std::string& method, c
   return r;
 }
 
+bool WaitCaughtUp(Kpid& kpid, std::chrono::seconds timeout, int partitions) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::chrono::steady_clock::time_point zero_since{};  // epoch: lag not 0 in the last scrape
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline && kpid.process().Running()) {
+    last = kpid.Scrape();
+    if (MetricSum(last, "kpistream_assigned_partitions") == partitions &&
+        MetricCount(last, "kpistream_consumer_lag_records") == partitions &&
+        MetricSum(last, "kpistream_consumer_lag_records") == 0) {
+      if (zero_since == std::chrono::steady_clock::time_point{}) zero_since = std::chrono::steady_clock::now();
+      if (std::chrono::steady_clock::now() - zero_since >= 3s) return true;
+    } else {
+      zero_since = {};
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  std::istringstream lines(last);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("lag_records") != std::string::npos || line.find("fetch_stalls") != std::string::npos ||
+        line.find("records_consumed") != std::string::npos) {
+      std::printf("not caught up: %s\n", line.c_str());
+    }
+  }
+  return false;
+}
+
 std::string HttpGet(const std::string& host_port, const std::string& path) {
   auto r = HttpCall(host_port, "GET", path);
   return r.status == 0 ? "" : r.body;

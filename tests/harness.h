@@ -118,6 +118,11 @@ class Kpid {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
+// Waits until kpid owns `partitions` partitions and every lag has read 0
+// for 3 s on end (the high-watermark probe's period): everything produced
+// is committed and queryable. Prints the lags on timeout.
+bool WaitCaughtUp(Kpid& kpid, std::chrono::seconds timeout, int partitions = 12);
+
 // A free TCP port on 127.0.0.1 (bound and released; racy only in theory).
 int FreePort();
 // HTTP/1.0 GET of http://host:port<path>; the body, or empty on failure.

@@ -121,31 +121,6 @@ class PipelineIT : public ::testing::Test {
   // each (lag 0 everywhere, for 3 s on end: kpid's high watermarks are asked
   // of the broker once a second, so a lag of 0 read just after the producer
   // finished may predate its last records).
-  bool WaitCaughtUp(Kpid& kpid, std::chrono::seconds timeout, int partitions = 3 * kPartitions) {
-    const auto deadline = Clock::now() + timeout;
-    Clock::time_point zero_since{};  // epoch: lag not 0 in the last scrape
-    std::string last;
-    while (Clock::now() < deadline && kpid.process().Running()) {
-      last = kpid.Scrape();
-      if (MetricSum(last, "kpistream_assigned_partitions") == partitions &&
-          MetricCount(last, "kpistream_consumer_lag_records") == partitions &&
-          MetricSum(last, "kpistream_consumer_lag_records") == 0) {
-        if (zero_since == Clock::time_point{}) zero_since = Clock::now();
-        if (Clock::now() - zero_since >= 3s) return true;
-      } else {
-        zero_since = {};
-      }
-      std::this_thread::sleep_for(100ms);
-    }
-    std::istringstream lines(last);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.find("lag_records") != std::string::npos || line.find("fetch_stalls") != std::string::npos ||
-          line.find("records_consumed") != std::string::npos) {
-        std::printf("not caught up: %s\n", line.c_str());
-      }
-    }
-    return false;
-  }
 
   // Every KPI over every truth window equals the ground truth: exactly for
   // counts, sums, min/max/last and formulas over them; within the sketch
