@@ -26,6 +26,8 @@ TEST_PKGS=(
   clang-format clang-14 libclang-rt-14-dev
   openjdk-17-jdk-headless maven python3 curl
   prometheus prometheus-alertmanager
+  # a real terminal for kpictl's interactive output (tests/kpictl_it)
+  tmux
   # tools/deploy/check, ctest deploy_check: its venv, and the image build with
   # buildah, on debootstrap base images where no container registry answers.
   python3-venv buildah debootstrap
