@@ -198,13 +198,17 @@ void DescribeRule(const kpi::Catalog& cat, const kpi::AlertRule& r, v1::Rule* ou
 
 class AlertServiceImpl final : public v1::AlertService::CallbackService {
  public:
-  explicit AlertServiceImpl(ServingViewFn view) : view_(std::move(view)) {}
+  AlertServiceImpl(ServingViewFn view, TokenAuthenticator* auth) : view_(std::move(view)), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* ctx, const v1::ListAlertsRequest* req,
                                        v1::ListAlertsResponse* resp) override {
     // The sequence first: a transition between the two reads is then both
     // in the list and replayed by a watch from this sequence, never lost.
     auto* r = ctx->DefaultReactor();
+    if (auto st = Authorize(auth_, *ctx, Scope::kAlerts); !st.ok()) {
+      r->Finish(st);
+      return r;
+    }
     const ServingView view = view_();
     if (!view.alerter) {
       r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "alerts are not evaluated yet"));
@@ -222,6 +226,10 @@ class AlertServiceImpl final : public v1::AlertService::CallbackService {
   grpc::ServerUnaryReactor* ListRules(grpc::CallbackServerContext* ctx, const v1::ListRulesRequest*,
                                       v1::ListRulesResponse* resp) override {
     auto* r = ctx->DefaultReactor();
+    if (auto st = Authorize(auth_, *ctx, Scope::kAlerts); !st.ok()) {
+      r->Finish(st);
+      return r;
+    }
     const ServingView view = view_();
     std::map<std::string, std::array<int, 3>> states;  // pending, firing, resolved
     std::map<std::string, int64_t> last;
@@ -249,18 +257,17 @@ class AlertServiceImpl final : public v1::AlertService::CallbackService {
     return r;
   }
 
-  grpc::ServerWriteReactor<v1::AlertTransition>* WatchAlerts(grpc::CallbackServerContext*,
+  grpc::ServerWriteReactor<v1::AlertTransition>* WatchAlerts(grpc::CallbackServerContext* ctx,
                                                              const v1::WatchAlertsRequest* req) override {
+    if (auto st = Authorize(auth_, *ctx, Scope::kAlerts); !st.ok()) {
+      return FinishedStream<v1::AlertTransition>(st);
+    }
     ServingView view = view_();
     const uint64_t current = view.alerter ? view.alerter->sequence() : 0;
     if (!view.alerter || req->after_sequence() > current) {
       // A sequence from the future (another kpid's, or a typo) would wait
       // for transitions that may never come: refuse it.
-      struct Refusal final : grpc::ServerWriteReactor<v1::AlertTransition> {
-        explicit Refusal(grpc::Status s) { Finish(s); }
-        void OnDone() override { delete this; }
-      };
-      return new Refusal(
+      return FinishedStream<v1::AlertTransition>(
           !view.alerter
               ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "alerts are not evaluated yet")
               : grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
@@ -273,12 +280,13 @@ class AlertServiceImpl final : public v1::AlertService::CallbackService {
 
  private:
   ServingViewFn view_;
+  TokenAuthenticator* const auth_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view) {
-  return std::make_unique<AlertServiceImpl>(std::move(view));
+std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view, TokenAuthenticator* auth) {
+  return std::make_unique<AlertServiceImpl>(std::move(view), auth);
 }
 
 }  // namespace kpistream::services

@@ -10,13 +10,15 @@
 
 #include "alerting/alerter.h"
 #include "kpistream/v1/alerts.pb.h"
+#include "services/grpc_auth.h"
 #include "services/grpc_server.h"
 
 namespace kpistream::services {
 
 // The alerter is the current view's (swapped by a reload: watch streams of
-// the old one end with UNAVAILABLE and the sequence to resume from).
-std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view);
+// the old one end with UNAVAILABLE and the sequence to resume from). Every
+// call needs the `alerts` scope when `auth` is set (services/grpc_auth.h).
+std::unique_ptr<grpc::Service> MakeAlertService(ServingViewFn view, TokenAuthenticator* auth);
 
 // An alert in the API's shape: times as timestamps, labels and annotations
 // made valid UTF-8 (services/utf8.h). The fingerprint is kpid's identity of

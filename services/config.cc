@@ -33,18 +33,14 @@ class ConfigReader {
       return;
     }
     y_.CheckKeys(root, {"kafka", "catalog", "commit_interval", "memory_budget_mb", "min_free_disk_mb", "retention",
-                        "dedup_window", "max_future", "kpi_export_interval", "alerting"});
+                        "dedup_window", "max_future", "kpi_export_interval", "alerting", "grpc", "watch"});
     const auto kafka = root["kafka"];
     if (!kafka || !kafka.IsMap()) {
       y_.AddError(kafka ? kafka : root, "a 'kafka' section with brokers and topics is required");
     } else {
       ReadKafka(kafka);
     }
-    if (const auto cat = y_.Scalar(root, "catalog", false)) {
-      std::filesystem::path p = *cat;
-      if (p.is_relative()) p = std::filesystem::path(path_).parent_path() / p;
-      c_.catalog_path = p.string();
-    }
+    if (const auto cat = Path(root, "catalog")) c_.catalog_path = *cat;
     if (const auto ms = y_.DurationMs(root, "commit_interval")) {
       if (*ms < 10 || *ms > 60000) {
         y_.AddError(root["commit_interval"], "commit_interval must be between 10ms and 60s");
@@ -82,6 +78,57 @@ class ConfigReader {
     }
     if (const auto r = root["retention"]) ReadRetention(r);
     if (const auto a = root["alerting"]) ReadAlerting(a);
+    if (const auto g = root["grpc"]) ReadGrpc(g);
+    if (const auto w = root["watch"]) ReadWatch(w);
+  }
+
+  // A file name, relative to the config file's folder unless absolute.
+  std::optional<std::string> Path(const YAML::Node& parent, const char* key) {
+    const auto v = y_.Scalar(parent, key, false);
+    if (!v) return std::nullopt;
+    std::filesystem::path p = *v;
+    if (p.is_relative()) p = std::filesystem::path(path_).parent_path() / p;
+    return p.string();
+  }
+
+  void ReadGrpc(const YAML::Node& g) {
+    if (!g.IsMap()) {
+      y_.AddError(g, "grpc must be a map (tls, tokens_file, max_batch)");
+      return;
+    }
+    y_.CheckKeys(g, {"tls", "tokens_file", "max_batch"});
+    if (const auto tls = g["tls"]) {
+      if (!tls.IsMap()) {
+        y_.AddError(tls, "grpc.tls must be a map: {cert_file: ..., key_file: ..., client_ca_file: ...}");
+      } else {
+        y_.CheckKeys(tls, {"cert_file", "key_file", "client_ca_file"});
+        c_.grpc_tls.cert_file = Path(tls, "cert_file").value_or("");
+        c_.grpc_tls.key_file = Path(tls, "key_file").value_or("");
+        c_.grpc_tls.client_ca_file = Path(tls, "client_ca_file").value_or("");
+        if (c_.grpc_tls.cert_file.empty() || c_.grpc_tls.key_file.empty()) {
+          y_.AddError(tls, "grpc.tls needs both cert_file and key_file");
+        }
+      }
+    }
+    c_.tokens_file = Path(g, "tokens_file").value_or("");
+    if (const auto mb = y_.Int(g, "max_batch", 1, 10000)) c_.max_batch = static_cast<size_t>(*mb);
+  }
+
+  void ReadWatch(const YAML::Node& w) {
+    if (!w.IsMap()) {
+      y_.AddError(w, "watch must be a map (interval, max_streams, max_queries)");
+      return;
+    }
+    y_.CheckKeys(w, {"interval", "max_streams", "max_queries"});
+    if (const auto ms = y_.DurationMs(w, "interval")) {
+      if (*ms < 100 || *ms > 3600 * 1000) {
+        y_.AddError(w["interval"], "watch.interval must be between 100ms and 1h");
+      } else {
+        c_.watch.interval_ms = *ms;
+      }
+    }
+    if (const auto n = y_.Int(w, "max_streams", 0, 1000000)) c_.watch.max_streams = static_cast<size_t>(*n);
+    if (const auto n = y_.Int(w, "max_queries", 1, 10000)) c_.watch.max_queries = static_cast<size_t>(*n);
   }
 
   void ReadKafka(const YAML::Node& kafka) {

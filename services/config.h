@@ -22,6 +22,16 @@
 //     clock: wall                  # wall | event_time (replays, backfills, tests)
 //     generator_url: http://kpid.example.com:9464/metrics
 //     max_evaluation_gap: 1m       # longer without an evaluation is a gap (default: 4 x evaluation_interval, >= 1m)
+//   grpc:
+//     tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt}  # client_ca_file: require client certs
+//     tokens_file: tokens.yaml     # bearer tokens with scopes (services/grpc_auth.h); reloaded when it changes
+//     max_batch: 100               # queries per BatchGetKpis
+//   watch:
+//     interval: 1s                 # at most one WatchKpis message per subscription per interval
+//     max_streams: 10000           # concurrent WatchKpis streams (0: none served)
+//     max_queries: 100             # queries per stream
+//
+// File names are relative to the config file's folder.
 //
 // Thread-safety: plain values.
 #pragma once
@@ -34,6 +44,8 @@
 #include "alerting/notifier.h"
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
+#include "services/grpc_auth.h"
+#include "services/kpi_watch.h"
 
 namespace kpistream::services {
 
@@ -48,6 +60,10 @@ struct KpidConfig {
   alerting::NotifierOptions notifier;
   bool alert_clock_event_time = false;
   int64_t kpi_export_interval_ms = 5000;  // services::KpiExport
+  GrpcTlsOptions grpc_tls;
+  std::string tokens_file;  // empty: no tokens needed
+  size_t max_batch = 100;
+  WatchOptions watch;
 };
 
 // Errors carry "file:line:col: what to fix", every error of the file, one

@@ -41,7 +41,8 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
   KpiServiceImpl(ServingViewFn view, const state::Clock& clock, const GrpcServerOptions& options)
       : view_(std::move(view)), clock_(clock), options_(options) {}
 
-  grpc::Status ListKpis(grpc::ServerContext*, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
+  grpc::Status ListKpis(grpc::ServerContext* ctx, const v1::ListKpisRequest*, v1::ListKpisResponse* resp) override {
+    if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) return st;
     const ServingView view = view_();
     const kpi::Catalog& catalog_ = *view.catalog;
     for (const auto& k : catalog_.kpis) {
@@ -78,7 +79,11 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
   grpc::ServerUnaryReactor* GetKpi(grpc::CallbackServerContext* ctx, const v1::GetKpiRequest* req,
                                    v1::GetKpiResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(AnswerGetKpi(req, resp));
+    if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) {
+      reactor->Finish(st);
+    } else {
+      reactor->Finish(AnswerGetKpi(req, resp));
+    }
     return reactor;
   }
 
@@ -86,25 +91,27 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
     return ToGrpc(services::AnswerGetKpi(view_(), clock_, *req, resp));
   }
 
-  grpc::Status BatchGetKpis(grpc::ServerContext*, const v1::BatchGetKpisRequest* req,
+  grpc::Status BatchGetKpis(grpc::ServerContext* ctx, const v1::BatchGetKpisRequest* req,
                             v1::BatchGetKpisResponse* resp) override {
+    if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) return st;
     return ToGrpc(AnswerBatch(view_(), clock_, *req, options_.max_batch, resp));
   }
 
   grpc::ServerWriteReactor<v1::WatchKpisResponse>* WatchKpis(grpc::CallbackServerContext* ctx,
                                                              const v1::WatchKpisRequest* req) override {
+    if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) {
+      return FinishedStream<v1::WatchKpisResponse>(st);
+    }
     if (!options_.watch) {
-      struct Refusal final : grpc::ServerWriteReactor<v1::WatchKpisResponse> {
-        Refusal() { Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "watch streams are not served here")); }
-        void OnDone() override { delete this; }
-      };
-      return new Refusal();
+      return FinishedStream<v1::WatchKpisResponse>(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "watch streams are not served here"));
     }
     return options_.watch->Watch(ctx, req);
   }
 
-  grpc::Status QueryRange(grpc::ServerContext*, const v1::QueryRangeRequest* req,
+  grpc::Status QueryRange(grpc::ServerContext* ctx, const v1::QueryRangeRequest* req,
                           v1::QueryRangeResponse* resp) override {
+    if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) return st;
     const ServingView view = view_();
     const kpi::Catalog& catalog_ = *view.catalog;
     const query::QueryService& query_ = *view.queries;
@@ -162,14 +169,16 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   // gRPC binds with SO_REUSEPORT by default: a second kpid on the same port
   // would share it silently, calls alternating between the two.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  auto credentials = MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, *credentials, &port);
   builder.RegisterService(rep->service.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(rep->metrics.Factory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   if (options.alerts) {
-    rep->alert_service = MakeAlertService(view);
+    rep->alert_service = MakeAlertService(view, options.auth);
     builder.RegisterService(rep->alert_service.get());
   }
   rep->server = builder.BuildAndStart();

@@ -13,6 +13,7 @@
 #include "alerting/alerter.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
+#include "services/grpc_auth.h"
 #include "services/grpc_metrics.h"
 #include "state/clock.h"
 
@@ -38,12 +39,17 @@ struct GrpcServerOptions {
   // the server's shutdown.
   WatchHub* watch = nullptr;
   size_t max_batch = 100;  // queries per BatchGetKpis
+  GrpcTlsOptions tls;      // empty cert_file: plaintext
+  // Bearer tokens for KpiService (scope read) and AlertService (alerts);
+  // null: no tokens needed. REQUIRES: outlives the server.
+  TokenAuthenticator* auth = nullptr;
 };
 
 class GrpcServer {
  public:
   // Binds the address (never shared with another process: SO_REUSEPORT
-  // is off). UNAVAILABLE when it is in use or not allowed.
+  // is off). UNAVAILABLE when it is in use or not allowed;
+  // INVALID_ARGUMENT when the TLS files cannot be used.
   // REQUIRES: view and clock outlive the server.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
                                                                          ServingViewFn view, const state::Clock& clock);

@@ -76,8 +76,9 @@ struct Kpid::Rep {
   std::string temp_state;
   std::unique_ptr<state::Store> store;
   mutable std::mutex pipeline_mu;
-  std::shared_ptr<Pipeline> pipeline;  // guarded by pipeline_mu
-  std::unique_ptr<WatchHub> watch;     // outlives the gRPC server's shutdown
+  std::shared_ptr<Pipeline> pipeline;        // guarded by pipeline_mu
+  std::unique_ptr<WatchHub> watch;           // outlives the gRPC server's shutdown
+  std::unique_ptr<TokenAuthenticator> auth;  // null: no tokens needed; outlives the gRPC server
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   std::mutex reload_mu;  // one reload at a time
@@ -96,6 +97,7 @@ struct Kpid::Rep {
       pipeline.reset();
     }
     watch.reset();
+    auth.reset();
     store.reset();
     if (!temp_state.empty()) std::filesystem::remove_all(temp_state);
   }
@@ -107,7 +109,19 @@ struct Kpid::Rep {
   absl::StatusOr<std::shared_ptr<Pipeline>> Build(KpidConfig config);
   absl::Status StartPipeline(Pipeline* p);
   absl::Status LoadConfig(KpidConfig* out) const;
+  // Checks the TLS files and loads the tokens file, before anything binds.
+  absl::Status LoadSecurity();
 };
+
+absl::Status Kpid::Rep::LoadSecurity() {
+  if (auto creds = MakeServerCredentials(config.grpc_tls); !creds.ok()) return creds.status();
+  if (config.tokens_file.empty()) return absl::OkStatus();
+  auto loaded = TokenAuthenticator::Load(config.tokens_file);
+  if (!loaded.ok()) return loaded.status();
+  auth = std::move(*loaded);
+  spdlog::info("gRPC: {} bearer tokens from {}", auth->size(), config.tokens_file);
+  return absl::OkStatus();
+}
 
 absl::Status Kpid::Rep::LoadConfig(KpidConfig* out) const {
   if (options.config_path.empty()) {
@@ -207,6 +221,7 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
   } else if (auto st = rep->LoadConfig(&rep->config); !st.ok()) {
     return st;
   }
+  if (auto st = rep->LoadSecurity(); !st.ok()) return st;
   if (state_dir.empty()) state_dir = "kpistream-state";
   state::StoreOptions sopts;
   sopts.path = state_dir;
@@ -232,7 +247,7 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
           auto p = r->Current();
           return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
         },
-        clock, WatchOptions{});
+        clock, rep->config.watch);
   }
   auto pipeline = rep->Build(rep->config);
   if (!pipeline.ok()) return pipeline.status();
@@ -250,7 +265,12 @@ absl::Status Kpid::Bind() {
     auto p = r->Current();
     return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
   };
-  auto grpc = GrpcServer::Start({.listen = r->options.grpc_listen, .watch = r->watch.get()}, view, r->clock);
+  auto grpc = GrpcServer::Start({.listen = r->options.grpc_listen,
+                                 .watch = r->watch.get(),
+                                 .max_batch = r->config.max_batch,
+                                 .tls = r->config.grpc_tls,
+                                 .auth = r->auth.get()},
+                                view, r->clock);
   if (!grpc.ok()) return grpc.status();
   r->grpc = std::move(*grpc);
   HttpHandlers handlers;
@@ -335,7 +355,21 @@ absl::Status Kpid::Reload() {
     return absl::InvalidArgumentError(
         fmt::format("the configuration was not reloaded: {}", std::string(catalog.status().message())));
   }
+  // The tokens file first: a bad one fails the reload before the pipeline
+  // is touched, and the tokens in use stay.
+  if (rep_->auth) {
+    if (auto st = rep_->auth->Reload(); !st.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("the configuration was not reloaded: {}", std::string(st.message())));
+    }
+  }
   const auto& running = rep_->config;
+  if (config.grpc_tls.cert_file != running.grpc_tls.cert_file ||
+      config.grpc_tls.key_file != running.grpc_tls.key_file ||
+      config.grpc_tls.client_ca_file != running.grpc_tls.client_ca_file || config.tokens_file != running.tokens_file ||
+      config.max_batch != running.max_batch) {
+    spdlog::warn("reload: grpc settings changed in {} take effect at the next restart", rep_->options.config_path);
+  }
   if (config.engine.brokers != running.engine.brokers || config.engine.group_id != running.engine.group_id ||
       config.memory_budget_bytes != running.memory_budget_bytes ||
       config.retention_fine_s != running.retention_fine_s || config.retention_hour_s != running.retention_hour_s ||

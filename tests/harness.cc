@@ -177,7 +177,7 @@ bool Kpid::WaitStarted(std::chrono::seconds timeout) {
       if (line.rfind("metrics=", 0) == 0) metrics_ = line.substr(8);
     }
     if (!grpc_.empty() && !metrics_.empty()) {
-      auto ch = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
+      auto ch = grpc::CreateChannel(grpc_, o_.credentials ? o_.credentials : grpc::InsecureChannelCredentials());
       stub_ = v1::KpiService::NewStub(ch);
       health_ = grpc::health::v1::Health::NewStub(ch);
       return true;

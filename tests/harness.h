@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
 
@@ -90,6 +92,8 @@ struct KpidOptions {
   // librdkafka settings added to kafka.properties, e.g. {{"queued.min.messages", "1000"}}.
   std::vector<std::pair<std::string, std::string>> kafka_properties;
   std::vector<std::string> extra_args;
+  // How stub() and health() connect (null: plaintext), e.g. TLS.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 // Writes <work_dir>/kpid.yaml for the options; returns its path.

@@ -28,6 +28,8 @@ TEST_PKGS=(
   prometheus prometheus-alertmanager
   # a real terminal for kpictl's interactive output (tests/kpictl_it)
   tmux
+  # test certificate authorities for gRPC over TLS (tests/secure_api_it)
+  openssl
   # tools/deploy/check, ctest deploy_check: its venv, and the image build with
   # buildah, on debootstrap base images where no container registry answers.
   python3-venv buildah debootstrap

@@ -122,5 +122,28 @@ TEST_F(ConfigTest, AlertingErrorsNameTheLineAndTheFix) {
   }
 }
 
+TEST_F(ConfigTest, GrpcAndWatchSections) {
+  auto c = Load(
+      "grpc:\n  tls: {cert_file: tls/server.crt, key_file: /etc/tls/server.key, client_ca_file: ca.crt}\n"
+      "  tokens_file: tokens.yaml\n  max_batch: 20\nwatch: {interval: 2s, max_streams: 50, max_queries: 5}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto dir = std::filesystem::path(path_).parent_path();
+  EXPECT_EQ(c->grpc_tls.cert_file, (dir / "tls/server.crt").string());  // relative to the config file
+  EXPECT_EQ(c->grpc_tls.key_file, "/etc/tls/server.key");
+  EXPECT_EQ(c->grpc_tls.client_ca_file, (dir / "ca.crt").string());
+  EXPECT_EQ(c->tokens_file, (dir / "tokens.yaml").string());
+  EXPECT_EQ(c->max_batch, 20u);
+  EXPECT_EQ(c->watch.interval_ms, 2000);
+  EXPECT_EQ(c->watch.max_streams, 50u);
+  EXPECT_EQ(c->watch.max_queries, 5u);
+
+  auto bad = Load("grpc:\n  tls: {cert_file: a.crt}\n  token_file: t.yaml\nwatch: {interval: 10ms}\n");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  EXPECT_NE(msg.find("needs both cert_file and key_file"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("token_file"), std::string::npos) << msg;  // unknown key, reported with the others
+  EXPECT_NE(msg.find("watch.interval must be between 100ms and 1h"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace kpistream::services

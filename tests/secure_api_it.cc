@@ -1,0 +1,296 @@
+// gRPC over TLS with client certificates and bearer tokens, on a real
+// broker: every refusal (plaintext to the TLS port, no or an unknown client
+// certificate, a missing, wrong or expired token, a token of the wrong
+// scope), the health service reachable without a token, a rotated tokens
+// file, and kpictl's TLS and token options.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <google/protobuf/util/time_util.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <tuple>
+
+#include "kpistream/v1/alerts.grpc.pb.h"
+#include "tests/harness.h"
+
+namespace kpistream::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string KpictlBin() { return KPISTREAM_KPICTL_BIN; }
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A CA, a server certificate for 127.0.0.1 and localhost, a client
+// certificate from the same CA, and one from a CA kpid does not know.
+// openssl's command line, as an operator would make them.
+bool MakeCertificates(const std::string& dir) {
+  const std::string script = fmt::format(R"(set -e
+cd '{}'
+key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }}
+ca() {{ key "$1"; openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 2 -subj "/CN=$1"; }}
+cert() {{  # name CN CA extension-line
+  key "$1"
+  openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
+  printf '%s\n' "$4" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
+}}
+ca ca
+ca other-ca
+cert server localhost ca 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+cert client kpictl ca 'extendedKeyUsage=clientAuth'
+cert stranger stranger other-ca 'extendedKeyUsage=clientAuth'
+)",
+                                         dir);
+  const auto path = dir + "/make-certs.sh";
+  std::ofstream(path) << script;
+  return RunToEnd({"/bin/bash", path}, dir + "/make-certs.log", 60s) == 0;
+}
+
+constexpr const char* kReadToken = "read-token-for-dashboards";
+constexpr const char* kAlertsToken = "alerts-token-for-oncall";
+constexpr const char* kAdminToken = "admin-token-for-operators";
+constexpr const char* kExpiredToken = "expired-token-from-2020";
+
+class SecureApiIT : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("secure-api");
+    const auto& d = dir_->path();
+    ASSERT_TRUE(MakeCertificates(d)) << Slurp(d + "/make-certs.log");
+    WriteTokens(
+        fmt::format("tokens:\n"
+                    "  - {{name: dashboards, token: {}, scopes: [read]}}\n"
+                    "  - {{name: oncall, token: {}, scopes: [alerts]}}\n"
+                    "  - {{name: ops, token: {}, scopes: [admin]}}\n"
+                    "  - {{name: old, token: {}, scopes: [admin], expires: 2020-01-01T00:00:00Z}}\n",
+                    kReadToken, kAlertsToken, kAdminToken, kExpiredToken));
+    broker_ = new KafkaBroker(d);
+    ASSERT_TRUE(broker_->ok()) << broker_->error();
+    ASSERT_EQ(RunToEnd({KpigenBin(), "--brokers", broker_->bootstrap(), "--topic-prefix", "sec.", "--partitions", "2",
+                        "--count", "5000", "--seed", "5", "--span", "1h"},
+                       d + "/kpigen.log"),
+              0);
+    kpid_ = new Kpid(KpidOptions{
+        .brokers = broker_->bootstrap(),
+        .topic_prefix = "sec.",
+        .group_id = "kpid-secure",
+        .state_dir = d + "/state",
+        .work_dir = d,
+        .extra_config = "grpc:\n  tls: {cert_file: server.crt, key_file: server.key, client_ca_file: ca.crt}\n"
+                        "  tokens_file: tokens.yaml\n",
+        .credentials = Credentials("client")});
+    ASSERT_TRUE(kpid_->WaitStarted()) << kpid_->process().LogTail();
+    ASSERT_TRUE(kpid_->WaitServing()) << kpid_->process().LogTail();  // health: no token needed
+  }
+  static void TearDownTestSuite() {
+    delete kpid_;
+    delete broker_;
+    delete dir_;
+  }
+  static void WriteTokens(const std::string& text) {
+    // Written aside and renamed, as a Secret volume is updated.
+    std::ofstream(dir_->path() + "/tokens.yaml.new") << text;
+    std::filesystem::rename(dir_->path() + "/tokens.yaml.new", dir_->path() + "/tokens.yaml");
+  }
+  // TLS trusting the test CA, presenting `client`'s certificate ("": none).
+  static std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& client) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = Slurp(dir_->path() + "/ca.crt");
+    if (!client.empty()) {
+      o.pem_cert_chain = Slurp(dir_->path() + "/" + client + ".crt");
+      o.pem_private_key = Slurp(dir_->path() + "/" + client + ".key");
+    }
+    return grpc::SslCredentials(o);
+  }
+  static grpc::Status ListKpis(const std::shared_ptr<grpc::ChannelCredentials>& creds, const std::string& token) {
+    auto stub = v1::KpiService::NewStub(grpc::CreateChannel(kpid_->grpc_address(), creds));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+    v1::ListKpisResponse resp;
+    return stub->ListKpis(&ctx, {}, &resp);
+  }
+  static grpc::Status ListAlerts(const std::string& token) {
+    auto stub = v1::AlertService::NewStub(grpc::CreateChannel(kpid_->grpc_address(), Credentials("client")));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+    v1::ListAlertsResponse resp;
+    return stub->ListAlerts(&ctx, {}, &resp);
+  }
+
+  static TempDir* dir_;
+  static KafkaBroker* broker_;
+  static Kpid* kpid_;
+};
+
+TempDir* SecureApiIT::dir_ = nullptr;
+KafkaBroker* SecureApiIT::broker_ = nullptr;
+Kpid* SecureApiIT::kpid_ = nullptr;
+
+TEST_F(SecureApiIT, ATrustedClientWithAValidTokenIsServed) {
+  EXPECT_TRUE(ListKpis(Credentials("client"), kReadToken).ok());
+  EXPECT_TRUE(ListKpis(Credentials("client"), kAdminToken).ok());
+  EXPECT_TRUE(ListAlerts(kAlertsToken).ok());
+  EXPECT_TRUE(ListAlerts(kAdminToken).ok());
+}
+
+TEST_F(SecureApiIT, TheConnectionIsRefusedWithoutTlsOrATrustedClientCertificate) {
+  const auto plaintext = ListKpis(grpc::InsecureChannelCredentials(), kReadToken);
+  EXPECT_EQ(plaintext.error_code(), grpc::StatusCode::UNAVAILABLE) << plaintext.error_message();
+  const auto no_cert = ListKpis(Credentials(""), kReadToken);
+  EXPECT_EQ(no_cert.error_code(), grpc::StatusCode::UNAVAILABLE) << no_cert.error_message();
+  const auto stranger = ListKpis(Credentials("stranger"), kReadToken);
+  EXPECT_EQ(stranger.error_code(), grpc::StatusCode::UNAVAILABLE) << stranger.error_message();
+}
+
+TEST_F(SecureApiIT, EachTokenRefusalHasItsCode) {
+  const auto creds = Credentials("client");
+  const auto missing = ListKpis(creds, "");
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(missing.error_message().find("authorization: Bearer"), std::string::npos) << missing.error_message();
+  const auto wrong = ListKpis(creds, "not-a-token-of-this-kpid");
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(wrong.error_message().find("not-a-token"), std::string::npos);  // never echoed
+  const auto expired = ListKpis(creds, kExpiredToken);
+  EXPECT_EQ(expired.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(expired.error_message().find("expired"), std::string::npos) << expired.error_message();
+  const auto scope = ListKpis(creds, kAlertsToken);
+  EXPECT_EQ(scope.error_code(), grpc::StatusCode::PERMISSION_DENIED) << scope.error_message();
+  const auto alerts = ListAlerts(kReadToken);
+  EXPECT_EQ(alerts.error_code(), grpc::StatusCode::PERMISSION_DENIED) << alerts.error_message();
+}
+
+TEST_F(SecureApiIT, EveryMethodChecksItsScope) {
+  auto channel = grpc::CreateChannel(kpid_->grpc_address(), Credentials("client"));
+  auto kpis = v1::KpiService::NewStub(channel);
+  auto alerts = v1::AlertService::NewStub(channel);
+  auto ctx = [](const std::string& token) {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + 10s);
+    c->AddMetadata("authorization", "Bearer " + token);
+    return c;
+  };
+  v1::GetKpiRequest get;
+  get.set_kpi("ctr");
+  get.set_window("24h");
+  v1::GetKpiResponse get_resp;
+  v1::BatchGetKpisRequest batch;
+  *batch.add_queries() = get;
+  v1::BatchGetKpisResponse batch_resp;
+  v1::QueryRangeRequest range;
+  range.set_kpi("ctr");
+  range.set_step("1h");
+  *range.mutable_start_time() = google::protobuf::util::TimeUtil::SecondsToTimestamp(time(nullptr) - 7200);
+  *range.mutable_end_time() = google::protobuf::util::TimeUtil::SecondsToTimestamp(time(nullptr));
+  v1::QueryRangeResponse range_resp;
+  v1::ListRulesResponse rules_resp;
+  for (const auto& [token, kpi_code, alert_code] :
+       std::vector<std::tuple<std::string, grpc::StatusCode, grpc::StatusCode>>{
+           {kReadToken, grpc::StatusCode::OK, grpc::StatusCode::PERMISSION_DENIED},
+           {kAlertsToken, grpc::StatusCode::PERMISSION_DENIED, grpc::StatusCode::OK},
+           {kExpiredToken, grpc::StatusCode::UNAUTHENTICATED, grpc::StatusCode::UNAUTHENTICATED}}) {
+    SCOPED_TRACE(token);
+    EXPECT_EQ(kpis->GetKpi(ctx(token).get(), get, &get_resp).error_code(), kpi_code);
+    EXPECT_EQ(kpis->BatchGetKpis(ctx(token).get(), batch, &batch_resp).error_code(), kpi_code);
+    EXPECT_EQ(kpis->QueryRange(ctx(token).get(), range, &range_resp).error_code(), kpi_code);
+    EXPECT_EQ(alerts->ListRules(ctx(token).get(), {}, &rules_resp).error_code(), alert_code);
+    {
+      v1::WatchKpisRequest w;
+      *w.add_queries() = get;
+      auto c = ctx(token);
+      auto reader = kpis->WatchKpis(c.get(), w);
+      v1::WatchKpisResponse first;
+      const bool got = reader->Read(&first);
+      if (kpi_code != grpc::StatusCode::OK) {
+        EXPECT_FALSE(got);
+        EXPECT_EQ(reader->Finish().error_code(), kpi_code);
+      } else {
+        EXPECT_TRUE(got);
+        c->TryCancel();
+      }
+    }
+    {
+      auto c = ctx(token);
+      auto reader = alerts->WatchAlerts(c.get(), {});
+      if (alert_code != grpc::StatusCode::OK) {
+        v1::AlertTransition t;
+        EXPECT_FALSE(reader->Read(&t));
+        EXPECT_EQ(reader->Finish().error_code(), alert_code);
+      } else {
+        c->TryCancel();
+      }
+    }
+  }
+}
+
+TEST_F(SecureApiIT, ARotatedTokensFileIsUsedWithoutARestart) {
+  const std::string fresh = "rotated-token-0123456789";
+  WriteTokens(fmt::format("tokens:\n  - {{name: rotated, token: {}, scopes: [read, alerts]}}\n", fresh));
+  // Picked up within a second of the change, without SIGHUP.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!ListKpis(Credentials("client"), fresh).ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(ListKpis(Credentials("client"), fresh).ok());
+  EXPECT_EQ(ListKpis(Credentials("client"), kReadToken).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // A broken file is refused by a reload, and the tokens in use stay.
+  WriteTokens("tokens:\n  - {name: bad, token: short, scopes: [read]}\n");
+  const auto reload = HttpCall(kpid_->metrics_address(), "POST", "/-/reload");
+  EXPECT_NE(reload.status, 200) << reload.body;
+  EXPECT_NE(reload.body.find("at least 16 characters"), std::string::npos) << reload.body;
+  EXPECT_TRUE(ListKpis(Credentials("client"), fresh).ok());
+  // Restore the suite's tokens for the other tests.
+  WriteTokens(
+      fmt::format("tokens:\n"
+                  "  - {{name: dashboards, token: {}, scopes: [read]}}\n"
+                  "  - {{name: oncall, token: {}, scopes: [alerts]}}\n"
+                  "  - {{name: ops, token: {}, scopes: [admin]}}\n"
+                  "  - {{name: old, token: {}, scopes: [admin], expires: 2020-01-01T00:00:00Z}}\n",
+                  kReadToken, kAlertsToken, kAdminToken, kExpiredToken));
+  ASSERT_EQ(HttpCall(kpid_->metrics_address(), "POST", "/-/reload").status, 200);
+  EXPECT_TRUE(ListKpis(Credentials("client"), kReadToken).ok());
+}
+
+TEST_F(SecureApiIT, KpictlSpeaksTlsWithAToken) {
+  const auto& d = dir_->path();
+  auto run = [&](std::vector<std::string> extra, const std::string& log) {
+    std::vector<std::string> argv{KpictlBin(),
+                                  "get",
+                                  "ctr",
+                                  "--window",
+                                  "24h",
+                                  "--server",
+                                  kpid_->grpc_address(),
+                                  "--tls",
+                                  "--ca-file",
+                                  d + "/ca.crt",
+                                  "--cert-file",
+                                  d + "/client.crt",
+                                  "--key-file",
+                                  d + "/client.key"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunToEnd(argv, d + "/" + log, 60s);
+  };
+  EXPECT_EQ(run({"--token", kReadToken}, "kpictl-ok.log"), 0) << Slurp(d + "/kpictl-ok.log");
+  EXPECT_NE(run({}, "kpictl-no-token.log"), 0);
+  EXPECT_NE(Slurp(d + "/kpictl-no-token.log").find("UNAUTHENTICATED"), std::string::npos)
+      << Slurp(d + "/kpictl-no-token.log");
+}
+
+}  // namespace
+}  // namespace kpistream::testing
