@@ -718,7 +718,9 @@ def check_chart(helm_bin, plain_objs, promtool, kpid):
                               "--set", "image.tag=9.9.9", "--set-file", f"catalog={cat}",
                               "--set", "kafka.properties.session\\.timeout\\.ms=60000",
                               "--set", "serviceMonitor.labels.release=kube-prometheus-stack",
-                              "--set", "persistence.storageClassName=fast")
+                              "--set", "persistence.storageClassName=fast",
+                              "--set", "grpc.tls.enabled=true", "--set", "grpc.tls.clientAuth=true",
+                              "--set", "grpc.tokens.enabled=true")
         validate_objects(objs2, "helm template (other values)")
         r2 = by_kind_name(objs2)
         sts = r2.get(("StatefulSet", "prod-kpistream"), {})
@@ -736,6 +738,14 @@ def check_chart(helm_bin, plain_objs, promtool, kpid):
         R.equal(get(kcfg, "kafka.properties"), {"session.timeout.ms": "60000"},
                 "kafka.tls off: no ssl properties; kafka.properties passed as strings")
         R.equal(kcfg.get("memory_budget_mb"), 512, "memory_budget_mb follows memoryBudgetMb")
+        R.equal(kcfg.get("grpc"), {"tls": {"cert_file": "/var/run/secrets/kpistream/grpc-tls/tls.crt",
+                                           "key_file": "/var/run/secrets/kpistream/grpc-tls/tls.key",
+                                           "client_ca_file": "/var/run/secrets/kpistream/grpc-tls/ca.crt"},
+                                   "tokens_file": "/var/run/secrets/kpistream/grpc-tokens/tokens.yaml"},
+                "grpc.tls and grpc.tokens on: kpid.yaml reads the mounted Secrets' files")
+        mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        R.expect({"/var/run/secrets/kpistream/grpc-tls", "/var/run/secrets/kpistream/grpc-tokens"} <= mounts,
+                 "grpc Secrets mounted where kpid.yaml reads them")
         R.equal(get(kcfg, "alerting.generator_url"), "http://prod-kpistream:9464/metrics", "generator_url default")
         R.equal(data.get("kpis.yaml"), read("config/bench/single-kpi.yaml"), "--set-file catalog")
         pr = r2.get(("PrometheusRule", "prod-kpistream"), {})

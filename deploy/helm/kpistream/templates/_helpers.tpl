@@ -81,6 +81,20 @@ alerting:
   {{- end }}
   generator_url: {{ .generatorUrl | default (printf "http://%s:9464/metrics" (include "kpistream.fullname" $)) | quote }}
 {{- end }}
+{{- if or .Values.grpc.tls.enabled .Values.grpc.tokens.enabled }}
+grpc:
+  {{- if .Values.grpc.tls.enabled }}
+  tls:
+    cert_file: /var/run/secrets/kpistream/grpc-tls/tls.crt
+    key_file: /var/run/secrets/kpistream/grpc-tls/tls.key
+    {{- if .Values.grpc.tls.clientAuth }}
+    client_ca_file: /var/run/secrets/kpistream/grpc-tls/ca.crt
+    {{- end }}
+  {{- end }}
+  {{- if .Values.grpc.tokens.enabled }}
+  tokens_file: /var/run/secrets/kpistream/grpc-tokens/tokens.yaml
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "kpistream.memoryRequest" -}}
