@@ -8,12 +8,14 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "api/request.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
 #include "query/query.h"
 #include "services/alert_service.h"
+#include "services/grpc_reflection.h"
 #include "services/kpi_answers.h"
 #include "services/kpi_watch.h"
 #include "services/utf8.h"
@@ -152,6 +154,7 @@ struct GrpcServer::Rep {
   GrpcMetrics metrics;  // before the server: its interceptors point here
   std::unique_ptr<KpiServiceImpl> service;
   std::unique_ptr<grpc::Service> alert_service;
+  std::unique_ptr<grpc::Service> reflection_v1;
   std::unique_ptr<grpc::Server> server;
   std::string address;
 };
@@ -175,12 +178,20 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   builder.AddListeningPort(options.listen, *credentials, &port);
   builder.RegisterService(rep->service.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MalformedRequestInterceptorFactory());  // first: the metrics see its code
   interceptors.push_back(rep->metrics.Factory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   if (options.alerts) {
     rep->alert_service = MakeAlertService(view, options.auth);
     builder.RegisterService(rep->alert_service.get());
   }
+  std::vector<std::string> services = {"kpistream.v1.KpiService", "grpc.health.v1.Health",
+                                       "grpc.reflection.v1.ServerReflection",
+                                       "grpc.reflection.v1alpha.ServerReflection"};
+  if (options.alerts) services.push_back("kpistream.v1.AlertService");
+  std::sort(services.begin(), services.end());
+  rep->reflection_v1 = MakeReflectionV1Service(std::move(services));
+  builder.RegisterService(rep->reflection_v1.get());
   rep->server = builder.BuildAndStart();
   if (!rep->server || port == 0) {
     return absl::UnavailableError(fmt::format(

@@ -5,12 +5,15 @@
 
 #include <fmt/format.h>
 
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/util/time_util.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <thread>
 
+#include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "kpistream/v1/alerts.grpc.pb.h"
 #include "tests/harness.h"
 
@@ -257,6 +260,95 @@ TEST_F(ApiIT, RulesAndFilteredAlerts) {
   v1::ListAlertsResponse alerts;
   ASSERT_TRUE(stub->ListAlerts(Ctx().get(), req, &alerts).ok());
   EXPECT_EQ(alerts.alerts_size(), 0);
+}
+
+// Bytes that are not the method's request message: a field tag with wire
+// type 7, which does not exist.
+grpc::Status CallWithBytes(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                           const std::string& bytes) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::Status status;
+  auto call = stub.PrepareCall(&ctx, method, &cq);
+  void* tag;
+  bool ok;
+  call->StartCall(reinterpret_cast<void*>(1));
+  cq.Next(&tag, &ok);
+  call->WriteLast(request, grpc::WriteOptions(), reinterpret_cast<void*>(2));
+  cq.Next(&tag, &ok);
+  call->Read(&response, reinterpret_cast<void*>(3));  // fails: no message comes
+  cq.Next(&tag, &ok);
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+  return status;
+}
+
+TEST_F(ApiIT, RequestBytesThatDoNotParseAreInvalidArgumentNamingTheType) {
+  const std::string garbage("\x0f\xff\xff", 3);
+  const std::vector<std::pair<std::string, std::string>> methods = {
+      {"/kpistream.v1.KpiService/ListKpis", "kpistream.v1.ListKpisRequest"},
+      {"/kpistream.v1.KpiService/GetKpi", "kpistream.v1.GetKpiRequest"},
+      {"/kpistream.v1.KpiService/QueryRange", "kpistream.v1.QueryRangeRequest"},
+      {"/kpistream.v1.KpiService/BatchGetKpis", "kpistream.v1.BatchGetKpisRequest"},
+      {"/kpistream.v1.KpiService/WatchKpis", "kpistream.v1.WatchKpisRequest"},
+      {"/kpistream.v1.AlertService/ListAlerts", "kpistream.v1.ListAlertsRequest"},
+      {"/kpistream.v1.AlertService/ListRules", "kpistream.v1.ListRulesRequest"},
+      {"/kpistream.v1.AlertService/WatchAlerts", "kpistream.v1.WatchAlertsRequest"},
+      // gRPC's own health service parses its requests itself, and says
+      // "could not parse request".
+      {"/grpc.health.v1.Health/Check", ""},
+  };
+  for (const auto& [method, type] : methods) {
+    SCOPED_TRACE(method);
+    const auto st = CallWithBytes(channel_, method, garbage);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    if (!type.empty()) {
+      EXPECT_NE(st.error_message().find(type), std::string::npos) << st.error_message();
+    }
+  }
+  // The same path with good bytes is served: the refusal is the bytes'.
+  v1::GetKpiRequest good = Req("ctr", "24h");
+  EXPECT_TRUE(CallWithBytes(channel_, "/kpistream.v1.KpiService/GetKpi", good.SerializeAsString()).ok());
+}
+
+TEST_F(ApiIT, ReflectionV1ListsAndDescribesEveryService) {
+  namespace rv1 = grpc::reflection::v1;
+  auto stub = rv1::ServerReflection::NewStub(channel_);
+  auto ctx = Ctx();
+  auto stream = stub->ServerReflectionInfo(ctx.get());
+  rv1::ServerReflectionRequest req;
+  rv1::ServerReflectionResponse resp;
+  req.set_list_services("*");
+  ASSERT_TRUE(stream->Write(req));
+  ASSERT_TRUE(stream->Read(&resp));
+  std::vector<std::string> names;
+  for (const auto& s : resp.list_services_response().service()) names.push_back(s.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                                             "grpc.reflection.v1alpha.ServerReflection", "kpistream.v1.AlertService",
+                                             "kpistream.v1.KpiService"}));
+  for (const auto& name : names) {  // every service is described, with its imports
+    SCOPED_TRACE(name);
+    req.set_file_containing_symbol(name);
+    ASSERT_TRUE(stream->Write(req));
+    ASSERT_TRUE(stream->Read(&resp));
+    ASSERT_TRUE(resp.has_file_descriptor_response()) << resp.DebugString();
+    google::protobuf::FileDescriptorProto file;
+    ASSERT_TRUE(file.ParseFromString(resp.file_descriptor_response().file_descriptor_proto(0)));
+    bool found = false;
+    for (const auto& s : file.service()) found |= file.package() + "." + s.name() == name;
+    EXPECT_TRUE(found) << file.name();
+  }
+  req.set_file_containing_symbol("kpistream.v1.NoSuchThing");
+  ASSERT_TRUE(stream->Write(req));
+  ASSERT_TRUE(stream->Read(&resp));
+  EXPECT_EQ(resp.error_response().error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_EQ(resp.original_request().file_containing_symbol(), "kpistream.v1.NoSuchThing");
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // broker: every refusal (plaintext to the TLS port, no or an unknown client
 // certificate, a missing, wrong or expired token, a token of the wrong
 // scope), the health service reachable without a token, a rotated tokens
-// file, and kpictl's TLS and token options.
+// file, kpictl's TLS and token options, and grpcurl calling every method
+// through server reflection with no local .proto files.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -13,6 +14,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -290,6 +293,105 @@ TEST_F(SecureApiIT, KpictlSpeaksTlsWithAToken) {
   EXPECT_NE(run({}, "kpictl-no-token.log"), 0);
   EXPECT_NE(Slurp(d + "/kpictl-no-token.log").find("UNAUTHENTICATED"), std::string::npos)
       << Slurp(d + "/kpictl-no-token.log");
+}
+
+// grpcurl, as a user runs it: no .proto files, only server reflection.
+// Every method the server lists is called (a method added without a call
+// here fails the test); the streams are cut after their first messages.
+TEST_F(SecureApiIT, GrpcurlCallsEveryMethodThroughReflection) {
+  const auto& d = dir_->path();
+  int n = 0;
+  auto grpcurl = [&](std::vector<std::string> args, std::string* out) {
+    std::vector<std::string> argv{KPISTREAM_GRPCURL,
+                                  "-cacert",
+                                  d + "/ca.crt",
+                                  "-cert",
+                                  d + "/client.crt",
+                                  "-key",
+                                  d + "/client.key",
+                                  "-H",
+                                  fmt::format("authorization: Bearer {}", kAdminToken)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto log = fmt::format("{}/grpcurl-{}.log", d, n++);
+    const int rc = RunToEnd(argv, log, 600s);  // the first run may build grpcurl
+    *out = Slurp(log);
+    return rc;
+  };
+  std::string out;
+  ASSERT_EQ(grpcurl({kpid_->grpc_address(), "list"}, &out), 0) << out;
+  std::set<std::string> services;
+  for (std::istringstream in(out); std::getline(in, out);) services.insert(out);
+  EXPECT_EQ(services, (std::set<std::string>{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                                             "grpc.reflection.v1alpha.ServerReflection", "kpistream.v1.AlertService",
+                                             "kpistream.v1.KpiService"}));
+  // Each method, its request, and what its answer must contain. Streams
+  // get -max-time: grpcurl then ends with DeadlineExceeded after printing.
+  const std::map<std::string, std::pair<std::string, std::string>> calls = {
+      {"grpc.health.v1.Health.Check", {"{}", "SERVING"}},
+      {"grpc.health.v1.Health.Watch", {"{}", "SERVING"}},
+      {"grpc.reflection.v1.ServerReflection.ServerReflectionInfo",
+       {R"({"listServices": ""})", "kpistream.v1.KpiService"}},
+      {"grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo",
+       {R"({"listServices": ""})", "kpistream.v1.KpiService"}},
+      {"kpistream.v1.KpiService.ListKpis", {"{}", R"("name": "ctr")"}},
+      {"kpistream.v1.KpiService.GetKpi", {R"({"kpi": "impressions", "window": "24h"})", R"("value":)"}},
+      {"kpistream.v1.KpiService.BatchGetKpis",
+       {R"({"queries": [{"kpi": "impressions", "window": "24h"}, {"kpi": "ctr", "window": "24h"}]})", R"("results":)"}},
+      {"kpistream.v1.KpiService.QueryRange",
+       {R"({"kpi": "impressions", "startTime": "-", "endTime": "-", "step": "1h"})", R"("points":)"}},
+      {"kpistream.v1.KpiService.WatchKpis",
+       {R"({"queries": [{"kpi": "impressions", "window": "24h"}]})", R"("value":)"}},
+      {"kpistream.v1.AlertService.ListAlerts", {"{}", "{"}},  // no alerts yet: sequence 0 prints as {}
+      {"kpistream.v1.AlertService.ListRules", {"{}", R"("name":)"}},
+      {"kpistream.v1.AlertService.WatchAlerts", {"{}", ""}},
+  };
+  const auto now = std::chrono::system_clock::now();
+  const auto rfc3339 = [](std::chrono::system_clock::time_point t) {
+    return google::protobuf::util::TimeUtil::ToString(
+        google::protobuf::util::TimeUtil::TimeTToTimestamp(std::chrono::system_clock::to_time_t(t)));
+  };
+  for (const auto& service : services) {
+    ASSERT_EQ(grpcurl({kpid_->grpc_address(), "list", service}, &out), 0) << out;
+    for (std::istringstream in(out); std::getline(in, out);) {
+      const std::string method = out;
+      SCOPED_TRACE(method);
+      const auto call = calls.find(method);
+      ASSERT_NE(call, calls.end()) << "no call in this test for " << method;
+      std::string body = call->second.first;
+      if (method.ends_with("QueryRange")) {
+        body = fmt::format(R"({{"kpi": "impressions", "startTime": "{}", "endTime": "{}", "step": "1h"}})",
+                           rfc3339(now - 6h), rfc3339(now));
+      }
+      const bool stream = method.ends_with("Watch") || method.ends_with("WatchKpis") || method.ends_with("WatchAlerts");
+      std::vector<std::string> args{"-d", body};
+      if (stream) args.insert(args.end(), {"-max-time", "3"});
+      args.push_back(kpid_->grpc_address());
+      const auto dot = method.rfind('.');
+      args.push_back(method.substr(0, dot) + "/" + method.substr(dot + 1));
+      const int rc = grpcurl(args, &out);
+      if (stream) {
+        EXPECT_NE(out.find("DeadlineExceeded"), std::string::npos) << out;  // cut by -max-time, not refused
+      } else {
+        EXPECT_EQ(rc, 0) << out;
+      }
+      EXPECT_NE(out.find(call->second.second), std::string::npos) << out;
+    }
+  }
+  // A wrong token is refused through grpcurl too, with the code by name.
+  std::vector<std::string> argv{KPISTREAM_GRPCURL,
+                                "-cacert",
+                                d + "/ca.crt",
+                                "-cert",
+                                d + "/client.crt",
+                                "-key",
+                                d + "/client.key",
+                                "-H",
+                                "authorization: Bearer wrong",
+                                kpid_->grpc_address(),
+                                "kpistream.v1.KpiService/ListKpis"};
+  EXPECT_NE(RunToEnd(argv, d + "/grpcurl-wrong.log", 60s), 0);
+  EXPECT_NE(Slurp(d + "/grpcurl-wrong.log").find("Unauthenticated"), std::string::npos)
+      << Slurp(d + "/grpcurl-wrong.log");
 }
 
 }  // namespace
