@@ -92,10 +92,42 @@ absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> QueryService::GetBatch(
     const std::vector<KpiQuery>& queries) const {
   auto snapshot = source_.Snapshot();
   if (!snapshot.ok()) return snapshot.status();
-  std::vector<absl::StatusOr<KpiAnswer>> out;
-  out.reserve(queries.size());
-  for (const auto& q : queries) out.push_back(ComputeOn(q, **snapshot));
+  // Answers cached at the snapshot's own commit (and second) are the ones
+  // it would give: they are taken, the others computed on it and cached.
+  const uint64_t sequence = (*snapshot)->sequence();
+  const int64_t now = clock_.NowSeconds();
+  std::vector<absl::StatusOr<KpiAnswer>> out(queries.size());
+  std::vector<std::string> keys(queries.size());
+  std::vector<bool> cached(queries.size(), false);
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    const bool current = cache_->sequence == sequence && cache_->now_s == now;
+    for (size_t i = 0; i < queries.size(); ++i) {
+      keys[i] = CacheKey(queries[i]);
+      if (!current) continue;
+      if (auto it = cache_->entries.find(keys[i]); it != cache_->entries.end()) {
+        out[i] = it->second;
+        cached[i] = true;
+        ++cache_->hits;
+      }
+    }
+  }
+  for (size_t i = 0; i < queries.size(); ++i) {
+    if (cached[i]) continue;
+    out[i] = ComputeOn(queries[i], **snapshot);
+    if (out[i].ok() && clock_.NowSeconds() == now) CacheInsert(keys[i], *out[i], sequence, now);
+  }
   return out;
+}
+
+void QueryService::CacheInsert(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const {
+  const size_t bytes = AnswerBytes(answer.values) + key.size();
+  if (bytes > kCacheMaxEntryBytes) return;
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  if (cache_->sequence == sequence && cache_->now_s == now && cache_->bytes + bytes <= kCacheMaxBytes &&
+      cache_->entries.emplace(key, answer).second) {
+    cache_->bytes += bytes;
+  }
 }
 
 absl::StatusOr<KpiAnswer> QueryService::ComputeOn(const KpiQuery& q, const PartialSnapshot& snap) const {
@@ -168,16 +200,16 @@ absl::StatusOr<KpiAnswer> QueryService::Get(const KpiQuery& q) const {
     flight->done = true;
   }
   flight->done_cv.notify_all();
-  std::lock_guard<std::mutex> lock(cache_->mu);
-  if (auto f = cache_->flights.find(key); f != cache_->flights.end() && f->second == flight) cache_->flights.erase(f);
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    if (auto f = cache_->flights.find(key); f != cache_->flights.end() && f->second == flight) {
+      cache_->flights.erase(f);
+    }
+  }
   // Cached only if no write landed while it was computed: the result then
   // reflects exactly the source at `sequence`.
-  if (!result.ok() || source_.Sequence() != sequence || clock_.NowSeconds() != now) return result;
-  const size_t bytes = AnswerBytes(result->values) + key.size();
-  if (bytes > kCacheMaxEntryBytes) return result;
-  if (cache_->sequence == sequence && cache_->now_s == now && cache_->bytes + bytes <= kCacheMaxBytes &&
-      cache_->entries.emplace(key, *result).second) {
-    cache_->bytes += bytes;
+  if (result.ok() && source_.Sequence() == sequence && clock_.NowSeconds() == now) {
+    CacheInsert(key, *result, sequence, now);
   }
   return result;
 }

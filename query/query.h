@@ -114,7 +114,8 @@ class QueryService {
   // arrive while the same query is being evaluated wait for it.
   [[nodiscard]] absl::StatusOr<KpiAnswer> Get(const KpiQuery& q) const;
   // Several queries from one snapshot (the same commit for all), each
-  // with its own result or error, in order. Not cached.
+  // with its own result or error, in order. Shares Get's cache: answers
+  // cached at the snapshot's commit are used, the others are cached.
   [[nodiscard]] absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> GetBatch(
       const std::vector<KpiQuery>& queries) const;
   // History, all from one snapshot, one point per step t in [q.start,
@@ -140,6 +141,8 @@ class QueryService {
  private:
   absl::StatusOr<KpiAnswer> Compute(const KpiQuery& q) const;
   absl::StatusOr<KpiAnswer> ComputeOn(const KpiQuery& q, const PartialSnapshot& snapshot) const;
+  // Keeps `answer` if the cache is still at (sequence, now) and has room.
+  void CacheInsert(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const;
   struct Cache;
   const kpi::Catalog& catalog_;
   const kpi::StateIds& ids_;

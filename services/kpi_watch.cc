@@ -50,6 +50,7 @@ struct WatchHub::Subscription {
   v1::GetKpiRequest req;
   std::mutex mu;                                     // one evaluation at a time; guards the three below
   std::shared_ptr<const v1::GetKpiResponse> answer;  // the newest
+  int64_t committed_ms = 0;                          // the newest commit before `answer` was evaluated
   std::string content;
   absl::Status error;
   std::vector<std::pair<Stream*, int>> watchers;  // guarded by the hub's mu_
@@ -59,14 +60,19 @@ struct WatchHub::Subscription {
 class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::WatchKpisResponse> {
  public:
   Stream(WatchHub* hub, size_t queries, int64_t min_interval_ms)
-      : hub_(hub), min_interval_ms_(min_interval_ms), pending_(queries), last_sent_ms_(queries, INT64_MIN / 2) {}
+      : hub_(hub),
+        min_interval_ms_(min_interval_ms),
+        pending_(queries),
+        committed_ms_(queries),
+        last_sent_ms_(queries, INT64_MIN / 2) {}
 
   // The newest answer of query `index` replaces any not yet sent.
-  void Deliver(int index, std::shared_ptr<const v1::GetKpiResponse> answer, uint64_t* skipped) {
+  void Deliver(int index, std::shared_ptr<const v1::GetKpiResponse> answer, int64_t committed_ms, uint64_t* skipped) {
     std::lock_guard<std::mutex> l(mu_);
     auto& slot = pending_[static_cast<size_t>(index)];
     if (slot) ++*skipped;
     slot = std::move(answer);
+    committed_ms_[static_cast<size_t>(index)] = committed_ms;
     PumpLocked();
   }
   void Tick() {
@@ -119,6 +125,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::WatchKpisResp
       if (!pending_[i] || now - last_sent_ms_[i] < min_interval_ms_) continue;
       current_.set_query(static_cast<int>(i));
       *current_.mutable_answer() = *pending_[i];
+      if (committed_ms_[i] > 0) {
+        *current_.mutable_committed_at() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(committed_ms_[i]);
+      } else {
+        current_.clear_committed_at();
+      }
       pending_[i].reset();
       last_sent_ms_[i] = now;
       next_ = i + 1;
@@ -142,6 +153,7 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::WatchKpisResp
   const int64_t min_interval_ms_;
   std::mutex mu_;
   std::vector<std::shared_ptr<const v1::GetKpiResponse>> pending_;
+  std::vector<int64_t> committed_ms_;  // of each pending answer
   std::vector<int64_t> last_sent_ms_;
   size_t next_ = 0;
   v1::WatchKpisResponse current_;
@@ -159,6 +171,7 @@ void WatchHub::OnCommit() {
   {
     std::lock_guard<std::mutex> l(mu_);
     committed_ = true;
+    last_commit_ms_ = clock_.NowMs();
   }
   cv_.notify_all();
 }
@@ -199,6 +212,11 @@ void WatchHub::Run() {
 }
 
 bool WatchHub::Evaluate(Subscription* sub) {
+  int64_t committed_ms;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    committed_ms = last_commit_ms_;
+  }
   const ServingView view = view_();
   auto answer = std::make_shared<v1::GetKpiResponse>();
   const auto st = AnswerGetKpi(view, clock_, sub->req, answer.get());
@@ -212,6 +230,7 @@ bool WatchHub::Evaluate(Subscription* sub) {
   const bool changed = !sub->answer || content != sub->content;
   sub->content = std::move(content);
   sub->answer = std::move(answer);
+  sub->committed_ms = committed_ms;
   return changed;
 }
 
@@ -237,11 +256,13 @@ void WatchHub::EvaluateAll() {
   evaluations_ += subs.size();
   for (const auto& s : changed) {
     std::shared_ptr<const v1::GetKpiResponse> answer;
+    int64_t committed_ms;
     {
       std::lock_guard<std::mutex> sl(s->mu);
       answer = s->answer;
+      committed_ms = s->committed_ms;
     }
-    for (const auto& [stream, index] : s->watchers) stream->Deliver(index, answer, &skipped_);
+    for (const auto& [stream, index] : s->watchers) stream->Deliver(index, answer, committed_ms, &skipped_);
   }
   for (const auto& s : failed) {
     absl::Status error;
@@ -335,14 +356,17 @@ grpc::ServerWriteReactor<v1::WatchKpisResponse>* WatchHub::Watch(grpc::CallbackS
   // evaluation of a new one.
   for (const auto& [s, i] : mine) {
     std::shared_ptr<const v1::GetKpiResponse> answer;
+    int64_t committed_ms = 0;
     {
       std::lock_guard<std::mutex> sl(s->mu);
       answer = s->answer;
+      committed_ms = s->committed_ms;
     }
     if (!answer) {
       Evaluate(s.get());
       std::lock_guard<std::mutex> sl(s->mu);
       answer = s->answer;
+      committed_ms = s->committed_ms;
       if (!answer && !s->error.ok()) {
         stream->End(grpc::Status(static_cast<grpc::StatusCode>(s->error.code()),
                                  fmt::format("query {}: {}", i, std::string(s->error.message()))));
@@ -350,7 +374,7 @@ grpc::ServerWriteReactor<v1::WatchKpisResponse>* WatchHub::Watch(grpc::CallbackS
       }
     }
     uint64_t skipped = 0;
-    if (answer) stream->Deliver(i, answer, &skipped);
+    if (answer) stream->Deliver(i, answer, committed_ms, &skipped);
   }
   stream->Ready();
   return stream;

@@ -80,6 +80,7 @@ class WatchHub {
   std::condition_variable cv_;
   bool stop_ = false;                                          // guarded by mu_
   bool committed_ = false;                                     // guarded by mu_
+  int64_t last_commit_ms_ = 0;                                 // wall clock of the newest commit; guarded by mu_
   std::map<std::string, std::shared_ptr<Subscription>> subs_;  // by canonical query; guarded by mu_
   std::set<Stream*> streams_;                                  // guarded by mu_
   uint64_t evaluations_ = 0, sent_ = 0, skipped_ = 0;          // guarded by mu_

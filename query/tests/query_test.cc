@@ -197,6 +197,42 @@ TEST_F(QueryTest, CachedResultsLastUntilTheNextCommitOrSecond) {
   EXPECT_EQ(q.cache_stats().hits, 2u);
 }
 
+// GetBatch shares Get's cache, only at its snapshot's own commit: a batch
+// after a commit never takes an answer cached before it.
+TEST_F(QueryTest, BatchesShareTheCacheAtTheirOwnCommit) {
+  clock_.SetMs(1763856000 * 1000LL);
+  const int64_t day = 1763856000 - 1763856000 % 86400;
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 5, "search")}, 0);
+  QueryService q = Service();
+  const KpiQuery imps{.kpi = "imps", .start = day, .end = day + 60};
+  const KpiQuery social{.kpi = "imps", .start = day, .end = day + 60, .filter = {{"channel", "social"}}};
+  auto values = [&](const std::vector<KpiQuery>& qs) {
+    std::vector<double> out;
+    auto answers = q.GetBatch(qs);
+    EXPECT_TRUE(answers.ok()) << answers.status();
+    if (!answers.ok()) return out;
+    for (const auto& a : *answers) {
+      out.push_back(a.ok() && a->values.size() == 1 && a->values[0].value ? *a->values[0].value : -1.0);
+    }
+    return out;
+  };
+  ASSERT_TRUE(q.Get(imps).ok());  // cached at the first commit
+  EXPECT_EQ(values({imps, social}), (std::vector<double>{1, 0}));
+  EXPECT_EQ(q.cache_stats().hits, 1u);  // imps from the cache; social computed and cached
+  ASSERT_TRUE(q.Get(social).ok());
+  EXPECT_EQ(q.cache_stats().hits, 2u);
+
+  Apply({Ev(events::v1::CAMPAIGN_IMPRESSION, day + 6, "social")}, 1);
+  EXPECT_EQ(values({imps, social}), (std::vector<double>{2, 1}));  // not the answers cached before
+  EXPECT_EQ(q.cache_stats().hits, 2u);
+  ASSERT_TRUE(q.Get(imps).ok());  // the cache moves to the new commit
+  EXPECT_EQ(values({imps, social}), (std::vector<double>{2, 1}));
+  EXPECT_EQ(q.cache_stats().hits, 3u);
+  clock_.AdvanceMs(1000);  // the next second: nothing cached is taken
+  EXPECT_EQ(values({imps}), (std::vector<double>{2}));
+  EXPECT_EQ(q.cache_stats().hits, 3u);
+}
+
 // Concurrent calls of one query between two commits: every caller gets the
 // same answer, and most share one evaluation instead of running their own.
 TEST_F(QueryTest, ConcurrentCallsShareOneEvaluation) {
