@@ -246,8 +246,8 @@ TEST_F(PrometheusIT, EveryDashboardAndRuleExpressionReturnsData) {
     std::smatch m;
     std::string label;
     if (std::regex_match(expr, m, std::regex("label_values\\((.*), *([a-z_]+)\\)"))) {
-      expr = m[1];
-      label = m[2];
+      label = m[2];  // before expr, which m points into, is replaced
+      expr = m[1].str();
     }
     const auto result = Query(Substitute(expr));
     ++run;
