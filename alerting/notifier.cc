@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -53,6 +56,58 @@ std::string AlertmanagerPayload(const std::vector<Alert>& alerts, int64_t now_ms
   return arr.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string WebhookPayload(const std::vector<Alert>& alerts, const std::string& receiver,
+                           const std::string& generator_url) {
+  using nlohmann::json;
+  json out_alerts = json::array();
+  bool firing = false;
+  std::optional<std::map<std::string, std::string>> common_labels, common_annotations;
+  auto intersect = [](std::optional<std::map<std::string, std::string>>* common,
+                      const std::map<std::string, std::string>& kv) {
+    if (!*common) {
+      *common = kv;
+      return;
+    }
+    std::erase_if(**common, [&](const auto& p) {
+      const auto it = kv.find(p.first);
+      return it == kv.end() || it->second != p.second;
+    });
+  };
+  for (const auto& a : alerts) {
+    const bool resolved = a.state == AlertState::kResolved;
+    firing |= !resolved;
+    json j;
+    j["status"] = resolved ? "resolved" : "firing";
+    j["labels"] = json::object();
+    for (const auto& [k, v] : a.labels) j["labels"][k] = v;
+    j["annotations"] = json::object();
+    for (const auto& [k, v] : a.annotations) j["annotations"][k] = v;
+    j["startsAt"] = Rfc3339(a.starts_at_ms);
+    j["endsAt"] = resolved ? Rfc3339(a.ends_at_ms) : "0001-01-01T00:00:00Z";
+    j["generatorURL"] = generator_url;
+    j["fingerprint"] = a.fingerprint;
+    out_alerts.push_back(std::move(j));
+    intersect(&common_labels, {a.labels.begin(), a.labels.end()});
+    intersect(&common_annotations, {a.annotations.begin(), a.annotations.end()});
+  }
+  json body;
+  body["version"] = "4";
+  body["groupKey"] = "{}:{}";
+  body["truncatedAlerts"] = 0;
+  body["status"] = firing ? "firing" : "resolved";
+  body["receiver"] = receiver;
+  body["groupLabels"] = json::object();
+  body["commonLabels"] = json::object();
+  for (const auto& [k, v] : common_labels.value_or(std::map<std::string, std::string>{})) body["commonLabels"][k] = v;
+  body["commonAnnotations"] = json::object();
+  for (const auto& [k, v] : common_annotations.value_or(std::map<std::string, std::string>{})) {
+    body["commonAnnotations"][k] = v;
+  }
+  body["externalURL"] = generator_url;
+  body["alerts"] = std::move(out_alerts);
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 struct Notifier::Rep {
   NotifierOptions options;
   Alerter* alerter;
@@ -61,6 +116,8 @@ struct Notifier::Rep {
 
   struct Target {
     std::string url;
+    bool webhook = false;
+    HttpClientConfig http;
     int64_t next_attempt_ms = 0;
     int64_t backoff_ms = 0;
     int64_t last_success_ms = 0;
@@ -79,17 +136,71 @@ struct Notifier::Rep {
   std::thread thread;
 
   void Run();
-  bool Post(const std::string& url, const std::string& body, std::string* error) const;
+  bool Post(const Target& target, const std::string& body, std::string* error) const;
 };
 
-bool Notifier::Rep::Post(const std::string& url, const std::string& body, std::string* error) const {
+namespace {
+
+// A secret from the config or, re-read now, from its file (trailing
+// newlines dropped, as Prometheus does).
+bool Secret(const std::string& value, const std::string& file, std::string* out, std::string* error) {
+  if (file.empty()) {
+    *out = value;
+    return true;
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    *error = fmt::format("cannot read {}", file);
+    return false;
+  }
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  while (!out->empty() && (out->back() == '\n' || out->back() == '\r')) out->pop_back();
+  return true;
+}
+
+// The request's credentials, headers and TLS settings from `http`.
+bool ApplyHttpConfig(CURL* c, const HttpClientConfig& http, curl_slist** headers, std::string* user,
+                     std::string* password, std::string* error) {
+  std::string credentials;
+  if (!Secret(http.credentials, http.credentials_file, &credentials, error)) return false;
+  if (!credentials.empty()) {
+    *headers =
+        curl_slist_append(*headers, fmt::format("Authorization: {} {}", http.authorization_type, credentials).c_str());
+  }
+  if (!http.basic_username.empty()) {
+    *user = http.basic_username;
+    if (!Secret(http.basic_password, http.basic_password_file, password, error)) return false;
+    curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(c, CURLOPT_USERNAME, user->c_str());
+    curl_easy_setopt(c, CURLOPT_PASSWORD, password->c_str());
+  }
+  for (const auto& [k, v] : http.headers) *headers = curl_slist_append(*headers, fmt::format("{}: {}", k, v).c_str());
+  if (!http.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, http.ca_file.c_str());
+  if (!http.cert_file.empty()) curl_easy_setopt(c, CURLOPT_SSLCERT, http.cert_file.c_str());
+  if (!http.key_file.empty()) curl_easy_setopt(c, CURLOPT_SSLKEY, http.key_file.c_str());
+  if (http.insecure_skip_verify) {
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Notifier::Rep::Post(const Target& target, const std::string& body, std::string* error) const {
   CURL* c = curl_easy_init();
   if (!c) {
     *error = "curl_easy_init failed";
     return false;
   }
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  std::string user, password;  // alive until the request is done
+  if (!ApplyHttpConfig(c, target.http, &headers, &user, &password, error)) {
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    return false;
+  }
+  curl_easy_setopt(c, CURLOPT_URL, target.url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
@@ -142,9 +253,11 @@ void Notifier::Rep::Run() {
         }
       }
       std::string error;
-      const bool ok =
-          batch.empty() ||
-          Post(t.url, AlertmanagerPayload(batch, now, options.ends_at_ahead_ms, options.generator_url), &error);
+      const bool ok = batch.empty() ||
+                      Post(t,
+                           t.webhook ? WebhookPayload(batch, options.receiver, options.generator_url)
+                                     : AlertmanagerPayload(batch, now, options.ends_at_ahead_ms, options.generator_url),
+                           &error);
       {
         std::lock_guard<std::mutex> l(stats_mu);
         auto& st = stats[i];
@@ -193,11 +306,12 @@ absl::StatusOr<std::unique_ptr<Notifier>> Notifier::Start(const NotifierOptions&
   rep->options = options;
   rep->alerter = alerter;
   rep->clock = &clock;
-  for (auto url : options.alertmanager_urls) {
+  for (const auto& am : options.alertmanagers) {
+    std::string url = am.url;
     while (!url.empty() && url.back() == '/') url.pop_back();
-    rep->targets.push_back({.url = url + "/api/v2/alerts"});
+    rep->targets.push_back({.url = url + "/api/v2/alerts", .http = am.http});
   }
-  for (const auto& url : options.webhook_urls) rep->targets.push_back({.url = url});
+  for (const auto& w : options.webhooks) rep->targets.push_back({.url = w.url, .webhook = true, .http = w.http});
   for (const auto& t : rep->targets) {
     if (!t.url.starts_with("http://") && !t.url.starts_with("https://")) {
       return absl::InvalidArgumentError(fmt::format("alert target '{}' must be an http:// or https:// URL", t.url));

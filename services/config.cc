@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "kpi/yaml_reader.h"
@@ -33,7 +34,7 @@ class ConfigReader {
       return;
     }
     y_.CheckKeys(root, {"kafka", "catalog", "commit_interval", "memory_budget_mb", "min_free_disk_mb", "retention",
-                        "dedup_window", "max_future", "kpi_export_interval", "alerting", "grpc", "watch"});
+                        "dedup_window", "max_future", "kpi_export_interval", "alerting", "grpc", "watch", "http"});
     const auto kafka = root["kafka"];
     if (!kafka || !kafka.IsMap()) {
       y_.AddError(kafka ? kafka : root, "a 'kafka' section with brokers and topics is required");
@@ -80,6 +81,14 @@ class ConfigReader {
     if (const auto a = root["alerting"]) ReadAlerting(a);
     if (const auto g = root["grpc"]) ReadGrpc(g);
     if (const auto w = root["watch"]) ReadWatch(w);
+    if (const auto h = root["http"]) {
+      if (!h.IsMap()) {
+        y_.AddError(h, "http must be a map (web_config_file)");
+      } else {
+        y_.CheckKeys(h, {"web_config_file"});
+        c_.web_config_file = Path(h, "web_config_file").value_or("");
+      }
+    }
   }
 
   // A file name, relative to the config file's folder unless absolute.
@@ -182,19 +191,103 @@ class ConfigReader {
     }
   }
 
-  void Urls(const YAML::Node& a, const char* key, std::vector<std::string>* out) {
+  // An alert target: a URL, or {url, http_config} (Prometheus' http_config
+  // shape: authorization, basic_auth, tls_config, headers).
+  void Targets(const YAML::Node& a, const char* key, std::vector<alerting::AlertTarget>* out) {
     const auto v = a[key];
     if (!v) return;
     if (!v.IsSequence()) {
-      y_.AddError(v, fmt::format("{} must be a list of URLs", key));
+      y_.AddError(v, fmt::format("{} must be a list of URLs or {{url, http_config}} maps", key));
       return;
     }
-    for (const auto& [url, node] : y_.List(a, key)) {
-      if (!url.starts_with("http://") && !url.starts_with("https://")) {
-        y_.AddError(node, fmt::format("'{}' must be an http:// or https:// URL", url));
+    for (const auto& node : v) {
+      alerting::AlertTarget t;
+      // reset(), not =: assigning a YAML::Node writes through to the node
+      // it refers to.
+      YAML::Node url_node;
+      url_node.reset(node);
+      if (node.IsMap()) {
+        y_.CheckKeys(node, {"url", "http_config"});
+        url_node.reset(node["url"]);
+        if (const auto h = node["http_config"]) ReadHttpConfig(h, &t.http);
+      }
+      if (!url_node || !url_node.IsScalar()) {
+        y_.AddError(node, fmt::format("each of {} is a URL or a map with url (and http_config)", key));
         continue;
       }
-      out->push_back(url);
+      t.url = url_node.as<std::string>();
+      if (!t.url.starts_with("http://") && !t.url.starts_with("https://")) {
+        y_.AddError(url_node, fmt::format("'{}' must be an http:// or https:// URL", t.url));
+        continue;
+      }
+      out->push_back(std::move(t));
+    }
+  }
+
+  // One secret: inline or from a file (relative to this config's folder),
+  // never both.
+  void SecretPair(const YAML::Node& n, const char* key, const char* file_key, std::string* value, std::string* file) {
+    *value = y_.Scalar(n, key, false).value_or("");
+    *file = Path(n, file_key).value_or("");
+    if (!value->empty() && !file->empty()) {
+      y_.AddError(n, fmt::format("give {} or {}, not both", key, file_key));
+    }
+  }
+
+  void ReadHttpConfig(const YAML::Node& h, alerting::HttpClientConfig* out) {
+    if (!h.IsMap()) {
+      y_.AddError(h, "http_config must be a map (authorization, basic_auth, tls_config, headers)");
+      return;
+    }
+    y_.CheckKeys(h, {"authorization", "basic_auth", "tls_config", "headers"});
+    if (const auto a = h["authorization"]) {
+      if (!a.IsMap()) {
+        y_.AddError(a, "authorization must be a map: {type: Bearer, credentials_file: ...}");
+      } else {
+        y_.CheckKeys(a, {"type", "credentials", "credentials_file"});
+        out->authorization_type = y_.Scalar(a, "type", false).value_or("Bearer");
+        SecretPair(a, "credentials", "credentials_file", &out->credentials, &out->credentials_file);
+        if (out->credentials.empty() && out->credentials_file.empty()) {
+          y_.AddError(a, "authorization needs credentials or credentials_file");
+        }
+      }
+    }
+    if (const auto b = h["basic_auth"]) {
+      if (!b.IsMap()) {
+        y_.AddError(b, "basic_auth must be a map: {username: ..., password_file: ...}");
+      } else {
+        y_.CheckKeys(b, {"username", "password", "password_file"});
+        out->basic_username = y_.Scalar(b, "username", true).value_or("");
+        SecretPair(b, "password", "password_file", &out->basic_password, &out->basic_password_file);
+      }
+    }
+    if (h["authorization"] && h["basic_auth"]) y_.AddError(h, "give authorization or basic_auth, not both");
+    if (const auto t = h["tls_config"]) {
+      if (!t.IsMap()) {
+        y_.AddError(t, "tls_config must be a map (ca_file, cert_file, key_file, insecure_skip_verify)");
+      } else {
+        y_.CheckKeys(t, {"ca_file", "cert_file", "key_file", "insecure_skip_verify"});
+        out->ca_file = Path(t, "ca_file").value_or("");
+        out->cert_file = Path(t, "cert_file").value_or("");
+        out->key_file = Path(t, "key_file").value_or("");
+        if (out->cert_file.empty() != out->key_file.empty()) {
+          y_.AddError(t, "a client certificate needs both cert_file and key_file");
+        }
+        out->insecure_skip_verify = y_.Bool(t, "insecure_skip_verify").value_or(false);
+      }
+    }
+    for (const auto& [k, v] : y_.StringMap(h, "headers")) {
+      std::string lower(k);
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (lower == "authorization" || lower == "content-type" || lower == "content-length" || lower == "host") {
+        y_.AddError(h["headers"], fmt::format("header {} is set by kpid (use authorization or basic_auth)", k));
+        continue;
+      }
+      if (k.empty() || k.find_first_of(": \r\n") != std::string::npos || v.find_first_of("\r\n") != std::string::npos) {
+        y_.AddError(h["headers"], fmt::format("header '{}' is not a valid HTTP header", k));
+        continue;
+      }
+      out->headers.emplace_back(k, v);
     }
   }
 
@@ -205,8 +298,8 @@ class ConfigReader {
     }
     y_.CheckKeys(a, {"alertmanagers", "webhooks", "evaluation_interval", "resend_interval", "clock", "generator_url",
                      "max_evaluation_gap"});
-    Urls(a, "alertmanagers", &c_.notifier.alertmanager_urls);
-    Urls(a, "webhooks", &c_.notifier.webhook_urls);
+    Targets(a, "alertmanagers", &c_.notifier.alertmanagers);
+    Targets(a, "webhooks", &c_.notifier.webhooks);
     auto millis = [&](const char* key, int64_t* out) {
       if (const auto d = y_.Duration(a, key, false)) {
         if (*d < 1) {
@@ -240,7 +333,12 @@ class ConfigReader {
 }  // namespace
 
 absl::StatusOr<KpidConfig> ParseKpidConfig(std::string_view text, const std::string& path) {
-  return ConfigReader(path).Read(text);
+  auto c = ConfigReader(path).Read(text);
+  if (!c.ok() || c->web_config_file.empty()) return c;
+  auto web = LoadWebConfig(c->web_config_file);  // its own errors, with its own file:line:col
+  if (!web.ok()) return web.status();
+  c->web = std::move(*web);
+  return c;
 }
 
 absl::StatusOr<KpidConfig> LoadKpidConfig(const std::string& path) {

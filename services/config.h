@@ -46,6 +46,7 @@
 #include "kpi/catalog.h"
 #include "services/grpc_auth.h"
 #include "services/kpi_watch.h"
+#include "services/web_config.h"
 
 namespace kpistream::services {
 
@@ -64,6 +65,10 @@ struct KpidConfig {
   std::string tokens_file;  // empty: no tokens needed
   size_t max_batch = 100;
   WatchOptions watch;
+  // http.web_config_file, loaded (services/web_config.h): TLS and users
+  // for /metrics and /-/reload. Changes need a restart.
+  std::string web_config_file;
+  WebConfig web;
 };
 
 // Errors carry "file:line:col: what to fix", every error of the file, one

@@ -6,7 +6,8 @@
 //                     otherwise (readiness);
 //   POST /-/reload    reloads the configuration (as SIGHUP): 200, or 400 with
 //                     what is wrong (the running configuration stays).
-// Served by civetweb, the HTTP server prometheus-cpp itself uses.
+// Served by civetweb, the HTTP server prometheus-cpp itself uses; with basic
+// auth when a web configuration is given (services/web_config.h).
 //
 // Thread-safety: handlers run on civetweb's threads; the callbacks must be
 // safe to call from any thread.
@@ -18,12 +19,14 @@
 
 #include "absl/status/statusor.h"
 #include "services/metrics.h"
+#include "services/web_config.h"
 
 namespace kpistream::services {
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:9464";  // host:port; port 0 picks a free port
   int threads = 4;
+  WebConfig web;  // users; none: open
 };
 
 struct HttpHandlers {

@@ -184,7 +184,7 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
 
 absl::Status Kpid::Rep::StartPipeline(Pipeline* p) {
   const auto& n = p->config.notifier;
-  if (!n.alertmanager_urls.empty() || !n.webhook_urls.empty()) {
+  if (!n.alertmanagers.empty() || !n.webhooks.empty()) {
     auto notifier = alerting::Notifier::Start(n, p->alerter.get(), clock);
     if (!notifier.ok()) return notifier.status();
     p->notifier = std::move(*notifier);
@@ -211,7 +211,7 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
     if (!demo.ok()) return demo.status();
     rep->demo = std::move(*demo);
     rep->config.engine = rep->demo->EngineOptions();
-    rep->config.notifier.alertmanager_urls = options.demo_alertmanagers;
+    for (const auto& url : options.demo_alertmanagers) rep->config.notifier.alertmanagers.push_back({.url = url});
     if (state_dir.empty()) {
       // The mock broker starts empty every time, so the demo's state must too.
       rep->temp_state =
@@ -290,7 +290,7 @@ absl::Status Kpid::Bind() {
   handlers.healthy = [this] { return Healthy(); };
   handlers.ready = [this] { return Ready(); };
   handlers.reload = [this] { return Reload(); };
-  auto http = HttpServer::Create({.listen = r->options.metrics_listen}, std::move(handlers));
+  auto http = HttpServer::Create({.listen = r->options.metrics_listen, .web = r->config.web}, std::move(handlers));
   if (!http.ok()) return http.status();
   r->http = std::move(*http);
   return absl::OkStatus();
@@ -369,6 +369,11 @@ absl::Status Kpid::Reload() {
       config.grpc_tls.client_ca_file != running.grpc_tls.client_ca_file || config.tokens_file != running.tokens_file ||
       config.max_batch != running.max_batch) {
     spdlog::warn("reload: grpc settings changed in {} take effect at the next restart", rep_->options.config_path);
+  }
+  if (config.web_config_file != running.web_config_file ||
+      config.web.basic_auth_users != running.web.basic_auth_users || config.web.cert_file != running.web.cert_file ||
+      config.web.key_file != running.web.key_file || config.web.client_ca_file != running.web.client_ca_file) {
+    spdlog::warn("reload: the web configuration (http.web_config_file) changed; it takes effect at the next restart");
   }
   if (config.engine.brokers != running.engine.brokers || config.engine.group_id != running.engine.group_id ||
       config.memory_budget_bytes != running.memory_budget_bytes ||

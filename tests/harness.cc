@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
 namespace kpistream::testing {
@@ -283,7 +284,7 @@ struct HttpSink::Rep {
   int port = 0;
   std::atomic<bool> stop{false};
   mutable std::mutex mu;
-  std::vector<std::string> bodies;
+  std::vector<std::string> bodies, headers;
   std::thread thread;
 
   void Serve(int fd) {
@@ -314,6 +315,7 @@ struct HttpSink::Rep {
       if (headers.rfind("POST", 0) == 0) {
         std::lock_guard<std::mutex> l(mu);
         bodies.push_back(body);
+        this->headers.push_back(headers);
       }
       const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
       if (write(fd, resp.data(), resp.size()) < 0) return;
@@ -373,7 +375,61 @@ std::vector<std::string> HttpSink::Bodies() const {
   return rep_->bodies;
 }
 
-Alertmanager::Alertmanager(const std::string& dir, const std::string& webhook_url, int port) : port_(port) {
+std::vector<std::string> HttpSink::Headers() const {
+  std::lock_guard<std::mutex> l(rep_->mu);
+  return rep_->headers;
+}
+
+namespace {
+
+// True once something accepts TCP connections on 127.0.0.1:port.
+bool PortOpen(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+}  // namespace
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool MakeCertificates(const std::string& dir) {
+  const std::string script = fmt::format(R"(set -e
+cd '{}'
+key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }}
+ca() {{ key "$1"; openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 2 -subj "/CN=$1"; }}
+cert() {{  # name CN CA extension-line
+  key "$1"
+  openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
+  printf '%s\n' "$4" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
+}}
+ca ca
+ca other-ca
+cert server localhost ca 'subjectAltName=IP:127.0.0.1,DNS:localhost'
+cert client kpictl ca 'extendedKeyUsage=clientAuth'
+cert stranger stranger other-ca 'extendedKeyUsage=clientAuth'
+)",
+                                         dir);
+  const auto path = dir + "/make-certs.sh";
+  std::ofstream(path) << script;
+  return RunToEnd({"/bin/bash", path}, dir + "/make-certs.log", 60s) == 0;
+}
+
+Alertmanager::Alertmanager(const std::string& dir, const std::string& webhook_url, int port,
+                           const std::string& web_config)
+    : port_(port), tls_(!web_config.empty()) {
   fs::create_directories(dir + "/data");
   std::ofstream(dir + "/alertmanager.yml") << "route:\n"
                                               "  receiver: sink\n"
@@ -386,11 +442,11 @@ Alertmanager::Alertmanager(const std::string& dir, const std::string& webhook_ur
                                               "    webhook_configs:\n"
                                               "      - url: \""
                                            << webhook_url << "\"\n        send_resolved: true\n";
-  proc_ = std::make_unique<Process>(
-      std::vector<std::string>{"/usr/bin/prometheus-alertmanager", "--config.file=" + dir + "/alertmanager.yml",
-                               "--storage.path=" + dir + "/data", "--web.listen-address=" + address(),
-                               "--cluster.listen-address="},
-      dir + "/alertmanager.log");
+  std::vector<std::string> argv{"/usr/bin/prometheus-alertmanager", "--config.file=" + dir + "/alertmanager.yml",
+                                "--storage.path=" + dir + "/data", "--web.listen-address=" + address(),
+                                "--cluster.listen-address="};
+  if (!web_config.empty()) argv.push_back("--web.config.file=" + web_config);
+  proc_ = std::make_unique<Process>(std::move(argv), dir + "/alertmanager.log");
 }
 
 Alertmanager::~Alertmanager() {
@@ -401,14 +457,14 @@ Alertmanager::~Alertmanager() {
 bool Alertmanager::WaitReady(std::chrono::seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline && proc_->Running()) {
-    if (HttpGet(address(), "/-/ready").find("OK") != std::string::npos) return true;
+    if (tls_ ? PortOpen(port_) : HttpGet(address(), "/-/ready").find("OK") != std::string::npos) return true;
     std::this_thread::sleep_for(100ms);
   }
   return false;
 }
 
 Prometheus::Prometheus(const std::string& dir, const std::vector<std::string>& targets,
-                       const std::vector<std::string>& rule_files, int port)
+                       const std::vector<std::string>& rule_files, int port, const std::string& scrape_extra)
     : port_(port) {
   fs::create_directories(dir + "/data");
   std::ofstream cfg(dir + "/prometheus.yml");
@@ -417,7 +473,7 @@ Prometheus::Prometheus(const std::string& dir, const std::vector<std::string>& t
     cfg << "rule_files:\n";
     for (const auto& f : rule_files) cfg << "  - \"" << f << "\"\n";
   }
-  cfg << "scrape_configs:\n  - job_name: kpistream\n    static_configs:\n      - targets: [";
+  cfg << "scrape_configs:\n  - job_name: kpistream\n" << scrape_extra << "    static_configs:\n      - targets: [";
   for (size_t i = 0; i < targets.size(); ++i) cfg << (i ? ", " : "") << "\"" << targets[i] << "\"";
   cfg << "]\n";
   cfg.close();

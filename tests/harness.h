@@ -57,6 +57,16 @@ class Process {
   std::string log_;
 };
 
+// A file's whole content ("" when it cannot be read).
+std::string Slurp(const std::string& path);
+
+// openssl's command line, as an operator would use it, in `dir`: a CA
+// (ca.crt/key), a server certificate for 127.0.0.1 and localhost
+// (server.crt/key), a client certificate from the same CA (client.crt/key),
+// and one from a CA nobody trusts (stranger.crt/key). False on failure
+// (log: dir/make-certs.log).
+bool MakeCertificates(const std::string& dir);
+
 // Runs a command to completion; returns exit code; output to log.
 int RunToEnd(const std::vector<std::string>& argv, const std::string& log_path,
              std::chrono::seconds timeout = std::chrono::seconds(600));
@@ -146,6 +156,8 @@ class HttpSink {
   ~HttpSink();
   std::string url() const;  // http://127.0.0.1:port/
   std::vector<std::string> Bodies() const;
+  // The header block of each POST, beside Bodies() (same order).
+  std::vector<std::string> Headers() const;
 
  private:
   struct Rep;
@@ -157,7 +169,8 @@ class HttpSink {
 // with short group_wait/group_interval and send_resolved.
 class Alertmanager {
  public:
-  Alertmanager(const std::string& dir, const std::string& webhook_url, int port);
+  // `web_config`: a --web.config.file for it (TLS, basic auth), or "".
+  Alertmanager(const std::string& dir, const std::string& webhook_url, int port, const std::string& web_config = "");
   ~Alertmanager();
   bool WaitReady(std::chrono::seconds timeout = std::chrono::seconds(30));
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -166,6 +179,7 @@ class Alertmanager {
 
  private:
   int port_;
+  bool tls_ = false;
   std::unique_ptr<Process> proc_;
 };
 
@@ -173,8 +187,10 @@ class Alertmanager {
 // the given targets every second and loading the given rule files.
 class Prometheus {
  public:
+  // `scrape_extra`: lines added to the scrape job (scheme, tls_config,
+  // basic_auth), indented as the job's keys.
   Prometheus(const std::string& dir, const std::vector<std::string>& targets,
-             const std::vector<std::string>& rule_files, int port);
+             const std::vector<std::string>& rule_files, int port, const std::string& scrape_extra = "");
   ~Prometheus();
   bool WaitReady(std::chrono::seconds timeout = std::chrono::seconds(30));
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }

@@ -30,39 +30,6 @@ using namespace std::chrono_literals;
 
 std::string KpictlBin() { return KPISTREAM_KPICTL_BIN; }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A CA, a server certificate for 127.0.0.1 and localhost, a client
-// certificate from the same CA, and one from a CA kpid does not know.
-// openssl's command line, as an operator would make them.
-bool MakeCertificates(const std::string& dir) {
-  const std::string script = fmt::format(R"(set -e
-cd '{}'
-key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }}
-ca() {{ key "$1"; openssl req -x509 -new -key "$1.key" -out "$1.crt" -days 2 -subj "/CN=$1"; }}
-cert() {{  # name CN CA extension-line
-  key "$1"
-  openssl req -new -key "$1.key" -out "$1.csr" -subj "/CN=$2"
-  printf '%s\n' "$4" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
-}}
-ca ca
-ca other-ca
-cert server localhost ca 'subjectAltName=IP:127.0.0.1,DNS:localhost'
-cert client kpictl ca 'extendedKeyUsage=clientAuth'
-cert stranger stranger other-ca 'extendedKeyUsage=clientAuth'
-)",
-                                         dir);
-  const auto path = dir + "/make-certs.sh";
-  std::ofstream(path) << script;
-  return RunToEnd({"/bin/bash", path}, dir + "/make-certs.log", 60s) == 0;
-}
-
 constexpr const char* kReadToken = "read-token-for-dashboards";
 constexpr const char* kAlertsToken = "alerts-token-for-oncall";
 constexpr const char* kAdminToken = "admin-token-for-operators";
@@ -301,16 +268,20 @@ TEST_F(SecureApiIT, KpictlSpeaksTlsWithAToken) {
 TEST_F(SecureApiIT, GrpcurlCallsEveryMethodThroughReflection) {
   const auto& d = dir_->path();
   int n = 0;
+  // grpcurl with the test CA, the client certificate and a token.
+  auto base = [&](const std::string& token) {
+    return std::vector<std::string>{KPISTREAM_GRPCURL,
+                                    "-cacert",
+                                    d + "/ca.crt",
+                                    "-cert",
+                                    d + "/client.crt",
+                                    "-key",
+                                    d + "/client.key",
+                                    "-H",
+                                    "authorization: Bearer " + token};
+  };
   auto grpcurl = [&](std::vector<std::string> args, std::string* out) {
-    std::vector<std::string> argv{KPISTREAM_GRPCURL,
-                                  "-cacert",
-                                  d + "/ca.crt",
-                                  "-cert",
-                                  d + "/client.crt",
-                                  "-key",
-                                  d + "/client.key",
-                                  "-H",
-                                  fmt::format("authorization: Bearer {}", kAdminToken)};
+    auto argv = base(kAdminToken);
     argv.insert(argv.end(), args.begin(), args.end());
     const auto log = fmt::format("{}/grpcurl-{}.log", d, n++);
     const int rc = RunToEnd(argv, log, 600s);  // the first run may build grpcurl
@@ -378,17 +349,8 @@ TEST_F(SecureApiIT, GrpcurlCallsEveryMethodThroughReflection) {
     }
   }
   // A wrong token is refused through grpcurl too, with the code by name.
-  std::vector<std::string> argv{KPISTREAM_GRPCURL,
-                                "-cacert",
-                                d + "/ca.crt",
-                                "-cert",
-                                d + "/client.crt",
-                                "-key",
-                                d + "/client.key",
-                                "-H",
-                                "authorization: Bearer wrong",
-                                kpid_->grpc_address(),
-                                "kpistream.v1.KpiService/ListKpis"};
+  auto argv = base("wrong");
+  argv.insert(argv.end(), {kpid_->grpc_address(), "kpistream.v1.KpiService/ListKpis"});
   EXPECT_NE(RunToEnd(argv, d + "/grpcurl-wrong.log", 60s), 0);
   EXPECT_NE(Slurp(d + "/grpcurl-wrong.log").find("Unauthenticated"), std::string::npos)
       << Slurp(d + "/grpcurl-wrong.log");

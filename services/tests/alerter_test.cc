@@ -467,6 +467,44 @@ TEST(AlertmanagerPayloadTest, FiringAheadResolvedAtResolution) {
   EXPECT_EQ(bad[0]["labels"]["channel"], "north\xef\xbf\xbd\xef\xbf\xbd");
 }
 
+// Generic webhooks get Alertmanager's own webhook body, so receivers built
+// for Alertmanager parse kpid's unchanged.
+TEST(WebhookPayloadTest, IsAlertmanagersWebhookFormat) {
+  alerting::Alert firing, resolved;
+  firing.state = alerting::AlertState::kFiring;
+  firing.labels = {{"alertname", "A"}, {"severity", "critical"}, {"team", "sales"}};
+  firing.annotations = {{"summary", "a"}, {"runbook", "r"}};
+  firing.starts_at_ms = 1000 * 1000;
+  firing.fingerprint = "00aa";
+  resolved.state = alerting::AlertState::kResolved;
+  resolved.labels = {{"alertname", "B"}, {"severity", "critical"}};
+  resolved.annotations = {{"summary", "b"}, {"runbook", "r"}};
+  resolved.starts_at_ms = 1000 * 1000;
+  resolved.ends_at_ms = 2000 * 1000;
+  resolved.fingerprint = "00bb";
+  auto j = nlohmann::json::parse(alerting::WebhookPayload({firing, resolved}, "kpid", "http://kpid:9464"));
+  EXPECT_EQ(j["version"], "4");
+  EXPECT_EQ(j["groupKey"], "{}:{}");
+  EXPECT_EQ(j["truncatedAlerts"], 0);
+  EXPECT_EQ(j["status"], "firing");  // one still fires
+  EXPECT_EQ(j["receiver"], "kpid");
+  EXPECT_EQ(j["groupLabels"], nlohmann::json::object());
+  EXPECT_EQ(j["commonLabels"], (nlohmann::json{{"severity", "critical"}}));  // what every alert shares
+  EXPECT_EQ(j["commonAnnotations"], (nlohmann::json{{"runbook", "r"}}));
+  EXPECT_EQ(j["externalURL"], "http://kpid:9464");
+  ASSERT_EQ(j["alerts"].size(), 2u);
+  EXPECT_EQ(j["alerts"][0]["status"], "firing");
+  EXPECT_EQ(j["alerts"][0]["labels"]["team"], "sales");
+  EXPECT_EQ(j["alerts"][0]["startsAt"], "1970-01-01T00:16:40.000Z");
+  EXPECT_EQ(j["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+  EXPECT_EQ(j["alerts"][0]["fingerprint"], "00aa");
+  EXPECT_EQ(j["alerts"][1]["status"], "resolved");
+  EXPECT_EQ(j["alerts"][1]["endsAt"], "1970-01-01T00:33:20.000Z");
+  j = nlohmann::json::parse(alerting::WebhookPayload({resolved}, "kpid", ""));
+  EXPECT_EQ(j["status"], "resolved");
+  EXPECT_EQ(j["commonLabels"]["alertname"], "B");
+}
+
 // Issue 14, item 5: `for` is never met across a gap the alerter did not
 // evaluate. The issue's case: event-time clock, evaluation every second, a
 // rule over 10 minutes `> 0` for 30 minutes; one click at 00:00:30 (pending),

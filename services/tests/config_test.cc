@@ -37,8 +37,11 @@ TEST_F(ConfigTest, AlertingSection) {
   generator_url: http://kpid:9464/metrics
 )yaml");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->notifier.alertmanager_urls, (std::vector<std::string>{"http://am-0:9093", "http://am-1:9093"}));
-  EXPECT_EQ(c->notifier.webhook_urls, (std::vector<std::string>{"https://hooks.example/k"}));
+  ASSERT_EQ(c->notifier.alertmanagers.size(), 2u);
+  EXPECT_EQ(c->notifier.alertmanagers[0].url, "http://am-0:9093");
+  EXPECT_EQ(c->notifier.alertmanagers[1].url, "http://am-1:9093");
+  ASSERT_EQ(c->notifier.webhooks.size(), 1u);
+  EXPECT_EQ(c->notifier.webhooks[0].url, "https://hooks.example/k");
   EXPECT_EQ(c->alerter.eval_interval_ms, 30000);
   EXPECT_EQ(c->notifier.resend_interval_ms, 120000);
   EXPECT_TRUE(c->alert_clock_event_time);
@@ -143,6 +146,75 @@ TEST_F(ConfigTest, GrpcAndWatchSections) {
   EXPECT_NE(msg.find("needs both cert_file and key_file"), std::string::npos) << msg;
   EXPECT_NE(msg.find("token_file"), std::string::npos) << msg;  // unknown key, reported with the others
   EXPECT_NE(msg.find("watch.interval must be between 100ms and 1h"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, AlertTargetsWithHttpConfig) {
+  auto c = Load(R"yaml(alerting:
+  alertmanagers:
+    - http://am-0:9093
+    - url: https://am-1:9093
+      http_config:
+        basic_auth: {username: kpid, password_file: secrets/am}
+        tls_config: {ca_file: ca.crt, cert_file: c.crt, key_file: /k/c.key}
+  webhooks:
+    - url: https://hooks.example/k
+      http_config:
+        authorization: {credentials: s3cret}
+        headers: {X-Scope-OrgID: tenant-1}
+)yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto dir = std::filesystem::path(path_).parent_path();
+  ASSERT_EQ(c->notifier.alertmanagers.size(), 2u);
+  EXPECT_EQ(c->notifier.alertmanagers[0].url, "http://am-0:9093");
+  const auto& am = c->notifier.alertmanagers[1];
+  EXPECT_EQ(am.url, "https://am-1:9093");
+  EXPECT_EQ(am.http.basic_username, "kpid");
+  EXPECT_EQ(am.http.basic_password_file, (dir / "secrets/am").string());
+  EXPECT_EQ(am.http.ca_file, (dir / "ca.crt").string());
+  EXPECT_EQ(am.http.key_file, "/k/c.key");
+  ASSERT_EQ(c->notifier.webhooks.size(), 1u);
+  const auto& hook = c->notifier.webhooks[0];
+  EXPECT_EQ(hook.http.authorization_type, "Bearer");
+  EXPECT_EQ(hook.http.credentials, "s3cret");
+  EXPECT_EQ(hook.http.headers, (std::vector<std::pair<std::string, std::string>>{{"X-Scope-OrgID", "tenant-1"}}));
+
+  auto bad = Load(R"yaml(alerting:
+  alertmanagers:
+    - url: ftp://am
+    - url: https://am
+      http_config:
+        basic_auth: {username: a, password: p, password_file: f}
+        authorization: {type: Bearer}
+        tls_config: {cert_file: c.crt}
+        proxy_url: http://proxy
+        headers: {Authorization: x}
+)yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  EXPECT_NE(msg.find("'ftp://am' must be an http:// or https:// URL"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("give password or password_file, not both"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("authorization needs credentials or credentials_file"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("give authorization or basic_auth, not both"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("needs both cert_file and key_file"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("proxy_url"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("header Authorization is set by kpid"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, WebConfigFileIsLoadedWithTheConfig) {
+  const auto web = std::filesystem::path(path_).parent_path() / ("web-" + std::to_string(::getpid()) + ".yml");
+  const std::string hash = "$2b$04$abcdefghijklmnopqrstuu5Ttz3VhjGm3S1FmKcUeGqgNlXb/wWSm";
+  std::ofstream(web) << "basic_auth_users: {prometheus: " << hash << "}\n";
+  auto c = Load("http: {web_config_file: " + web.filename().string() + "}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->web_config_file, web.string());
+  EXPECT_EQ(c->web.basic_auth_users.at("prometheus"), hash);
+  std::ofstream(web) << "basic_auth_users: {prometheus: not-a-hash}\n";  // its own file:line
+  auto bad = Load("http: {web_config_file: " + web.filename().string() + "}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(web.string() + ":1:"), std::string::npos) << bad.status();
+  std::filesystem::remove(web);
+  auto missing = Load("http: {web_config_file: nowhere.yml}\n");
+  EXPECT_FALSE(missing.ok());
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ RUNTIME_PACKAGES = {
     "librocksdb7.8", "libspdlog1.10", "libxxhash0", "libyaml-cpp0.7",
 }
 # In every Debian image already (Essential or required by apt).
-BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1"}
+BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1", "libcrypt1"}
 # tools/install-deps.sh's packages that are test or developer tools, never
 # needed to build kpid and kpictl.
 TEST_TOOLS = {
@@ -260,6 +260,12 @@ CRD_SCHEMAS = {
                             "interval": DURATION, "scrapeTimeout": DURATION, "honorLabels": {"type": "boolean"},
                             "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"},
                             "tlsConfig": {"type": "object"}, "bearerTokenSecret": {"type": "object"},
+                            # monitoring.coreos.com/v1 Endpoint.basicAuth: two SecretKeySelectors.
+                            "basicAuth": {"type": "object", "additionalProperties": False, "properties": {
+                                k: {"type": "object", "required": ["key"], "properties": {
+                                    "name": {"type": "string"}, "key": {"type": "string"},
+                                    "optional": {"type": "boolean"}}, "additionalProperties": False}
+                                for k in ("username", "password")}},
                         }}},
                 }},
         },
@@ -753,6 +759,24 @@ def check_chart(helm_bin, plain_objs, promtool, kpid):
                      for g in get(pr, "spec.groups", []) for r in g["rules"]), "TargetDown follows the release")
         R.equal(get(r2.get(("ServiceMonitor", "prod-kpistream"), {}), "metadata.labels.release"),
                 "kube-prometheus-stack", "serviceMonitor.labels")
+        # /metrics behind the web configuration: kpid.yaml names the mounted
+        # web.yml; the ServiceMonitor's scheme, TLS and basic auth pass through.
+        objs3 = helm_template(helm_bin, "web", "--set", "webConfig.enabled=true",
+                              "--set", "serviceMonitor.scheme=https",
+                              "--set", "serviceMonitor.tlsConfig.serverName=web-kpistream",
+                              "--set", "serviceMonitor.basicAuth.username.name=scrape-auth",
+                              "--set", "serviceMonitor.basicAuth.username.key=username")
+        validate_objects(objs3, "helm template (webConfig)")
+        r3 = by_kind_name(objs3)
+        c3 = get(r3.get(("StatefulSet", "web-kpistream"), {}), "spec.template.spec.containers.0", {})
+        k3 = yaml.safe_load(get(r3.get(("ConfigMap", "web-kpistream-config"), {}), "data", {}).get("kpid.yaml", "{}"))
+        R.equal(get(k3, "http.web_config_file"), "/var/run/secrets/kpistream/web/web.yml",
+                "webConfig on: kpid.yaml reads the mounted web.yml")
+        R.expect("/var/run/secrets/kpistream/web" in {m["mountPath"] for m in c3.get("volumeMounts", [])},
+                 "webConfig on: the Secret is mounted")
+        ep = get(r3.get(("ServiceMonitor", "web-kpistream"), {}), "spec.endpoints.0", {})
+        R.equal((ep.get("scheme"), get(ep, "tlsConfig.serverName"), get(ep, "basicAuth.username.name")),
+                ("https", "web-kpistream", "scrape-auth"), "serviceMonitor scheme, tlsConfig and basicAuth")
         if kpid:
             with tempfile.TemporaryDirectory() as d2:
                 for k, v in data.items():

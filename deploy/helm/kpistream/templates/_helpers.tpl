@@ -95,6 +95,10 @@ grpc:
   tokens_file: /var/run/secrets/kpistream/grpc-tokens/tokens.yaml
   {{- end }}
 {{- end }}
+{{- if .Values.webConfig.enabled }}
+http:
+  web_config_file: /var/run/secrets/kpistream/web/web.yml
+{{- end }}
 {{- end -}}
 
 {{- define "kpistream.memoryRequest" -}}
