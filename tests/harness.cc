@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,9 +46,15 @@ TempDir::~TempDir() {
 }
 
 Process::Process(std::vector<std::string> argv, std::string log_path) : log_(std::move(log_path)) {
+  const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
     setpgid(0, 0);
+    // The server dies with the test: a test that aborts (a sanitizer
+    // report, a crash) must not leave kpid or Prometheus running into the
+    // next tests of the same CI run.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the test died before prctl
     const int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
