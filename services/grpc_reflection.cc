@@ -85,15 +85,15 @@ class ReflectionStream final
     if (!file) return Error(grpc::StatusCode::NOT_FOUND, not_found);
     auto* out = response_.mutable_file_descriptor_response();
     AddFile(file, out);
-    std::vector<const FileDescriptor*> todo{file};
-    while (!todo.empty()) {  // imports, transitively, once per stream
-      const FileDescriptor* f = todo.back();
-      todo.pop_back();
+    std::vector<const FileDescriptor*> pending{file};
+    while (!pending.empty()) {  // imports, transitively, once per stream
+      const FileDescriptor* f = pending.back();
+      pending.pop_back();
       for (int i = 0; i < f->dependency_count(); ++i) {
         const FileDescriptor* dep = f->dependency(i);
         if (!sent_.insert(dep->name()).second) continue;
         AddFile(dep, out);
-        todo.push_back(dep);
+        pending.push_back(dep);
       }
     }
   }
