@@ -41,13 +41,7 @@ class SecureApiIT : public ::testing::Test {
     dir_ = new TempDir("secure-api");
     const auto& d = dir_->path();
     ASSERT_TRUE(MakeCertificates(d)) << Slurp(d + "/make-certs.log");
-    WriteTokens(
-        fmt::format("tokens:\n"
-                    "  - {{name: dashboards, token: {}, scopes: [read]}}\n"
-                    "  - {{name: oncall, token: {}, scopes: [alerts]}}\n"
-                    "  - {{name: ops, token: {}, scopes: [admin]}}\n"
-                    "  - {{name: old, token: {}, scopes: [admin], expires: 2020-01-01T00:00:00Z}}\n",
-                    kReadToken, kAlertsToken, kAdminToken, kExpiredToken));
+    WriteTokens(SuiteTokens());
     broker_ = new KafkaBroker(d);
     ASSERT_TRUE(broker_->ok()) << broker_->error();
     ASSERT_EQ(RunToEnd({KpigenBin(), "--brokers", broker_->bootstrap(), "--topic-prefix", "sec.", "--partitions", "2",
@@ -70,6 +64,16 @@ class SecureApiIT : public ::testing::Test {
     delete kpid_;
     delete broker_;
     delete dir_;
+  }
+  // The suite's tokens file: one token per scope and an expired one.
+  static std::string SuiteTokens() {
+    return fmt::format(
+        "tokens:\n"
+        "  - {{name: dashboards, token: {}, scopes: [read]}}\n"
+        "  - {{name: oncall, token: {}, scopes: [alerts]}}\n"
+        "  - {{name: ops, token: {}, scopes: [admin]}}\n"
+        "  - {{name: old, token: {}, scopes: [admin], expires: 2020-01-01T00:00:00Z}}\n",
+        kReadToken, kAlertsToken, kAdminToken, kExpiredToken);
   }
   static void WriteTokens(const std::string& text) {
     // Written aside and renamed, as a Secret volume is updated.
@@ -225,13 +229,7 @@ TEST_F(SecureApiIT, ARotatedTokensFileIsUsedWithoutARestart) {
   EXPECT_NE(reload.body.find("at least 16 characters"), std::string::npos) << reload.body;
   EXPECT_TRUE(ListKpis(Credentials("client"), fresh).ok());
   // Restore the suite's tokens for the other tests.
-  WriteTokens(
-      fmt::format("tokens:\n"
-                  "  - {{name: dashboards, token: {}, scopes: [read]}}\n"
-                  "  - {{name: oncall, token: {}, scopes: [alerts]}}\n"
-                  "  - {{name: ops, token: {}, scopes: [admin]}}\n"
-                  "  - {{name: old, token: {}, scopes: [admin], expires: 2020-01-01T00:00:00Z}}\n",
-                  kReadToken, kAlertsToken, kAdminToken, kExpiredToken));
+  WriteTokens(SuiteTokens());
   ASSERT_EQ(HttpCall(kpid_->metrics_address(), "POST", "/-/reload").status, 200);
   EXPECT_TRUE(ListKpis(Credentials("client"), kReadToken).ok());
 }
