@@ -88,6 +88,7 @@ struct Alerter::Rep {
     AlertInstance inst;
     int64_t starts_at_ms = 0;
     int64_t ends_at_ms = 0;
+    int64_t resolved_wall_ms = 0;  // wall clock at resolution: retention runs on it
     bool resolution_delivered = false;
     Alert served;  // rebuilt by Refresh
   };
@@ -157,7 +158,7 @@ struct Alerter::Rep {
   void Step(Instance* in, const ConditionResult& c, int64_t at, int64_t wall_now, Changes* changes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   // Writes every instance, drops finished ones, trims the transition log.
-  void PersistInstances(int64_t now, Changes* changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void PersistInstances(int64_t wall_now, Changes* changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   static pb::AlertInstanceState StateOf(const Instance& in);
   std::string Persisted(const Instance& in) const { return StateOf(in).SerializeAsString(); }
@@ -184,6 +185,7 @@ pb::AlertInstanceState Alerter::Rep::StateOf(const Instance& in) {
   s.set_starts_at_ms(in.starts_at_ms);
   s.set_ends_at_ms(in.ends_at_ms);
   s.set_resolution_delivered(in.resolution_delivered);
+  s.set_resolved_wall_ms(in.resolved_wall_ms);
   return s;
 }
 
@@ -254,6 +256,8 @@ absl::Status Alerter::Rep::Load() {
     in.starts_at_ms = s.starts_at_ms();
     in.ends_at_ms = s.ends_at_ms();
     in.resolution_delivered = s.resolution_delivered();
+    // Records from before the field: the resolution as Alertmanager was told.
+    in.resolved_wall_ms = s.resolved_wall_ms() ? s.resolved_wall_ms() : in.ends_at_ms;
     instances.emplace(std::string(key), std::move(in));
   });
   if (!st.ok()) return st;
@@ -339,6 +343,7 @@ absl::Status Alerter::Rep::MigrateLegacy(const std::map<std::string, const Alert
     in.inst.last_evaluated_ms = LegacyMs(a.last_evaluated());
     in.starts_at_ms = std::min(in.inst.firing_since_ms, wall.NowMs());
     in.ends_at_ms = in.inst.resolved_at_ms ? std::min(in.inst.resolved_at_ms, wall.NowMs()) : 0;
+    in.resolved_wall_ms = in.ends_at_ms;
     in.resolution_delivered = rec.resolution_delivered();
     const std::string new_key = InstanceKey(in.rule->name, in.group);
     writes->emplace_back(new_key, Persisted(in));
@@ -524,6 +529,7 @@ void Alerter::Rep::Step(Instance* in, const ConditionResult& c, int64_t at, int6
     }
     if (in->inst.state == AlertState::kResolved) {
       in->ends_at_ms = std::max(in->starts_at_ms, std::min(in->inst.resolved_at_ms, wall_now));
+      in->resolved_wall_ms = wall_now;
       in->resolution_delivered = false;
     }
   }
@@ -572,13 +578,15 @@ void Alerter::Rep::ApplyResults(const std::vector<RuleResult>& results, int64_t 
   }
 }
 
-void Alerter::Rep::PersistInstances(int64_t now, Changes* changes) {
+void Alerter::Rep::PersistInstances(int64_t wall_now, Changes* changes) {
   auto& writes = changes->writes;
   for (auto it = instances.begin(); it != instances.end();) {
     auto& in = it->second;
+    // Retention is a wall-clock matter (how long Alertmanager and readers
+    // are re-told), as in Prometheus, whatever the rule clock.
     const bool gone =
         in.inst.state == AlertState::kInactive || (in.inst.state == AlertState::kResolved && in.resolution_delivered &&
-                                                   now - in.inst.resolved_at_ms >= options.resolved_retention_ms);
+                                                   wall_now - in.resolved_wall_ms >= options.resolved_retention_ms);
     if (gone) {
       writes.emplace_back(it->first, std::nullopt);
       it = instances.erase(it);
@@ -622,7 +630,7 @@ absl::Status Alerter::EvaluateOnce() {
   {
     std::lock_guard<std::mutex> l(rep_->mu);
     rep_->ApplyResults(results, wall_now, &changes);
-    rep_->PersistInstances(now, &changes);
+    rep_->PersistInstances(wall_now, &changes);
     rep_->last_eval_now_ms = now;
     ++rep_->stats.evaluations;
     rep_->stats.last_duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

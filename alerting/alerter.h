@@ -46,8 +46,9 @@ struct AlerterOptions {
   // An instance not evaluated for longer than this (on the rule clock) has
   // gone through a gap (StepAlert). 0: max(4 x eval_interval, 1 min).
   int64_t max_evaluation_gap_ms = 0;
-  // Resolved instances stay listed (and are re-sent) this long, and until
-  // every notification target took them.
+  // Resolved instances stay listed (and are re-sent) this long on the WALL
+  // clock, whatever the rule clock, and until every notification target
+  // took them.
   int64_t resolved_retention_ms = 15 * 60 * 1000;
   // Transitions kept for WatchAlerts resumption (in the store).
   size_t max_transitions = 10000;

@@ -329,7 +329,7 @@ TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
   EXPECT_TRUE(reported) << "kpid did not report the outage: " << kpid.process().LogTail();
   EXPECT_TRUE(serving("")) << "reads went down with the broker";
   EXPECT_EQ(HttpCall(kpid.metrics_address(), "GET", "/-/ready").status, 200);
-  // 30 s; the sanitizer run shortens it (KPISTREAM_IT_OUTAGE_S) to hold CI time.
+  // 30 s; KPISTREAM_IT_OUTAGE_S shortens it for a quick local run.
   const auto outage =
       std::chrono::seconds(std::getenv("KPISTREAM_IT_OUTAGE_S") ? std::atoi(std::getenv("KPISTREAM_IT_OUTAGE_S")) : 30);
   std::this_thread::sleep_for(outage - (Clock::now() - down_at));

@@ -218,6 +218,41 @@ TEST_F(AlerterTest, OneInstancePerGroupThroughItsStates) {
   EXPECT_EQ(StateOf("search"), "");
 }
 
+// The rule clock may be event time, which a replay moves by days in
+// seconds: how long a resolved alert stays listed (and re-sent) is measured
+// on the wall clock, as Prometheus does, so readers and Alertmanager see it.
+TEST_F(AlerterTest, ResolvedRetentionRunsOnTheWallClockWhateverTheRuleClock) {
+  StartAlerter();
+  const int64_t t0 = kDay + 3600;
+  Clicks("search", 8, t0 - 30);
+  Eval(t0);
+  Eval(t0 + 120);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
+  const auto fingerprint = alerter_->Alerts().at(0).fingerprint;
+  // Rule clock and wall clock apart from here, as in a replay on the
+  // event-time clock: the rule clock (behind the wall clock, as it always
+  // is) crosses days while the wall clock moves by seconds.
+  int64_t wall_s = t0 + 10 * 86400;
+  const auto eval_at = [&](int64_t rule_s, int64_t wall) {
+    now_s_ = rule_s;
+    query_clock_.SetMs(wall * 1000);
+    ASSERT_TRUE(alerter_->EvaluateOnce().ok());
+  };
+  eval_at(t0 + 600, ++wall_s);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
+  alerter_->MarkResolutionDelivered({fingerprint});
+  // Two days later on the rule clock, 2 s later on the wall: still listed.
+  eval_at(t0 + 2 * 86400, wall_s + 2);
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
+  // And after a restart, from what was persisted.
+  StartAlerter();
+  eval_at(t0 + 3 * 86400, wall_s + 30);
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_RESOLVED");
+  // The retention (60 s here) passed on the wall clock: dropped.
+  eval_at(t0 + 3 * 86400 + 1, wall_s + 61);
+  EXPECT_EQ(StateOf("search"), "");
+}
+
 TEST_F(AlerterTest, RestartInEachStateNeitherDropsNorRefires) {
   const int64_t t0 = kDay + 3600;
   ASSERT_NO_FATAL_FAILURE(StartWithSearchPending(t0));
