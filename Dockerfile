@@ -28,12 +28,13 @@ RUN apt-get update \
       cmake \
       libabsl-dev \
       libcli11-dev \
-      libcivetweb-dev \
       libcurl4-openssl-dev \
       libfmt-dev \
       libgmock-dev \
+      libgnutls28-dev \
       libgrpc++-dev \
       libgtest-dev \
+      libmicrohttpd-dev \
       libprotobuf-dev \
       librdkafka-dev \
       librocksdb-dev \
@@ -73,9 +74,10 @@ RUN apt-get update \
       libabsl20220623 \
       libcurl4 \
       libfmt9 \
+      libgnutls30 \
       libgrpc++1.51 \
       libgrpc29 \
-      libcivetweb1 \
+      libmicrohttpd12 \
       libprometheus-cpp-core1.0 \
       libprotobuf32 \
       librdkafka1 \

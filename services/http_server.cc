@@ -1,72 +1,379 @@
 #include "services/http_server.h"
 
-#include <CivetServer.h>
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
 #include <cstring>
+#include <mutex>
 #include <thread>
+#include <tuple>
+#include <vector>
+
+#include "kpi/yaml_reader.h"
 
 namespace kpistream::services {
 
 namespace {
 
-void Reply(mg_connection* conn, int status, const char* content_type, const std::string& body,
-           const char* extra_headers = "") {
-  mg_printf(conn, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n", status,
-            mg_get_response_code_text(conn, status), content_type, body.size(), extra_headers);
-  mg_write(conn, body.data(), body.size());
+constexpr char kText[] = "text/plain; charset=utf-8";
+
+// What MHD_start_daemon logged last on this thread: the reason it failed.
+thread_local std::string last_mhd_error;
+
+void MhdLog(void*, const char* fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  std::string msg(buf);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+  last_mhd_error = msg;
+  // Failed handshakes and dropped connections: a client's fault, not ours.
+  spdlog::debug("http: {}", msg);
 }
 
-// One endpoint: a GET or a POST answered by a function; `auth` (may be
-// null) must accept the request first.
-class Endpoint final : public CivetHandler {
- public:
-  using Fn = std::function<void(mg_connection*)>;
-  Endpoint(Fn get, Fn post, const BasicAuth* auth) : get_(std::move(get)), post_(std::move(post)), auth_(auth) {}
-  bool handleGet(CivetServer*, mg_connection* conn) override { return Serve(get_, conn); }
-  bool handlePost(CivetServer*, mg_connection* conn) override { return Serve(post_, conn); }
-
- private:
-  bool Serve(const Fn& fn, mg_connection* conn) const {
-    if (auth_ && !auth_->Check(mg_get_header(conn, "Authorization"))) {
-      Reply(conn, 401, "text/plain; charset=utf-8", "unauthorized\n",
-            "WWW-Authenticate: Basic realm=\"kpid\", charset=\"UTF-8\"\r\n");
-      return true;
+// The files a web configuration depends on, as stat sees them: a change of
+// any (Kubernetes swaps a Secret's files by renaming a symlink) is a reload.
+using FileStamp = std::tuple<int64_t, int64_t, int64_t>;  // mtime ns, size, inode
+std::vector<FileStamp> Stamps(const std::vector<std::string>& files) {
+  std::vector<FileStamp> out;
+  for (const auto& f : files) {
+    struct stat st {};
+    if (f.empty() || ::stat(f.c_str(), &st) != 0) {
+      out.emplace_back(-1, -1, -1);
+      continue;
     }
-    if (!fn) {
-      Reply(conn, 405, "text/plain; charset=utf-8", "method not allowed\n");
-      return true;
-    }
-    fn(conn);
-    return true;
+    out.emplace_back(int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec, st.st_size, st.st_ino);
   }
-  Fn get_, post_;
-  const BasicAuth* auth_;
-};
+  return out;
+}
 
-// A probe: 200 "OK", or the status and its reason.
-Endpoint::Fn Probe(std::function<absl::Status()> check) {
-  return [check = std::move(check)](mg_connection* conn) {
-    const auto st = check ? check() : absl::OkStatus();
-    if (st.ok()) {
-      Reply(conn, 200, "text/plain; charset=utf-8", "OK\n");
-    } else {
-      Reply(conn, 503, "text/plain; charset=utf-8", std::string(st.message()) + "\n");
+std::vector<std::string> Watched(const std::string& web_file, const WebConfig& w) {
+  return {web_file, w.cert_file, w.key_file, w.client_ca_file};
+}
+
+// Checks the certificate, key and CA with GnuTLS before a server is built
+// on them, so that an error names the file instead of failing a handshake.
+absl::Status CheckTlsMaterial(const WebConfig& w, const std::string& cert, const std::string& key,
+                              const std::string& ca) {
+  gnutls_certificate_credentials_t cred = nullptr;
+  if (gnutls_certificate_allocate_credentials(&cred) != GNUTLS_E_SUCCESS) {
+    return absl::ResourceExhaustedError("cannot allocate TLS credentials");
+  }
+  absl::Status st;
+  const gnutls_datum_t c{reinterpret_cast<unsigned char*>(const_cast<char*>(cert.data())),
+                         static_cast<unsigned>(cert.size())};
+  const gnutls_datum_t k{reinterpret_cast<unsigned char*>(const_cast<char*>(key.data())),
+                         static_cast<unsigned>(key.size())};
+  if (int rc = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM); rc < 0) {
+    st = absl::InvalidArgumentError(fmt::format("tls_server_config: cert_file {} with key_file {}: {}", w.cert_file,
+                                                w.key_file, gnutls_strerror(rc)));
+  } else if (!ca.empty()) {
+    const gnutls_datum_t a{reinterpret_cast<unsigned char*>(const_cast<char*>(ca.data())),
+                           static_cast<unsigned>(ca.size())};
+    const int n = gnutls_certificate_set_x509_trust_mem(cred, &a, GNUTLS_X509_FMT_PEM);
+    if (n <= 0) {
+      st = absl::InvalidArgumentError(fmt::format("tls_server_config: client_ca_file {}: {}", w.client_ca_file,
+                                                  n < 0 ? gnutls_strerror(n) : "no certificate in the file"));
     }
-  };
+  }
+  gnutls_certificate_free_credentials(cred);
+  return st;
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, std::string_view what) {
+  return kpi::YamlReader::ReadFile(path, what);
 }
 
 }  // namespace
 
-struct HttpServer::Rep {
-  HttpHandlers handlers;
-  std::unique_ptr<BasicAuth> auth;
-  std::unique_ptr<CivetServer> server;
-  std::vector<std::unique_ptr<Endpoint>> endpoints;
-  std::string address;
+namespace {
+
+// One web configuration and the libmicrohttpd server that applies it. A
+// changed configuration gets a new Generation on the same listening socket.
+struct Generation {
+  const HttpHandlers* handlers = nullptr;
+  WebConfig web;
+  std::unique_ptr<BasicAuth> auth;  // null: open
+  std::string cert, key, ca;        // PEM; kept for the server's lifetime
+  std::vector<FileStamp> stamps;
+  MHD_Daemon* daemon = nullptr;
 };
+
+}  // namespace
+
+struct HttpServer::Rep {
+  HttpServerOptions options;
+  HttpHandlers handlers;
+  int fd = -1;
+  std::string address;
+  std::atomic<uint64_t> reloads{0};
+
+  std::mutex mu;  // guards current, stop; the watcher is the only other writer
+  std::unique_ptr<Generation> current;
+  bool stop = false;
+  std::condition_variable cv;
+  std::thread watcher;
+
+  absl::StatusOr<std::unique_ptr<Generation>> Build(const WebConfig& web);
+  absl::Status Start(Generation* g);
+  void Watch();
+};
+
+namespace {
+
+MHD_Result Reply(MHD_Connection* conn, unsigned status, const char* content_type, const std::string& body,
+                 const std::vector<std::pair<const char*, std::string>>& headers = {}) {
+  MHD_Response* r = MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  if (r == nullptr) return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+  for (const auto& [name, value] : headers) MHD_add_response_header(r, name, value.c_str());
+  const MHD_Result ret = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+MHD_Result Probe(MHD_Connection* conn, const std::function<absl::Status()>& check) {
+  const auto st = check ? check() : absl::OkStatus();
+  if (st.ok()) return Reply(conn, MHD_HTTP_OK, kText, "OK\n");
+  return Reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, kText, std::string(st.message()) + "\n");
+}
+
+// The client certificate, under VerifyClientCertIfGiven or
+// RequireAndVerifyClientCert: OK, or why it is refused. GnuTLS asked for
+// it in the handshake (libmicrohttpd requests one when given a CA) and
+// checks it here against the client CA, its dates and its key usage.
+absl::Status CheckClientCert(MHD_Connection* conn, const WebConfig& web) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  auto* session = info ? static_cast<gnutls_session_t>(info->tls_session) : nullptr;
+  if (session == nullptr) return absl::PermissionDeniedError("no TLS session");
+  unsigned n = 0;
+  if (gnutls_certificate_get_peers(session, &n) == nullptr || n == 0) {
+    return web.require_client_cert ? absl::PermissionDeniedError("a client certificate is required") : absl::OkStatus();
+  }
+  unsigned status = 0;
+  if (int rc = gnutls_certificate_verify_peers2(session, &status); rc < 0) {
+    return absl::PermissionDeniedError(fmt::format("client certificate: {}", gnutls_strerror(rc)));
+  }
+  if (status != 0) {
+    gnutls_datum_t why{};
+    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0);
+    std::string reason(reinterpret_cast<char*>(why.data), why.size);
+    gnutls_free(why.data);
+    return absl::PermissionDeniedError("client certificate refused: " + reason);
+  }
+  return absl::OkStatus();
+}
+
+MHD_Result Handle(void* cls, MHD_Connection* conn, const char* url, const char* method, const char*, const char*,
+                  size_t* upload_size, void** req) {
+  // libmicrohttpd calls once with the headers, then with each piece of the
+  // body, then once more: the answer goes on the last call. Request bodies
+  // mean nothing here and are dropped.
+  if (*req == nullptr) {
+    *req = cls;
+    return MHD_YES;
+  }
+  if (*upload_size != 0) {
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  const auto& g = *static_cast<Generation*>(cls);
+  const auto& h = *g.handlers;
+  const std::string_view path = url, m = method;
+  const bool get = m == MHD_HTTP_METHOD_GET || m == MHD_HTTP_METHOD_HEAD;
+  const bool post = m == MHD_HTTP_METHOD_POST || m == MHD_HTTP_METHOD_PUT;
+  if (!g.cert.empty() && g.web.verify_client_cert) {
+    if (auto st = CheckClientCert(conn, g.web); !st.ok()) {
+      return Reply(conn, MHD_HTTP_FORBIDDEN, kText, std::string(st.message()) + "\n");
+    }
+  }
+  if (path == "/-/healthy" || path == "/-/ready") {
+    if (!get) return Reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, kText, "method not allowed\n", {{"Allow", "GET"}});
+    return Probe(conn, path == "/-/healthy" ? h.healthy : h.ready);
+  }
+  if (path != "/metrics" && path != "/-/reload") return Reply(conn, MHD_HTTP_NOT_FOUND, kText, "not found\n");
+  if (g.auth && !g.auth->Check(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))) {
+    return Reply(conn, MHD_HTTP_UNAUTHORIZED, kText, "unauthorized\n",
+                 {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"kpid\", charset=\"UTF-8\""}});
+  }
+  if (path == "/metrics") {
+    if (!get) return Reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, kText, "method not allowed\n", {{"Allow", "GET"}});
+    MetricFamilies families;
+    if (h.collect) h.collect(&families);
+    return Reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+                 prometheus::TextSerializer().Serialize(families));
+  }
+  if (!post) return Reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, kText, "method not allowed\n", {{"Allow", "POST, PUT"}});
+  const absl::Status st = h.reload ? h.reload() : absl::UnimplementedError("reload is not available");
+  if (st.ok()) return Reply(conn, MHD_HTTP_OK, kText, "reloaded\n");
+  return Reply(conn,
+               st.code() == absl::StatusCode::kInvalidArgument ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR,
+               kText, std::string(st.message()) + "\n");
+}
+
+// Binds and listens on host:port ourselves (libmicrohttpd is then handed
+// the socket): the error can say why, and a changed configuration can move
+// the socket to a new server without closing the port.
+absl::StatusOr<int> Listen(const std::string& listen, std::string* address) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(fmt::format("HTTP listen address {}: want host:port", listen));
+  }
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return absl::InvalidArgumentError(fmt::format("HTTP listen address {}: {}", listen, gai_strerror(rc)));
+  }
+  std::string why = "no address";
+  int fd = -1;
+  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    // SO_REUSEADDR lets a restarted kpid bind while old connections sit in
+    // TIME_WAIT; Linux still refuses a second listener (no SO_REUSEPORT).
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+      why = std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    return absl::UnavailableError(fmt::format(
+        "cannot serve HTTP (/metrics, /-/healthy, /-/ready) on {}: {} (the address is in use or not allowed)", listen,
+        why));
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  const int p = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (host.empty()) host = "0.0.0.0";
+  *address = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, p) : fmt::format("{}:{}", host, p);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Generation>> HttpServer::Rep::Build(const WebConfig& web) {
+  auto g = std::make_unique<Generation>();
+  g->handlers = &handlers;
+  g->web = web;
+  if (!web.basic_auth_users.empty()) g->auth = std::make_unique<BasicAuth>(web.basic_auth_users);
+  g->stamps = Stamps(Watched(options.web_config_file, web));
+  if (!web.cert_file.empty()) {
+    auto cert = ReadPem(web.cert_file, "TLS certificate (tls_server_config.cert_file)");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem(web.key_file, "TLS key (tls_server_config.key_file)");
+    if (!key.ok()) return key.status();
+    g->cert = std::move(*cert);
+    g->key = std::move(*key);
+    if (web.verify_client_cert) {
+      auto ca = ReadPem(web.client_ca_file, "client CA (tls_server_config.client_ca_file)");
+      if (!ca.ok()) return ca.status();
+      g->ca = std::move(*ca);
+    }
+    if (auto st = CheckTlsMaterial(web, g->cert, g->key, g->ca); !st.ok()) return st;
+  }
+  return g;
+}
+
+absl::Status HttpServer::Rep::Start(Generation* g) {
+  const bool tls = !g->cert.empty();
+  unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  if (tls) flags |= MHD_USE_TLS;
+  // GnuTLS priorities: its defaults, without anything older than TLS 1.2
+  // (Prometheus' minimum), or TLS 1.3 only.
+  const char* priorities =
+      g->web.min_tls13 ? "NORMAL:-VERS-ALL:+VERS-TLS1.3" : "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
+  std::vector<MHD_OptionItem> opts = {
+      {MHD_OPTION_LISTEN_SOCKET, fd, nullptr},
+      {MHD_OPTION_THREAD_POOL_SIZE, std::max(options.threads, 1), nullptr},
+      // Handlers parse the KPI file on reload (recursive descent): a full
+      // stack, not libmicrohttpd's default.
+      {MHD_OPTION_THREAD_STACK_SIZE, 8 << 20, nullptr},
+      {MHD_OPTION_CONNECTION_TIMEOUT, static_cast<intptr_t>(options.connection_timeout.count()), nullptr},
+      {MHD_OPTION_CONNECTION_LIMIT, 512, nullptr},
+      {MHD_OPTION_EXTERNAL_LOGGER, reinterpret_cast<intptr_t>(&MhdLog), nullptr},
+  };
+  if (tls) {
+    opts.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(g->cert.c_str())});
+    opts.push_back({MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char*>(g->key.c_str())});
+    opts.push_back({MHD_OPTION_HTTPS_PRIORITIES, 0, const_cast<char*>(priorities)});
+    if (!g->ca.empty()) opts.push_back({MHD_OPTION_HTTPS_MEM_TRUST, 0, const_cast<char*>(g->ca.c_str())});
+  }
+  opts.push_back({MHD_OPTION_END, 0, nullptr});
+  last_mhd_error.clear();
+  g->daemon = MHD_start_daemon(flags, 0, nullptr, nullptr, &Handle, g, MHD_OPTION_ARRAY, opts.data(), MHD_OPTION_END);
+  if (g->daemon == nullptr) {
+    return absl::InternalError(fmt::format("cannot start the HTTP server on {}: {}", address,
+                                           last_mhd_error.empty() ? "libmicrohttpd gave no reason" : last_mhd_error));
+  }
+  return absl::OkStatus();
+}
+
+void HttpServer::Rep::Watch() {
+  std::unique_lock<std::mutex> l(mu);
+  std::vector<FileStamp> refused;  // stamps of a configuration already refused: said once
+  while (!cv.wait_for(l, options.watch_interval, [&] { return stop; })) {
+    const auto now = Stamps(Watched(options.web_config_file, current->web));
+    if (now == current->stamps || now == refused) continue;
+    auto web = LoadWebConfig(options.web_config_file);
+    absl::StatusOr<std::unique_ptr<Generation>> next =
+        web.ok() ? Build(*web) : absl::StatusOr<std::unique_ptr<Generation>>(web.status());
+    if (!next.ok()) {
+      refused = now;
+      spdlog::error("http: the changed web configuration ({}) is refused, the running one stays: {}",
+                    options.web_config_file, next.status().ToString());
+      continue;
+    }
+    // The old server stops accepting, the new one takes the socket; the
+    // old one's in-flight requests finish before it is stopped.
+    const bool was_tls = !current->cert.empty();
+    MHD_quiesce_daemon(current->daemon);
+    if (auto st = Start(next->get()); !st.ok()) {
+      spdlog::error("http: the changed web configuration could not be served, the running one stays: {}",
+                    st.ToString());
+      refused = now;
+      auto again = Build(current->web);
+      if (again.ok() && Start(again->get()).ok()) {
+        MHD_stop_daemon(current->daemon);
+        current = std::move(*again);
+        current->stamps = refused;
+      }
+      continue;
+    }
+    MHD_stop_daemon(current->daemon);
+    current = std::move(*next);
+    ++reloads;
+    spdlog::info("http: web configuration reloaded from {} ({}, {} user(s){})", options.web_config_file,
+                 current->cert.empty() ? "plaintext" : "TLS", current->web.basic_auth_users.size(),
+                 was_tls != !current->cert.empty() ? "; the scheme changed" : "");
+  }
+}
 
 HttpServer::HttpServer(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
 HttpServer::~HttpServer() { Stop(); }
@@ -74,64 +381,43 @@ HttpServer::~HttpServer() { Stop(); }
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
                                                                HttpHandlers handlers) {
   auto rep = std::make_unique<Rep>();
+  rep->options = options;
   rep->handlers = std::move(handlers);
-  // civetweb takes "host:port" as listening_ports, except that it wants no
-  // host part for all interfaces ("0.0.0.0:p" works too).
-  const std::vector<std::string> opts = {"listening_ports", options.listen, "num_threads",
-                                         std::to_string(std::max(options.threads, 1))};
-  try {
-    rep->server = std::make_unique<CivetServer>(opts);
-  } catch (const CivetException& e) {
-    return absl::UnavailableError(
-        fmt::format("cannot serve HTTP (/metrics, /-/healthy, /-/ready) on {}: the address is in use or not "
-                    "allowed ({})",
-                    options.listen, e.what()));
+  auto g = rep->Build(options.web);
+  if (!g.ok()) return g.status();
+  auto fd = Listen(options.listen, &rep->address);
+  if (!fd.ok()) return fd.status();
+  rep->fd = *fd;
+  if (auto st = rep->Start(g->get()); !st.ok()) {
+    ::close(rep->fd);
+    return st;
   }
-  if (!options.web.basic_auth_users.empty()) rep->auth = std::make_unique<BasicAuth>(options.web.basic_auth_users);
-  auto* r = rep.get();
-  // Probes stay open: they tell only OK or why not.
-  auto add = [&](const char* uri, Endpoint::Fn get, Endpoint::Fn post, bool open = false) {
-    rep->endpoints.push_back(
-        std::make_unique<Endpoint>(std::move(get), std::move(post), open ? nullptr : rep->auth.get()));
-    rep->server->addHandler(uri, rep->endpoints.back().get());
-  };
-  add(
-      "/metrics",
-      [r](mg_connection* conn) {
-        MetricFamilies families;
-        if (r->handlers.collect) r->handlers.collect(&families);
-        Reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8", prometheus::TextSerializer().Serialize(families));
-      },
-      nullptr);
-  add("/-/healthy", Probe(r->handlers.healthy), nullptr, /*open=*/true);
-  add("/-/ready", Probe(r->handlers.ready), nullptr, /*open=*/true);
-  add("/-/reload", nullptr, [r](mg_connection* conn) {
-    // A reload parses the KPI file by recursive descent; civetweb's workers
-    // have a small stack fixed when it was built (ASan overflowed it), so
-    // the reload runs on a thread with the default stack.
-    absl::Status st = absl::UnimplementedError("reload is not available");
-    if (r->handlers.reload) std::thread([&] { st = r->handlers.reload(); }).join();
-    if (st.ok()) {
-      Reply(conn, 200, "text/plain; charset=utf-8", "reloaded\n");
-    } else {
-      Reply(conn, st.code() == absl::StatusCode::kInvalidArgument ? 400 : 500, "text/plain; charset=utf-8",
-            std::string(st.message()) + "\n");
-    }
-  });
-  const auto ports = rep->server->getListeningPorts();
-  const auto colon = options.listen.rfind(':');
-  rep->address = fmt::format("{}:{}", colon == std::string::npos ? "0.0.0.0" : options.listen.substr(0, colon),
-                             ports.empty() ? 0 : ports.front());
+  rep->current = std::move(*g);
+  if (!options.web_config_file.empty()) rep->watcher = std::thread([r = rep.get()] { r->Watch(); });
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(rep)));
 }
 
 void HttpServer::Stop() {
-  if (rep_->server) {
-    rep_->server->close();
-    rep_->server.reset();
+  {
+    std::lock_guard<std::mutex> l(rep_->mu);
+    rep_->stop = true;
+  }
+  rep_->cv.notify_all();
+  if (rep_->watcher.joinable()) rep_->watcher.join();
+  std::lock_guard<std::mutex> l(rep_->mu);
+  if (rep_->current) {
+    // Quiesced first: the socket stays ours to close, exactly once.
+    MHD_quiesce_daemon(rep_->current->daemon);
+    MHD_stop_daemon(rep_->current->daemon);
+    rep_->current.reset();
+  }
+  if (rep_->fd >= 0) {
+    ::close(rep_->fd);
+    rep_->fd = -1;
   }
 }
 
 std::string HttpServer::address() const { return rep_->address; }
+uint64_t HttpServer::web_config_reloads() const { return rep_->reloads.load(); }
 
 }  // namespace kpistream::services

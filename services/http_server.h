@@ -4,15 +4,28 @@
 //   GET  /-/healthy   200 while the process works (liveness);
 //   GET  /-/ready     200 while kpid can serve reads, 503 with the reason
 //                     otherwise (readiness);
-//   POST /-/reload    reloads the configuration (as SIGHUP): 200, or 400 with
-//                     what is wrong (the running configuration stays).
-// Served by civetweb, the HTTP server prometheus-cpp itself uses; with basic
-// auth when a web configuration is given (services/web_config.h).
+//   POST /-/reload    reloads the configuration (as SIGHUP; PUT too, as in
+//                     Prometheus): 200, or 400 with what is wrong (the
+//                     running configuration stays).
+// Other paths: 404; other methods: 405 with `Allow`.
 //
-// Thread-safety: handlers run on civetweb's threads; the callbacks must be
-// safe to call from any thread.
+// Served by GNU libmicrohttpd (Debian's libmicrohttpd12, TLS through
+// GnuTLS), configured by Prometheus' web configuration file
+// (services/web_config.h): HTTPS with an optional client-certificate check,
+// and basic auth on /metrics and /-/reload. The probes stay open.
+//
+// Like Prometheus' exporter-toolkit, the server picks up changes to the web
+// configuration file and to the certificate, key and CA files it names
+// without a restart: a watcher checks them every `watch_interval`; a valid
+// change takes effect for new connections (the listening socket is handed
+// to a new server, in-flight requests finish on the old one); an invalid
+// one is logged and the running configuration stays.
+//
+// Thread-safety: handlers run on the server's threads (a pool of
+// `threads`, 8 MiB stacks); the callbacks must be safe from any thread.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,9 +37,12 @@
 namespace kpistream::services {
 
 struct HttpServerOptions {
-  std::string listen = "127.0.0.1:9464";  // host:port; port 0 picks a free port
+  std::string listen = "127.0.0.1:9464";  // host:port, [v6]:port or :port (all interfaces); port 0: a free port
   int threads = 4;
-  WebConfig web;  // users; none: open
+  WebConfig web;                // the web configuration at start; empty: plaintext, open
+  std::string web_config_file;  // where `web` came from; watched for changes when set
+  std::chrono::milliseconds watch_interval{1000};
+  std::chrono::seconds connection_timeout{30};  // an idle or trickling connection is closed after this
 };
 
 struct HttpHandlers {
@@ -40,17 +56,20 @@ struct HttpHandlers {
 
 class HttpServer {
  public:
-  // Binds the address. UNAVAILABLE (address in use, not allowed) says which.
+  // Binds the address and serves. UNAVAILABLE says which address and why
+  // (in use, not allowed); INVALID_ARGUMENT for an unusable certificate,
+  // key or CA file, naming it.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
                                                                           HttpHandlers handlers);
   ~HttpServer();  // Stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Already serving after Create (civetweb starts with its context); Stop
-  // closes the port. Idempotent.
+  // Closes the port; in-flight requests finish first. Idempotent.
   void Stop();
   std::string address() const;  // the bound host:port
+  // How many times a changed web configuration took effect.
+  uint64_t web_config_reloads() const;
 
  private:
   struct Rep;

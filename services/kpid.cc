@@ -290,7 +290,9 @@ absl::Status Kpid::Bind() {
   handlers.healthy = [this] { return Healthy(); };
   handlers.ready = [this] { return Ready(); };
   handlers.reload = [this] { return Reload(); };
-  auto http = HttpServer::Create({.listen = r->options.metrics_listen, .web = r->config.web}, std::move(handlers));
+  auto http = HttpServer::Create(
+      {.listen = r->options.metrics_listen, .web = r->config.web, .web_config_file = r->config.web_config_file},
+      std::move(handlers));
   if (!http.ok()) return http.status();
   r->http = std::move(*http);
   return absl::OkStatus();
@@ -370,10 +372,10 @@ absl::Status Kpid::Reload() {
       config.max_batch != running.max_batch) {
     spdlog::warn("reload: grpc settings changed in {} take effect at the next restart", rep_->options.config_path);
   }
-  if (config.web_config_file != running.web_config_file ||
-      config.web.basic_auth_users != running.web.basic_auth_users || config.web.cert_file != running.web.cert_file ||
-      config.web.key_file != running.web.key_file || config.web.client_ca_file != running.web.client_ca_file) {
-    spdlog::warn("reload: the web configuration (http.web_config_file) changed; it takes effect at the next restart");
+  // The web configuration file's content (users, certificates) is watched
+  // by the HTTP server and applied as it changes; its path is not.
+  if (config.web_config_file != running.web_config_file) {
+    spdlog::warn("reload: http.web_config_file now names another file; that takes effect at the next restart");
   }
   if (config.engine.brokers != running.engine.brokers || config.engine.group_id != running.engine.group_id ||
       config.memory_budget_bytes != running.memory_budget_bytes ||

@@ -57,19 +57,13 @@ absl::StatusOr<WebConfig> ParseWebConfig(std::string_view text, const std::strin
     }
     y.CheckKeys(*root, {"tls_server_config", "basic_auth_users"});
     if (const auto tls = (*root)["tls_server_config"]) {
-      // Refused rather than half-served: Debian bookworm's civetweb 1.15
-      // loads OpenSSL 1.1's names and calls SSL_get_peer_certificate on
-      // every TLS connection, which libssl3 no longer exports (kpid would
-      // crash at the first handshake).
-      y.AddError(tls,
-                 "tls_server_config: TLS on kpid's HTTP port is not available in this build (Debian's civetweb "
-                 "1.15 cannot use OpenSSL 3); terminate TLS in front of kpid (a sidecar or the ingress) and keep "
-                 "basic_auth_users here");
       if (!tls.IsMap()) {
-        y.AddError(tls, "tls_server_config must be a map (cert_file, key_file, client_auth_type, client_ca_file)");
+        y.AddError(tls,
+                   "tls_server_config must be a map (cert_file, key_file, client_auth_type, client_ca_file, "
+                   "min_version)");
         return;
       }
-      y.CheckKeys(tls, {"cert_file", "key_file", "client_auth_type", "client_ca_file"});
+      y.CheckKeys(tls, {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"});
       c.cert_file = file(tls, "cert_file");
       c.key_file = file(tls, "key_file");
       c.client_ca_file = file(tls, "client_ca_file");
@@ -81,6 +75,8 @@ absl::StatusOr<WebConfig> ParseWebConfig(std::string_view text, const std::strin
       if (c.verify_client_cert && c.client_ca_file.empty()) {
         y.AddError(tls, fmt::format("client_auth_type {} needs client_ca_file", *type));
       }
+      // Prometheus' default minimum is TLS 1.2; older versions are not served.
+      if (const auto v = y.OneOf(tls, "min_version", {"TLS12", "TLS13"})) c.min_tls13 = *v == "TLS13";
     }
     for (const auto& [user, hash] : y.StringMap(*root, "basic_auth_users")) {
       if (!LooksLikeBcrypt(hash)) {

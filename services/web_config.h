@@ -6,13 +6,18 @@
 //   basic_auth_users:
 //     prometheus: $2y$10$...           # bcrypt hashes (htpasswd -nBC 10 USER)
 //
-// tls_server_config (cert_file, key_file, client_auth_type, client_ca_file)
-// is parsed and checked, then refused with a clear error: Debian bookworm's
-// civetweb 1.15 cannot serve TLS with OpenSSL 3 (see ParseWebConfig). Other
-// keys of the format (cipher_suites, http_server_config, ...) are refused by
-// name, never ignored. /-/healthy and /-/ready stay open to probes (they
-// say only OK or why not); /metrics and /-/reload need a user when users
-// are configured.
+//   tls_server_config:                 # HTTPS instead of HTTP
+//     cert_file: server.crt            # PEM; relative paths are from this file
+//     key_file: server.key
+//     client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven,
+//     client_ca_file: ca.crt                         #    NoClientCert (default)
+//     min_version: TLS12               # or TLS13
+//
+// Other keys of the format (cipher_suites, http_server_config, ...) are
+// refused by name, never ignored. /-/healthy and /-/ready stay open to
+// probes (they say only OK or why not); /metrics and /-/reload need a user
+// when users are configured. As in Prometheus, changes to the file and to
+// the certificates take effect without a restart (services/http_server.h).
 //
 // Thread-safety: BasicAuth is safe from any thread.
 #pragma once
@@ -31,6 +36,7 @@ struct WebConfig {
   std::string cert_file, key_file, client_ca_file;      // empty cert_file: plaintext
   bool verify_client_cert = false;                      // a client certificate is checked when given
   bool require_client_cert = false;                     // ... and required
+  bool min_tls13 = false;                               // min_version TLS13 (default TLS12)
   std::map<std::string, std::string> basic_auth_users;  // name -> bcrypt hash
 };
 

@@ -1,6 +1,7 @@
-// The HTTP side behind passwords, with real parts: kpid's /metrics under
-// Prometheus' web configuration file (bcrypt basic auth) scraped by a real
-// Prometheus with basic_auth, and kpid's alerts delivered
+// The HTTP side behind passwords and TLS, with real parts: kpid's /metrics
+// under Prometheus' web configuration file (bcrypt basic auth; then HTTPS
+// with client certificates, switched on while kpid runs) scraped by a real
+// Prometheus with basic_auth and tls_config, and kpid's alerts delivered
 // with http_config credentials to a real Alertmanager that itself requires
 // TLS and a password (--web.config.file), and to a webhook that requires a
 // bearer token and a tenant header, in Alertmanager's webhook format.
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -198,6 +200,85 @@ TEST_F(SecureHttpIT, ARealPrometheusScrapesWithBasicAuth) {
       60s))
       << last << "\n"
       << prom.process().LogTail();
+}
+
+// The web configuration changes while kpid runs, as an operator (or
+// cert-manager) changes a mounted Secret: HTTPS with client certificates
+// takes over the same port without a restart, a real Prometheus scrapes it
+// with tls_config and basic_auth, a broken change is refused and the
+// running configuration stays, and the file going back to plaintext is
+// picked up too.
+TEST_F(SecureHttpIT, HttpsWithClientCertificatesIsSwitchedOnWithoutARestart) {
+  const auto& d = dir_->path();
+  const std::string plaintext = Slurp(d + "/web.yml");
+  const auto write_web = [&](const std::string& text) {
+    // As Kubernetes updates a Secret volume: a new file renamed into place.
+    std::ofstream(d + "/web.yml.new") << text;
+    std::filesystem::rename(d + "/web.yml.new", d + "/web.yml");
+  };
+  write_web(plaintext +
+            "tls_server_config:\n"
+            "  cert_file: server.crt\n"
+            "  key_file: server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            "  client_ca_file: ca.crt\n");
+  const std::string https = "https://" + kpid_->metrics_address();
+  HttpsOptions good{.ca = d + "/ca.crt",
+                    .cert = d + "/client.crt",
+                    .key = d + "/client.key",
+                    .user = "prometheus",
+                    .password = "scrape-pass"};
+  HttpsResult r;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        r = Get(https + "/metrics", good);
+        return r.status == 200;
+      },
+      30s))
+      << r.status << " " << r.error << "\n"
+      << kpid_->process().LogTail();
+  EXPECT_NE(r.body.find("kpistream_build_info"), std::string::npos);
+  // Plaintext is gone from the port; every refusal is its own.
+  EXPECT_NE(Get(Url("/metrics"), Client()).status, 200);
+  auto no_cert = good;
+  no_cert.cert = no_cert.key = "";
+  auto stranger = good;
+  stranger.cert = d + "/stranger.crt";
+  stranger.key = d + "/stranger.key";
+  auto no_password = good;
+  no_password.user = no_password.password = "";
+  const auto refused = Get(https + "/metrics", no_cert);
+  EXPECT_NE(refused.status, 200) << refused.body;
+  EXPECT_NE(Get(https + "/metrics", stranger).status, 200);
+  EXPECT_EQ(Get(https + "/metrics", no_password).status, 401);
+  EXPECT_EQ(Get(https + "/-/ready", no_password).status, 200);  // probes: no password, but the certificate
+  // A real Prometheus scrapes over HTTPS with its client certificate.
+  std::ofstream(d + "/scrape-password") << "scrape-pass";
+  Prometheus prom(d + "/prometheus-tls", {kpid_->metrics_address()}, {}, FreePort(),
+                  fmt::format("    scheme: https\n"
+                              "    tls_config: {{ca_file: {0}/ca.crt, cert_file: {0}/client.crt, key_file: "
+                              "{0}/client.key}}\n"
+                              "    basic_auth: {{username: prometheus, password_file: {0}/scrape-password}}\n",
+                              d));
+  ASSERT_TRUE(prom.WaitReady()) << prom.process().LogTail();
+  std::string last;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        last = prom.Query("up{job=\"kpistream\"} == 1 and on() kpistream_build_info");
+        return last.find("\"value\"") != std::string::npos;
+      },
+      60s))
+      << last << "\n"
+      << prom.process().LogTail();
+  // A broken change (a key file that does not exist) is refused: HTTPS
+  // goes on as it was.
+  write_web(plaintext + "tls_server_config:\n  cert_file: server.crt\n  key_file: missing.key\n");
+  EXPECT_TRUE(WaitFor([&] { return kpid_->process().LogTail().find("missing.key") != std::string::npos; }, 30s))
+      << kpid_->process().LogTail();
+  EXPECT_EQ(Get(https + "/metrics", good).status, 200);
+  // Back to plaintext, as the suite started.
+  write_web(plaintext);
+  EXPECT_TRUE(WaitFor([&] { return Get(Url("/metrics"), Client()).status == 200; }, 30s)) << kpid_->process().LogTail();
 }
 
 TEST_F(SecureHttpIT, AlertsReachAnAlertmanagerAndAWebhookThatRequireCredentials) {

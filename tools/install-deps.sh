@@ -14,7 +14,7 @@ set -euo pipefail
 # Build and run (the Dockerfile's build stage takes its packages from here).
 PKGS=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  librdkafka-dev librocksdb-dev prometheus-cpp-dev libcivetweb-dev
+  librdkafka-dev librocksdb-dev prometheus-cpp-dev libmicrohttpd-dev libgnutls28-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev

@@ -80,7 +80,7 @@ HELM_ONLY_ANNOTATIONS = {"checksum/config"}
 # Debian bookworm runtime packages of the libraries kpid and kpictl link.
 RUNTIME_PACKAGES = {
     "ca-certificates", "libabsl20220623", "libcurl4", "libfmt9", "libgrpc++1.51", "libgrpc29",
-    "libcivetweb1", "libprometheus-cpp-core1.0", "libprotobuf32", "librdkafka1",
+    "libgnutls30", "libmicrohttpd12", "libprometheus-cpp-core1.0", "libprotobuf32", "librdkafka1",
     "librocksdb7.8", "libspdlog1.10", "libxxhash0", "libyaml-cpp0.7",
 }
 # In every Debian image already (Essential or required by apt).
@@ -777,6 +777,13 @@ def check_chart(helm_bin, plain_objs, promtool, kpid):
         ep = get(r3.get(("ServiceMonitor", "web-kpistream"), {}), "spec.endpoints.0", {})
         R.equal((ep.get("scheme"), get(ep, "tlsConfig.serverName"), get(ep, "basicAuth.username.name")),
                 ("https", "web-kpistream", "scrape-auth"), "serviceMonitor scheme, tlsConfig and basicAuth")
+        R.equal([get(c3, f"{p}.httpGet.scheme") for p in ("startupProbe", "livenessProbe", "readinessProbe")],
+                [None, None, None], "webConfig without tls: the probes speak HTTP")
+        objs4 = helm_template(helm_bin, "web", "--set", "webConfig.enabled=true", "--set", "webConfig.tls=true")
+        validate_objects(objs4, "helm template (webConfig.tls)")
+        c4 = get(by_kind_name(objs4).get(("StatefulSet", "web-kpistream"), {}), "spec.template.spec.containers.0", {})
+        R.equal([get(c4, f"{p}.httpGet.scheme") for p in ("startupProbe", "livenessProbe", "readinessProbe")],
+                ["HTTPS", "HTTPS", "HTTPS"], "webConfig.tls: the probes speak HTTPS")
         if kpid:
             with tempfile.TemporaryDirectory() as d2:
                 for k, v in data.items():
