@@ -38,6 +38,7 @@ RUN apt-get update \
       libprotobuf-dev \
       librdkafka-dev \
       librocksdb-dev \
+      libsimdjson-dev \
       libspdlog-dev \
       libxxhash-dev \
       libyaml-cpp-dev \
@@ -82,6 +83,7 @@ RUN apt-get update \
       libprotobuf32 \
       librdkafka1 \
       librocksdb7.8 \
+      libsimdjson14 \
       libspdlog1.10 \
       libxxhash0 \
       libyaml-cpp0.7 \

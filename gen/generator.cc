@@ -1,5 +1,7 @@
 #include "gen/generator.h"
 
+#include "gen/user_shapes.h"
+
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -319,6 +321,11 @@ struct Generator::Rep {
   }
 
   void Serialize(Record* r) {
+    if (o.format == Format::kFlatJson || o.format == Format::kNestedJson) {
+      r->payload =
+          ToUserJson(r->family, *r->event, o.format == Format::kFlatJson ? UserShape::kFlat : UserShape::kNested);
+      return;
+    }
     bool as_json = o.format == Format::kJson || (o.format == Format::kMixed && (rng() & 1));
     r->payload.clear();
     if (as_json) {

@@ -19,7 +19,8 @@
 
 namespace kpistream::gen {
 
-enum class Format { kProtobuf, kJson, kMixed };
+// kFlatJson and kNestedJson: users' own shapes (gen/user_shapes.h).
+enum class Format { kProtobuf, kJson, kMixed, kFlatJson, kNestedJson };
 
 struct GenOptions {
   uint64_t seed = 1;

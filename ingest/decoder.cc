@@ -5,9 +5,15 @@
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <google/protobuf/descriptor.h>
+#include <simdjson.h>
+
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/numbers.h"
+#include "absl/time/time.h"
+#include "ingest/source_mapping.h"
 #include "kpistream/events/v1/events.pb.h"
 #include "state/aggregate.h"
 
@@ -21,6 +27,11 @@ struct Decoder::Rep {
   events::v1::ProductEvent product;
   events::v1::CrmEvent crm;
   pb::util::JsonParseOptions json_options;
+  simdjson::dom::parser json;  // declared sources; reused: its buffers grow to the largest record
+  std::string text;            // scratch for values converted to text
+
+  // The checks every decoded event passes, whatever its format.
+  bool Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err);
 
   pb::Message* MessageFor(kpi::Family f) {
     switch (f) {
@@ -167,6 +178,10 @@ bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat
     return false;
   }
 
+  return rep_->Finish(family, msg, out, err);
+}
+
+bool Decoder::Rep::Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err) {
   const auto* d = msg->GetDescriptor();
   const auto* r = msg->GetReflection();
   const auto* type_f = d->FindFieldByNumber(3);
@@ -188,8 +203,8 @@ bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat
     return false;
   }
   const auto& ts = static_cast<const pb::Timestamp&>(r->GetMessage(*msg, time_f));
-  if (ts.seconds() < rep_->options.min_time_ms / 1000 || ts.seconds() >= rep_->options.max_time_ms / 1000 ||
-      ts.nanos() < 0 || ts.nanos() > 999999999) {
+  if (ts.seconds() < options.min_time_ms / 1000 || ts.seconds() >= options.max_time_ms / 1000 || ts.nanos() < 0 ||
+      ts.nanos() > 999999999) {
     *err = {RejectReason::kBadTimestamp, fmt::format("event_time {}s is outside the accepted range", ts.seconds())};
     return false;
   }
@@ -204,6 +219,301 @@ bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat
   out->msg = msg;
   out->event_id = event_id;
   return true;
+}
+
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+// The value at a dotted path; nullopt when a key is absent, a step is not
+// an object, or the value is null.
+std::optional<element> At(element root, const SourceMapping::Path& path) {
+  element e = root;
+  for (const auto& key : path.keys) {
+    simdjson::dom::object obj;
+    if (e.get(obj) != simdjson::SUCCESS) return std::nullopt;
+    if (obj.at_key(key).get(e) != simdjson::SUCCESS) return std::nullopt;
+  }
+  if (e.is_null()) return std::nullopt;
+  return e;
+}
+
+std::string_view TypeName(element_type t) {
+  switch (t) {
+    case element_type::ARRAY:
+      return "an array";
+    case element_type::OBJECT:
+      return "an object";
+    case element_type::STRING:
+      return "a string";
+    case element_type::BOOL:
+      return "a boolean";
+    case element_type::NULL_VALUE:
+      return "null";
+    default:
+      return "a number";
+  }
+}
+
+// A scalar as text: strings as they are, numbers and booleans in their
+// JSON form. False for arrays and objects.
+bool AsText(element e, std::string* out) {
+  out->clear();
+  switch (e.type()) {
+    case element_type::STRING: {
+      std::string_view v;
+      if (e.get(v) != simdjson::SUCCESS) return false;
+      out->assign(v);
+      return true;
+    }
+    case element_type::INT64:
+      fmt::format_to(std::back_inserter(*out), "{}", int64_t(e.get_int64().value_unsafe()));
+      return true;
+    case element_type::UINT64:
+      fmt::format_to(std::back_inserter(*out), "{}", uint64_t(e.get_uint64().value_unsafe()));
+      return true;
+    case element_type::DOUBLE:
+      fmt::format_to(std::back_inserter(*out), "{}", double(e.get_double().value_unsafe()));
+      return true;
+    case element_type::BOOL:
+      out->assign(e.get_bool().value_unsafe() ? "true" : "false");
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A number, or a string holding one. nullopt otherwise.
+std::optional<double> AsNumber(element e) {
+  switch (e.type()) {
+    case element_type::INT64:
+      return static_cast<double>(e.get_int64().value_unsafe());
+    case element_type::UINT64:
+      return static_cast<double>(e.get_uint64().value_unsafe());
+    case element_type::DOUBLE:
+      return e.get_double().value_unsafe();
+    case element_type::STRING: {
+      std::string_view v;
+      if (e.get(v) != simdjson::SUCCESS) return std::nullopt;
+      double d = 0;
+      if (absl::SimpleAtod(absl::string_view(v.data(), v.size()), &d)) return d;
+      return std::nullopt;
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+int64_t NanosPerUnit(const std::string& unit) {
+  if (unit == "s") return 1000000000;
+  if (unit == "us") return 1000;
+  if (unit == "ns") return 1;
+  return 1000000;  // ms
+}
+
+// Reads a time per `t` into *ts; the error text otherwise.
+std::optional<std::string> ReadTime(element root, const SourceMapping::Path& path, const TimeSpec& t,
+                                    const RecordMeta& meta, pb::Timestamp* ts) {
+  int64_t total_ns = 0;
+  if (t.record_timestamp) {
+    if (meta.timestamp_ms < 0) return std::string("the record has no timestamp");
+    total_ns = meta.timestamp_ms * 1000000;
+  } else {
+    const auto v = At(root, path);
+    if (!v) return fmt::format("field '{}' is missing", path.text);
+    std::string_view text;
+    const bool is_string = v->get(text) == simdjson::SUCCESS;
+    int64_t n = 0;
+    if (v->type() == element_type::INT64 ||
+        (is_string && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
+      if (!is_string) n = v->get_int64().value_unsafe();
+      const int64_t k = NanosPerUnit(t.unit);
+      if (n > INT64_MAX / k || n < INT64_MIN / k)
+        return fmt::format("field '{}': {} {} is out of range", path.text, n, t.unit);
+      total_ns = n * k;
+    } else if (is_string) {
+      absl::Time at;
+      std::string why;
+      const absl::string_view input(text.data(), text.size());
+      const bool ok = t.format == "rfc3339" ? absl::ParseTime(absl::RFC3339_full, input, &at, &why)
+                                            : absl::ParseTime(t.format, input, absl::UTCTimeZone(), &at, &why);
+      if (!ok) return fmt::format("field '{}': '{}' is not a time in format {} ({})", path.text, text, t.format, why);
+      const int64_t s = absl::ToUnixSeconds(at);
+      ts->set_seconds(s);
+      ts->set_nanos(static_cast<int32_t>((at - absl::FromUnixSeconds(s)) / absl::Nanoseconds(1)));
+      return std::nullopt;
+    } else if (const auto d = AsNumber(*v)) {
+      const double ns = *d * static_cast<double>(NanosPerUnit(t.unit));
+      if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18)
+        return fmt::format("field '{}': {} is out of range", path.text, *d);
+      // A fractional number is rounded to the microsecond: binary doubles
+      // cannot hold nanoseconds since the epoch (1764460800.123 s would read
+      // as ...122.9998 ms).
+      total_ns = std::llround(ns / 1000) * 1000;
+    } else {
+      return fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text, TypeName(v->type()),
+                         t.unit);
+    }
+  }
+  int64_t s = total_ns / 1000000000, nanos = total_ns % 1000000000;
+  if (nanos < 0) {
+    --s;
+    nanos += 1000000000;
+  }
+  ts->set_seconds(s);
+  ts->set_nanos(static_cast<int32_t>(nanos));
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
+                           kpi::EventView* out, DecodeError* err) {
+  if (payload.empty()) {
+    *err = {RejectReason::kEmpty, "the record has no payload (an empty value or a tombstone)"};
+    return false;
+  }
+  if (payload.size() > rep_->options.max_payload_bytes) {
+    *err = {RejectReason::kOversized,
+            fmt::format("payload is {} bytes, the maximum is {}", payload.size(), rep_->options.max_payload_bytes)};
+    return false;
+  }
+  if (rep_->json.max_depth() != static_cast<size_t>(kMaxJsonDepth)) {
+    if (rep_->json.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) {
+      *err = {RejectReason::kOversized, "cannot allocate the JSON parser's buffers"};
+      return false;
+    }  // deeper documents: DEPTH_ERROR, rejected below
+  }
+  element root;
+  if (auto e = rep_->json.parse(payload.data(), payload.size()).get(root); e != simdjson::SUCCESS) {
+    *err = {RejectReason::kBadJson, fmt::format("not JSON: {}", simdjson::error_message(e))};
+    return false;
+  }
+  if (!root.is_object()) {
+    *err = {RejectReason::kBadJson, fmt::format("the payload is {}, want a JSON object", TypeName(root.type()))};
+    return false;
+  }
+  const kpi::Family family = mapping.family();
+  pb::Message* msg = rep_->MessageFor(family);
+  msg->Clear();
+  const auto* d = msg->GetDescriptor();
+  const auto* r = msg->GetReflection();
+  std::string& text = rep_->text;
+
+  // event_id: a field, or the record's position.
+  if (mapping.event_id_path().keys.empty()) {
+    text.clear();
+    fmt::format_to(std::back_inserter(text), "{}/{}/{}", meta.topic, meta.partition, meta.offset);
+  } else {
+    const auto v = At(root, mapping.event_id_path());
+    if (!v) {
+      *err = {RejectReason::kMissingField,
+              fmt::format("event_id: field '{}' is missing", mapping.event_id_path().text)};
+      return false;
+    }
+    if (!AsText(*v, &text)) {
+      *err = {RejectReason::kBadValue, fmt::format("event_id: field '{}' is {}, want a string or a number",
+                                                   mapping.event_id_path().text, TypeName(v->type()))};
+      return false;
+    }
+  }
+  r->SetString(msg, d->FindFieldByNumber(1), text);
+
+  // event_time
+  auto* ts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, d->FindFieldByNumber(2)));
+  if (auto e = ReadTime(root, mapping.event_time_path(), mapping.spec().event_time, meta, ts)) {
+    *err = {e->find("missing") != std::string::npos || e->find("no timestamp") != std::string::npos
+                ? RejectReason::kMissingField
+                : RejectReason::kBadTimestamp,
+            "event_time: " + *e};
+    return false;
+  }
+
+  // type
+  int type = mapping.type_constant();
+  if (type == 0) {
+    const auto v = At(root, mapping.type_path());
+    if (!v) {
+      *err = {RejectReason::kUnknownType, fmt::format("type: field '{}' is missing", mapping.type_path().text)};
+      return false;
+    }
+    if (!AsText(*v, &text)) {
+      *err = {RejectReason::kUnknownType,
+              fmt::format("type: field '{}' is {}, want a string", mapping.type_path().text, TypeName(v->type()))};
+      return false;
+    }
+    type = mapping.TypeOf(text);
+    if (type == 0) {
+      *err = {RejectReason::kUnknownType,
+              fmt::format("type: field '{}' is '{}', which the source's mapping does not name",
+                          mapping.type_path().text, text.substr(0, 200))};
+      return false;
+    }
+  }
+  r->SetEnumValue(msg, d->FindFieldByNumber(3), type);
+
+  // The other fields.
+  for (const auto& t : mapping.targets()) {
+    const ValueSpec& vs = *t.spec;
+    if (t.kind == SourceMapping::Kind::kTime) {
+      if (!At(root, t.path) && !vs.required) continue;  // optional: absent
+      auto* mts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, t.field));
+      if (auto e = ReadTime(root, t.path, vs.time, meta, mts)) {
+        *err = {vs.required && e->find("missing") != std::string::npos ? RejectReason::kMissingField
+                                                                       : RejectReason::kBadTimestamp,
+                fmt::format("{}: {}", t.field->name(), *e)};
+        return false;
+      }
+      continue;
+    }
+    std::optional<element> v;
+    if (!vs.constant) v = At(root, t.path);
+    const std::string* given = vs.constant ? &*vs.constant : (!v && vs.fallback ? &*vs.fallback : nullptr);
+    if (!v && given == nullptr) {
+      if (vs.required) {
+        *err = {RejectReason::kMissingField, fmt::format("{}: field '{}' is missing", t.field->name(), t.path.text)};
+        return false;
+      }
+      continue;
+    }
+    if (t.kind == SourceMapping::Kind::kString) {
+      if (given) {
+        text = *given;
+      } else if (!AsText(*v, &text)) {
+        *err = {RejectReason::kBadValue, fmt::format("{}: field '{}' is {}, want a string or a number", t.field->name(),
+                                                     t.path.text, TypeName(v->type()))};
+        return false;
+      }
+      r->SetString(msg, t.field, text);
+      continue;
+    }
+    double x = 0;
+    if (given) {
+      if (!absl::SimpleAtod(*given, &x)) {
+        *err = {RejectReason::kBadValue, fmt::format("{}: the default '{}' is not a number", t.field->name(), *given)};
+        return false;
+      }
+    } else if (const auto n = AsNumber(*v)) {
+      x = *n;
+    } else {
+      *err = {RejectReason::kBadValue,
+              fmt::format("{}: field '{}' is {}, want a number", t.field->name(), t.path.text,
+                          v->type() == element_type::STRING ? "a string that is no number" : TypeName(v->type()))};
+      return false;
+    }
+    x *= vs.scale;
+    if (t.kind == SourceMapping::Kind::kDouble) {
+      r->SetDouble(msg, t.field, x);  // finite and in range: Finish checks
+    } else if (x == std::floor(x) && x >= INT32_MIN && x <= INT32_MAX) {
+      r->SetInt32(msg, t.field, static_cast<int32_t>(x));
+    } else {
+      *err = {RejectReason::kBadValue,
+              fmt::format("{}: {} is not a whole number in the range of a 32-bit integer", t.field->name(), x)};
+      return false;
+    }
+  }
+  return rep_->Finish(family, msg, out, err);
 }
 
 void SilenceProtobufLogging() {

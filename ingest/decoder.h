@@ -1,5 +1,6 @@
-// Decodes Kafka record payloads (protobuf or proto3-JSON) into validated
-// events.
+// Decodes Kafka record payloads into validated events: the project's own
+// schemas (protobuf or proto3-JSON), or a declared source's JSON mapped onto
+// them (ingest/source_mapping.h).
 //
 // Thread-safety: not thread-safe; use one Decoder per consumer thread. The
 // decoder reuses its messages, so an EventView is valid until the next call.
@@ -12,6 +13,8 @@
 #include "kpi/event.h"
 
 namespace kpistream::ingest {
+
+class SourceMapping;
 
 // Why a record was rejected. Stable names: they are metric labels and DLQ
 // header values.
@@ -50,6 +53,14 @@ struct DecoderOptions {
   int64_t max_time_ms = 4102444800000;  // 2100-01-01
 };
 
+// What a mapping may read of the record besides its payload.
+struct RecordMeta {
+  std::string_view topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp_ms = -1;  // the record's timestamp (ms since the epoch); -1: none
+};
+
 class Decoder {
  public:
   explicit Decoder(DecoderOptions options = {});
@@ -60,6 +71,11 @@ class Decoder {
   // On success fills *out and returns true; otherwise fills *err.
   bool Decode(kpi::Family family, std::string_view payload, PayloadFormat format, kpi::EventView* out,
               DecodeError* err);
+  // The same for a declared source: the payload (JSON) is parsed with
+  // simdjson and mapped onto the mapping's family; the checks after
+  // decoding (type, id, time range, values) are Decode's.
+  bool DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta, kpi::EventView* out,
+                    DecodeError* err);
 
  private:
   struct Rep;

@@ -255,7 +255,8 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
   PartitionState ps;
   ps.binding = binding;
   const uint64_t source = state::SourceId(topic_ids[p->topic], p->partition);
-  auto applier = PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs());
+  auto applier =
+      PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs(), binding->mapping.get());
   if (!applier.ok()) {
     SetFatal(absl::Status(applier.status().code(), fmt::format("restoring {}[{}]: {}", p->topic, p->partition,
                                                                std::string(applier.status().message()))));
@@ -384,8 +385,10 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   if (it == owned.end()) return;  // not ours (anymore)
   PartitionState& ps = it->second;
   PartitionApplier::Rejection rej;
+  rd_kafka_timestamp_type_t ts_type;
+  const int64_t timestamp_ms = rd_kafka_message_timestamp(m, &ts_type);
   const auto outcome = ps.applier->Apply(std::string_view(static_cast<const char*>(m->payload), m->len), m->offset,
-                                         clock.NowMs(), &scratch, &acc, &rej);
+                                         clock.NowMs(), &scratch, &acc, &rej, timestamp_ms);
   switch (outcome) {
     case PartitionApplier::Outcome::kApplied:
     case PartitionApplier::Outcome::kSkipped:

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "ingest/decoder.h"
 #include "ingest/partition_applier.h"
+#include "ingest/source_mapping.h"
 #include "kpi/catalog.h"
 #include "state/clock.h"
 #include "state/store.h"
@@ -39,6 +40,10 @@ struct TopicBinding {
   std::string topic;
   kpi::Family family = kpi::Family::kCampaign;
   PayloadFormat format = PayloadFormat::kAuto;
+  // A declared source (kafka.sources): its records are the user's JSON,
+  // mapped onto `family` (ingest/source_mapping.h). Null: the project's own
+  // schema in `format`.
+  std::shared_ptr<const SourceMapping> mapping;
 };
 
 struct EngineOptions {

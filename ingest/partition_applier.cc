@@ -1,5 +1,7 @@
 #include "ingest/partition_applier.h"
 
+#include "ingest/source_mapping.h"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -18,8 +20,10 @@ IngestStats::IngestStats(const kpi::Catalog& catalog)
 
 absl::StatusOr<std::unique_ptr<PartitionApplier>> PartitionApplier::Restore(const ApplyContext& ctx, uint64_t source,
                                                                             kpi::Family family, PayloadFormat format,
-                                                                            int64_t now_ms) {
+                                                                            int64_t now_ms,
+                                                                            const SourceMapping* mapping) {
   std::unique_ptr<PartitionApplier> a(new PartitionApplier(ctx, source, family, format));
+  a->mapping_ = mapping;
   auto stored = ctx.store->ReadOffset(source);
   if (!stored.ok()) return stored.status();
   int64_t newest = PartitionAdmission::kNoEvents;
@@ -126,7 +130,8 @@ void PartitionApplier::AdmitDimensions(ApplyScratch* scratch) {
 }
 
 PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int64_t offset, int64_t now_ms,
-                                                  ApplyScratch* scratch, Accumulator* acc, Rejection* rejection) {
+                                                  ApplyScratch* scratch, Accumulator* acc, Rejection* rejection,
+                                                  int64_t timestamp_ms) {
   if (offset < next_offset_) return Outcome::kSkipped;
   IngestStats& stats = *ctx_.stats;
   stats.consumed.fetch_add(1, std::memory_order_relaxed);
@@ -139,7 +144,14 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
   };
   kpi::EventView ev;
   DecodeError err;
-  if (!scratch->decoder.Decode(family_, payload, format_, &ev, &err)) return reject(err.reason, std::move(err.detail));
+  const bool decoded = mapping_ ? scratch->decoder.DecodeMapped(*mapping_, payload,
+                                                                {.topic = mapping_->spec().topic,
+                                                                 .partition = state::PartitionOf(source_),
+                                                                 .offset = offset,
+                                                                 .timestamp_ms = timestamp_ms},
+                                                                &ev, &err)
+                                : scratch->decoder.Decode(family_, payload, format_, &ev, &err);
+  if (!decoded) return reject(err.reason, std::move(err.detail));
   if (ev.time_ms > now_ms + ctx_.options.max_future_ms) {
     return reject(RejectReason::kFuture,
                   fmt::format("event time {} ms is {} s ahead of kpid's clock; at most max_future ({} s) is "

@@ -101,9 +101,11 @@ class PartitionApplier {
   // offset (none if nothing was ever committed), event-time watermark and
   // kept-value counts. A watermark further than max_future ahead of now_ms
   // is reset to now_ms (counted; rewritten with the next commit).
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<PartitionApplier>> Restore(const ApplyContext& ctx,
-                                                                                 uint64_t source, kpi::Family family,
-                                                                                 PayloadFormat format, int64_t now_ms);
+  // `mapping` (may be null; must outlive the applier): the partition's
+  // topic is a declared source, decoded through it instead of `format`.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<PartitionApplier>> Restore(
+      const ApplyContext& ctx, uint64_t source, kpi::Family family, PayloadFormat format, int64_t now_ms,
+      const SourceMapping* mapping = nullptr);
 
   enum class Outcome {
     kApplied,   // contributions added to the accumulator
@@ -116,8 +118,10 @@ class PartitionApplier {
     RejectReason reason;
     std::string detail;
   };
+  // `timestamp_ms`: the record's Kafka timestamp (-1: none), which a
+  // declared source may take as the event time.
   Outcome Apply(std::string_view payload, int64_t offset, int64_t now_ms, ApplyScratch* scratch, Accumulator* acc,
-                Rejection* rejection);
+                Rejection* rejection, int64_t timestamp_ms = -1);
 
   uint64_t source() const { return source_; }
   kpi::Family family() const { return family_; }
@@ -163,6 +167,7 @@ class PartitionApplier {
   const uint64_t source_;
   const kpi::Family family_;
   const PayloadFormat format_;
+  const SourceMapping* mapping_ = nullptr;
   int64_t next_offset_ = 0;
   std::optional<int64_t> committed_offset_;
   bool watermark_reset_ = false;  // reset at restore, not committed yet

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "kpi/window.h"
@@ -67,12 +68,25 @@ bool YamlReader::ValidName(std::string_view s) {
 
 void YamlReader::CheckKeys(const YAML::Node& def, std::initializer_list<std::string_view> known) {
   if (!def.IsMap()) return;
+  CheckUnique(def);
   for (auto it = def.begin(); it != def.end(); ++it) {
     const auto k = it->first.IsScalar() ? it->first.as<std::string>() : std::string("?");
     if (std::find(known.begin(), known.end(), k) == known.end()) {
       std::string list;
       for (auto s : known) list += (list.empty() ? "" : ", ") + std::string(s);
       AddError(it->first, fmt::format("unknown key '{}' (known: {})", k, list));
+    }
+  }
+}
+
+void YamlReader::CheckUnique(const YAML::Node& map) {
+  if (!map.IsMap()) return;
+  std::map<std::string, int> seen;  // key -> line of its first use
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar()) continue;
+    const auto k = it->first.as<std::string>();
+    if (const auto [first, fresh] = seen.emplace(k, it->first.Mark().line + 1); !fresh) {
+      AddError(it->first, fmt::format("duplicate key '{}' (first at line {}); give each key once", k, first->second));
     }
   }
 }
@@ -116,6 +130,7 @@ std::vector<std::pair<std::string, std::string>> YamlReader::StringMap(const YAM
     AddError(m, fmt::format("'{}' must be a map of name to value", key));
     return out;
   }
+  CheckUnique(m);
   for (auto it = m.begin(); it != m.end(); ++it) {
     if (!it->first.IsScalar() || !it->second.IsScalar()) {
       AddError(it->first, fmt::format("entries of '{}' must be a name and a single value", key));

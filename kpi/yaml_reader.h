@@ -49,8 +49,12 @@ class YamlReader {
 
   // Letters, digits and '_', not starting with a digit.
   static bool ValidName(std::string_view s);
-  // Errors for each key of the map `def` not in `known`, listing them.
+  // Errors for each key of the map `def` not in `known`, listing them, and
+  // for each key given twice (CheckUnique).
   void CheckKeys(const YAML::Node& def, std::initializer_list<std::string_view> known);
+  // Errors for each key a map gives twice: yaml-cpp keeps both and reads
+  // the first, so the second would be dropped without a word.
+  void CheckUnique(const YAML::Node& map);
   // A scalar under parent[key]; nullopt (and an error when required, or
   // when it is not a single value) otherwise.
   std::optional<std::string> Scalar(const YAML::Node& parent, const char* key, bool required);

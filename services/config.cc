@@ -1,11 +1,14 @@
 #include "services/config.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
 
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <set>
 
+#include "ingest/source_mapping.h"
 #include "kpi/yaml_reader.h"
 
 namespace kpistream::services {
@@ -141,7 +144,7 @@ class ConfigReader {
   }
 
   void ReadKafka(const YAML::Node& kafka) {
-    y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "format", "dlq_topic", "properties"});
+    y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties"});
     if (const auto b = y_.Scalar(kafka, "brokers", true)) c_.engine.brokers = *b;
     if (const auto g = y_.Scalar(kafka, "group_id", false)) c_.engine.group_id = *g;
     if (const auto d = y_.Scalar(kafka, "dlq_topic", false)) c_.engine.dlq_topic = *d;
@@ -152,8 +155,14 @@ class ConfigReader {
                                 : ingest::PayloadFormat::kAuto;
     }
     const auto topics = kafka["topics"];
-    if (!topics || !topics.IsMap() || topics.size() == 0) {
-      y_.AddError(topics ? topics : kafka, "kafka.topics must map families to topics, e.g. {campaign: kpi.campaign}");
+    const auto sources = kafka["sources"];
+    if (sources) ReadSources(sources);
+    if (!topics && sources) {
+      // Declared sources only.
+    } else if (!topics || !topics.IsMap() || topics.size() == 0) {
+      y_.AddError(topics ? topics : kafka,
+                  "kafka.topics must map families to topics, e.g. {campaign: kpi.campaign} (or declare "
+                  "kafka.sources)");
     } else {
       for (const auto& [family, topic] : y_.StringMap(kafka, "topics")) {
         const auto fam = kpi::ParseFamily(family);
@@ -161,10 +170,178 @@ class ConfigReader {
           y_.AddError(topics, fmt::format("unknown family '{}' (known: campaign, product, crm)", family));
           continue;
         }
-        c_.engine.topics.push_back({topic, *fam, format});
+        if (declared_sources_.count(topic)) {
+          y_.AddError(topics, fmt::format("topic {} is also a declared source; read it one way", topic));
+          continue;
+        }
+        c_.engine.topics.push_back({topic, *fam, format, nullptr});
       }
     }
     for (const auto& [k, v] : y_.StringMap(kafka, "properties")) c_.engine.kafka_properties[k] = v;
+  }
+
+  // kafka.sources: topics in the user's own JSON shape, mapped onto a
+  // family (ingest/source_mapping.h). Every part is checked at its line.
+  void ReadSources(const YAML::Node& list) {
+    if (!list.IsSequence()) {
+      y_.AddError(list, "kafka.sources must be a list of sources ({topic, family, format, event_time, type, ...})");
+      return;
+    }
+    for (const auto& n : list) {
+      if (!n.IsMap()) {
+        y_.AddError(n, "a source must be a map (topic, family, format, event_id, event_time, type, fields)");
+        continue;
+      }
+      y_.CheckKeys(n, {"topic", "family", "format", "event_id", "event_time", "type", "fields"});
+      ingest::SourceSpec s;
+      const auto topic = y_.Scalar(n, "topic", true);
+      const auto family = y_.OneOf(n, "family", {"campaign", "product", "crm"});
+      if (!family) {
+        if (!n["family"]) y_.AddError(n, "a source needs a family (campaign, product or crm)");
+        continue;
+      }
+      if (!topic) continue;
+      s.topic = *topic;
+      declared_sources_.insert(s.topic);
+      s.family = *kpi::ParseFamily(*family);
+      if (const auto f = y_.Scalar(n, "format", false)) {
+        s.format = *f;
+        if (auto e = ingest::CheckSourceFormat(*f)) y_.AddError(n["format"], *e);
+      }
+      if (const auto id = y_.Scalar(n, "event_id", false)) s.event_id_field = *id;
+      if (const auto t = n["event_time"]) {
+        ReadTime(t, "event_time", &s.event_time);
+      } else {
+        y_.AddError(n, "a source needs event_time, e.g. {field: ts, unit: ms} or {record_timestamp: true}");
+      }
+      if (const auto t = n["type"]) {
+        ReadType(t, &s);
+      } else {
+        y_.AddError(n,
+                    "a source needs type: {field: kind} (the payload names the type), {field: kind, values: "
+                    "{...}} or {constant: click}");
+      }
+      if (const auto f = n["fields"]) {
+        if (!f.IsMap()) {
+          y_.AddError(f, "fields must map event fields to payload fields, e.g. {campaign_id: cid}");
+        } else {
+          y_.CheckUnique(f);
+          for (const auto& kv : f) ReadField(s.family, kv.first, kv.second, &s);
+        }
+      }
+      if (std::any_of(c_.engine.topics.begin(), c_.engine.topics.end(),
+                      [&](const ingest::TopicBinding& b) { return b.topic == s.topic; })) {
+        y_.AddError(n["topic"], fmt::format("topic {} is declared twice; one source per topic (a source may carry "
+                                            "several event types)",
+                                            s.topic));
+        continue;
+      }
+      if (y_.ErrorCount() > 0) continue;
+      auto mapping = ingest::SourceMapping::Compile(s);
+      if (!mapping.ok()) {
+        y_.AddError(n, std::string(mapping.status().message()));
+        continue;
+      }
+      c_.engine.topics.push_back({s.topic, s.family, ingest::PayloadFormat::kJson, std::move(*mapping)});
+    }
+  }
+
+  // A time: a field path, or {field, unit | format}, or {record_timestamp: true}.
+  // `target`: a time field under `fields`, which may also be `required`.
+  void ReadTime(const YAML::Node& n, const char* what, ingest::TimeSpec* t, bool target = false) {
+    if (n.IsScalar()) {
+      t->field = n.as<std::string>();
+      return;
+    }
+    if (!n.IsMap()) {
+      y_.AddError(n, fmt::format("{} must be a field path or a map ({{field, unit}}, {{field, format}}, "
+                                 "{{record_timestamp: true}})",
+                                 what));
+      return;
+    }
+    if (target) {
+      y_.CheckKeys(n, {"field", "unit", "format", "record_timestamp", "required"});
+    } else {
+      y_.CheckKeys(n, {"field", "unit", "format", "record_timestamp"});
+    }
+    if (const auto f = y_.Scalar(n, "field", false)) t->field = *f;
+    if (const auto u = y_.OneOf(n, "unit", {"s", "ms", "us", "ns"})) t->unit = *u;
+    if (const auto f = y_.Scalar(n, "format", false)) t->format = *f;
+    if (const auto r = y_.Bool(n, "record_timestamp")) t->record_timestamp = *r;
+    if (auto e = ingest::CheckTimeSpec(*t)) y_.AddError(n, fmt::format("{}: {}", what, *e));
+  }
+
+  void ReadType(const YAML::Node& n, ingest::SourceSpec* s) {
+    if (n.IsScalar()) {
+      s->type_field = n.as<std::string>();
+      return;
+    }
+    if (!n.IsMap()) {
+      y_.AddError(n, "type must be a field path or a map ({field, values} or {constant})");
+      return;
+    }
+    y_.CheckKeys(n, {"field", "values", "constant"});
+    if (const auto f = y_.Scalar(n, "field", false)) s->type_field = *f;
+    if (const auto c = y_.Scalar(n, "constant", false)) {
+      s->type_constant = *c;
+      if (auto t = ingest::ResolveTypeName(s->family, *c); !t.ok())
+        y_.AddError(n["constant"], std::string(t.status().message()));
+    }
+    if (s->type_field.empty() == s->type_constant.empty()) {
+      y_.AddError(n, "type needs a field or a constant, one of them");
+    }
+    if (const auto v = n["values"]) {
+      if (!v.IsMap()) {
+        y_.AddError(v, "type values must map payload values to event types, e.g. {clk: click}");
+        return;
+      }
+      y_.CheckUnique(v);
+      for (const auto& kv : v) {
+        const auto value = kv.first.as<std::string>(), name = kv.second.IsScalar() ? kv.second.as<std::string>() : "";
+        if (auto t = ingest::ResolveTypeName(s->family, name); !t.ok()) {
+          y_.AddError(kv.second, std::string(t.status().message()));
+          continue;
+        }
+        s->type_values[value] = name;
+      }
+    }
+  }
+
+  // One target field: a payload path, or {field | constant, default, scale,
+  // required} (times: {field, unit | format}).
+  void ReadField(kpi::Family family, const YAML::Node& key, const YAML::Node& n, ingest::SourceSpec* s) {
+    const std::string target = key.IsScalar() ? key.as<std::string>() : "";
+    if (auto e = ingest::CheckTargetField(family, target)) {
+      y_.AddError(key, *e);
+      return;
+    }
+    const bool time = kpi::FamilyDescriptor(family)->FindFieldByName(target)->message_type() != nullptr;
+    ingest::ValueSpec v;
+    if (n.IsScalar()) {
+      v.field = n.as<std::string>();
+      v.time.field = v.field;
+    } else if (!n.IsMap()) {
+      y_.AddError(n, fmt::format("fields.{} must be a payload field path or a map ({{field, default, scale, "
+                                 "required}} or {{constant}})",
+                                 target));
+      return;
+    } else {
+      if (time) {
+        ReadTime(n, target.c_str(), &v.time, /*target=*/true);
+        v.field = v.time.field;
+      } else {
+        y_.CheckKeys(n, {"field", "constant", "default", "scale", "required"});
+        if (const auto f = y_.Scalar(n, "field", false)) v.field = *f;
+        if (const auto c = y_.Scalar(n, "constant", false)) v.constant = *c;
+        if (const auto d = y_.Scalar(n, "default", false)) v.fallback = *d;
+        if (const auto x = y_.Number(n, "scale")) v.scale = *x;
+        if (!v.field.empty() == v.constant.has_value()) {
+          y_.AddError(n, fmt::format("fields.{} needs a field or a constant, one of them", target));
+        }
+      }
+      if (const auto r = y_.Bool(n, "required")) v.required = *r;
+    }
+    s->fields[target] = std::move(v);
   }
 
   void ReadRetention(const YAML::Node& r) {
@@ -328,6 +505,7 @@ class ConfigReader {
   std::string path_;
   kpi::YamlReader y_;
   KpidConfig c_;
+  std::set<std::string> declared_sources_;  // kafka.sources topics, valid or not
 };
 
 }  // namespace

@@ -154,10 +154,14 @@ std::string WriteKpidConfig(const KpidOptions& o) {
   const auto cfg = o.work_dir + "/kpid.yaml";
   std::string props;
   for (const auto& [k, v] : o.kafka_properties) props += "    " + k + ": \"" + v + "\"\n";
+  const std::string topics = o.kafka_sources.empty() ? "  topics:\n    campaign: " + o.topic_prefix +
+                                                           "campaign\n    product: " + o.topic_prefix +
+                                                           "product\n    crm: " + o.topic_prefix + "crm\n"
+                                                     : o.kafka_sources;
   std::ofstream(cfg) << "kafka:\n  brokers: " << o.brokers << "\n  group_id: " << o.group_id
-                     << "\n  dlq_topic: " << o.topic_prefix << "dlq\n  topics:\n    campaign: " << o.topic_prefix
-                     << "campaign\n    product: " << o.topic_prefix << "product\n    crm: " << o.topic_prefix
-                     << "crm\n  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
+                     << "\n  dlq_topic: " << o.topic_prefix << "dlq\n"
+                     << topics
+                     << "  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
                      << props << "commit_interval: " << o.commit_interval_ms << "ms\n"
                      << o.extra_config;
   return cfg;

@@ -99,6 +99,9 @@ struct KpidOptions {
   std::string work_dir;
   int commit_interval_ms = 200;
   std::string extra_config;  // appended to the generated kpid.yaml
+  // Set: kafka.sources (as `kpigen --print-source` prints it) instead of
+  // kafka.topics for the prefix.
+  std::string kafka_sources;
   // librdkafka settings added to kafka.properties, e.g. {{"queued.min.messages", "1000"}}.
   std::vector<std::pair<std::string, std::string>> kafka_properties;
   std::vector<std::string> extra_args;

@@ -4,8 +4,10 @@
 // bad records mixed in.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
 #include <signal.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cmath>
 #include <cstdlib>
@@ -211,6 +213,55 @@ TEST_F(PipelineIT, MillionEventsAcrossFourPartitionsAreExact) {
   // Clean shutdown: SIGTERM commits and exits 0.
   kpid.process().Signal(SIGTERM);
   EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
+}
+
+// Declared sources (kafka.sources): the same events written in users' own
+// JSON shapes, a flat one and a nested analytics-SDK one, read through
+// their mappings, give every KPI exactly as the project's schema does (the
+// ground truth); records that break their mapping are dead-lettered naming
+// the field, and nothing stalls.
+TEST_F(PipelineIT, UsersOwnJsonShapesGiveTheSameKpisAsTheProjectSchema) {
+  for (const std::string shape : {"flat-json", "nested-json"}) {
+    SCOPED_TRACE(shape);
+    const std::string prefix = shape == "flat-json" ? "uf." : "un.";
+    ASSERT_EQ(RunToEnd(Kpigen(prefix, 60000, {"--seed", "11", "--format", shape}), dir_->path() + "/kpigen.log"), 0)
+        << Slurp(dir_->path() + "/kpigen.log");
+    auto truth = ReadTruth(dir_->path() + "/truth.txt");
+    ASSERT_TRUE(truth);
+    // Records that break the mapping, between the good ones.
+    const std::string bad_type = shape == "flat-json" ? R"({"id": "b1", "ts": "noon", "kind": "click"})"
+                                                      : R"({"messageId": "b1", "timestamp": "noon", "event": "Click"})";
+    ASSERT_TRUE(ProduceRecord(brokers_, prefix + "campaign", "b1", bad_type));
+    ASSERT_TRUE(ProduceRecord(brokers_, prefix + "campaign", "b2", "{\"id\": "));
+    ASSERT_EQ(RunToEnd({KpigenBin(), "--format", shape, "--topic-prefix", prefix, "--print-source"},
+                       dir_->path() + "/source-" + shape + ".yaml"),
+              0);
+    const std::string sources = Slurp(dir_->path() + "/source-" + shape + ".yaml");
+    auto o = Options(prefix);
+    o.kafka_sources = sources;
+    o.state_dir = dir_->path() + "/state-" + prefix;
+    Kpid kpid(o);
+    ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail() << sources;
+    ASSERT_TRUE(kpid.WaitServing()) << kpid.process().LogTail();
+    ASSERT_TRUE(WaitCaughtUp(kpid, 300s)) << kpid.process().LogTail();
+    const auto m = kpid.Scrape();
+    EXPECT_EQ(MetricSum(m, "kpistream_records_applied_total"), 60000);
+    EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "bad_timestamp"}}), 1);
+    EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "bad_json"}}), 1);
+    ExpectTruth(kpid, *truth);
+    auto dead = ReadTopic(brokers_, prefix + "dlq", 2, 30s);
+    ASSERT_EQ(dead.size(), 2u);
+    const std::string time_field = shape == "flat-json" ? "'ts'" : "'timestamp'";
+    EXPECT_TRUE(std::any_of(dead.begin(), dead.end(),
+                            [&](const TopicRecord& r) {
+                              return r.headers.count("kpistream.error") &&
+                                     r.headers.at("kpistream.error").find(time_field) != std::string::npos;
+                            }))
+        << "no dead letter names the field " << time_field << ": " << dead[0].headers["kpistream.error"] << " | "
+        << dead[1].headers["kpistream.error"];
+    kpid.process().Signal(SIGTERM);
+    EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
+  }
 }
 
 TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesNothing) {

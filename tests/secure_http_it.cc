@@ -152,6 +152,19 @@ class SecureHttpIT : public ::testing::Test {
   }
   static void fs_mkdir(const std::string& p) { std::filesystem::create_directories(p); }
   static std::string Url(const std::string& path) { return "http://" + kpid_->metrics_address() + path; }
+  // A real Prometheus scrapes kpid: `up` is 1 and the series came.
+  static void ExpectScrapes(Prometheus& prom) {
+    ASSERT_TRUE(prom.WaitReady()) << prom.process().LogTail();
+    std::string last;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          last = prom.Query("up{job=\"kpistream\"} == 1 and on() kpistream_build_info");
+          return last.find("\"value\"") != std::string::npos;
+        },
+        60s))
+        << last << "\n"
+        << prom.process().LogTail();
+  }
   static HttpsOptions Client(const std::string& user = "prometheus", const std::string& password = "scrape-pass") {
     return {.user = user, .password = password};
   }
@@ -190,16 +203,7 @@ TEST_F(SecureHttpIT, ARealPrometheusScrapesWithBasicAuth) {
   std::ofstream(d + "/scrape-password") << "scrape-pass";
   Prometheus prom(d + "/prometheus", {kpid_->metrics_address()}, {}, FreePort(),
                   fmt::format("    basic_auth: {{username: prometheus, password_file: {}/scrape-password}}\n", d));
-  ASSERT_TRUE(prom.WaitReady()) << prom.process().LogTail();
-  std::string last;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        last = prom.Query("up{job=\"kpistream\"} == 1 and on() kpistream_build_info");
-        return last.find("\"value\"") != std::string::npos;
-      },
-      60s))
-      << last << "\n"
-      << prom.process().LogTail();
+  ExpectScrapes(prom);
 }
 
 // The web configuration changes while kpid runs, as an operator (or
@@ -260,16 +264,7 @@ TEST_F(SecureHttpIT, HttpsWithClientCertificatesIsSwitchedOnWithoutARestart) {
                               "{0}/client.key}}\n"
                               "    basic_auth: {{username: prometheus, password_file: {0}/scrape-password}}\n",
                               d));
-  ASSERT_TRUE(prom.WaitReady()) << prom.process().LogTail();
-  std::string last;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        last = prom.Query("up{job=\"kpistream\"} == 1 and on() kpistream_build_info");
-        return last.find("\"value\"") != std::string::npos;
-      },
-      60s))
-      << last << "\n"
-      << prom.process().LogTail();
+  ExpectScrapes(prom);
   // A broken change (a key file that does not exist) is refused: HTTPS
   // goes on as it was.
   write_web(plaintext + "tls_server_config:\n  cert_file: server.crt\n  key_file: missing.key\n");

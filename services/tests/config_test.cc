@@ -86,6 +86,66 @@ TEST_F(ConfigTest, UnknownKeysAtEveryLevelAndEveryErrorReported) {
     EXPECT_NE(msg.find(path_ + want), std::string::npos) << want << "\n" << msg;
   }
   EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 4) << msg;
+  // A key given twice: yaml-cpp would read the first and drop the second.
+  std::ofstream(path_) << "kafka:\n  brokers: a:9092\n  topics: {campaign: c}\n  brokers: b:9092\n";
+  auto dup = LoadKpidConfig(path_);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find(":4:3: duplicate key 'brokers' (first at line 2)"), std::string::npos)
+      << dup.status();
+}
+
+// Declared sources (ingest/source_mapping.h): a valid one becomes a
+// binding with its compiled mapping; every mistake is an error at its line.
+TEST_F(ConfigTest, DeclaredSources) {
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  sources:\n"
+                          "    - topic: ads.events\n"
+                          "      family: campaign\n"
+                          "      format: json\n"
+                          "      event_time: {field: ts, unit: ms}\n"
+                          "      type: {field: kind, values: {clk: click, imp: impression}}\n"
+                          "      fields:\n"
+                          "        campaign_id: cid\n"
+                          "        cost: {field: cost_micros, scale: 0.000001}\n"
+                          "        channel: {field: meta.channel, default: unknown}\n"
+                          "    - topic: crm.deals\n"
+                          "      family: crm\n"
+                          "      event_id: id\n"
+                          "      event_time: {record_timestamp: true}\n"
+                          "      type: {constant: opportunity_won}\n"
+                          "      fields: {origin_time: {field: created, unit: s, required: true}}\n";
+  auto c = LoadKpidConfig(path_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->engine.topics.size(), 2u);
+  EXPECT_EQ(c->engine.topics[0].topic, "ads.events");
+  ASSERT_NE(c->engine.topics[0].mapping, nullptr);
+  EXPECT_EQ(c->engine.topics[0].mapping->spec().fields.at("cost").scale, 0.000001);
+  EXPECT_EQ(c->engine.topics[1].family, kpi::Family::kCrm);
+  EXPECT_TRUE(c->engine.topics[1].mapping->spec().event_time.record_timestamp);
+
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  topics: {campaign: ads.events}\n"
+                          "  sources:\n"
+                          "    - topic: ads.events\n"
+                          "      family: campaign\n"
+                          "      format: avro\n"
+                          "      event_time: {field: ts, unit: minutes}\n"
+                          "      type: {field: kind, values: {clk: tap}}\n"
+                          "      fields:\n"
+                          "        cpc: x\n"
+                          "        cost: {field: c, scale: lots}\n"
+                          "      color: red\n";
+  auto bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const std::string want : {":7:15: format avro is not supported yet", ":8:37: unit 'minutes' must be one of",
+                                 ":9:41: 'tap' is not a campaign event type",
+                                 ":11:9: campaign events have no field 'cpc'", ":12:33: scale 'lots' must be a number",
+                                 ":13:7: unknown key 'color'", "topic ads.events is also a declared source"}) {
+    EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;
+  }
 }
 
 TEST_F(ConfigTest, MaxFutureAndCommitInterval) {

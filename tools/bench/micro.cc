@@ -8,11 +8,13 @@
 #include <optional>
 
 #include "gen/generator.h"
+#include "gen/user_shapes.h"
 #include "ingest/accumulator.h"
 #include "ingest/decoder.h"
 #include "ingest/local_ingest.h"
 #include "ingest/partition_applier.h"
 #include "ingest/router.h"
+#include "ingest/source_mapping.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
 #include "state/keys.h"
@@ -53,6 +55,32 @@ void BM_Decode(benchmark::State& state, gen::Format format) {
 }
 BENCHMARK_CAPTURE(BM_Decode, protobuf, gen::Format::kProtobuf);
 BENCHMARK_CAPTURE(BM_Decode, json, gen::Format::kJson);
+
+// Declared sources: the same events in users' own JSON shapes
+// (gen/user_shapes.h), decoded through their mappings (simdjson).
+void BM_DecodeMapped(benchmark::State& state, gen::UserShape shape) {
+  const auto recs = Records(shape == gen::UserShape::kFlat ? gen::Format::kFlatJson : gen::Format::kNestedJson);
+  std::shared_ptr<const ingest::SourceMapping> mappings[kpi::kNumFamilies];
+  for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
+    mappings[static_cast<int>(f)] = *ingest::SourceMapping::Compile(gen::SourceSpecFor(f, shape, "t"));
+  }
+  ingest::Decoder dec;
+  kpi::EventView ev;
+  ingest::DecodeError err;
+  size_t i = 0;
+  int64_t offset = 0;
+  for (auto _ : state) {
+    const auto& r = recs[i++ % recs.size()];
+    if (!dec.DecodeMapped(*mappings[static_cast<int>(r.family)], r.payload, {.topic = "t", .offset = ++offset}, &ev,
+                          &err)) {
+      state.SkipWithError(err.detail.c_str());
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_DecodeMapped, flat_json, gen::UserShape::kFlat);
+BENCHMARK_CAPTURE(BM_DecodeMapped, nested_json, gen::UserShape::kNested);
 
 kpi::Catalog LoadCatalog(bool full) {
   auto c = full ? kpi::ParseCatalog(kpi::DefaultCatalogYaml(), "kpis.yaml")

@@ -81,7 +81,7 @@ HELM_ONLY_ANNOTATIONS = {"checksum/config"}
 RUNTIME_PACKAGES = {
     "ca-certificates", "libabsl20220623", "libcurl4", "libfmt9", "libgrpc++1.51", "libgrpc29",
     "libgnutls30", "libmicrohttpd12", "libprometheus-cpp-core1.0", "libprotobuf32", "librdkafka1",
-    "librocksdb7.8", "libspdlog1.10", "libxxhash0", "libyaml-cpp0.7",
+    "librocksdb7.8", "libsimdjson14", "libspdlog1.10", "libxxhash0", "libyaml-cpp0.7",
 }
 # In every Debian image already (Essential or required by apt).
 BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1", "libcrypt1"}

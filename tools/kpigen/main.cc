@@ -10,6 +10,7 @@
 #include "gen/generator.h"
 #include "gen/kafka_sink.h"
 #include "gen/scenario.h"
+#include "gen/user_shapes.h"
 #include "ingest/decoder.h"
 #include "kpi/catalog.h"
 
@@ -30,8 +31,10 @@ int main(int argc, char** argv) {
   app.add_option("--count", count, "number of records")->capture_default_str();
   app.add_option("--rate", rate, "records per second (0 = as fast as possible)")->capture_default_str();
   app.add_option("--seed", seed, "random seed; same seed, same records")->capture_default_str();
-  app.add_option("--format", format, "protobuf | json | mixed")
-      ->check(CLI::IsMember({"protobuf", "json", "mixed"}))
+  app.add_option("--format", format,
+                 "protobuf | json | mixed (the project's schema), or flat-json | nested-json (users' own shapes: "
+                 "read them with kpid's kafka.sources, as printed by --print-source)")
+      ->check(CLI::IsMember({"protobuf", "json", "mixed", "flat-json", "nested-json"}))
       ->capture_default_str();
   app.add_option("--start-time", start_time, "first event time, unix seconds (default: now - span)");
   app.add_option("--span", span, "event times are spread over this duration")->capture_default_str();
@@ -62,7 +65,23 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"churn-spike"}));
   app.add_option("--from-day", from_day, "--scenario: emit events from this day of the story (inclusive)");
   app.add_option("--to-day", to_day, "--scenario: ... to this day (exclusive)");
+  bool print_source = false;
+  app.add_flag("--print-source", print_source,
+               "with --format flat-json or nested-json: print the kafka.sources entries that make kpid read "
+               "these topics, and exit");
   CLI11_PARSE(app, argc, argv);
+  if (print_source) {
+    if (format != "flat-json" && format != "nested-json") {
+      fmt::print(stderr, "kpigen: --print-source needs --format flat-json or nested-json\n");
+      return 2;
+    }
+    const auto shape = format == "flat-json" ? gen::UserShape::kFlat : gen::UserShape::kNested;
+    fmt::print("  sources:\n");
+    for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
+      fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)))));
+    }
+    return 0;
+  }
   ingest::SilenceProtobufLogging();  // hostile records (invalid UTF-8) make protobuf log per record
 
   auto span_s = kpi::ParseDuration(span);
@@ -87,9 +106,11 @@ int main(int argc, char** argv) {
   opts.live = live;
   opts.bad_every = bad_every;
   opts.campaigns = campaigns;
-  opts.format = format == "json"    ? gen::Format::kJson
-                : format == "mixed" ? gen::Format::kMixed
-                                    : gen::Format::kProtobuf;
+  opts.format = format == "json"          ? gen::Format::kJson
+                : format == "mixed"       ? gen::Format::kMixed
+                : format == "flat-json"   ? gen::Format::kFlatJson
+                : format == "nested-json" ? gen::Format::kNestedJson
+                                          : gen::Format::kProtobuf;
 
   std::unique_ptr<gen::KafkaSink> sink;
   const std::string topics[] = {topic_prefix + "campaign", topic_prefix + "product", topic_prefix + "crm"};

@@ -1,0 +1,171 @@
+#include "ingest/source_mapping.h"
+
+#include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace kpistream::ingest {
+
+namespace pb = google::protobuf;
+
+namespace {
+
+// Fields the mapping fills by its own keys, not under `fields`.
+bool IsReserved(const std::string& name) { return name == "event_id" || name == "event_time" || name == "type"; }
+
+std::vector<std::string> TargetNames(kpi::Family family) {
+  std::vector<std::string> out;
+  const auto* d = kpi::FamilyDescriptor(family);
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (!IsReserved(d->field(i)->name())) out.push_back(d->field(i)->name());
+  }
+  return out;
+}
+
+SourceMapping::Path MakePath(const std::string& text) {
+  SourceMapping::Path p;
+  p.text = text;
+  if (!text.empty()) p.keys = absl::StrSplit(text, '.');
+  return p;
+}
+
+}  // namespace
+
+std::optional<std::string> CheckSourceFormat(const std::string& format) {
+  for (const char* f : kSourceFormats) {
+    if (format == f) return std::nullopt;
+  }
+  if (format == "avro" || format == "protobuf" || format == "json_sr" || format == "avro_confluent" ||
+      format == "protobuf_confluent") {
+    return fmt::format("format {} is not supported yet (supported: json)", format);
+  }
+  return fmt::format("unknown format '{}' (supported: json)", format);
+}
+
+std::optional<std::string> CheckTargetField(kpi::Family family, const std::string& target) {
+  if (IsReserved(target)) {
+    return fmt::format("'{}' is set by the source's own key {}, not under fields", target, target);
+  }
+  const auto* f = kpi::FamilyDescriptor(family)->FindFieldByName(target);
+  if (f == nullptr) {
+    return fmt::format("{} events have no field '{}' (fields: {})", kpi::FamilyName(family), target,
+                       absl::StrJoin(TargetNames(family), ", "));
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<int> ResolveTypeName(kpi::Family family, const std::string& name) {
+  const auto* d = kpi::FamilyDescriptor(family);
+  const auto* e = d->FindFieldByName("type")->enum_type();
+  const std::string upper = absl::AsciiStrToUpper(name);
+  const std::string prefix(kpi::TypePrefix(family));
+  for (const auto& candidate : {upper, prefix + upper}) {
+    if (const auto* v = e->FindValueByName(candidate); v != nullptr && v->number() != 0) return v->number();
+  }
+  std::vector<std::string> known;
+  for (int i = 1; i < e->value_count(); ++i) {
+    known.push_back(absl::AsciiStrToLower(e->value(i)->name().substr(prefix.size())));
+  }
+  return absl::InvalidArgumentError(fmt::format("'{}' is not a {} event type (types: {})", name,
+                                                kpi::FamilyName(family), absl::StrJoin(known, ", ")));
+}
+
+std::optional<std::string> CheckTimeSpec(const TimeSpec& t) {
+  if (t.record_timestamp && !t.field.empty()) return "a time comes from a field or the record timestamp, not both";
+  if (!t.record_timestamp && t.field.empty()) return "a time needs a field (or record_timestamp: true)";
+  if (t.unit != "s" && t.unit != "ms" && t.unit != "us" && t.unit != "ns") {
+    return fmt::format("unit {} is not one of s, ms, us, ns", t.unit);
+  }
+  if (t.format.empty()) return "format must not be empty (rfc3339, or a format such as \"%Y-%m-%d %H:%M:%S\")";
+  return std::nullopt;
+}
+
+absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(const SourceSpec& spec) {
+  auto m = std::shared_ptr<SourceMapping>(new SourceMapping());
+  m->spec_ = spec;
+  const SourceSpec& s = m->spec_;
+  const std::string where = fmt::format("source {}", s.topic);
+  if (auto e = CheckSourceFormat(s.format)) return absl::InvalidArgumentError(fmt::format("{}: {}", where, *e));
+  if (auto e = CheckTimeSpec(s.event_time)) {
+    return absl::InvalidArgumentError(fmt::format("{}: event_time: {}", where, *e));
+  }
+  m->event_id_ = MakePath(s.event_id_field);
+  m->event_time_ = MakePath(s.event_time.field);
+  if (s.type_field.empty() == s.type_constant.empty()) {
+    return absl::InvalidArgumentError(fmt::format("{}: type needs a field or a constant (one of them)", where));
+  }
+  if (!s.type_constant.empty()) {
+    auto t = ResolveTypeName(s.family, s.type_constant);
+    if (!t.ok())
+      return absl::InvalidArgumentError(fmt::format("{}: type: {}", where, std::string(t.status().message())));
+    m->type_constant_ = *t;
+  }
+  m->type_ = MakePath(s.type_field);
+  for (const auto& [value, name] : s.type_values) {
+    auto t = ResolveTypeName(s.family, name);
+    if (!t.ok()) {
+      return absl::InvalidArgumentError(fmt::format("{}: type values: {}", where, std::string(t.status().message())));
+    }
+    m->type_values_.emplace(value, *t);
+  }
+  const auto* d = kpi::FamilyDescriptor(s.family);
+  if (s.type_values.empty()) {
+    // The payload names types itself: every spelling ResolveTypeName takes
+    // but mixed case, looked up without building strings per record.
+    const auto* e = d->FindFieldByName("type")->enum_type();
+    const size_t prefix = kpi::TypePrefix(s.family).size();
+    for (int i = 1; i < e->value_count(); ++i) {
+      const std::string& full = e->value(i)->name();
+      for (const auto& spelling : {full, full.substr(prefix)}) {
+        m->type_values_.emplace(spelling, e->value(i)->number());
+        m->type_values_.emplace(absl::AsciiStrToLower(spelling), e->value(i)->number());
+      }
+    }
+  }
+  for (const auto& [target, vs] : s.fields) {
+    if (auto e = CheckTargetField(s.family, target)) {
+      return absl::InvalidArgumentError(fmt::format("{}: fields: {}", where, *e));
+    }
+    if (vs.field.empty() == !vs.constant.has_value()) {
+      return absl::InvalidArgumentError(fmt::format("{}: fields.{}: give a field or a constant", where, target));
+    }
+    Target t;
+    t.field = d->FindFieldByName(target);
+    t.path = MakePath(vs.field);
+    t.spec = &vs;
+    switch (t.field->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        t.kind = Kind::kString;
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        t.kind = Kind::kDouble;
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        t.kind = Kind::kInt32;
+        break;
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE:  // google.protobuf.Timestamp
+        t.kind = Kind::kTime;
+        if (vs.constant) {
+          return absl::InvalidArgumentError(fmt::format("{}: fields.{}: a time cannot be a constant", where, target));
+        }
+        if (auto e = CheckTimeSpec(vs.time)) {
+          return absl::InvalidArgumentError(fmt::format("{}: fields.{}: {}", where, target, *e));
+        }
+        break;
+      default:
+        return absl::InvalidArgumentError(fmt::format("{}: fields.{}: this field cannot be mapped", where, target));
+    }
+    m->targets_.push_back(std::move(t));
+  }
+  return std::shared_ptr<const SourceMapping>(std::move(m));
+}
+
+int SourceMapping::TypeOf(std::string_view value) const {
+  const auto it = type_values_.find(value);
+  return it == type_values_.end() ? 0 : it->second;
+}
+
+}  // namespace kpistream::ingest
