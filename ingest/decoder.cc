@@ -31,7 +31,8 @@ struct Decoder::Rep {
   std::string text;            // scratch for values converted to text
 
   // The checks every decoded event passes, whatever its format.
-  bool Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err);
+  // `values_checked`: the caller checked every numeric value it set.
+  bool Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err, bool values_checked = false);
 
   pb::Message* MessageFor(kpi::Family f) {
     switch (f) {
@@ -181,7 +182,8 @@ bool Decoder::Decode(kpi::Family family, std::string_view payload, PayloadFormat
   return rep_->Finish(family, msg, out, err);
 }
 
-bool Decoder::Rep::Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err) {
+bool Decoder::Rep::Finish(kpi::Family family, pb::Message* msg, kpi::EventView* out, DecodeError* err,
+                          bool values_checked) {
   const auto* d = msg->GetDescriptor();
   const auto* r = msg->GetReflection();
   const auto* type_f = d->FindFieldByNumber(3);
@@ -209,7 +211,7 @@ bool Decoder::Rep::Finish(kpi::Family family, pb::Message* msg, kpi::EventView* 
     return false;
   }
   std::string bad;
-  if (!CheckValues(*msg, &bad)) {
+  if (!values_checked && !CheckValues(*msg, &bad)) {
     *err = {RejectReason::kBadValue, fmt::format("numeric value out of range: {}", bad)};
     return false;
   }
@@ -312,48 +314,68 @@ int64_t NanosPerUnit(const std::string& unit) {
   return 1000000;  // ms
 }
 
-// Reads a time per `t` into *ts; the error text otherwise.
-std::optional<std::string> ReadTime(element root, const SourceMapping::Path& path, const TimeSpec& t,
+// Reads a time per `t` into *ts; why not otherwise (missing_field when the
+// time is absent, bad_timestamp when it is not a time).
+std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& path, const TimeSpec& t,
                                     const RecordMeta& meta, pb::Timestamp* ts) {
+  auto bad = [](std::string detail) { return DecodeError{RejectReason::kBadTimestamp, std::move(detail)}; };
+  // Far outside any accepted event time (the decoder's range is checked
+  // after), but small enough that no later arithmetic overflows.
+  constexpr int64_t kMaxAbsSeconds = int64_t{1} << 40;
   int64_t total_ns = 0;
   if (t.record_timestamp) {
-    if (meta.timestamp_ms < 0) return std::string("the record has no timestamp");
+    if (meta.timestamp_ms < 0) return DecodeError{RejectReason::kMissingField, "the record has no timestamp"};
+    if (meta.timestamp_ms / 1000 > kMaxAbsSeconds) {
+      return bad(fmt::format("the record timestamp {} ms is out of range", meta.timestamp_ms));
+    }
     total_ns = meta.timestamp_ms * 1000000;
   } else {
     const auto v = At(root, path);
-    if (!v) return fmt::format("field '{}' is missing", path.text);
+    if (!v) return DecodeError{RejectReason::kMissingField, fmt::format("field '{}' is missing", path.text)};
     std::string_view text;
     const bool is_string = v->get(text) == simdjson::SUCCESS;
+    const bool custom_format = t.format != "rfc3339";
     int64_t n = 0;
+    // A string of digits is a number of `unit`, unless a format of the
+    // user's own (which may be all digits, like %Y%m%d) says how to read it.
     if (v->type() == element_type::INT64 ||
-        (is_string && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
+        (is_string && !custom_format && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
       if (!is_string) n = v->get_int64().value_unsafe();
       const int64_t k = NanosPerUnit(t.unit);
-      if (n > INT64_MAX / k || n < INT64_MIN / k)
-        return fmt::format("field '{}': {} {} is out of range", path.text, n, t.unit);
+      if (n > INT64_MAX / k || n < INT64_MIN / k) {
+        return bad(fmt::format("field '{}': {} {} is out of range", path.text, n, t.unit));
+      }
       total_ns = n * k;
     } else if (is_string) {
       absl::Time at;
       std::string why;
       const absl::string_view input(text.data(), text.size());
-      const bool ok = t.format == "rfc3339" ? absl::ParseTime(absl::RFC3339_full, input, &at, &why)
-                                            : absl::ParseTime(t.format, input, absl::UTCTimeZone(), &at, &why);
-      if (!ok) return fmt::format("field '{}': '{}' is not a time in format {} ({})", path.text, text, t.format, why);
+      const bool ok = custom_format ? absl::ParseTime(t.format, input, absl::UTCTimeZone(), &at, &why)
+                                    : absl::ParseTime(absl::RFC3339_full, input, &at, &why);
+      if (!ok) {
+        return bad(fmt::format("field '{}': '{}' is not a time in format {} ({})", path.text, text.substr(0, 100),
+                               t.format, why));
+      }
+      // absl reads "infinite-future" and "infinite-past" as times.
       const int64_t s = absl::ToUnixSeconds(at);
+      if (at == absl::InfiniteFuture() || at == absl::InfinitePast() || s > kMaxAbsSeconds || s < -kMaxAbsSeconds) {
+        return bad(fmt::format("field '{}': '{}' is out of range", path.text, text.substr(0, 100)));
+      }
       ts->set_seconds(s);
       ts->set_nanos(static_cast<int32_t>((at - absl::FromUnixSeconds(s)) / absl::Nanoseconds(1)));
       return std::nullopt;
     } else if (const auto d = AsNumber(*v)) {
       const double ns = *d * static_cast<double>(NanosPerUnit(t.unit));
-      if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18)
-        return fmt::format("field '{}': {} is out of range", path.text, *d);
+      if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18) {
+        return bad(fmt::format("field '{}': {} is out of range", path.text, *d));
+      }
       // A fractional number is rounded to the microsecond: binary doubles
       // cannot hold nanoseconds since the epoch (1764460800.123 s would read
       // as ...122.9998 ms).
       total_ns = std::llround(ns / 1000) * 1000;
     } else {
-      return fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text, TypeName(v->type()),
-                         t.unit);
+      return bad(fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text,
+                             TypeName(v->type()), t.unit));
     }
   }
   int64_t s = total_ns / 1000000000, nanos = total_ns % 1000000000;
@@ -423,10 +445,7 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
   // event_time
   auto* ts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, d->FindFieldByNumber(2)));
   if (auto e = ReadTime(root, mapping.event_time_path(), mapping.spec().event_time, meta, ts)) {
-    *err = {e->find("missing") != std::string::npos || e->find("no timestamp") != std::string::npos
-                ? RejectReason::kMissingField
-                : RejectReason::kBadTimestamp,
-            "event_time: " + *e};
+    *err = {e->reason, "event_time: " + e->detail};
     return false;
   }
 
@@ -460,9 +479,7 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
       if (!At(root, t.path) && !vs.required) continue;  // optional: absent
       auto* mts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, t.field));
       if (auto e = ReadTime(root, t.path, vs.time, meta, mts)) {
-        *err = {vs.required && e->find("missing") != std::string::npos ? RejectReason::kMissingField
-                                                                       : RejectReason::kBadTimestamp,
-                fmt::format("{}: {}", t.field->name(), *e)};
+        *err = {e->reason, fmt::format("{}: {}", t.field->name(), e->detail)};
         return false;
       }
       continue;
@@ -504,7 +521,11 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
     }
     x *= vs.scale;
     if (t.kind == SourceMapping::Kind::kDouble) {
-      r->SetDouble(msg, t.field, x);  // finite and in range: Finish checks
+      if (!std::isfinite(x) || std::fabs(x) > state::kMaxAbsValue) {
+        *err = {RejectReason::kBadValue, fmt::format("numeric value out of range: {}={}", t.field->name(), x)};
+        return false;
+      }
+      r->SetDouble(msg, t.field, x);
     } else if (x == std::floor(x) && x >= INT32_MIN && x <= INT32_MAX) {
       r->SetInt32(msg, t.field, static_cast<int32_t>(x));
     } else {
@@ -513,7 +534,7 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
       return false;
     }
   }
-  return rep_->Finish(family, msg, out, err);
+  return rep_->Finish(family, msg, out, err, /*values_checked=*/true);
 }
 
 void SilenceProtobufLogging() {

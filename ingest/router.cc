@@ -106,9 +106,11 @@ void Router::Route(const kpi::EventView& ev, RoutedEvent* out) const {
       // An attribution time must precede the event it attributes (a trial
       // starts before it converts): one after event_time, like a missing or
       // invalid one, would file the event into a bucket of its future.
-      const int64_t at_ms = ts.seconds() * 1000 + ts.nanos() / 1000000;
-      if (r->HasField(*ev.msg, def->time_desc) && ts.seconds() >= kMinTimeS && ts.seconds() < kMaxTimeS &&
-          ts.nanos() >= 0 && ts.nanos() <= 999999999 && at_ms <= ev.time_ms) {
+      // Range first: seconds near INT64_MAX would overflow the product.
+      const bool in_range = r->HasField(*ev.msg, def->time_desc) && ts.seconds() >= kMinTimeS &&
+                            ts.seconds() < kMaxTimeS && ts.nanos() >= 0 && ts.nanos() <= 999999999;
+      const int64_t at_ms = in_range ? ts.seconds() * 1000 + ts.nanos() / 1000000 : 0;
+      if (in_range && at_ms <= ev.time_ms) {
         con.time_ms = at_ms;
       } else {
         con.time_fallback = true;

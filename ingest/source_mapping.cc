@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 
+#include <cmath>
+#include <cstdint>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
@@ -73,6 +77,16 @@ absl::StatusOr<int> ResolveTypeName(kpi::Family family, const std::string& name)
                                                 kpi::FamilyName(family), absl::StrJoin(known, ", ")));
 }
 
+std::optional<std::string> CheckNumber(const std::string& text, double scale, bool int32) {
+  double x = 0;
+  if (!absl::SimpleAtod(text, &x) || !std::isfinite(x)) return fmt::format("'{}' is not a number", text);
+  x *= scale;
+  if (int32 && (x != std::floor(x) || x < INT32_MIN || x > INT32_MAX)) {
+    return fmt::format("'{}' is not a whole number in the range of a 32-bit integer", text);
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> CheckTimeSpec(const TimeSpec& t) {
   if (t.record_timestamp && !t.field.empty()) return "a time comes from a field or the record timestamp, not both";
   if (!t.record_timestamp && t.field.empty()) return "a time needs a field (or record_timestamp: true)";
@@ -129,22 +143,31 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
     if (auto e = CheckTargetField(s.family, target)) {
       return absl::InvalidArgumentError(fmt::format("{}: fields: {}", where, *e));
     }
-    if (vs.field.empty() == !vs.constant.has_value()) {
-      return absl::InvalidArgumentError(fmt::format("{}: fields.{}: give a field or a constant", where, target));
-    }
     Target t;
     t.field = d->FindFieldByName(target);
-    t.path = MakePath(vs.field);
     t.spec = &vs;
+    const bool time = t.field->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE;
+    // A time comes from its TimeSpec (a field or the record timestamp);
+    // anything else from a field or a constant.
+    if (!time && vs.field.empty() == !vs.constant.has_value()) {
+      return absl::InvalidArgumentError(fmt::format("{}: fields.{}: give a field or a constant", where, target));
+    }
+    t.path = MakePath(time ? vs.time.field : vs.field);
     switch (t.field->cpp_type()) {
       case pb::FieldDescriptor::CPPTYPE_STRING:
         t.kind = Kind::kString;
         break;
       case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-        t.kind = Kind::kDouble;
-        break;
       case pb::FieldDescriptor::CPPTYPE_INT32:
-        t.kind = Kind::kInt32;
+        t.kind = t.field->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE ? Kind::kDouble : Kind::kInt32;
+        // A constant or default of a numeric field is checked now, not on
+        // every record.
+        for (const auto* given : {vs.constant ? &*vs.constant : nullptr, vs.fallback ? &*vs.fallback : nullptr}) {
+          if (given == nullptr) continue;
+          if (auto e = CheckNumber(*given, vs.scale, t.kind == Kind::kInt32)) {
+            return absl::InvalidArgumentError(fmt::format("{}: fields.{}: {}", where, target, *e));
+          }
+        }
         break;
       case pb::FieldDescriptor::CPPTYPE_MESSAGE:  // google.protobuf.Timestamp
         t.kind = Kind::kTime;

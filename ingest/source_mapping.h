@@ -96,6 +96,9 @@ std::optional<std::string> CheckTargetField(kpi::Family family, const std::strin
 // any case. Its enum number, or the error text.
 absl::StatusOr<int> ResolveTypeName(kpi::Family family, const std::string& name);
 std::optional<std::string> CheckTimeSpec(const TimeSpec& t);
+// A constant or default for a numeric target: a number (times `scale`, a
+// whole one in range for 32-bit integer fields).
+std::optional<std::string> CheckNumber(const std::string& text, double scale, bool int32);
 
 // The compiled form the decoder runs.
 class SourceMapping {

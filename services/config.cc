@@ -335,6 +335,17 @@ class ConfigReader {
         if (const auto c = y_.Scalar(n, "constant", false)) v.constant = *c;
         if (const auto d = y_.Scalar(n, "default", false)) v.fallback = *d;
         if (const auto x = y_.Number(n, "scale")) v.scale = *x;
+        const auto* f = kpi::FamilyDescriptor(family)->FindFieldByName(target);
+        if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+          const bool int32 = f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32;
+          for (const char* key : {"constant", "default"}) {
+            const auto given = key[0] == 'c' ? v.constant : v.fallback;
+            if (!given) continue;
+            if (auto e = ingest::CheckNumber(*given, v.scale, int32)) {
+              y_.AddError(n[key], fmt::format("fields.{}.{}: {}", target, key, *e));
+            }
+          }
+        }
         if (!v.field.empty() == v.constant.has_value()) {
           y_.AddError(n, fmt::format("fields.{} needs a field or a constant, one of them", target));
         }

@@ -153,7 +153,9 @@ MHD_Result Probe(MHD_Connection* conn, const std::function<absl::Status()>& chec
 // The client certificate, under VerifyClientCertIfGiven or
 // RequireAndVerifyClientCert: OK, or why it is refused. GnuTLS asked for
 // it in the handshake (libmicrohttpd requests one when given a CA) and
-// checks it here against the client CA, its dates and its key usage.
+// checks it here against the client CA and its dates, and, as Prometheus
+// does, that it may serve as a TLS client (extended key usage clientAuth,
+// or no key usage restriction at all).
 absl::Status CheckClientCert(MHD_Connection* conn, const WebConfig& web) {
   const MHD_ConnectionInfo* info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
   auto* session = info ? static_cast<gnutls_session_t>(info->tls_session) : nullptr;
@@ -163,7 +165,10 @@ absl::Status CheckClientCert(MHD_Connection* conn, const WebConfig& web) {
     return web.require_client_cert ? absl::PermissionDeniedError("a client certificate is required") : absl::OkStatus();
   }
   unsigned status = 0;
-  if (int rc = gnutls_certificate_verify_peers2(session, &status); rc < 0) {
+  gnutls_typed_vdata_st purpose{};
+  purpose.type = GNUTLS_DT_KEY_PURPOSE_OID;
+  purpose.data = reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT));
+  if (int rc = gnutls_certificate_verify_peers(session, &purpose, 1, &status); rc < 0) {
     return absl::PermissionDeniedError(fmt::format("client certificate: {}", gnutls_strerror(rc)));
   }
   if (status != 0) {
@@ -302,6 +307,14 @@ absl::StatusOr<std::unique_ptr<Generation>> HttpServer::Rep::Build(const WebConf
 }
 
 absl::Status HttpServer::Rep::Start(Generation* g) {
+  // Each server gets a duplicate of the listening socket: libmicrohttpd
+  // closes the socket it was given when it fails to start, and two servers
+  // overlap while a changed configuration takes over.
+  const int own_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own_fd < 0) {
+    return absl::ResourceExhaustedError(
+        fmt::format("cannot start the HTTP server on {}: dup: {}", address, std::strerror(errno)));
+  }
   const bool tls = !g->cert.empty();
   unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
   if (tls) flags |= MHD_USE_TLS;
@@ -310,7 +323,7 @@ absl::Status HttpServer::Rep::Start(Generation* g) {
   const char* priorities =
       g->web.min_tls13 ? "NORMAL:-VERS-ALL:+VERS-TLS1.3" : "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
   std::vector<MHD_OptionItem> opts = {
-      {MHD_OPTION_LISTEN_SOCKET, fd, nullptr},
+      {MHD_OPTION_LISTEN_SOCKET, own_fd, nullptr},
       {MHD_OPTION_THREAD_POOL_SIZE, std::max(options.threads, 1), nullptr},
       // Handlers parse the KPI file on reload (recursive descent): a full
       // stack, not libmicrohttpd's default.
@@ -335,6 +348,23 @@ absl::Status HttpServer::Rep::Start(Generation* g) {
   return absl::OkStatus();
 }
 
+// Stops a server that another one has replaced (or at shutdown): it stops
+// accepting, the requests in flight get up to `drain` to finish, then it
+// stops and its copy of the socket is closed.
+static void StopGeneration(Generation* g, std::chrono::milliseconds drain) {
+  if (g == nullptr || g->daemon == nullptr) return;
+  const int own_fd = MHD_quiesce_daemon(g->daemon);
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const MHD_DaemonInfo* info = MHD_get_daemon_info(g->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (info == nullptr || info->num_connections == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  MHD_stop_daemon(g->daemon);
+  g->daemon = nullptr;
+  if (own_fd >= 0) ::close(own_fd);
+}
+
 void HttpServer::Rep::Watch() {
   std::unique_lock<std::mutex> l(mu);
   std::vector<FileStamp> refused;  // stamps of a configuration already refused: said once
@@ -350,23 +380,17 @@ void HttpServer::Rep::Watch() {
                     options.web_config_file, next.status().ToString());
       continue;
     }
-    // The old server stops accepting, the new one takes the socket; the
-    // old one's in-flight requests finish before it is stopped.
+    // The new server starts on the socket first; only then does the old
+    // one stop accepting, and its requests in flight finish. A new server
+    // that cannot start leaves the old one as it was.
     const bool was_tls = !current->cert.empty();
-    MHD_quiesce_daemon(current->daemon);
     if (auto st = Start(next->get()); !st.ok()) {
       spdlog::error("http: the changed web configuration could not be served, the running one stays: {}",
                     st.ToString());
       refused = now;
-      auto again = Build(current->web);
-      if (again.ok() && Start(again->get()).ok()) {
-        MHD_stop_daemon(current->daemon);
-        current = std::move(*again);
-        current->stamps = refused;
-      }
       continue;
     }
-    MHD_stop_daemon(current->daemon);
+    StopGeneration(current.get(), std::chrono::seconds(5));
     current = std::move(*next);
     ++reloads;
     spdlog::info("http: web configuration reloaded from {} ({}, {} user(s){})", options.web_config_file,
@@ -389,7 +413,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerO
   if (!fd.ok()) return fd.status();
   rep->fd = *fd;
   if (auto st = rep->Start(g->get()); !st.ok()) {
-    ::close(rep->fd);
+    ::close(rep->fd);  // the server's own copy is closed by libmicrohttpd
     return st;
   }
   rep->current = std::move(*g);
@@ -406,9 +430,7 @@ void HttpServer::Stop() {
   if (rep_->watcher.joinable()) rep_->watcher.join();
   std::lock_guard<std::mutex> l(rep_->mu);
   if (rep_->current) {
-    // Quiesced first: the socket stays ours to close, exactly once.
-    MHD_quiesce_daemon(rep_->current->daemon);
-    MHD_stop_daemon(rep_->current->daemon);
+    StopGeneration(rep_->current.get(), std::chrono::seconds(2));
     rep_->current.reset();
   }
   if (rep_->fd >= 0) {

@@ -431,6 +431,7 @@ ca other-ca
 cert server localhost ca 'subjectAltName=IP:127.0.0.1,DNS:localhost'
 cert client kpictl ca 'extendedKeyUsage=clientAuth'
 cert stranger stranger other-ca 'extendedKeyUsage=clientAuth'
+cert serveronly localhost ca 'extendedKeyUsage=serverAuth'
 )",
                                          dir);
   const auto path = dir + "/make-certs.sh";

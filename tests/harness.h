@@ -63,7 +63,9 @@ std::string Slurp(const std::string& path);
 // openssl's command line, as an operator would use it, in `dir`: a CA
 // (ca.crt/key), a server certificate for 127.0.0.1 and localhost
 // (server.crt/key), a client certificate from the same CA (client.crt/key),
-// and one from a CA nobody trusts (stranger.crt/key). False on failure
+// one from a CA nobody trusts (stranger.crt/key), and one from the CA that
+// may only serve (serveronly.crt/key: extended key usage serverAuth).
+// False on failure
 // (log: dir/make-certs.log).
 bool MakeCertificates(const std::string& dir);
 

@@ -254,6 +254,12 @@ TEST_F(SecureHttpIT, HttpsWithClientCertificatesIsSwitchedOnWithoutARestart) {
   const auto refused = Get(https + "/metrics", no_cert);
   EXPECT_NE(refused.status, 200) << refused.body;
   EXPECT_NE(Get(https + "/metrics", stranger).status, 200);
+  auto server_only = good;  // from the trusted CA, but not for clients
+  server_only.cert = d + "/serveronly.crt";
+  server_only.key = d + "/serveronly.key";
+  const auto wrong_use = Get(https + "/metrics", server_only);
+  EXPECT_EQ(wrong_use.status, 403) << wrong_use.error;
+  EXPECT_NE(wrong_use.body.find("client certificate refused"), std::string::npos) << wrong_use.body;
   EXPECT_EQ(Get(https + "/metrics", no_password).status, 401);
   EXPECT_EQ(Get(https + "/-/ready", no_password).status, 200);  // probes: no password, but the certificate
   // A real Prometheus scrapes over HTTPS with its client certificate.

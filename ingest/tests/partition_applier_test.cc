@@ -246,8 +246,19 @@ TEST_F(PartitionApplierTest, ACohortMeasureIsFiledUnderTheOriginTime) {
   crm(events::v1::CRM_TRIAL_CONVERTED, kNow - 60 * kSec, kNow + 365 * day);
   crm(events::v1::CRM_TRIAL_CONVERTED, kNow - 50 * kSec, kNow - 49 * kSec);
   EXPECT_EQ(ingest_->stats().time_fallback_by_measure[3].load(), 3u);
-  // Filed in the last hour: the three fallbacks (the others lie days back).
-  EXPECT_EQ(Value("conversions_by_start", kNow - 3600 * kSec, kNow), 3);
+  // An origin whose seconds no millisecond count can hold (protobuf takes
+  // any int64): out of range, a fallback, and no overflow on the way.
+  {
+    CrmEvent e;
+    e.set_event_id("c" + std::to_string(++n_));
+    *e.mutable_event_time() = TimeUtil::MillisecondsToTimestamp(kNow - 40 * kSec);
+    e.set_type(events::v1::CRM_TRIAL_CONVERTED);
+    e.mutable_origin_time()->set_seconds(INT64_MAX);
+    EXPECT_EQ(Apply(kpi::Family::kCrm, e.SerializeAsString()), Outcome::kApplied);
+  }
+  EXPECT_EQ(ingest_->stats().time_fallback_by_measure[3].load(), 4u);
+  // Filed in the last hour: the four fallbacks (the others lie days back).
+  EXPECT_EQ(Value("conversions_by_start", kNow - 3600 * kSec, kNow), 4);
 }
 
 }  // namespace

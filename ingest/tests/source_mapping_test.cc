@@ -1,5 +1,6 @@
 #include "ingest/source_mapping.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "ingest/decoder.h"
@@ -183,6 +184,47 @@ TEST_F(SourceMappingTest, TimeTargetsAndInt32Ranges) {
   EXPECT_EQ(err_.reason, RejectReason::kBadValue);
 }
 
+// Found in review: each of these once read wrong, overflowed or refused a
+// valid mapping.
+TEST_F(SourceMappingTest, TimeEdges) {
+  SourceSpec s = FlatClicks();
+  // A format of all digits is the format's, not a number of `unit`
+  // (absl's %Y takes every digit it sees: %E4Y takes four).
+  s.event_time = {.field = "when", .format = "%E4Y%m%d%H%M%S"};
+  auto digits = Compile(s);
+  ASSERT_TRUE(Decode(*digits, R"({"kind": "click", "when": "20251130000001"})")) << err_.detail;
+  EXPECT_EQ(ev_.time_ms, 1764460801000);
+  // absl reads "infinite-future" as a time: out of range, never overflowed.
+  s.event_time = {.field = "ts"};
+  auto rfc = Compile(s);
+  for (const char* v : {"infinite-future", "infinite-past", "missing"}) {
+    EXPECT_FALSE(Decode(*rfc, fmt::format(R"({{"kind": "click", "ts": "{}"}})", v))) << v;
+    EXPECT_EQ(err_.reason, RejectReason::kBadTimestamp) << v << ": " << err_.detail;  // "missing" is a bad value
+  }
+  // A record timestamp beyond any millisecond arithmetic.
+  s.event_time = {.record_timestamp = true};
+  auto record = Compile(s);
+  EXPECT_FALSE(Decode(*record, R"({"kind": "click"})", 7, INT64_MAX));
+  EXPECT_EQ(err_.reason, RejectReason::kBadTimestamp);
+  // A time target from the record timestamp compiles and reads it.
+  SourceSpec crm;
+  crm.topic = "crm";
+  crm.family = kpi::Family::kCrm;
+  crm.event_time = {.field = "at", .unit = "s"};
+  crm.type_constant = "trial_converted";
+  crm.fields["origin_time"].time = {.record_timestamp = true};
+  auto origin = Compile(crm);
+  ASSERT_NE(origin, nullptr);
+  ASSERT_TRUE(Decode(*origin, R"({"at": 1764460900})", 7, 1764460800000)) << err_.detail;
+  EXPECT_EQ(static_cast<const CrmEvent&>(*ev_.msg).origin_time().seconds(), 1764460800);
+  // origin_time "infinite-future" from a field: refused, named.
+  crm.fields["origin_time"].time = {.field = "started"};
+  auto started = Compile(crm);
+  EXPECT_FALSE(Decode(*started, R"({"at": 1764460900, "started": "infinite-future"})"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadTimestamp);
+  EXPECT_NE(err_.detail.find("origin_time"), std::string::npos) << err_.detail;
+}
+
 TEST(SourceMappingCompileTest, WhatCannotBeMappedIsSaid) {
   SourceSpec s = FlatClicks();
   s.fields["cpc"].field = "x";
@@ -198,6 +240,19 @@ TEST(SourceMappingCompileTest, WhatCannotBeMappedIsSaid) {
   s = FlatClicks();
   s.event_time.unit = "minutes";
   EXPECT_FALSE(SourceMapping::Compile(s).ok());
+  // Numeric constants and defaults are checked once, not per record.
+  s = FlatClicks();
+  s.fields["revenue"].constant = "12,5";
+  EXPECT_NE(SourceMapping::Compile(s).status().message().find("'12,5' is not a number"), std::string::npos);
+  SourceSpec p;
+  p.topic = "p";
+  p.family = kpi::Family::kProduct;
+  p.event_time.field = "ts";
+  p.type_constant = "api_call";
+  p.fields["status_code"] = {.field = "s", .fallback = "n/a"};
+  EXPECT_FALSE(SourceMapping::Compile(p).ok());
+  p.fields["status_code"] = {.field = "s", .fallback = "2.5"};
+  EXPECT_NE(SourceMapping::Compile(p).status().message().find("whole number"), std::string::npos);
   EXPECT_EQ(*ResolveTypeName(kpi::Family::kCrm, "TRIAL_STARTED"), events::v1::CRM_TRIAL_STARTED);
   EXPECT_EQ(*ResolveTypeName(kpi::Family::kCrm, "crm_trial_started"), events::v1::CRM_TRIAL_STARTED);
 }
