@@ -266,8 +266,8 @@ TEST_F(PipelineIT, UsersOwnJsonShapesGiveTheSameKpisAsTheProjectSchema) {
 
 TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesNothing) {
   // kpigen produces for ~40 s while kpid is killed with kill -9, again and
-  // again (20 times; KPISTREAM_IT_KILLS overrides, the sanitizer run uses
-  // fewer). Every third kill lands 0-800 ms after start: while the process
+  // again (20 times; KPISTREAM_IT_KILLS overrides it for a quicker local run).
+  // Every third kill lands 0-800 ms after start: while the process
   // joins the group and partitions are being assigned (a rebalance); the
   // others land 50-1500 ms after it started applying records, i.e. mid-
   // ingest, between and during commits (one every 200 ms).
