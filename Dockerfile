@@ -39,6 +39,7 @@ RUN apt-get update \
       librdkafka-dev \
       librocksdb-dev \
       libsimdjson-dev \
+      libavro-dev \
       libspdlog-dev \
       libxxhash-dev \
       libyaml-cpp-dev \
@@ -75,6 +76,7 @@ RUN apt-get update \
       libabsl20220623 \
       libcurl4 \
       libfmt9 \
+      libavro23 \
       libgnutls30 \
       libgrpc++1.51 \
       libgrpc29 \

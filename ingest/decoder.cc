@@ -10,9 +10,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "ingest/avro_layout.h"
+#include "ingest/payload_value.h"
+#include "ingest/schema_registry.h"
 #include "ingest/source_mapping.h"
 #include "kpistream/events/v1/events.pb.h"
 #include "state/aggregate.h"
@@ -29,6 +33,13 @@ struct Decoder::Rep {
   pb::util::JsonParseOptions json_options;
   simdjson::dom::parser json;  // declared sources; reused: its buffers grow to the largest record
   std::string text;            // scratch for values converted to text
+  // Avro sources: a datum per writer schema, reused from record to record.
+  std::map<const AvroLayout*, std::unique_ptr<AvroDatum>> avro;
+
+  bool DecodeJson(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta, pb::Message* msg,
+                  DecodeError* err);
+  bool DecodeAvro(const SourceMapping& mapping, const std::shared_ptr<const AvroLayout>& layout,
+                  std::string_view payload, const RecordMeta& meta, pb::Message* msg, DecodeError* err);
 
   // The checks every decoded event passes, whatever its format.
   // `values_checked`: the caller checked every numeric value it set.
@@ -80,6 +91,8 @@ std::string_view RejectReasonName(RejectReason r) {
       return "empty";
     case RejectReason::kFuture:
       return "future";
+    case RejectReason::kUnknownSchema:
+      return "unknown_schema";
     case RejectReason::kCount_:
       break;
   }
@@ -228,19 +241,6 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
-// The value at a dotted path; nullopt when a key is absent, a step is not
-// an object, or the value is null.
-std::optional<element> At(element root, const SourceMapping::Path& path) {
-  element e = root;
-  for (const auto& key : path.keys) {
-    simdjson::dom::object obj;
-    if (e.get(obj) != simdjson::SUCCESS) return std::nullopt;
-    if (obj.at_key(key).get(e) != simdjson::SUCCESS) return std::nullopt;
-  }
-  if (e.is_null()) return std::nullopt;
-  return e;
-}
-
 std::string_view TypeName(element_type t) {
   switch (t) {
     case element_type::ARRAY:
@@ -258,28 +258,76 @@ std::string_view TypeName(element_type t) {
   }
 }
 
-// A scalar as text: strings as they are, numbers and booleans in their
-// JSON form. False for arrays and objects.
-bool AsText(element e, std::string* out) {
-  out->clear();
-  switch (e.type()) {
-    case element_type::STRING: {
-      std::string_view v;
-      if (e.get(v) != simdjson::SUCCESS) return false;
-      out->assign(v);
-      return true;
+// A JSON document as the mapping reads it.
+struct JsonDoc {
+  element root;
+  // The value at a dotted path; absent when a key is absent, a step is not
+  // an object, or the value is null.
+  PayloadValue At(const SourceMapping::Path& path) const {
+    PayloadValue out;
+    element e = root;
+    for (const auto& key : path.keys) {
+      simdjson::dom::object obj;
+      if (e.get(obj) != simdjson::SUCCESS) return out;
+      if (obj.at_key(key).get(e) != simdjson::SUCCESS) return out;
     }
-    case element_type::INT64:
-      fmt::format_to(std::back_inserter(*out), "{}", int64_t(e.get_int64().value_unsafe()));
+    out.type_name = TypeName(e.type());
+    switch (e.type()) {
+      case element_type::NULL_VALUE:
+        break;
+      case element_type::STRING:
+        out.kind = PayloadValue::Kind::kString;
+        out.text = e.get_string().value_unsafe();
+        break;
+      case element_type::INT64:
+        out.kind = PayloadValue::Kind::kInt;
+        out.i = e.get_int64().value_unsafe();
+        break;
+      case element_type::UINT64:
+        out.kind = PayloadValue::Kind::kUint;
+        out.u = e.get_uint64().value_unsafe();
+        break;
+      case element_type::DOUBLE:
+        out.kind = PayloadValue::Kind::kDouble;
+        out.d = e.get_double().value_unsafe();
+        break;
+      case element_type::BOOL:
+        out.kind = PayloadValue::Kind::kBool;
+        out.b = e.get_bool().value_unsafe();
+        break;
+      default:
+        out.kind = PayloadValue::Kind::kComposite;
+        break;
+    }
+    return out;
+  }
+};
+
+// An Avro datum as the mapping reads it.
+struct AvroDoc {
+  const AvroDatum* datum;
+  PayloadValue At(const SourceMapping::Path& path) const { return datum->At(path.slot); }
+};
+
+// A scalar as text: strings as they are, numbers and booleans in their
+// JSON form. False for anything else.
+bool AsText(const PayloadValue& v, std::string* out) {
+  out->clear();
+  switch (v.kind) {
+    case PayloadValue::Kind::kString:
+      out->assign(v.text);
       return true;
-    case element_type::UINT64:
-      fmt::format_to(std::back_inserter(*out), "{}", uint64_t(e.get_uint64().value_unsafe()));
+    case PayloadValue::Kind::kInt:
+      fmt::format_to(std::back_inserter(*out), "{}", v.i);
       return true;
-    case element_type::DOUBLE:
-      fmt::format_to(std::back_inserter(*out), "{}", double(e.get_double().value_unsafe()));
+    case PayloadValue::Kind::kUint:
+      fmt::format_to(std::back_inserter(*out), "{}", v.u);
       return true;
-    case element_type::BOOL:
-      out->assign(e.get_bool().value_unsafe() ? "true" : "false");
+    case PayloadValue::Kind::kDouble:
+      fmt::format_to(std::back_inserter(*out), "{}", v.d);
+      return true;
+    case PayloadValue::Kind::kBool:
+      out->assign(v.b ? "true" : "false");
       return true;
     default:
       return false;
@@ -287,19 +335,17 @@ bool AsText(element e, std::string* out) {
 }
 
 // A number, or a string holding one. nullopt otherwise.
-std::optional<double> AsNumber(element e) {
-  switch (e.type()) {
-    case element_type::INT64:
-      return static_cast<double>(e.get_int64().value_unsafe());
-    case element_type::UINT64:
-      return static_cast<double>(e.get_uint64().value_unsafe());
-    case element_type::DOUBLE:
-      return e.get_double().value_unsafe();
-    case element_type::STRING: {
-      std::string_view v;
-      if (e.get(v) != simdjson::SUCCESS) return std::nullopt;
+std::optional<double> AsNumber(const PayloadValue& v) {
+  switch (v.kind) {
+    case PayloadValue::Kind::kInt:
+      return static_cast<double>(v.i);
+    case PayloadValue::Kind::kUint:
+      return static_cast<double>(v.u);
+    case PayloadValue::Kind::kDouble:
+      return v.d;
+    case PayloadValue::Kind::kString: {
       double d = 0;
-      if (absl::SimpleAtod(absl::string_view(v.data(), v.size()), &d)) return d;
+      if (absl::SimpleAtod(absl::string_view(v.text.data(), v.text.size()), &d)) return d;
       return std::nullopt;
     }
     default:
@@ -314,9 +360,10 @@ int64_t NanosPerUnit(const std::string& unit) {
   return 1000000;  // ms
 }
 
-// Reads a time per `t` into *ts; why not otherwise (missing_field when the
-// time is absent, bad_timestamp when it is not a time).
-std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& path, const TimeSpec& t,
+// Reads a time per `t` into *ts from `v` (the value at `path`, unused with
+// record_timestamp); why not otherwise (missing_field when the time is
+// absent, bad_timestamp when it is not a time).
+std::optional<DecodeError> ReadTime(const PayloadValue& v, const SourceMapping::Path& path, const TimeSpec& t,
                                     const RecordMeta& meta, pb::Timestamp* ts) {
   auto bad = [](std::string detail) { return DecodeError{RejectReason::kBadTimestamp, std::move(detail)}; };
   // Far outside any accepted event time (the decoder's range is checked
@@ -330,17 +377,16 @@ std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& pat
     }
     total_ns = meta.timestamp_ms * 1000000;
   } else {
-    const auto v = At(root, path);
-    if (!v) return DecodeError{RejectReason::kMissingField, fmt::format("field '{}' is missing", path.text)};
-    std::string_view text;
-    const bool is_string = v->get(text) == simdjson::SUCCESS;
+    if (v.absent()) return DecodeError{RejectReason::kMissingField, fmt::format("field '{}' is missing", path.text)};
+    const bool is_string = v.kind == PayloadValue::Kind::kString;
+    const std::string_view text = v.text;
     const bool custom_format = t.format != "rfc3339";
     int64_t n = 0;
     // A string of digits is a number of `unit`, unless a format of the
     // user's own (which may be all digits, like %Y%m%d) says how to read it.
-    if (v->type() == element_type::INT64 ||
+    if (v.kind == PayloadValue::Kind::kInt ||
         (is_string && !custom_format && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
-      if (!is_string) n = v->get_int64().value_unsafe();
+      if (!is_string) n = v.i;
       const int64_t k = NanosPerUnit(t.unit);
       if (n > INT64_MAX / k || n < INT64_MIN / k) {
         return bad(fmt::format("field '{}': {} {} is out of range", path.text, n, t.unit));
@@ -364,7 +410,7 @@ std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& pat
       ts->set_seconds(s);
       ts->set_nanos(static_cast<int32_t>((at - absl::FromUnixSeconds(s)) / absl::Nanoseconds(1)));
       return std::nullopt;
-    } else if (const auto d = AsNumber(*v)) {
+    } else if (const auto d = AsNumber(v)) {
       const double ns = *d * static_cast<double>(NanosPerUnit(t.unit));
       if (!std::isfinite(ns) || std::fabs(ns) > 9.2e18) {
         return bad(fmt::format("field '{}': {} is out of range", path.text, *d));
@@ -374,8 +420,8 @@ std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& pat
       // as ...122.9998 ms).
       total_ns = std::llround(ns / 1000) * 1000;
     } else {
-      return bad(fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text,
-                             TypeName(v->type()), t.unit));
+      return bad(fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text, v.type_name,
+                             t.unit));
     }
   }
   int64_t s = total_ns / 1000000000, nanos = total_ns % 1000000000;
@@ -388,55 +434,28 @@ std::optional<DecodeError> ReadTime(element root, const SourceMapping::Path& pat
   return std::nullopt;
 }
 
-}  // namespace
-
-bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
-                           kpi::EventView* out, DecodeError* err) {
-  if (payload.empty()) {
-    *err = {RejectReason::kEmpty, "the record has no payload (an empty value or a tombstone)"};
-    return false;
-  }
-  if (payload.size() > rep_->options.max_payload_bytes) {
-    *err = {RejectReason::kOversized,
-            fmt::format("payload is {} bytes, the maximum is {}", payload.size(), rep_->options.max_payload_bytes)};
-    return false;
-  }
-  if (rep_->json.max_depth() != static_cast<size_t>(kMaxJsonDepth)) {
-    if (rep_->json.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) {
-      *err = {RejectReason::kOversized, "cannot allocate the JSON parser's buffers"};
-      return false;
-    }  // deeper documents: DEPTH_ERROR, rejected below
-  }
-  element root;
-  if (auto e = rep_->json.parse(payload.data(), payload.size()).get(root); e != simdjson::SUCCESS) {
-    *err = {RejectReason::kBadJson, fmt::format("not JSON: {}", simdjson::error_message(e))};
-    return false;
-  }
-  if (!root.is_object()) {
-    *err = {RejectReason::kBadJson, fmt::format("the payload is {}, want a JSON object", TypeName(root.type()))};
-    return false;
-  }
-  const kpi::Family family = mapping.family();
-  pb::Message* msg = rep_->MessageFor(family);
-  msg->Clear();
+// Maps one parsed payload onto *msg (cleared) per the mapping; the checks
+// after (type known, id and time present, time range) are Finish's.
+template <class Doc>
+bool MapPayload(const SourceMapping& mapping, const Doc& doc, const RecordMeta& meta, pb::Message* msg,
+                std::string& text, DecodeError* err) {
   const auto* d = msg->GetDescriptor();
   const auto* r = msg->GetReflection();
-  std::string& text = rep_->text;
 
   // event_id: a field, or the record's position.
   if (mapping.event_id_path().keys.empty()) {
     text.clear();
     fmt::format_to(std::back_inserter(text), "{}/{}/{}", meta.topic, meta.partition, meta.offset);
   } else {
-    const auto v = At(root, mapping.event_id_path());
-    if (!v) {
+    const PayloadValue v = doc.At(mapping.event_id_path());
+    if (v.absent()) {
       *err = {RejectReason::kMissingField,
               fmt::format("event_id: field '{}' is missing", mapping.event_id_path().text)};
       return false;
     }
-    if (!AsText(*v, &text)) {
+    if (!AsText(v, &text)) {
       *err = {RejectReason::kBadValue, fmt::format("event_id: field '{}' is {}, want a string or a number",
-                                                   mapping.event_id_path().text, TypeName(v->type()))};
+                                                   mapping.event_id_path().text, v.type_name)};
       return false;
     }
   }
@@ -444,7 +463,8 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
 
   // event_time
   auto* ts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, d->FindFieldByNumber(2)));
-  if (auto e = ReadTime(root, mapping.event_time_path(), mapping.spec().event_time, meta, ts)) {
+  const PayloadValue tv = mapping.spec().event_time.record_timestamp ? PayloadValue{} : doc.At(mapping.event_time_path());
+  if (auto e = ReadTime(tv, mapping.event_time_path(), mapping.spec().event_time, meta, ts)) {
     *err = {e->reason, "event_time: " + e->detail};
     return false;
   }
@@ -452,14 +472,14 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
   // type
   int type = mapping.type_constant();
   if (type == 0) {
-    const auto v = At(root, mapping.type_path());
-    if (!v) {
+    const PayloadValue v = doc.At(mapping.type_path());
+    if (v.absent()) {
       *err = {RejectReason::kUnknownType, fmt::format("type: field '{}' is missing", mapping.type_path().text)};
       return false;
     }
-    if (!AsText(*v, &text)) {
+    if (!AsText(v, &text)) {
       *err = {RejectReason::kUnknownType,
-              fmt::format("type: field '{}' is {}, want a string", mapping.type_path().text, TypeName(v->type()))};
+              fmt::format("type: field '{}' is {}, want a string", mapping.type_path().text, v.type_name)};
       return false;
     }
     type = mapping.TypeOf(text);
@@ -476,18 +496,19 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
   for (const auto& t : mapping.targets()) {
     const ValueSpec& vs = *t.spec;
     if (t.kind == SourceMapping::Kind::kTime) {
-      if (!At(root, t.path) && !vs.required) continue;  // optional: absent
+      const PayloadValue v = vs.time.record_timestamp ? PayloadValue{} : doc.At(t.path);
+      if (!vs.time.record_timestamp && v.absent() && !vs.required) continue;  // optional: absent
       auto* mts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, t.field));
-      if (auto e = ReadTime(root, t.path, vs.time, meta, mts)) {
+      if (auto e = ReadTime(v, t.path, vs.time, meta, mts)) {
         *err = {e->reason, fmt::format("{}: {}", t.field->name(), e->detail)};
         return false;
       }
       continue;
     }
-    std::optional<element> v;
-    if (!vs.constant) v = At(root, t.path);
-    const std::string* given = vs.constant ? &*vs.constant : (!v && vs.fallback ? &*vs.fallback : nullptr);
-    if (!v && given == nullptr) {
+    PayloadValue v;
+    if (!vs.constant) v = doc.At(t.path);
+    const std::string* given = vs.constant ? &*vs.constant : (v.absent() && vs.fallback ? &*vs.fallback : nullptr);
+    if (v.absent() && given == nullptr) {
       if (vs.required) {
         *err = {RejectReason::kMissingField, fmt::format("{}: field '{}' is missing", t.field->name(), t.path.text)};
         return false;
@@ -497,9 +518,9 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
     if (t.kind == SourceMapping::Kind::kString) {
       if (given) {
         text = *given;
-      } else if (!AsText(*v, &text)) {
+      } else if (!AsText(v, &text)) {
         *err = {RejectReason::kBadValue, fmt::format("{}: field '{}' is {}, want a string or a number", t.field->name(),
-                                                     t.path.text, TypeName(v->type()))};
+                                                     t.path.text, v.type_name)};
         return false;
       }
       r->SetString(msg, t.field, text);
@@ -511,12 +532,12 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
         *err = {RejectReason::kBadValue, fmt::format("{}: the default '{}' is not a number", t.field->name(), *given)};
         return false;
       }
-    } else if (const auto n = AsNumber(*v)) {
+    } else if (const auto n = AsNumber(v)) {
       x = *n;
     } else {
       *err = {RejectReason::kBadValue,
               fmt::format("{}: field '{}' is {}, want a number", t.field->name(), t.path.text,
-                          v->type() == element_type::STRING ? "a string that is no number" : TypeName(v->type()))};
+                          v.kind == PayloadValue::Kind::kString ? "a string that is no number" : v.type_name)};
       return false;
     }
     x *= vs.scale;
@@ -534,7 +555,81 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
       return false;
     }
   }
-  return rep_->Finish(family, msg, out, err, /*values_checked=*/true);
+  return true;
+}
+
+}  // namespace
+
+bool Decoder::Rep::DecodeJson(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
+                              pb::Message* msg, DecodeError* err) {
+  if (json.max_depth() != static_cast<size_t>(kMaxJsonDepth)) {
+    if (json.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) {
+      *err = {RejectReason::kOversized, "cannot allocate the JSON parser's buffers"};
+      return false;
+    }  // deeper documents: DEPTH_ERROR, rejected below
+  }
+  element root;
+  if (auto e = json.parse(payload.data(), payload.size()).get(root); e != simdjson::SUCCESS) {
+    *err = {RejectReason::kBadJson, fmt::format("not JSON: {}", simdjson::error_message(e))};
+    return false;
+  }
+  if (!root.is_object()) {
+    *err = {RejectReason::kBadJson, fmt::format("the payload is {}, want a JSON object", TypeName(root.type()))};
+    return false;
+  }
+  return MapPayload(mapping, JsonDoc{root}, meta, msg, text, err);
+}
+
+bool Decoder::Rep::DecodeAvro(const SourceMapping& mapping, const std::shared_ptr<const AvroLayout>& layout,
+                              std::string_view payload, const RecordMeta& meta, pb::Message* msg, DecodeError* err) {
+  auto& datum = avro[layout.get()];
+  if (!datum) datum = std::make_unique<AvroDatum>(layout);
+  std::string why;
+  if (!datum->Read(payload, &why)) {
+    *err = {RejectReason::kNotDecodable, std::move(why)};
+    return false;
+  }
+  return MapPayload(mapping, AvroDoc{datum.get()}, meta, msg, text, err);
+}
+
+bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
+                           kpi::EventView* out, DecodeError* err) {
+  if (payload.empty()) {
+    *err = {RejectReason::kEmpty, "the record has no payload (an empty value or a tombstone)"};
+    return false;
+  }
+  if (payload.size() > rep_->options.max_payload_bytes) {
+    *err = {RejectReason::kOversized,
+            fmt::format("payload is {} bytes, the maximum is {}", payload.size(), rep_->options.max_payload_bytes)};
+    return false;
+  }
+  const kpi::Family family = mapping.family();
+  pb::Message* msg = rep_->MessageFor(family);
+  msg->Clear();
+  std::shared_ptr<const AvroLayout> layout = mapping.avro_layout();
+  if (mapping.registry() != nullptr) {
+    // The Confluent wire format: the writer schema by its id.
+    auto frame = SplitConfluentFrame(payload);
+    if (!frame.ok()) {
+      *err = {RejectReason::kNotDecodable, std::string(frame.status().message())};
+      return false;
+    }
+    auto found = mapping.LayoutFor(frame->first);
+    if (!found.ok()) {
+      if (absl::IsUnavailable(found.status())) {
+        *err = {RejectReason::kNotDecodable, std::string(found.status().message()), /*retry=*/true};
+      } else {
+        *err = {RejectReason::kUnknownSchema,
+                fmt::format("schema id {}: {}", frame->first, std::string(found.status().message()))};
+      }
+      return false;
+    }
+    layout = *found;
+    payload = frame->second;
+  }
+  const bool ok = layout ? rep_->DecodeAvro(mapping, layout, payload, meta, msg, err)
+                         : rep_->DecodeJson(mapping, payload, meta, msg, err);
+  return ok && rep_->Finish(family, msg, out, err, /*values_checked=*/true);
 }
 
 void SilenceProtobufLogging() {

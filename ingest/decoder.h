@@ -1,6 +1,6 @@
 // Decodes Kafka record payloads into validated events: the project's own
-// schemas (protobuf or proto3-JSON), or a declared source's JSON mapped onto
-// them (ingest/source_mapping.h).
+// schemas (protobuf or proto3-JSON), or a declared source's JSON or Avro
+// mapped onto them (ingest/source_mapping.h).
 //
 // Thread-safety: not thread-safe; use one Decoder per consumer thread. The
 // decoder reuses its messages, so an EventView is valid until the next call.
@@ -30,6 +30,7 @@ enum class RejectReason : uint8_t {
   kDuplicate,         // an event_id already applied from the same partition
   kEmpty,             // no payload: an empty record or a tombstone (null value)
   kFuture,            // event_time further ahead of kpid's clock than max_future
+  kUnknownSchema,     // a schema id the registry does not have, or a schema that does not fit
   kCount_,
 };
 inline constexpr int kNumRejectReasons = static_cast<int>(RejectReason::kCount_);
@@ -44,6 +45,9 @@ enum class PayloadFormat : uint8_t {
 struct DecodeError {
   RejectReason reason;
   std::string detail;  // human-readable: what is wrong and where
+  // Not the record's fault (the schema registry did not answer): it must
+  // not be dead-lettered but read again later.
+  bool retry = false;
 };
 
 struct DecoderOptions {
@@ -71,9 +75,12 @@ class Decoder {
   // On success fills *out and returns true; otherwise fills *err.
   bool Decode(kpi::Family family, std::string_view payload, PayloadFormat format, kpi::EventView* out,
               DecodeError* err);
-  // The same for a declared source: the payload (JSON) is parsed with
-  // simdjson and mapped onto the mapping's family; the checks after
-  // decoding (type, id, time range, values) are Decode's.
+  // The same for a declared source: the payload (JSON, parsed with
+  // simdjson; or Avro binary, read with the Avro C library) is mapped onto
+  // the mapping's family; the checks after decoding (type, id, time range,
+  // values) are Decode's. With a schema registry the payload is in the
+  // Confluent wire format and its schema is looked up by id: an unknown id
+  // is unknown_schema; no answer from the registry sets err->retry.
   bool DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta, kpi::EventView* out,
                     DecodeError* err);
 

@@ -397,8 +397,13 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
       dlq->Send(m, ps.binding->topic, rej);
       break;
     case PartitionApplier::Outcome::kUnknown:
-      // The store could not say whether this event was applied: apply
-      // nothing more, rewind to the durable state and retry with backoff.
+      // The store could not say whether this event was applied, or the
+      // schema registry did not answer for its schema: apply nothing more,
+      // rewind to the durable state and retry with backoff.
+      if (!blocked) {
+        spdlog::warn("{}[{}] offset {}: {}; holding consumption and retrying with backoff", ps.binding->topic,
+                     m->partition, m->offset, rej.detail);
+      }
       ResetToStored();
       blocked = true;
       SetPaused(true);

@@ -151,6 +151,12 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
                                                                  .timestamp_ms = timestamp_ms},
                                                                 &ev, &err)
                                 : scratch->decoder.Decode(family_, payload, format_, &ev, &err);
+  if (!decoded && err.retry) {
+    // Not the record's fault: it is read again later, never dead-lettered.
+    *rejection = {err.reason, std::move(err.detail)};
+    stats.schema_registry_retries.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::kUnknown;
+  }
   if (!decoded) return reject(err.reason, std::move(err.detail));
   if (ev.time_ms > now_ms + ctx_.options.max_future_ms) {
     return reject(RejectReason::kFuture,
@@ -161,6 +167,7 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
   if (ctx_.options.dedup_window_ms > 0) {
     const auto dup = IsDuplicate(ev, offset, scratch, rejection);
     if (!dup.has_value()) {
+      *rejection = {RejectReason::kDuplicate, "the store could not say whether the event was applied"};
       stats.dedup_lookup_failures.fetch_add(1, std::memory_order_relaxed);
       return Outcome::kUnknown;
     }

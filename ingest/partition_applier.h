@@ -41,6 +41,9 @@ struct IngestStats {
   std::atomic<uint64_t> applied{0};
   std::array<std::atomic<uint64_t>, kNumRejectReasons> rejected{};
   std::atomic<uint64_t> dedup_lookup_failures{0};
+  // Records of a registry source read again later because the schema
+  // registry did not answer for their schema id.
+  std::atomic<uint64_t> schema_registry_retries{0};
   // Event-time watermarks found more than max_future ahead of the clock at
   // restore (stamped by a wrong clock before such events were refused) and
   // reset to the clock.
@@ -111,8 +114,9 @@ class PartitionApplier {
     kApplied,   // contributions added to the accumulator
     kSkipped,   // below next_offset: already applied
     kRejected,  // *rejection says why; the caller dead-letters the record
-    kUnknown,   // the store could not answer (de-duplication): nothing
-                // applied, next_offset unchanged; the caller rewinds
+    kUnknown,   // the store (de-duplication) or the schema registry could
+                // not answer: nothing applied, next_offset unchanged;
+                // *rejection says why; the caller rewinds and retries
   };
   struct Rejection {
     RejectReason reason;

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "ingest/avro_layout.h"
 
 namespace kpistream::ingest {
 
@@ -42,11 +43,8 @@ std::optional<std::string> CheckSourceFormat(const std::string& format) {
   for (const char* f : kSourceFormats) {
     if (format == f) return std::nullopt;
   }
-  if (format == "avro" || format == "protobuf" || format == "json_sr" || format == "avro_confluent" ||
-      format == "protobuf_confluent") {
-    return fmt::format("format {} is not supported yet (supported: json)", format);
-  }
-  return fmt::format("unknown format '{}' (supported: json)", format);
+  if (format == "protobuf") return "format protobuf is not supported yet (supported: json, avro)";
+  return fmt::format("unknown format '{}' (supported: json, avro)", format);
 }
 
 std::optional<std::string> CheckTargetField(kpi::Family family, const std::string& target) {
@@ -183,7 +181,53 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
     }
     m->targets_.push_back(std::move(t));
   }
+  auto use = [&](Path* p, Kind kind) {
+    if (p->keys.empty()) return;
+    p->slot = static_cast<int>(m->paths_.size());
+    m->paths_.push_back({p, kind});
+  };
+  use(&m->event_id_, Kind::kString);
+  use(&m->event_time_, Kind::kTime);
+  use(&m->type_, Kind::kString);
+  for (auto& t : m->targets_) use(&t.path, t.kind);
+  if (!s.registry.url.empty()) {
+    m->registry_ = std::make_shared<SchemaRegistryClient>(s.registry);
+  } else if (s.format == "avro") {
+    if (s.schema_text.empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: format avro needs its writer schema: schema_file, or schema_registry", where));
+    }
+    auto layout = AvroLayout::Compile(*m, s.schema_text, /*strict=*/true);
+    if (!layout.ok()) {
+      return absl::InvalidArgumentError(fmt::format("{}: schema {}: {}", where, s.schema_file.empty() ? "" : s.schema_file,
+                                                    std::string(layout.status().message())));
+    }
+    m->avro_layout_ = *layout;
+  }
   return std::shared_ptr<const SourceMapping>(std::move(m));
+}
+
+absl::StatusOr<std::shared_ptr<const AvroLayout>> SourceMapping::LayoutFor(int32_t schema_id) const {
+  {
+    std::lock_guard lock(layouts_mu_);
+    if (auto it = layouts_.find(schema_id); it != layouts_.end()) return it->second;
+  }
+  // Unlocked: the registry call may wait on the network (it caches and
+  // backs off by itself).
+  auto schema = registry_->Lookup(schema_id);
+  if (!schema.ok()) return schema.status();  // not cached: asked again (after the client's backoff)
+  absl::StatusOr<std::shared_ptr<const AvroLayout>> layout = std::shared_ptr<const AvroLayout>();
+  const std::string want = spec_.format == "avro" ? "AVRO" : "JSON";
+  if ((*schema)->type != want) {
+    layout = absl::InvalidArgumentError(
+        fmt::format("the registry's schema is {}, the source's format is {}", (*schema)->type, spec_.format));
+  } else if (spec_.format == "avro") {
+    // Lenient: a field one writer schema lacks reads as absent; whether the
+    // record may miss it is the mapping's `required`/`default`.
+    layout = AvroLayout::Compile(*this, (*schema)->text, /*strict=*/false);
+  }
+  std::lock_guard lock(layouts_mu_);
+  return layouts_.emplace(schema_id, std::move(layout)).first->second;
 }
 
 int SourceMapping::TypeOf(std::string_view value) const {

@@ -1,4 +1,4 @@
-// Declared sources: a topic whose records are in the user's own JSON shape,
+// Declared sources: a topic whose records are in the user's own JSON or Avro shape,
 // mapped field by field onto one family's event (kpistream.events.v1), so
 // that kpid reads the topics users already have without a translation job
 // (as ksqlDB's `CREATE STREAM ... WITH (VALUE_FORMAT='JSON')` or Flink
@@ -42,7 +42,10 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
+
 #include "absl/status/statusor.h"
+#include "ingest/schema_registry.h"
 #include "kpi/event.h"
 
 namespace google::protobuf {
@@ -50,6 +53,8 @@ class FieldDescriptor;
 }  // namespace google::protobuf
 
 namespace kpistream::ingest {
+
+class AvroLayout;
 
 // Where a time comes from and how it is written.
 struct TimeSpec {
@@ -73,7 +78,15 @@ struct ValueSpec {
 struct SourceSpec {
   std::string topic;
   kpi::Family family = kpi::Family::kCampaign;
-  std::string format = "json";
+  std::string format = "json";  // json or avro
+  // The writer schema, for avro without a registry: its text (read from
+  // schema_file by the config reader).
+  std::string schema_text;
+  std::string schema_file;  // for errors
+  // A schema registry (url set): records are in the Confluent wire format
+  // and their schemas are fetched by id (format avro: the Avro writer
+  // schema; format json: a JSON Schema, whose id must exist).
+  SchemaRegistryOptions registry;
   std::string event_id_field;  // empty: derived from topic, partition and offset
   TimeSpec event_time;
   // The event type: from a field (its values mapped through `type_values`
@@ -84,9 +97,9 @@ struct SourceSpec {
   std::map<std::string, ValueSpec> fields;         // target field name -> where its value comes from
 };
 
-// Formats a declared source can have. Only JSON is implemented; the names
-// of the others are known so that the error can say so.
-inline constexpr const char* kSourceFormats[] = {"json"};
+// Formats a declared source can have; the names of others are known so
+// that the error can say so.
+inline constexpr const char* kSourceFormats[] = {"json", "avro"};
 
 // Checks one part of a spec, for configuration errors at its line: the
 // error text, or nullopt when fine.
@@ -115,6 +128,7 @@ class SourceMapping {
   struct Path {
     std::vector<std::string> keys;  // the dotted path, split
     std::string text;               // as written, for errors
+    int slot = -1;                  // index into paths(); -1 when empty (a constant, the record timestamp)
   };
   struct Target {
     const google::protobuf::FieldDescriptor* field = nullptr;
@@ -127,6 +141,23 @@ class SourceMapping {
   const Path& event_time_path() const { return event_time_; }
   const Path& type_path() const { return type_; }
   int type_constant() const { return type_constant_; }  // 0: from the field
+  // Every non-empty path the mapping reads, by slot, with the kind of value
+  // it must give (event_id and type: kString; event_time: kTime).
+  struct PathUse {
+    const Path* path;
+    Kind kind;
+  };
+  const std::vector<PathUse>& paths() const { return paths_; }
+
+  // Avro with a schema given: its layout (null otherwise).
+  const std::shared_ptr<const AvroLayout>& avro_layout() const { return avro_layout_; }
+  // With a registry (null otherwise).
+  SchemaRegistryClient* registry() const { return registry_.get(); }
+  // The Avro layout of a registered writer schema (null for format json,
+  // once the id is known to exist). Errors: the registry's (UNAVAILABLE:
+  // retry; NOT_FOUND), or INVALID_ARGUMENT when the schema is not of the
+  // source's format. Thread-safe; cached per id.
+  absl::StatusOr<std::shared_ptr<const AvroLayout>> LayoutFor(int32_t schema_id) const;
   // The type of a payload value (through `values`, or a type name: short
   // or full, lower or upper case); 0 when the mapping does not name it.
   int TypeOf(std::string_view value) const;
@@ -135,6 +166,11 @@ class SourceMapping {
   SourceSpec spec_;
   std::vector<Target> targets_;
   Path event_id_, event_time_, type_;
+  std::vector<PathUse> paths_;
+  std::shared_ptr<const AvroLayout> avro_layout_;
+  std::shared_ptr<SchemaRegistryClient> registry_;
+  mutable std::mutex layouts_mu_;
+  mutable std::map<int32_t, absl::StatusOr<std::shared_ptr<const AvroLayout>>> layouts_;
   int type_constant_ = 0;
   std::map<std::string, int, std::less<>> type_values_;  // payload value -> enum number
 };

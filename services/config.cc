@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "ingest/source_mapping.h"
@@ -192,7 +195,8 @@ class ConfigReader {
         y_.AddError(n, "a source must be a map (topic, family, format, event_id, event_time, type, fields)");
         continue;
       }
-      y_.CheckKeys(n, {"topic", "family", "format", "event_id", "event_time", "type", "fields"});
+      y_.CheckKeys(n, {"topic", "family", "format", "schema_file", "schema_registry", "event_id", "event_time", "type",
+                       "fields"});
       ingest::SourceSpec s;
       const auto topic = y_.Scalar(n, "topic", true);
       const auto family = y_.OneOf(n, "family", {"campaign", "product", "crm"});
@@ -208,6 +212,7 @@ class ConfigReader {
         s.format = *f;
         if (auto e = ingest::CheckSourceFormat(*f)) y_.AddError(n["format"], *e);
       }
+      ReadSchema(n, &s);
       if (const auto id = y_.Scalar(n, "event_id", false)) s.event_id_field = *id;
       if (const auto t = n["event_time"]) {
         ReadTime(t, "event_time", &s.event_time);
@@ -239,10 +244,66 @@ class ConfigReader {
       if (y_.ErrorCount() > 0) continue;
       auto mapping = ingest::SourceMapping::Compile(s);
       if (!mapping.ok()) {
-        y_.AddError(n, std::string(mapping.status().message()));
+        // A writer schema that lacks a mapped field is reported at the
+        // schema's line, the mapping's other errors at the source's.
+        y_.AddError(n["schema_file"] ? n["schema_file"] : n, std::string(mapping.status().message()));
         continue;
       }
       c_.engine.topics.push_back({s.topic, s.family, ingest::PayloadFormat::kJson, std::move(*mapping)});
+    }
+  }
+
+  // Where an Avro source's writer schema comes from: schema_file (the
+  // schema's JSON; records are bare Avro datums), or schema_registry (a URL,
+  // or {url, username, password, ca_file, timeout}; records in the
+  // Confluent wire format). A JSON source may name a registry too.
+  void ReadSchema(const YAML::Node& n, ingest::SourceSpec* s) {
+    const auto file = n["schema_file"];
+    const auto reg = n["schema_registry"];
+    if (file && reg) {
+      y_.AddError(reg, "give schema_file or schema_registry, not both");
+      return;
+    }
+    if (file) {
+      if (s->format != "avro") {
+        y_.AddError(file, fmt::format("schema_file is for format avro (this source's format is {})", s->format));
+        return;
+      }
+      const auto path = Path(n, "schema_file");
+      if (!path) return;
+      std::ifstream in(*path);
+      if (!in) {
+        y_.AddError(file, fmt::format("cannot read the Avro schema {}: {}", *path, std::strerror(errno)));
+        return;
+      }
+      s->schema_file = *path;
+      s->schema_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      return;
+    }
+    if (reg) {
+      if (reg.IsScalar()) {
+        s->registry.url = reg.as<std::string>();
+      } else if (reg.IsMap()) {
+        y_.CheckKeys(reg, {"url", "username", "password", "ca_file", "timeout"});
+        s->registry.url = y_.Scalar(reg, "url", true).value_or("");
+        s->registry.username = y_.Scalar(reg, "username", false).value_or("");
+        s->registry.password = y_.Scalar(reg, "password", false).value_or("");
+        s->registry.ca_file = Path(reg, "ca_file").value_or("");
+        if (reg["timeout"]) {
+          if (const auto t = y_.Duration(reg, "timeout", false)) s->registry.timeout_ms = *t;
+        }
+      } else {
+        y_.AddError(reg, "schema_registry must be a URL or a map {url, username, password, ca_file, timeout}");
+        return;
+      }
+      if (!s->registry.url.starts_with("http://") && !s->registry.url.starts_with("https://")) {
+        y_.AddError(reg, fmt::format("schema_registry url '{}' must start with http:// or https://", s->registry.url));
+      }
+      return;
+    }
+    if (s->format == "avro") {
+      y_.AddError(n, "format avro needs its writer schema: schema_file (bare Avro records) or schema_registry (the "
+                     "Confluent wire format)");
     }
   }
 

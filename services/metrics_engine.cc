@@ -107,6 +107,10 @@ void CollectEngine(const ingest::Engine& engine, const kpi::Catalog& catalog, co
   counter("kpistream_dedup_lookup_failures_total",
           "Event-id lookups the state store could not answer; kpid held the partition and retried.",
           in.dedup_lookup_failures.load());
+  counter("kpistream_schema_registry_retries_total",
+          "Records of a schema-registry source held and read again later because the registry did not answer for "
+          "their schema id (never dead-lettered for it).",
+          in.schema_registry_retries.load());
   counter("kpistream_records_consumed_total", "Records read from the input topics.", in.consumed.load());
   counter("kpistream_records_applied_total", "Records decoded and applied to the KPI state.", in.applied.load());
   counter("kpistream_skipped_offsets_total",

@@ -232,7 +232,7 @@ TEST(SourceMappingCompileTest, WhatCannotBeMappedIsSaid) {
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("campaign events have no field 'cpc'"), std::string::npos) << m.status();
   s = FlatClicks();
-  s.format = "avro";
+  s.format = "protobuf";
   EXPECT_NE(SourceMapping::Compile(s).status().message().find("not supported yet"), std::string::npos);
   s = FlatClicks();
   s.type_values = {{"clk", "tap"}};

@@ -79,7 +79,7 @@ HELM_ONLY_ANNOTATIONS = {"checksum/config"}
 
 # Debian bookworm runtime packages of the libraries kpid and kpictl link.
 RUNTIME_PACKAGES = {
-    "ca-certificates", "libabsl20220623", "libcurl4", "libfmt9", "libgrpc++1.51", "libgrpc29",
+    "ca-certificates", "libabsl20220623", "libavro23", "libcurl4", "libfmt9", "libgrpc++1.51", "libgrpc29",
     "libgnutls30", "libmicrohttpd12", "libprometheus-cpp-core1.0", "libprotobuf32", "librdkafka1",
     "librocksdb7.8", "libsimdjson14", "libspdlog1.10", "libxxhash0", "libyaml-cpp0.7",
 }

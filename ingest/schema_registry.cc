@@ -1,0 +1,135 @@
+#include "ingest/schema_registry.h"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <algorithm>
+
+namespace kpistream::ingest {
+
+absl::StatusOr<std::pair<int32_t, std::string_view>> SplitConfluentFrame(std::string_view record) {
+  if (record.size() < 5) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} bytes, too short for the Confluent wire format (magic byte and 4-byte schema id)",
+                    record.size()));
+  }
+  if (record[0] != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("magic byte is {}, want 0 (the Confluent wire format)", static_cast<uint8_t>(record[0])));
+  }
+  const auto b = [&](int i) { return static_cast<uint32_t>(static_cast<uint8_t>(record[i])); };
+  const uint32_t id = (b(1) << 24) | (b(2) << 16) | (b(3) << 8) | b(4);
+  return std::make_pair(static_cast<int32_t>(id), record.substr(5));
+}
+
+SchemaRegistryClient::SchemaRegistryClient(SchemaRegistryOptions options) : options_(std::move(options)) {
+  static const CURLcode init = curl_global_init(CURL_GLOBAL_DEFAULT);
+  (void)init;
+}
+
+int64_t SchemaRegistryClient::fetches() const {
+  std::shared_lock lock(mu_);
+  return fetches_;
+}
+
+int64_t SchemaRegistryClient::failures() const {
+  std::shared_lock lock(mu_);
+  return failed_;
+}
+
+absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lookup(int32_t id) {
+  const auto now = std::chrono::steady_clock::now();
+  int64_t previous_backoff = 0;
+  {
+    std::shared_lock lock(mu_);
+    if (auto it = cache_.find(id); it != cache_.end()) return it->second;
+    if (auto it = failures_.find(id); it != failures_.end()) {
+      if (now < it->second.retry_at) return it->second.status;
+      previous_backoff = it->second.backoff_ms;
+    }
+  }
+  auto got = Fetch(id);
+  std::unique_lock lock(mu_);
+  ++fetches_;
+  if (got.ok()) {
+    failures_.erase(id);
+    return cache_.emplace(id, *got).first->second;
+  }
+  ++failed_;
+  Failure f;
+  f.status = got.status();
+  f.backoff_ms = absl::IsNotFound(got.status())
+                     ? options_.max_backoff_ms
+                     : std::min(options_.max_backoff_ms,
+                                previous_backoff == 0 ? options_.initial_backoff_ms : previous_backoff * 2);
+  f.retry_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(f.backoff_ms);
+  failures_[id] = f;
+  return got.status();
+}
+
+namespace {
+
+size_t Append(char* data, size_t size, size_t n, void* out) {
+  auto* body = static_cast<std::string*>(out);
+  // A schema is kilobytes; an endless answer is refused, not buffered.
+  if (body->size() + size * n > (size_t{16} << 20)) return 0;
+  body->append(data, size * n);
+  return size * n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fetch(int32_t id) {
+  std::string base = options_.url;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  const std::string url = fmt::format("{}/schemas/ids/{}", base, id);
+  CURL* c = curl_easy_init();
+  if (c == nullptr) return absl::UnavailableError("curl_easy_init failed");
+  std::string body;
+  curl_slist* headers = curl_slist_append(nullptr, "Accept: application/vnd.schemaregistry.v1+json, application/json");
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout_ms));
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Append);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+  if (!options_.username.empty()) {
+    curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(c, CURLOPT_USERNAME, options_.username.c_str());
+    curl_easy_setopt(c, CURLOPT_PASSWORD, options_.password.c_str());
+  }
+  if (!options_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options_.ca_file.c_str());
+  const CURLcode rc = curl_easy_perform(c);
+  long code = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(c);
+  if (rc != CURLE_OK) {
+    return absl::UnavailableError(fmt::format("schema registry {}: {}", url, curl_easy_strerror(rc)));
+  }
+  if (code == 404) return absl::NotFoundError(fmt::format("schema registry {}: no schema has id {}", url, id));
+  if (code >= 500 || code == 429 || code == 408) {
+    return absl::UnavailableError(fmt::format("schema registry {}: HTTP {}", url, code));
+  }
+  if (code != 200) {
+    // 401/403 and the like: wrong configuration, which a retry later may
+    // see fixed (credentials rotated); never a reason to drop records.
+    return absl::UnavailableError(fmt::format("schema registry {}: HTTP {}: {}", url, code, body.substr(0, 200)));
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view schema;
+  if (parser.parse(body).get(doc) != simdjson::SUCCESS || doc["schema"].get(schema) != simdjson::SUCCESS) {
+    return absl::InternalError(
+        fmt::format("schema registry {}: the answer has no \"schema\" string: {}", url, body.substr(0, 200)));
+  }
+  auto out = std::make_shared<RegisteredSchema>();
+  out->id = id;
+  out->text = std::string(schema);
+  std::string_view type;
+  if (doc["schemaType"].get(type) == simdjson::SUCCESS) out->type = std::string(type);
+  return out;
+}
+
+}  // namespace kpistream::ingest
