@@ -321,6 +321,10 @@ struct Generator::Rep {
   }
 
   void Serialize(Record* r) {
+    if (o.format == Format::kAvro) {
+      r->payload = ToUserAvro(r->family, *r->event, o.avro_schema_ids[static_cast<int>(r->family)]);
+      return;
+    }
     if (o.format == Format::kFlatJson || o.format == Format::kNestedJson) {
       r->payload =
           ToUserJson(r->family, *r->event, o.format == Format::kFlatJson ? UserShape::kFlat : UserShape::kNested);

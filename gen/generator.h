@@ -20,7 +20,7 @@
 namespace kpistream::gen {
 
 // kFlatJson and kNestedJson: users' own shapes (gen/user_shapes.h).
-enum class Format { kProtobuf, kJson, kMixed, kFlatJson, kNestedJson };
+enum class Format { kProtobuf, kJson, kMixed, kFlatJson, kNestedJson, kAvro };
 
 struct GenOptions {
   uint64_t seed = 1;
@@ -31,6 +31,9 @@ struct GenOptions {
   uint64_t count = 1000;
   bool live = false;
   Format format = Format::kProtobuf;
+  // kAvro: the schema id of each family's AvroSchemaFor in the registry
+  // (user_shapes.h), by kpi::Family.
+  int32_t avro_schema_ids[3] = {0, 0, 0};
   // Every Nth record is a bad record (0 = none), cycling through BadKind.
   uint64_t bad_every = 0;
   int accounts = 300;

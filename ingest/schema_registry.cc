@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 
 namespace kpistream::ingest {
@@ -80,14 +82,20 @@ size_t Append(char* data, size_t size, size_t n, void* out) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fetch(int32_t id) {
+absl::StatusOr<std::pair<long, std::string>> SchemaRegistryClient::Request(const std::string& path,
+                                                                           const std::string* post_body) {
   std::string base = options_.url;
   while (!base.empty() && base.back() == '/') base.pop_back();
-  const std::string url = fmt::format("{}/schemas/ids/{}", base, id);
+  const std::string url = base + path;
   CURL* c = curl_easy_init();
   if (c == nullptr) return absl::UnavailableError("curl_easy_init failed");
   std::string body;
   curl_slist* headers = curl_slist_append(nullptr, "Accept: application/vnd.schemaregistry.v1+json, application/json");
+  if (post_body != nullptr) {
+    headers = curl_slist_append(headers, "Content-Type: application/vnd.schemaregistry.v1+json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, post_body->data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(post_body->size()));
+  }
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout_ms));
@@ -108,6 +116,30 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fe
   if (rc != CURLE_OK) {
     return absl::UnavailableError(fmt::format("schema registry {}: {}", url, curl_easy_strerror(rc)));
   }
+  return std::make_pair(code, std::move(body));
+}
+
+absl::StatusOr<int32_t> SchemaRegistryClient::Register(const std::string& subject, const std::string& schema,
+                                                       const std::string& type) {
+  const std::string post = nlohmann::json{{"schema", schema}, {"schemaType", type}}.dump();
+  auto got = Request(fmt::format("/subjects/{}/versions", subject), &post);
+  if (!got.ok()) return got.status();
+  const auto& [code, body] = *got;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  int64_t id = 0;
+  if (code != 200 || parser.parse(body).get(doc) != simdjson::SUCCESS || doc["id"].get(id) != simdjson::SUCCESS) {
+    return absl::InternalError(fmt::format("schema registry: registering under {}: HTTP {}: {}", subject, code,
+                                           body.substr(0, 300)));
+  }
+  return static_cast<int32_t>(id);
+}
+
+absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fetch(int32_t id) {
+  auto got = Request(fmt::format("/schemas/ids/{}", id), nullptr);
+  if (!got.ok()) return got.status();
+  const auto& [code, body] = *got;
+  const std::string url = fmt::format("{}/schemas/ids/{}", options_.url, id);
   if (code == 404) return absl::NotFoundError(fmt::format("schema registry {}: no schema has id {}", url, id));
   if (code >= 500 || code == 429 || code == 408) {
     return absl::UnavailableError(fmt::format("schema registry {}: HTTP {}", url, code));

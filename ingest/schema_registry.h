@@ -62,6 +62,13 @@ class SchemaRegistryClient {
   // Blocks for at most timeout_ms.
   absl::StatusOr<std::shared_ptr<const RegisteredSchema>> Lookup(int32_t id);
 
+  // Registers `schema` under `subject` (POST /subjects/{subject}/versions),
+  // as producers' serializers do; the id the registry gives it (the same id
+  // again for a schema it already has). For tools and tests: kpid only
+  // reads.
+  absl::StatusOr<int32_t> Register(const std::string& subject, const std::string& schema,
+                                   const std::string& type = "AVRO");
+
   // Fetches made (answered or not) and failed, for metrics.
   int64_t fetches() const;
   int64_t failures() const;
@@ -74,6 +81,8 @@ class SchemaRegistryClient {
     absl::Status status;
   };
   absl::StatusOr<std::shared_ptr<const RegisteredSchema>> Fetch(int32_t id);
+  // One request; the status code and body, or UNAVAILABLE with no answer.
+  absl::StatusOr<std::pair<long, std::string>> Request(const std::string& path, const std::string* post_body);
 
   const SchemaRegistryOptions options_;
   mutable std::shared_mutex mu_;

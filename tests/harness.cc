@@ -150,6 +150,41 @@ KafkaBroker::~KafkaBroker() {
   RunToEnd({"/bin/bash", KafkaLocalScript(), "stop", "--dir", dir_ + "/kafka"}, dir_ + "/kafka-local.log", 60s);
 }
 
+SchemaRegistry::SchemaRegistry(const std::string& dir) : dir_(dir + "/registry") { Start(); }
+
+bool SchemaRegistry::Start(int port) {
+  const auto log = dir_ + ".start.log";
+  std::vector<std::string> argv = {"/bin/bash", KPISTREAM_REGISTRY_LOCAL, "start", "--dir", dir_};
+  if (port > 0) {
+    argv.push_back("--port");
+    argv.push_back(std::to_string(port));
+  }
+  std::filesystem::remove(dir_ + "/url");
+  const auto rc = RunToEnd(argv, log, 300s);
+  std::ifstream in(dir_ + "/url");
+  url_.clear();
+  std::getline(in, url_);
+  if (rc != 0 || url_.empty()) {
+    std::ifstream l(log);
+    std::stringstream ss;
+    ss << l.rdbuf();
+    error_ = "registry-local start failed (" + std::to_string(rc) + "): " + ss.str();
+    url_.clear();
+    return false;
+  }
+  // http://127.0.0.1:PORT/...
+  port_ = std::atoi(url_.c_str() + url_.find(':', 5) + 1);
+  return true;
+}
+
+bool SchemaRegistry::Restart() { return Start(port_); }
+
+void SchemaRegistry::Stop() {
+  RunToEnd({"/bin/bash", KPISTREAM_REGISTRY_LOCAL, "stop", "--dir", dir_}, dir_ + ".stop.log", 60s);
+}
+
+SchemaRegistry::~SchemaRegistry() { Stop(); }
+
 std::string WriteKpidConfig(const KpidOptions& o) {
   const auto cfg = o.work_dir + "/kpid.yaml";
   std::string props;

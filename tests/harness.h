@@ -92,6 +92,27 @@ class KafkaBroker {
   std::string error_;
 };
 
+// A local real schema registry (tools/registry/registry-local: Apicurio
+// Registry, its Confluent-compatible API), stopped on destruction.
+class SchemaRegistry {
+ public:
+  explicit SchemaRegistry(const std::string& dir);
+  ~SchemaRegistry();
+  bool Start(int port = 0);
+  // The Confluent-compatible base URL (http://127.0.0.1:PORT/apis/ccompat/v7).
+  const std::string& url() const { return url_; }
+  bool ok() const { return !url_.empty(); }
+  std::string error() const { return error_; }
+  // Stops it (an outage). Restart brings a new one up on the same port,
+  // empty (its storage is in memory).
+  void Stop();
+  bool Restart();
+
+ private:
+  std::string dir_, url_, error_;
+  int port_ = 0;
+};
+
 // A kpid process with a config written for the given broker and topics.
 struct KpidOptions {
   std::string brokers;

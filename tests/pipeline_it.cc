@@ -264,6 +264,77 @@ TEST_F(PipelineIT, UsersOwnJsonShapesGiveTheSameKpisAsTheProjectSchema) {
   }
 }
 
+// The third user shape: Avro in the Confluent wire format, its schemas in
+// a real schema registry (Apicurio Registry, tools/registry/registry-local).
+// kpid starts while the registry is down: it holds the topic, dead-letters
+// nothing and skips nothing, and goes on once the registry is back.
+TEST_F(PipelineIT, UsersOwnAvroThroughASchemaRegistryGivesTheSameKpisAndSurvivesARegistryOutage) {
+  SchemaRegistry registry(dir_->path());
+  ASSERT_TRUE(registry.ok()) << registry.error();
+  const std::string prefix = "ua.";
+  ASSERT_EQ(RunToEnd(Kpigen(prefix, 60000, {"--seed", "11", "--format", "avro", "--schema-registry", registry.url()}),
+                     dir_->path() + "/kpigen.log"),
+            0)
+      << Slurp(dir_->path() + "/kpigen.log");
+  auto truth = ReadTruth(dir_->path() + "/truth.txt");
+  ASSERT_TRUE(truth);
+  // Records that break their mapping: an id no schema has, no Confluent
+  // frame, and a frame of a known id around bytes that are not its datum.
+  ASSERT_TRUE(ProduceRecord(brokers_, prefix + "campaign", "b1", std::string("\x00\x00\x00\x27\x0f\x02\x41", 7)));
+  ASSERT_TRUE(ProduceRecord(brokers_, prefix + "campaign", "b2", "{\"not\": \"avro\"}"));
+  ASSERT_TRUE(ProduceRecord(brokers_, prefix + "crm", "b3", std::string("\x00\x00\x00\x00\x01\xff\xff", 7)));
+  ASSERT_EQ(RunToEnd({KpigenBin(), "--format", "avro", "--topic-prefix", prefix, "--schema-registry", registry.url(),
+                      "--print-source"},
+                     dir_->path() + "/source-avro.yaml"),
+            0);
+  const std::string sources = Slurp(dir_->path() + "/source-avro.yaml");
+
+  registry.Stop();
+  auto o = Options(prefix);
+  o.kafka_sources = sources;
+  o.state_dir = dir_->path() + "/state-avro";
+  Kpid kpid(o);
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail() << sources;
+  ASSERT_TRUE(kpid.WaitServing()) << kpid.process().LogTail();
+  // With the registry down every record waits: retried, never skipped, never dead-lettered.
+  const auto outage_end = Clock::now() + 8s;
+  double retries = 0;
+  while (Clock::now() < outage_end) {
+    const auto m = kpid.Scrape();
+    retries = MetricSum(m, "kpistream_schema_registry_retries_total");
+    EXPECT_EQ(MetricSum(m, "kpistream_records_applied_total"), 0);
+    EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total"), 0);
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_GT(retries, 1) << kpid.process().LogTail();
+  EXPECT_LT(retries, 200) << "no backoff: " << retries << " retries in 8 s";
+
+  // Back, empty (in-memory storage): the producers' schemas are registered
+  // again in the same order, so under the same ids.
+  ASSERT_TRUE(registry.Restart()) << registry.error();
+  ASSERT_EQ(RunToEnd({KpigenBin(), "--format", "avro", "--topic-prefix", prefix, "--schema-registry", registry.url(),
+                      "--count", "0"},
+                     dir_->path() + "/kpigen-register.log"),
+            0)
+      << Slurp(dir_->path() + "/kpigen-register.log");
+  ASSERT_TRUE(WaitCaughtUp(kpid, 300s)) << kpid.process().LogTail();
+  const auto m = kpid.Scrape();
+  EXPECT_EQ(MetricSum(m, "kpistream_records_applied_total"), 60000);
+  EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "unknown_schema"}}), 1);
+  EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total", {{"reason", "not_decodable"}}), 2);
+  ExpectTruth(kpid, *truth);
+  auto dead = ReadTopic(brokers_, prefix + "dlq", 3, 30s);
+  ASSERT_EQ(dead.size(), 3u);
+  EXPECT_TRUE(std::any_of(dead.begin(), dead.end(),
+                          [&](const TopicRecord& r) {
+                            return r.headers.count("kpistream.error") &&
+                                   r.headers.at("kpistream.error").find("schema id 9999") != std::string::npos;
+                          }))
+      << dead[0].headers["kpistream.error"];
+  kpid.process().Signal(SIGTERM);
+  EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
+}
+
 TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesNothing) {
   // kpigen produces for ~40 s while kpid is killed with kill -9, again and
   // again (20 times; KPISTREAM_IT_KILLS overrides it for a quicker local run).

@@ -12,6 +12,7 @@
 #include "gen/scenario.h"
 #include "gen/user_shapes.h"
 #include "ingest/decoder.h"
+#include "ingest/schema_registry.h"
 #include "kpi/catalog.h"
 
 using namespace kpistream;
@@ -32,9 +33,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate, "records per second (0 = as fast as possible)")->capture_default_str();
   app.add_option("--seed", seed, "random seed; same seed, same records")->capture_default_str();
   app.add_option("--format", format,
-                 "protobuf | json | mixed (the project's schema), or flat-json | nested-json (users' own shapes: "
-                 "read them with kpid's kafka.sources, as printed by --print-source)")
-      ->check(CLI::IsMember({"protobuf", "json", "mixed", "flat-json", "nested-json"}))
+                 "protobuf | json | mixed (the project's schema), or flat-json | nested-json | avro (users' own "
+                 "shapes: read them with kpid's kafka.sources, as printed by --print-source; avro registers its "
+                 "schemas in --schema-registry and writes the Confluent wire format)")
+      ->check(CLI::IsMember({"protobuf", "json", "mixed", "flat-json", "nested-json", "avro"}))
       ->capture_default_str();
   app.add_option("--start-time", start_time, "first event time, unix seconds (default: now - span)");
   app.add_option("--span", span, "event times are spread over this duration")->capture_default_str();
@@ -65,20 +67,27 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"churn-spike"}));
   app.add_option("--from-day", from_day, "--scenario: emit events from this day of the story (inclusive)");
   app.add_option("--to-day", to_day, "--scenario: ... to this day (exclusive)");
+  std::string registry_url;
+  app.add_option("--schema-registry", registry_url,
+                 "--format avro: the schema registry's Confluent-compatible base URL (e.g. "
+                 "http://127.0.0.1:8080/apis/ccompat/v7); each family's schema is registered under <topic>-value");
   bool print_source = false;
   app.add_flag("--print-source", print_source,
-               "with --format flat-json or nested-json: print the kafka.sources entries that make kpid read "
+               "with --format flat-json, nested-json or avro: print the kafka.sources entries that make kpid read "
                "these topics, and exit");
   CLI11_PARSE(app, argc, argv);
   if (print_source) {
-    if (format != "flat-json" && format != "nested-json") {
-      fmt::print(stderr, "kpigen: --print-source needs --format flat-json or nested-json\n");
+    if (format != "flat-json" && format != "nested-json" && format != "avro") {
+      fmt::print(stderr, "kpigen: --print-source needs --format flat-json, nested-json or avro\n");
       return 2;
     }
-    const auto shape = format == "flat-json" ? gen::UserShape::kFlat : gen::UserShape::kNested;
+    const auto shape = format == "flat-json"     ? gen::UserShape::kFlat
+                       : format == "nested-json" ? gen::UserShape::kNested
+                                                 : gen::UserShape::kAvro;
     fmt::print("  sources:\n");
     for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
-      fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)))));
+      fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)),
+                                                          registry_url)));
     }
     return 0;
   }
@@ -110,7 +119,23 @@ int main(int argc, char** argv) {
                 : format == "mixed"       ? gen::Format::kMixed
                 : format == "flat-json"   ? gen::Format::kFlatJson
                 : format == "nested-json" ? gen::Format::kNestedJson
+                : format == "avro"        ? gen::Format::kAvro
                                           : gen::Format::kProtobuf;
+  if (opts.format == gen::Format::kAvro) {
+    if (registry_url.empty()) {
+      fmt::print(stderr, "kpigen: --format avro needs --schema-registry\n");
+      return 2;
+    }
+    ingest::SchemaRegistryClient registry({.url = registry_url});
+    for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
+      auto id = registry.Register(fmt::format("{}{}-value", topic_prefix, kpi::FamilyName(f)), gen::AvroSchemaFor(f));
+      if (!id.ok()) {
+        fmt::print(stderr, "kpigen: {}\n", std::string(id.status().message()));
+        return 1;
+      }
+      opts.avro_schema_ids[static_cast<int>(f)] = *id;
+    }
+  }
 
   std::unique_ptr<gen::KafkaSink> sink;
   const std::string topics[] = {topic_prefix + "campaign", topic_prefix + "product", topic_prefix + "crm"};
