@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <unordered_map>
 
 #include "ingest/source_mapping.h"
 
@@ -14,13 +15,26 @@ namespace {
 
 constexpr size_t kMaxAvroAllocation = size_t{64} << 20;
 
+// The Avro C library (1.11.1) leaks on some malformed input: reading a
+// string or bytes, it allocates the declared length and returns on a short
+// read without freeing it. So every allocation made while a datum is read
+// is tracked (on this thread), and after a failed read whatever the
+// destroyed value did not free is freed here (AvroDatum::Read).
+thread_local std::unordered_map<void*, size_t>* tracked = nullptr;
+
 void* GuardedAllocate(void*, void* ptr, size_t, size_t nsize) {
   if (nsize == 0) {
+    if (tracked != nullptr && ptr != nullptr) tracked->erase(ptr);
     std::free(ptr);
     return nullptr;
   }
   if (nsize > kMaxAvroAllocation) return nullptr;  // the library reports it as an error
-  return std::realloc(ptr, nsize);
+  void* out = std::realloc(ptr, nsize);
+  if (tracked != nullptr && out != nullptr) {
+    if (ptr != nullptr) tracked->erase(ptr);
+    (*tracked)[out] = nsize;
+  }
+  return out;
 }
 
 // The record schema a path step looks into: the schema itself, or the one
@@ -165,10 +179,22 @@ bool AvroDatum::Read(std::string_view payload, std::string* why) {
   }
   avro_reader_memory_set_source(reader_, payload.data(), static_cast<int64_t>(payload.size()));
   avro_value_reset(&value_);
-  if (avro_value_read(reader_, &value_) != 0) {
+  allocations_.clear();
+  tracked = &allocations_;
+  const bool read = avro_value_read(reader_, &value_) == 0;
+  if (!read) {
     *why = fmt::format("not Avro of the schema: {}", avro_strerror());
+    // The value may hold some of the allocations: destroy it (still
+    // tracking, so what it frees is forgotten), free what is left (the
+    // library's leak), and start over with a fresh value.
+    avro_value_decref(&value_);
+    tracked = nullptr;
+    for (const auto& [p, size] : allocations_) std::free(p);
+    value_ = {};
+    avro_generic_value_new(layout_->iface(), &value_);
     return false;
   }
+  tracked = nullptr;
   // The memory reader has no position to ask (avro_reader_is_eof answers
   // for file readers only): a byte that can still be read is one too many.
   char extra = 0;
@@ -219,7 +245,15 @@ PayloadValue AvroDatum::At(int slot) const {
     case AVRO_ENUM: {
       int symbol = 0;
       avro_value_get_enum(&v, &symbol);
-      const char* name = avro_schema_enum_get(avro_value_get_schema(&v), symbol);
+      // The library reads the index without checking it against the
+      // symbols (1.11.1): checked here.
+      const avro_schema_t schema = avro_value_get_schema(&v);
+      if (symbol < 0 || symbol >= avro_schema_enum_number_of_symbols(schema)) {
+        out.kind = PayloadValue::Kind::kComposite;
+        out.type_name = "an Avro enum index out of range";
+        break;
+      }
+      const char* name = avro_schema_enum_get(schema, symbol);
       out.kind = PayloadValue::Kind::kString;
       out.text = name != nullptr ? std::string_view(name) : std::string_view();
       out.type_name = "an Avro enum";

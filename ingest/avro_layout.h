@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -77,6 +78,7 @@ class AvroDatum {
   std::shared_ptr<const AvroLayout> layout_;
   avro_value_t value_{};
   avro_reader_t reader_ = nullptr;
+  std::unordered_map<void*, size_t> allocations_;  // made by the read in progress (Read)
 };
 
 // Installs an allocator into the Avro C library that refuses any single
