@@ -104,7 +104,8 @@ std::string ToUserAvro(kpi::Family family, const pb::Message& event, int32_t sch
   avro_value_get_by_name(v, "id", &f, nullptr);
   avro_value_set_string_len(&f, id.c_str(), id.size() + 1);
   avro_value_get_by_name(v, "ts", &f, nullptr);
-  avro_value_set_long(&f, Millis(static_cast<const pb::Timestamp&>(r->GetMessage(event, d->FindFieldByName("event_time")))));
+  avro_value_set_long(
+      &f, Millis(static_cast<const pb::Timestamp&>(r->GetMessage(event, d->FindFieldByName("event_time")))));
   avro_value_get_by_name(v, "kind", &f, nullptr);
   const auto* type_field = d->FindFieldByName("type");
   // Symbols are the enum's values in order, UNSPECIFIED (index 0) left out.
@@ -264,7 +265,7 @@ ingest::SourceSpec SourceSpecFor(kpi::Family family, UserShape shape, const std:
     const auto* f = d->field(i);
     if (Reserved(f->name())) continue;
     auto& v = s.fields[f->name()];
-    v.field = shape == UserShape::kFlat ? f->name()
+    v.field = shape == UserShape::kFlat   ? f->name()
               : shape == UserShape::kAvro ? (IsEntity(f->name()) ? "keys." : "") + f->name()
                                           : (IsEntity(f->name()) ? "context." : "properties.") + f->name();
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {

@@ -420,8 +420,8 @@ std::optional<DecodeError> ReadTime(const PayloadValue& v, const SourceMapping::
       // as ...122.9998 ms).
       total_ns = std::llround(ns / 1000) * 1000;
     } else {
-      return bad(fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text, v.type_name,
-                             t.unit));
+      return bad(
+          fmt::format("field '{}' is {}, want a time (a number of {} or a string)", path.text, v.type_name, t.unit));
     }
   }
   int64_t s = total_ns / 1000000000, nanos = total_ns % 1000000000;
@@ -463,7 +463,8 @@ bool MapPayload(const SourceMapping& mapping, const Doc& doc, const RecordMeta& 
 
   // event_time
   auto* ts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, d->FindFieldByNumber(2)));
-  const PayloadValue tv = mapping.spec().event_time.record_timestamp ? PayloadValue{} : doc.At(mapping.event_time_path());
+  const PayloadValue tv =
+      mapping.spec().event_time.record_timestamp ? PayloadValue{} : doc.At(mapping.event_time_path());
   if (auto e = ReadTime(tv, mapping.event_time_path(), mapping.spec().event_time, meta, ts)) {
     *err = {e->reason, "event_time: " + e->detail};
     return false;

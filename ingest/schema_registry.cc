@@ -12,9 +12,8 @@ namespace kpistream::ingest {
 
 absl::StatusOr<std::pair<int32_t, std::string_view>> SplitConfluentFrame(std::string_view record) {
   if (record.size() < 5) {
-    return absl::InvalidArgumentError(
-        fmt::format("{} bytes, too short for the Confluent wire format (magic byte and 4-byte schema id)",
-                    record.size()));
+    return absl::InvalidArgumentError(fmt::format(
+        "{} bytes, too short for the Confluent wire format (magic byte and 4-byte schema id)", record.size()));
   }
   if (record[0] != 0) {
     return absl::InvalidArgumentError(
@@ -129,8 +128,8 @@ absl::StatusOr<int32_t> SchemaRegistryClient::Register(const std::string& subjec
   simdjson::dom::element doc;
   int64_t id = 0;
   if (code != 200 || parser.parse(body).get(doc) != simdjson::SUCCESS || doc["id"].get(id) != simdjson::SUCCESS) {
-    return absl::InternalError(fmt::format("schema registry: registering under {}: HTTP {}: {}", subject, code,
-                                           body.substr(0, 300)));
+    return absl::InternalError(
+        fmt::format("schema registry: registering under {}: HTTP {}: {}", subject, code, body.substr(0, 300)));
   }
   return static_cast<int32_t>(id);
 }

@@ -34,7 +34,7 @@ struct RegisteredSchema {
 };
 
 struct SchemaRegistryOptions {
-  std::string url;  // base URL, e.g. http://registry:8081 or http://h:8080/apis/ccompat/v7
+  std::string url;                 // base URL, e.g. http://registry:8081 or http://h:8080/apis/ccompat/v7
   std::string username, password;  // basic auth, when set
   std::string ca_file;             // CA bundle for an https URL (default: the system's)
   int64_t timeout_ms = 5000;       // per request

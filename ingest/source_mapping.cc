@@ -199,7 +199,8 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
     }
     auto layout = AvroLayout::Compile(*m, s.schema_text, /*strict=*/true);
     if (!layout.ok()) {
-      return absl::InvalidArgumentError(fmt::format("{}: schema {}: {}", where, s.schema_file.empty() ? "" : s.schema_file,
+      return absl::InvalidArgumentError(fmt::format("{}: schema {}: {}", where,
+                                                    s.schema_file.empty() ? "" : s.schema_file,
                                                     std::string(layout.status().message())));
     }
     m->avro_layout_ = *layout;

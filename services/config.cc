@@ -302,8 +302,9 @@ class ConfigReader {
       return;
     }
     if (s->format == "avro") {
-      y_.AddError(n, "format avro needs its writer schema: schema_file (bare Avro records) or schema_registry (the "
-                     "Confluent wire format)");
+      y_.AddError(n,
+                  "format avro needs its writer schema: schema_file (bare Avro records) or schema_registry (the "
+                  "Confluent wire format)");
     }
   }
 

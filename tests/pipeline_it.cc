@@ -325,12 +325,10 @@ TEST_F(PipelineIT, UsersOwnAvroThroughASchemaRegistryGivesTheSameKpisAndSurvives
   ExpectTruth(kpid, *truth);
   auto dead = ReadTopic(brokers_, prefix + "dlq", 3, 30s);
   ASSERT_EQ(dead.size(), 3u);
-  EXPECT_TRUE(std::any_of(dead.begin(), dead.end(),
-                          [&](const TopicRecord& r) {
-                            return r.headers.count("kpistream.error") &&
-                                   r.headers.at("kpistream.error").find("schema id 9999") != std::string::npos;
-                          }))
-      << dead[0].headers["kpistream.error"];
+  EXPECT_TRUE(std::any_of(dead.begin(), dead.end(), [&](const TopicRecord& r) {
+    return r.headers.count("kpistream.error") &&
+           r.headers.at("kpistream.error").find("schema id 9999") != std::string::npos;
+  })) << dead[0].headers["kpistream.error"];
   kpid.process().Signal(SIGTERM);
   EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
 }

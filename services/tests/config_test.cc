@@ -130,7 +130,7 @@ TEST_F(ConfigTest, DeclaredSources) {
                           "  sources:\n"
                           "    - topic: ads.events\n"
                           "      family: campaign\n"
-                          "      format: avro\n"
+                          "      format: protobuf\n"
                           "      event_time: {field: ts, unit: minutes}\n"
                           "      type: {field: kind, values: {clk: tap}}\n"
                           "      fields:\n"
@@ -140,12 +140,73 @@ TEST_F(ConfigTest, DeclaredSources) {
   auto bad = LoadKpidConfig(path_);
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const std::string want : {":7:15: format avro is not supported yet", ":8:37: unit 'minutes' must be one of",
+  for (const std::string want : {":7:15: format protobuf is not supported yet", ":8:37: unit 'minutes' must be one of",
                                  ":9:41: 'tap' is not a campaign event type",
                                  ":11:9: campaign events have no field 'cpc'", ":12:33: scale 'lots' must be a number",
                                  ":13:7: unknown key 'color'", "topic ads.events is also a declared source"}) {
     EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;
   }
+}
+
+TEST_F(ConfigTest, AvroSourcesCheckTheirMappingAgainstTheSchema) {
+  const std::string schema = path_ + ".avsc";
+  std::ofstream(schema) << R"({"type": "record", "name": "Deal", "fields": [
+    {"name": "id", "type": "string"}, {"name": "at", "type": "long"},
+    {"name": "account", "type": {"type": "record", "name": "A", "fields": [{"name": "id", "type": "string"}]}},
+    {"name": "blob", "type": "bytes"}]})";
+  const std::string head =
+      "kafka:\n"
+      "  brokers: localhost:9092\n"
+      "  sources:\n"
+      "    - topic: crm.deals\n"
+      "      family: crm\n"
+      "      format: avro\n"
+      "      schema_file: " +
+      schema +
+      "\n"
+      "      event_id: id\n"
+      "      event_time: {field: at, unit: ms}\n"
+      "      type: {constant: opportunity_won}\n";
+  std::ofstream(path_) << head << "      fields: {account_id: account.id}\n";
+  auto c = LoadKpidConfig(path_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_NE(c->engine.topics.at(0).mapping->avro_layout(), nullptr);
+
+  std::ofstream(path_) << head << "      fields: {account_id: account.name, amount: blob}\n";
+  auto bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  std::string msg(bad.status().message());
+  EXPECT_NE(msg.find(":7:20: source crm.deals: schema " + schema), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the Avro record A has no field 'name' (fields: id)"), std::string::npos) << msg;
+
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  sources:\n"
+                          "    - topic: a\n"
+                          "      family: crm\n"
+                          "      format: avro\n"
+                          "      event_time: at\n"
+                          "      type: {constant: lead}\n"
+                          "    - topic: b\n"
+                          "      family: crm\n"
+                          "      schema_file: x.avsc\n"
+                          "      event_time: at\n"
+                          "      type: {constant: lead}\n"
+                          "    - topic: c\n"
+                          "      family: crm\n"
+                          "      format: avro\n"
+                          "      schema_registry: registry:8081\n"
+                          "      event_time: at\n"
+                          "      type: {constant: lead}\n";
+  bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  msg = std::string(bad.status().message());
+  for (const std::string want : {":4:7: format avro needs its writer schema",
+                                 ":11:20: schema_file is for format avro (this source's format is json)",
+                                 ":17:24: schema_registry url 'registry:8081' must start with http://"}) {
+    EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;
+  }
+  std::filesystem::remove(schema);
 }
 
 TEST_F(ConfigTest, MaxFutureAndCommitInterval) {

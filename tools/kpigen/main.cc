@@ -86,8 +86,8 @@ int main(int argc, char** argv) {
                                                  : gen::UserShape::kAvro;
     fmt::print("  sources:\n");
     for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
-      fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)),
-                                                          registry_url)));
+      fmt::print("{}", gen::SourceYaml(
+                           gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)), registry_url)));
     }
     return 0;
   }
