@@ -485,6 +485,10 @@ bool MapPayload(const SourceMapping& mapping, const Doc& doc, const RecordMeta& 
       continue;
     }
     if (t.kind == SourceMapping::Kind::kString) {
+      if (!given && v.kind == PayloadValue::Kind::kString) {
+        r->SetString(msg, t.field, std::string(v.text));  // one copy, moved in
+        continue;
+      }
       if (given) {
         text = *given;
       } else if (!AsText(v, &text)) {
