@@ -1,6 +1,7 @@
 #include "ingest/decoder.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/timestamp.pb.h>
 #include <google/protobuf/util/json_util.h>
@@ -20,6 +21,7 @@
 #include "absl/time/time.h"
 #include "ingest/avro_layout.h"
 #include "ingest/payload_value.h"
+#include "ingest/proto_layout.h"
 #include "ingest/schema_registry.h"
 #include "ingest/source_mapping.h"
 #include "kpistream/events/v1/events.pb.h"
@@ -39,11 +41,15 @@ struct Decoder::Rep {
   std::string text;            // scratch for values converted to text
   // Avro sources: a datum per writer schema, reused from record to record.
   std::map<const AvroLayout*, std::unique_ptr<AvroDatum>> avro;
+  // Protobuf sources: a message per source.
+  std::map<const ProtoLayout*, std::unique_ptr<ProtoDatum>> proto;
 
   // The project's own schema in proto3 JSON, with simdjson.
   bool DecodeProtoJson(kpi::Family family, std::string_view payload, pb::Message* msg, DecodeError* err);
   bool DecodeJson(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta, pb::Message* msg,
                   DecodeError* err);
+  bool DecodeProto(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta, pb::Message* msg,
+                   DecodeError* err);
   bool DecodeAvro(const SourceMapping& mapping, const std::shared_ptr<const AvroLayout>& layout,
                   std::string_view payload, const RecordMeta& meta, pb::Message* msg, DecodeError* err);
 
@@ -271,6 +277,12 @@ struct JsonDoc {
   }
 };
 
+// A protobuf message of the user's schema as the mapping reads it.
+struct ProtoDoc {
+  const ProtoDatum* datum;
+  PayloadValue At(const SourceMapping::Path& path) const { return datum->At(path.slot); }
+};
+
 // An Avro datum as the mapping reads it.
 struct AvroDoc {
   const AvroDatum* datum;
@@ -352,8 +364,10 @@ std::optional<DecodeError> ReadTime(const PayloadValue& v, const SourceMapping::
     int64_t n = 0;
     // A string of digits is a number of `unit`, unless a format of the
     // user's own (which may be all digits, like %Y%m%d) says how to read it.
-    if (v.kind == PayloadValue::Kind::kInt ||
-        (is_string && !custom_format && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
+    if (v.kind == PayloadValue::Kind::kTime) {
+      total_ns = v.i;  // a time already (range checked by the reader)
+    } else if (v.kind == PayloadValue::Kind::kInt ||
+               (is_string && !custom_format && absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &n))) {
       if (!is_string) n = v.i;
       const int64_t k = NanosPerUnit(t.unit);
       if (n > INT64_MAX / k || n < INT64_MIN / k) {
@@ -581,9 +595,8 @@ std::string_view Text(std::string_view s) { return s.substr(0, 100); }
 // strings for numeric fields, "NaN" and "[-]Infinity" for doubles (then
 // refused as bad_value); an enum by name or number; a Timestamp as an RFC
 // 3339 string. What it refuses is bad_json, or bad_timestamp for a time it
-// cannot read, as before. One difference: a key given twice is refused
-// (protobuf's parser takes the last; a record that says two things is
-// ambiguous).
+// cannot read, as before. A key given twice (under either name) is
+// refused: a record that says two things is ambiguous.
 bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload, pb::Message* msg, DecodeError* err) {
   if (json.max_depth() != static_cast<size_t>(kMaxJsonDepth)) {
     if (json.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) {
@@ -734,6 +747,19 @@ bool Decoder::Rep::DecodeAvro(const SourceMapping& mapping, const std::shared_pt
   return MapPayload(mapping, AvroDoc{datum.get()}, meta, msg, text, err);
 }
 
+bool Decoder::Rep::DecodeProto(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
+                               pb::Message* msg, DecodeError* err) {
+  const auto& layout = mapping.proto_layout();
+  auto& datum = proto[layout.get()];
+  if (!datum) datum = std::make_unique<ProtoDatum>(layout);
+  std::string why;
+  if (!datum->Read(payload, &why)) {
+    *err = {RejectReason::kNotDecodable, std::move(why)};
+    return false;
+  }
+  return MapPayload(mapping, ProtoDoc{datum.get()}, meta, msg, text, err);
+}
+
 bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payload, const RecordMeta& meta,
                            kpi::EventView* out, DecodeError* err) {
   if (payload.empty()) {
@@ -768,9 +794,26 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
     }
     layout = *found;
     payload = frame->second;
+    if (mapping.proto_layout()) {
+      // Confluent's protobuf framing adds the message's indexes in its file.
+      auto indexes = SplitMessageIndexes(payload);
+      if (!indexes.ok()) {
+        *err = {RejectReason::kNotDecodable, std::string(indexes.status().message())};
+        return false;
+      }
+      const auto* want = mapping.proto_layout()->descriptor();
+      if (mapping.proto_layout()->MessageAt(indexes->first) != want) {
+        *err = {RejectReason::kUnknownSchema,
+                fmt::format("schema id {}: the record's message indexes [{}] do not select {}", frame->first,
+                            fmt::join(indexes->first, ", "), want->full_name())};
+        return false;
+      }
+      payload = indexes->second;
+    }
   }
-  const bool ok = layout ? rep_->DecodeAvro(mapping, layout, payload, meta, msg, err)
-                         : rep_->DecodeJson(mapping, payload, meta, msg, err);
+  const bool ok = mapping.proto_layout() ? rep_->DecodeProto(mapping, payload, meta, msg, err)
+                  : layout               ? rep_->DecodeAvro(mapping, layout, payload, meta, msg, err)
+                                         : rep_->DecodeJson(mapping, payload, meta, msg, err);
   return ok && rep_->Finish(family, msg, out, err, /*values_checked=*/true);
 }
 

@@ -19,6 +19,7 @@ struct PayloadValue {
     kDouble,     // d
     kBool,       // b
     kComposite,  // an object, array, record, map, bytes or fixed: not a scalar
+    kTime,       // i: nanoseconds since the epoch (a google.protobuf.Timestamp)
   };
   Kind kind = Kind::kAbsent;
   std::string_view text;

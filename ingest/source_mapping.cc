@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "ingest/avro_layout.h"
+#include "ingest/proto_layout.h"
 
 namespace kpistream::ingest {
 
@@ -43,8 +44,7 @@ std::optional<std::string> CheckSourceFormat(const std::string& format) {
   for (const char* f : kSourceFormats) {
     if (format == f) return std::nullopt;
   }
-  if (format == "protobuf") return "format protobuf is not supported yet (supported: json, avro)";
-  return fmt::format("unknown format '{}' (supported: json, avro)", format);
+  return fmt::format("unknown format '{}' (supported: json, avro, protobuf)", format);
 }
 
 std::optional<std::string> CheckTargetField(kpi::Family family, const std::string& target) {
@@ -190,6 +190,19 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
   use(&m->event_time_, Kind::kTime);
   use(&m->type_, Kind::kString);
   for (auto& t : m->targets_) use(&t.path, t.kind);
+  if (s.format == "protobuf") {
+    if (s.descriptor_set.empty() || s.message.empty()) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: format protobuf needs descriptor_set_file (protoc --include_imports --descriptor_set_out) and message",
+          where));
+    }
+    auto layout = ProtoLayout::Compile(*m, s.descriptor_set, s.message);
+    if (!layout.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: {} {}: {}", where, s.descriptor_set_file, s.message, std::string(layout.status().message())));
+    }
+    m->proto_layout_ = *layout;
+  }
   if (!s.registry.url.empty()) {
     m->registry_ = std::make_shared<SchemaRegistryClient>(s.registry);
   } else if (s.format == "avro") {
@@ -218,7 +231,7 @@ absl::StatusOr<std::shared_ptr<const AvroLayout>> SourceMapping::LayoutFor(int32
   auto schema = registry_->Lookup(schema_id);
   if (!schema.ok()) return schema.status();  // not cached: asked again (after the client's backoff)
   absl::StatusOr<std::shared_ptr<const AvroLayout>> layout = std::shared_ptr<const AvroLayout>();
-  const std::string want = spec_.format == "avro" ? "AVRO" : "JSON";
+  const std::string want = spec_.format == "avro" ? "AVRO" : spec_.format == "protobuf" ? "PROTOBUF" : "JSON";
   if ((*schema)->type != want) {
     layout = absl::InvalidArgumentError(
         fmt::format("the registry's schema is {}, the source's format is {}", (*schema)->type, spec_.format));

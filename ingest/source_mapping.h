@@ -55,6 +55,7 @@ class FieldDescriptor;
 namespace kpistream::ingest {
 
 class AvroLayout;
+class ProtoLayout;
 
 // Where a time comes from and how it is written.
 struct TimeSpec {
@@ -83,6 +84,11 @@ struct SourceSpec {
   // schema_file by the config reader).
   std::string schema_text;
   std::string schema_file;  // for errors
+  // protobuf: a serialized FileDescriptorSet (read from descriptor_set_file
+  // by the config reader) and the full name of the records' message.
+  std::string descriptor_set;
+  std::string descriptor_set_file;  // for errors
+  std::string message;
   // A schema registry (url set): records are in the Confluent wire format
   // and their schemas are fetched by id (format avro: the Avro writer
   // schema; format json: a JSON Schema, whose id must exist).
@@ -99,7 +105,7 @@ struct SourceSpec {
 
 // Formats a declared source can have; the names of others are known so
 // that the error can say so.
-inline constexpr const char* kSourceFormats[] = {"json", "avro"};
+inline constexpr const char* kSourceFormats[] = {"json", "avro", "protobuf"};
 
 // Checks one part of a spec, for configuration errors at its line: the
 // error text, or nullopt when fine.
@@ -151,10 +157,12 @@ class SourceMapping {
 
   // Avro with a schema given: its layout (null otherwise).
   const std::shared_ptr<const AvroLayout>& avro_layout() const { return avro_layout_; }
+  // protobuf: the compiled message type (null otherwise).
+  const std::shared_ptr<const ProtoLayout>& proto_layout() const { return proto_layout_; }
   // With a registry (null otherwise).
   SchemaRegistryClient* registry() const { return registry_.get(); }
-  // The Avro layout of a registered writer schema (null for format json,
-  // once the id is known to exist). Errors: the registry's (UNAVAILABLE:
+  // The Avro layout of a registered writer schema (null for formats json
+  // and protobuf, once the id is known to exist with the source's type). Errors: the registry's (UNAVAILABLE:
   // retry; NOT_FOUND), or INVALID_ARGUMENT when the schema is not of the
   // source's format. Thread-safe; cached per id.
   absl::StatusOr<std::shared_ptr<const AvroLayout>> LayoutFor(int32_t schema_id) const;
@@ -168,6 +176,7 @@ class SourceMapping {
   Path event_id_, event_time_, type_;
   std::vector<PathUse> paths_;
   std::shared_ptr<const AvroLayout> avro_layout_;
+  std::shared_ptr<const ProtoLayout> proto_layout_;
   std::shared_ptr<SchemaRegistryClient> registry_;
   mutable std::mutex layouts_mu_;
   mutable std::map<int32_t, absl::StatusOr<std::shared_ptr<const AvroLayout>>> layouts_;

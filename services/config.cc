@@ -195,8 +195,8 @@ class ConfigReader {
         y_.AddError(n, "a source must be a map (topic, family, format, event_id, event_time, type, fields)");
         continue;
       }
-      y_.CheckKeys(n, {"topic", "family", "format", "schema_file", "schema_registry", "event_id", "event_time", "type",
-                       "fields"});
+      y_.CheckKeys(n, {"topic", "family", "format", "schema_file", "descriptor_set_file", "message", "schema_registry",
+                       "event_id", "event_time", "type", "fields"});
       ingest::SourceSpec s;
       const auto topic = y_.Scalar(n, "topic", true);
       const auto family = y_.OneOf(n, "family", {"campaign", "product", "crm"});
@@ -244,9 +244,12 @@ class ConfigReader {
       if (y_.ErrorCount() > 0) continue;
       auto mapping = ingest::SourceMapping::Compile(s);
       if (!mapping.ok()) {
-        // A writer schema that lacks a mapped field is reported at the
-        // schema's line, the mapping's other errors at the source's.
-        y_.AddError(n["schema_file"] ? n["schema_file"] : n, std::string(mapping.status().message()));
+        // A schema that lacks a mapped field is reported at the schema's
+        // line, the mapping's other errors at the source's.
+        y_.AddError(n["schema_file"]           ? n["schema_file"]
+                    : n["descriptor_set_file"] ? n["descriptor_set_file"]
+                                               : n,
+                    std::string(mapping.status().message()));
         continue;
       }
       c_.engine.topics.push_back({s.topic, s.family, ingest::PayloadFormat::kJson, std::move(*mapping)});
@@ -260,6 +263,29 @@ class ConfigReader {
   void ReadSchema(const YAML::Node& n, ingest::SourceSpec* s) {
     const auto file = n["schema_file"];
     const auto reg = n["schema_registry"];
+    const auto descriptors = n["descriptor_set_file"];
+    if (s->format == "protobuf") {
+      // The message type always comes from a descriptor set; a registry
+      // adds Confluent's framing (schema id and message indexes).
+      if (!descriptors || !n["message"]) {
+        y_.AddError(n, "format protobuf needs descriptor_set_file (protoc --include_imports --descriptor_set_out=FILE) "
+                       "and message (its full name, e.g. com.example.Click)");
+      }
+      if (const auto path = Path(n, "descriptor_set_file")) {
+        std::ifstream in(*path, std::ios::binary);
+        if (!in) {
+          y_.AddError(descriptors, fmt::format("cannot read the descriptor set {}: {}", *path, std::strerror(errno)));
+        } else {
+          s->descriptor_set_file = *path;
+          s->descriptor_set.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        }
+      }
+      s->message = y_.Scalar(n, "message", false).value_or("");
+    } else {
+      for (const char* key : {"descriptor_set_file", "message"}) {
+        if (n[key]) y_.AddError(n[key], fmt::format("{} is for format protobuf (this source's format is {})", key, s->format));
+      }
+    }
     if (file && reg) {
       y_.AddError(reg, "give schema_file or schema_registry, not both");
       return;

@@ -232,8 +232,9 @@ TEST(SourceMappingCompileTest, WhatCannotBeMappedIsSaid) {
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("campaign events have no field 'cpc'"), std::string::npos) << m.status();
   s = FlatClicks();
-  s.format = "protobuf";
-  EXPECT_NE(SourceMapping::Compile(s).status().message().find("not supported yet"), std::string::npos);
+  s.format = "csv";
+  EXPECT_NE(SourceMapping::Compile(s).status().message().find("unknown format 'csv' (supported: json, avro, protobuf)"),
+            std::string::npos);
   s = FlatClicks();
   s.type_values = {{"clk", "tap"}};
   EXPECT_NE(SourceMapping::Compile(s).status().message().find("'tap' is not a campaign event type"), std::string::npos);

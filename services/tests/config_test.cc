@@ -130,7 +130,7 @@ TEST_F(ConfigTest, DeclaredSources) {
                           "  sources:\n"
                           "    - topic: ads.events\n"
                           "      family: campaign\n"
-                          "      format: protobuf\n"
+                          "      format: csv\n"
                           "      event_time: {field: ts, unit: minutes}\n"
                           "      type: {field: kind, values: {clk: tap}}\n"
                           "      fields:\n"
@@ -140,7 +140,7 @@ TEST_F(ConfigTest, DeclaredSources) {
   auto bad = LoadKpidConfig(path_);
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const std::string want : {":7:15: format protobuf is not supported yet", ":8:37: unit 'minutes' must be one of",
+  for (const std::string want : {":7:15: unknown format 'csv' (supported: json, avro, protobuf)", ":8:37: unit 'minutes' must be one of",
                                  ":9:41: 'tap' is not a campaign event type",
                                  ":11:9: campaign events have no field 'cpc'", ":12:33: scale 'lots' must be a number",
                                  ":13:7: unknown key 'color'", "topic ads.events is also a declared source"}) {
