@@ -22,6 +22,12 @@ constexpr size_t kMaxAvroAllocation = size_t{64} << 20;
 // destroyed value did not free is freed here (AvroDatum::Read).
 thread_local std::unordered_map<void*, size_t>* tracked = nullptr;
 
+// The library keeps its last error in static buffers, unsynchronized (no
+// thread-local storage in Debian's build): every call that may set it, and
+// the reading of it, under one lock. Uncontended in kpid (one consumer
+// thread; a reload compiles on another).
+std::mutex avro_errors;
+
 void* GuardedAllocate(void*, void* ptr, size_t, size_t nsize) {
   if (nsize == 0) {
     if (tracked != nullptr && ptr != nullptr) tracked->erase(ptr);
@@ -98,6 +104,7 @@ absl::StatusOr<std::shared_ptr<const AvroLayout>> AvroLayout::Compile(const Sour
                                                                       std::string_view schema_json, bool strict) {
   GuardAvroAllocations();
   auto layout = std::shared_ptr<AvroLayout>(new AvroLayout());
+  std::lock_guard lock(avro_errors);
   if (avro_schema_from_json_length(schema_json.data(), schema_json.size(), &layout->schema_) != 0) {
     return absl::InvalidArgumentError(fmt::format("not an Avro schema: {}", avro_strerror()));
   }
@@ -180,6 +187,7 @@ bool AvroDatum::Read(std::string_view payload, std::string* why) {
   avro_reader_memory_set_source(reader_, payload.data(), static_cast<int64_t>(payload.size()));
   avro_value_reset(&value_);
   allocations_.clear();
+  std::lock_guard lock(avro_errors);
   tracked = &allocations_;
   const bool read = avro_value_read(reader_, &value_) == 0;
   if (!read) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 
@@ -352,7 +353,7 @@ std::optional<DecodeError> ReadTime(const PayloadValue& v, const SourceMapping::
   int64_t total_ns = 0;
   if (t.record_timestamp) {
     if (meta.timestamp_ms < 0) return DecodeError{RejectReason::kMissingField, "the record has no timestamp"};
-    if (meta.timestamp_ms / 1000 > kMaxAbsSeconds) {
+    if (meta.timestamp_ms > INT64_MAX / 1000000) {  // past 2262: nanoseconds overflow
       return bad(fmt::format("the record timestamp {} ms is out of range", meta.timestamp_ms));
     }
     total_ns = meta.timestamp_ms * 1000000;
@@ -583,6 +584,26 @@ const TypesByName& JsonTypes(kpi::Family family) {
 
 std::string_view Text(std::string_view s) { return s.substr(0, 100); }
 
+// Numbers in strings as protobuf's JSON parser reads them (DataPiece's
+// StringToNumber): no space at either end, then the whole string through
+// strtod (which also takes hexadecimal, "inf" and "nan") or, for integers,
+// an optional sign and decimal digits only.
+bool ProtoStrtod(std::string_view s, double* out) {
+  if (s.empty() || s.front() == ' ' || s.back() == ' ' || s.find('\0') != std::string_view::npos) return false;
+  const std::string text(s);
+  char* end = nullptr;
+  *out = std::strtod(text.c_str(), &end);
+  return end == text.c_str() + text.size();
+}
+bool ProtoStrtoInt(std::string_view s, int64_t* out) {
+  size_t i = s.empty() || (s[0] != '-' && s[0] != '+') ? 0 : 1;
+  if (i == s.size()) return false;
+  for (size_t j = i; j < s.size(); ++j) {
+    if (s[j] < '0' || s[j] > '9') return false;
+  }
+  return absl::SimpleAtoi(absl::string_view(s.data(), s.size()), out);
+}
+
 }  // namespace
 
 // The proto3 JSON mapping (https://protobuf.dev/programming-guides/json/)
@@ -595,8 +616,8 @@ std::string_view Text(std::string_view s) { return s.substr(0, 100); }
 // strings for numeric fields, "NaN" and "[-]Infinity" for doubles (then
 // refused as bad_value); an enum by name or number; a Timestamp as an RFC
 // 3339 string. What it refuses is bad_json, or bad_timestamp for a time it
-// cannot read, as before. A key given twice (under either name) is
-// refused: a record that says two things is ambiguous.
+// cannot read, as before. tools/fuzz/decoder_fuzz holds it to protobuf's
+// parser in both directions.
 bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload, pb::Message* msg, DecodeError* err) {
   if (json.max_depth() != static_cast<size_t>(kMaxJsonDepth)) {
     if (json.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) {
@@ -620,7 +641,6 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
   }
   const auto& fields = JsonFields(family);
   const auto* r = msg->GetReflection();
-  uint64_t seen = 0;  // by field index (the event messages have fewer than 64 fields)
   auto bad = [&](const pb::FieldDescriptor* f, std::string_view want, simdjson::dom::element v) {
     *err = {RejectReason::kBadJson,
             fmt::format("field {}: {}, want {}", f->json_name(), Text(simdjson::minify(v)), want)};
@@ -629,13 +649,7 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
   for (const auto field : obj) {
     const auto it = fields.find(absl::string_view(field.key.data(), field.key.size()));
     if (it == fields.end()) continue;  // unknown: a newer producer's field
-    const pb::FieldDescriptor* f = it->second;
-    const uint64_t bit = uint64_t{1} << (f->index() & 63);
-    if (seen & bit) {
-      *err = {RejectReason::kBadJson, fmt::format("field {} is given twice", f->json_name())};
-      return false;
-    }
-    seen |= bit;
+    const pb::FieldDescriptor* f = it->second;  // given twice: the last one counts, as in protobuf's parser
     const simdjson::dom::element v = field.value;
     if (v.is_null()) continue;
     std::string_view s;
@@ -655,8 +669,7 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
           x = std::numeric_limits<double>::quiet_NaN();
         } else if (s == "Infinity" || s == "-Infinity") {
           x = s[0] == '-' ? -HUGE_VAL : HUGE_VAL;
-        } else if (s.empty() || s.front() == ' ' || s.back() == ' ' ||
-                   !absl::SimpleAtod(absl::string_view(s.data(), s.size()), &x)) {
+        } else if (!ProtoStrtod(s, &x)) {
           return bad(f, "a number", v);
         }
         r->SetDouble(msg, f, x);
@@ -670,7 +683,7 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
           const double d = v.get_double().value_unsafe();
           if (d != std::floor(d) || std::fabs(d) > 1e10) return bad(f, "a whole number", v);
           n = static_cast<int64_t>(d);
-        } else if (!is_string || !absl::SimpleAtoi(absl::string_view(s.data(), s.size()), &n)) {
+        } else if (!is_string || !ProtoStrtoInt(s, &n)) {
           return bad(f, "a whole number", v);
         }
         if (n < INT32_MIN || n > INT32_MAX) return bad(f, "a 32-bit integer", v);
@@ -678,22 +691,32 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
         break;
       }
       case pb::FieldDescriptor::CPPTYPE_ENUM: {
+        // A name; or a number, also as a string if it names a declared
+        // value. An unknown name (or undeclared number string) is ignored,
+        // left UNSPECIFIED, as protobuf's parser does with
+        // ignore_unknown_fields; rejected as unknown_type after. (The only
+        // enum of the event messages is their type.)
+        int64_t n = 0;
         if (is_string) {
-          // An unknown name is ignored (left UNSPECIFIED), as protobuf's
-          // parser does with ignore_unknown_fields; rejected as
-          // unknown_type after.
-          // (The only enum of the event messages is their type.)
           const auto& types = JsonTypes(family);
           if (const auto t = types.find(absl::string_view(s.data(), s.size())); t != types.end()) {
             r->SetEnumValue(msg, f, t->second);
+          } else if (ProtoStrtoInt(s, &n) && n >= INT32_MIN && n <= INT32_MAX &&
+                     f->enum_type()->FindValueByNumber(static_cast<int>(n)) != nullptr) {
+            r->SetEnumValue(msg, f, static_cast<int>(n));
           }
-        } else if (v.is_int64()) {
-          const int64_t n = v.get_int64().value_unsafe();
-          if (n < INT32_MIN || n > INT32_MAX) return bad(f, "an enum name or number", v);
-          r->SetEnumValue(msg, f, static_cast<int>(n));
+          break;
+        }
+        if (v.is_int64()) {
+          n = v.get_int64().value_unsafe();
+        } else if (v.is_double() && v.get_double().value_unsafe() == std::floor(v.get_double().value_unsafe()) &&
+                   std::fabs(v.get_double().value_unsafe()) < 1e10) {
+          n = static_cast<int64_t>(v.get_double().value_unsafe());
         } else {
           return bad(f, "an enum name or number", v);
         }
+        if (n < INT32_MIN || n > INT32_MAX) return bad(f, "an enum name or number", v);
+        r->SetEnumValue(msg, f, static_cast<int>(n));  // undeclared numbers are kept (open enums)
         break;
       }
       case pb::FieldDescriptor::CPPTYPE_MESSAGE: {  // google.protobuf.Timestamp

@@ -71,6 +71,12 @@ struct PartitionState {
   int64_t progress_offset = -1;
   int64_t known_hi = -1;  // newest high watermark known (PublishLags)
   Clock::time_point progress_at{};
+  // Held (Outcome::kHeld): paused and sought back to next_offset until
+  // held_until; hold_ms is the current backoff, 0 once a record of the
+  // partition went through again.
+  bool held = false;
+  int64_t hold_ms = 0;
+  Clock::time_point held_until{};
 };
 
 }  // namespace
@@ -95,6 +101,7 @@ struct Engine::Rep {
   std::unordered_map<std::string, uint32_t> topic_ids;
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
+  bool any_held = false;  // some partition is held (Hold): ResumeHeld has work
   int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
 
   std::thread thread;
@@ -171,6 +178,8 @@ struct Engine::Rep {
   void SetHighWatermarkPartitions();
   void StepOverUnreadOffsets();
   void CheckStalls(Clock::time_point now);
+  void Hold(const TopicPartition& tp, PartitionState* ps, const std::string& why);
+  void ResumeHeld(Clock::time_point now);
   void SetPaused(bool paused);
   void PublishNewest(const PartitionApplier& a);
   void ProbeBrokers();
@@ -332,6 +341,13 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
     ResetToStored();
   }
   for (int i = 0; i < parts->cnt; ++i) {
+    if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition}); it != owned.end() && it->second.held) {
+      // Clears the pause, so that a later assignment fetches it again.
+      rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+      rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
+      rd_kafka_resume_partitions(consumer, l);
+      rd_kafka_topic_partition_list_destroy(l);
+    }
     owned.erase({parts->elems[i].topic, parts->elems[i].partition});
     spdlog::info("revoked {}[{}]", parts->elems[i].topic, parts->elems[i].partition);
   }
@@ -384,11 +400,15 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   auto it = owned.find({rd_kafka_topic_name(m->rkt), m->partition});
   if (it == owned.end()) return;  // not ours (anymore)
   PartitionState& ps = it->second;
+  // A held partition's records are read again from next_offset when the
+  // hold ends; what was fetched before the pause took effect is dropped.
+  if (ps.held) return;
   PartitionApplier::Rejection rej;
   rd_kafka_timestamp_type_t ts_type;
   const int64_t timestamp_ms = rd_kafka_message_timestamp(m, &ts_type);
   const auto outcome = ps.applier->Apply(std::string_view(static_cast<const char*>(m->payload), m->len), m->offset,
                                          clock.NowMs(), &scratch, &acc, &rej, timestamp_ms);
+  if (outcome != PartitionApplier::Outcome::kHeld) ps.hold_ms = 0;
   switch (outcome) {
     case PartitionApplier::Outcome::kApplied:
     case PartitionApplier::Outcome::kSkipped:
@@ -396,19 +416,56 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
     case PartitionApplier::Outcome::kRejected:
       dlq->Send(m, ps.binding->topic, rej);
       break;
+    case PartitionApplier::Outcome::kHeld:
+      Hold(it->first, &ps, rej.detail);
+      break;
     case PartitionApplier::Outcome::kUnknown:
-      // The store could not say whether this event was applied, or the
-      // schema registry did not answer for its schema: apply nothing more,
-      // rewind to the durable state and retry with backoff.
-      if (!blocked) {
-        spdlog::warn("{}[{}] offset {}: {}; holding consumption and retrying with backoff", ps.binding->topic,
-                     m->partition, m->offset, rej.detail);
-      }
+      // The store could not say whether this event was applied: apply
+      // nothing more, rewind to the durable state and retry with backoff.
       ResetToStored();
       blocked = true;
       SetPaused(true);
       UpdateReady();
       break;
+  }
+}
+
+// A record of the partition cannot be decoded yet, through no fault of its
+// own (the schema registry did not answer): pause the partition alone and
+// seek it back to that record; ResumeHeld reads it again after a backoff
+// of 250 ms doubling to 10 s. The other partitions go on, and what this
+// one applied before the record stays (next_offset is the record's).
+void Engine::Rep::Hold(const TopicPartition& tp, PartitionState* ps, const std::string& why) {
+  ps->hold_ms = ps->hold_ms == 0 ? 250 : std::min<int64_t>(ps->hold_ms * 2, 10000);
+  if (ps->hold_ms == 250) {
+    spdlog::warn("{}[{}] offset {}: {}; holding the partition, retrying with backoff", tp.topic, tp.partition,
+                 ps->applier->next_offset(), why);
+  }
+  ps->held = true;
+  any_held = true;
+  ps->held_until = Clock::now() + std::chrono::milliseconds(ps->hold_ms);
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
+  rd_kafka_pause_partitions(consumer, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  SeekOne(tp.topic, tp.partition, ps->applier->next_offset());
+}
+
+void Engine::Rep::ResumeHeld(Clock::time_point now) {
+  if (!any_held) return;
+  any_held = false;
+  for (auto& [tp, ps] : owned) {
+    if (!ps.held) continue;
+    if (now < ps.held_until || blocked) {
+      any_held = true;
+      continue;
+    }
+    ps.held = false;
+    SeekOne(tp.topic, tp.partition, ps.applier->next_offset());
+    rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
+    rd_kafka_resume_partitions(consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
   }
 }
 
@@ -476,7 +533,10 @@ void Engine::Rep::PublishNewest(const PartitionApplier& a) {
 
 void Engine::Rep::SetPaused(bool paused) {
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
-  for (const auto& [tp, ps] : owned) rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
+  for (const auto& [tp, ps] : owned) {
+    if (!paused && ps.held) continue;  // ResumeHeld resumes it
+    rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
+  }
   if (paused) {
     rd_kafka_pause_partitions(consumer, l);
   } else {
@@ -576,6 +636,9 @@ void Engine::Rep::StepOverUnreadOffsets() {
   std::vector<PartitionState*> behind;
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(static_cast<int>(owned.size()));
   for (auto& [tp, ps] : owned) {
+    // A partition held, or not through a record since it was: its
+    // position may be past the held record, which must not be stepped over.
+    if (ps.held || ps.hold_ms > 0) continue;
     if (ps.known_hi > ps.applier->next_offset() || ps.assigned_hi > ps.applier->next_offset()) {
       rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
       behind.push_back(&ps);
@@ -635,7 +698,7 @@ void Engine::Rep::CheckStalls(Clock::time_point now) {
   const auto timeout = std::chrono::milliseconds(options.fetch_stall_timeout_ms);
   for (auto& [tp, ps] : owned) {
     const int64_t next = ps.applier->next_offset();
-    if (next != ps.progress_offset || ps.known_hi <= next || blocked || brokers_down) {
+    if (next != ps.progress_offset || ps.known_hi <= next || blocked || brokers_down || ps.held) {
       ps.progress_offset = next;
       ps.progress_at = now;
       continue;
@@ -669,6 +732,7 @@ void Engine::Rep::Run() {
     }
     dlq->Poll();
     const auto now = Clock::now();
+    ResumeHeld(now);
     const bool due = now - last_commit >= (blocked ? backoff : interval);
     if (due || (!blocked && PendingBytes() > options.max_dirty_bytes)) {
       last_commit = now;

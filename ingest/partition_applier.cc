@@ -155,7 +155,7 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
     // Not the record's fault: it is read again later, never dead-lettered.
     *rejection = {err.reason, std::move(err.detail)};
     stats.schema_registry_retries.fetch_add(1, std::memory_order_relaxed);
-    return Outcome::kUnknown;
+    return Outcome::kHeld;
   }
   if (!decoded) return reject(err.reason, std::move(err.detail));
   if (ev.time_ms > now_ms + ctx_.options.max_future_ms) {
@@ -167,7 +167,6 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
   if (ctx_.options.dedup_window_ms > 0) {
     const auto dup = IsDuplicate(ev, offset, scratch, rejection);
     if (!dup.has_value()) {
-      *rejection = {RejectReason::kDuplicate, "the store could not say whether the event was applied"};
       stats.dedup_lookup_failures.fetch_add(1, std::memory_order_relaxed);
       return Outcome::kUnknown;
     }

@@ -114,9 +114,12 @@ class PartitionApplier {
     kApplied,   // contributions added to the accumulator
     kSkipped,   // below next_offset: already applied
     kRejected,  // *rejection says why; the caller dead-letters the record
-    kUnknown,   // the store (de-duplication) or the schema registry could
-                // not answer: nothing applied, next_offset unchanged;
-                // *rejection says why; the caller rewinds and retries
+    kUnknown,   // the store could not answer (de-duplication): nothing
+                // applied, next_offset unchanged; the caller rewinds
+    kHeld,      // the record's schema is not available yet (the schema
+                // registry did not answer): nothing applied, next_offset
+                // unchanged, *rejection says why; the caller holds this
+                // partition and reads the record again later
   };
   struct Rejection {
     RejectReason reason;

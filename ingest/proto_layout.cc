@@ -236,7 +236,8 @@ PayloadValue ProtoDatum::At(int slot) const {
       const pb::Descriptor* td = ts.GetDescriptor();
       const int64_t seconds = tr->GetInt64(ts, td->FindFieldByNumber(1));
       const int32_t nanos = tr->GetInt32(ts, td->FindFieldByNumber(2));
-      if (seconds > (int64_t{1} << 40) || seconds < -(int64_t{1} << 40) || nanos < 0 || nanos > 999999999) {
+      // Nanoseconds since the epoch must fit 64 bits: years 1678 to 2262.
+      if (seconds > (int64_t{1} << 33) || seconds < -(int64_t{1} << 33) || nanos < 0 || nanos > 999999999) {
         out.kind = PayloadValue::Kind::kComposite;
         out.type_name = "a google.protobuf.Timestamp out of range";
         break;

@@ -10,6 +10,14 @@
 
 namespace kpistream::ingest {
 
+std::string RedactedUrl(const std::string& url) {
+  const size_t scheme = url.find("://");
+  const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const size_t at = url.find('@', start);
+  if (at == std::string::npos || url.find('/', start) < at) return url;
+  return url.substr(0, start) + "***@" + url.substr(at + 1);
+}
+
 absl::StatusOr<std::pair<int32_t, std::string_view>> SplitConfluentFrame(std::string_view record) {
   if (record.size() < 5) {
     return absl::InvalidArgumentError(fmt::format(
@@ -40,14 +48,15 @@ int64_t SchemaRegistryClient::failures() const {
 }
 
 absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lookup(int32_t id) {
+  if (id <= 0) return absl::NotFoundError(fmt::format("schema id {}: registries number schemas from 1", id));
   const auto now = std::chrono::steady_clock::now();
-  int64_t previous_backoff = 0;
+  Failure previous;
   {
     std::shared_lock lock(mu_);
     if (auto it = cache_.find(id); it != cache_.end()) return it->second;
     if (auto it = failures_.find(id); it != failures_.end()) {
       if (now < it->second.retry_at) return it->second.status;
-      previous_backoff = it->second.backoff_ms;
+      previous = it->second;
     }
   }
   auto got = Fetch(id);
@@ -58,15 +67,34 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lo
     return cache_.emplace(id, *got).first->second;
   }
   ++failed_;
+  const auto at = std::chrono::steady_clock::now();
+  // Garbage ids must not grow the table without bound: forget failures
+  // whose retry time has passed (they are asked again anyway).
+  if (failures_.size() > 10000) {
+    for (auto it = failures_.begin(); it != failures_.end();) {
+      it = it->second.retry_at < at ? failures_.erase(it) : std::next(it);
+    }
+  }
   Failure f;
+  f.backoff_ms = std::min(options_.max_backoff_ms,
+                          previous.backoff_ms == 0 ? options_.initial_backoff_ms : previous.backoff_ms * 2);
   f.status = got.status();
-  f.backoff_ms = absl::IsNotFound(got.status())
-                     ? options_.max_backoff_ms
-                     : std::min(options_.max_backoff_ms,
-                                previous_backoff == 0 ? options_.initial_backoff_ms : previous_backoff * 2);
-  f.retry_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(f.backoff_ms);
+  if (absl::IsNotFound(got.status())) {
+    // A schema registered a moment ago may not be on the instance asked yet
+    // (followers read the registry's log): "not found" is believed only
+    // after it persists for not_found_grace_ms; until then the record waits.
+    f.not_found_since = previous.not_found_since.value_or(at);
+    if (at - *f.not_found_since < std::chrono::milliseconds(options_.not_found_grace_ms)) {
+      f.status = absl::UnavailableError(fmt::format("{} (yet; asked again until {} s after the first answer)",
+                                                    std::string(got.status().message()),
+                                                    options_.not_found_grace_ms / 1000));
+    } else {
+      f.backoff_ms = options_.max_backoff_ms;
+    }
+  }
+  f.retry_at = at + std::chrono::milliseconds(f.backoff_ms);
   failures_[id] = f;
-  return got.status();
+  return f.status;
 }
 
 namespace {
@@ -113,7 +141,7 @@ absl::StatusOr<std::pair<long, std::string>> SchemaRegistryClient::Request(const
   curl_slist_free_all(headers);
   curl_easy_cleanup(c);
   if (rc != CURLE_OK) {
-    return absl::UnavailableError(fmt::format("schema registry {}: {}", url, curl_easy_strerror(rc)));
+    return absl::UnavailableError(fmt::format("schema registry {}: {}", RedactedUrl(url), curl_easy_strerror(rc)));
   }
   return std::make_pair(code, std::move(body));
 }
@@ -138,8 +166,21 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fe
   auto got = Request(fmt::format("/schemas/ids/{}", id), nullptr);
   if (!got.ok()) return got.status();
   const auto& [code, body] = *got;
-  const std::string url = fmt::format("{}/schemas/ids/{}", options_.url, id);
-  if (code == 404) return absl::NotFoundError(fmt::format("schema registry {}: no schema has id {}", url, id));
+  const std::string url = fmt::format("{}/schemas/ids/{}", RedactedUrl(options_.url), id);
+  if (code == 404) {
+    // Only the API's own "schema not found" (error_code 40403) says the id
+    // does not exist; any other 404 is a wrong URL (a base without
+    // Apicurio's /apis/ccompat/v7, a proxy), which must not drop records.
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    int64_t error_code = 0;
+    if (parser.parse(body).get(doc) == simdjson::SUCCESS && doc["error_code"].get(error_code) == simdjson::SUCCESS &&
+        error_code == 40403) {
+      return absl::NotFoundError(fmt::format("schema registry {}: no schema has id {}", url, id));
+    }
+    return absl::UnavailableError(fmt::format(
+        "schema registry {}: HTTP 404 without the API's error_code 40403: is the URL the registry's API base?", url));
+  }
   if (code >= 500 || code == 429 || code == 408) {
     return absl::UnavailableError(fmt::format("schema registry {}: HTTP {}", url, code));
   }
@@ -152,7 +193,8 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Fe
   simdjson::dom::element doc;
   std::string_view schema;
   if (parser.parse(body).get(doc) != simdjson::SUCCESS || doc["schema"].get(schema) != simdjson::SUCCESS) {
-    return absl::InternalError(
+    // Not the API (a login page, a proxy): held, not dropped.
+    return absl::UnavailableError(
         fmt::format("schema registry {}: the answer has no \"schema\" string: {}", url, body.substr(0, 200)));
   }
   auto out = std::make_shared<RegisteredSchema>();

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -42,7 +43,14 @@ struct SchemaRegistryOptions {
   // for again before this much time; doubled per failure up to the max.
   int64_t initial_backoff_ms = 200;
   int64_t max_backoff_ms = 10000;
+  // A "no schema has this id" answer is believed only once it persists this
+  // long (a follower may not have a just-registered schema yet).
+  int64_t not_found_grace_ms = 10000;
 };
+
+// The URL without the user and password a user:password@ part holds, for
+// messages and logs.
+std::string RedactedUrl(const std::string& url);
 
 // Splits a record in the Confluent wire format: its schema id and the rest.
 // INVALID_ARGUMENT when it is shorter than 5 bytes or byte 0 is not 0.
@@ -53,12 +61,14 @@ class SchemaRegistryClient {
   explicit SchemaRegistryClient(SchemaRegistryOptions options);
 
   // The schema with this id:
-  //   NOT_FOUND    the registry answered that no schema has the id (404);
-  //                asked again after max_backoff_ms, since ids only appear
-  //   UNAVAILABLE  no answer, or a 5xx: retry later (the caller must not
-  //                skip the record); within the backoff after a failure
-  //                this returns at once without asking
-  //   INTERNAL     an answer that is not the API's JSON
+  //   NOT_FOUND    the registry answered that no schema has the id (404
+  //                with error_code 40403) for longer than
+  //                not_found_grace_ms, or id <= 0; asked again after
+  //                max_backoff_ms
+  //   UNAVAILABLE  no answer, a 5xx, another 404, an answer that is not the
+  //                API's JSON, or "not found" within the grace: retry later
+  //                (the caller must not skip the record); within the
+  //                backoff after a failure this returns at once
   // Blocks for at most timeout_ms.
   absl::StatusOr<std::shared_ptr<const RegisteredSchema>> Lookup(int32_t id);
 
@@ -79,6 +89,7 @@ class SchemaRegistryClient {
     std::chrono::steady_clock::time_point retry_at;
     int64_t backoff_ms = 0;
     absl::Status status;
+    std::optional<std::chrono::steady_clock::time_point> not_found_since;
   };
   absl::StatusOr<std::shared_ptr<const RegisteredSchema>> Fetch(int32_t id);
   // One request; the status code and body, or UNAVAILABLE with no answer.

@@ -244,8 +244,9 @@ class ConfigReader {
       if (y_.ErrorCount() > 0) continue;
       auto mapping = ingest::SourceMapping::Compile(s);
       if (!mapping.ok()) {
-        // A schema that lacks a mapped field is reported at the schema's
-        // line, the mapping's other errors at the source's.
+        // Compile's errors (most name a field the schema lacks, or one it
+        // cannot convert) are reported at the schema's line when there is
+        // one, else at the source's.
         y_.AddError(n["schema_file"]           ? n["schema_file"]
                     : n["descriptor_set_file"] ? n["descriptor_set_file"]
                                                : n,
@@ -316,7 +317,7 @@ class ConfigReader {
         s->registry.password = y_.Scalar(reg, "password", false).value_or("");
         s->registry.ca_file = Path(reg, "ca_file").value_or("");
         if (reg["timeout"]) {
-          if (const auto t = y_.Duration(reg, "timeout", false)) s->registry.timeout_ms = *t;
+          if (const auto t = y_.DurationMs(reg, "timeout")) s->registry.timeout_ms = *t;
         }
       } else {
         y_.AddError(reg, "schema_registry must be a URL or a map {url, username, password, ca_file, timeout}");
