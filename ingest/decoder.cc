@@ -10,6 +10,8 @@
 #include <google/protobuf/descriptor.h>
 #include <simdjson.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -40,6 +42,7 @@ struct Decoder::Rep {
   pb::util::JsonParseOptions json_options;
   simdjson::dom::parser json;  // declared sources; reused: its buffers grow to the largest record
   std::string text;            // scratch for values converted to text
+  nlohmann::json fallback;  // declared JSON sources: documents simdjson cannot hold
   // Avro sources: a datum per writer schema, reused from record to record.
   std::map<const AvroLayout*, std::unique_ptr<AvroDatum>> avro;
   // Protobuf sources: a message per source.
@@ -115,8 +118,34 @@ std::string_view RejectReasonName(RejectReason r) {
 namespace {
 
 // Events are flat; a deeper document is hostile (a stack-depth attack on
-// any recursive parser). simdjson's parsers stop at this depth.
+// any recursive parser). simdjson's parsers stop at this depth; before the
+// recursive fallback parsers (protobuf's, nlohmann's) JsonDepth checks it.
 constexpr int kMaxJsonDepth = 64;
+
+// The nesting depth of a JSON text, without parsing it: linear, brackets
+// inside strings ignored; stops counting past kMaxJsonDepth.
+int JsonDepth(std::string_view s) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > kMaxJsonDepth) return max_depth;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
 
 bool IsJson(std::string_view payload) {
   for (char c : payload) {
@@ -282,6 +311,56 @@ struct JsonDoc {
 struct ProtoDoc {
   const ProtoDatum* datum;
   PayloadValue At(const SourceMapping::Path& path) const { return datum->At(path.slot); }
+};
+
+// A JSON document simdjson could not hold (integers past 64 bits), parsed
+// by nlohmann::json instead, as the mapping reads it.
+struct NlohmannDoc {
+  const nlohmann::json* root;
+  PayloadValue At(const SourceMapping::Path& path) const {
+    PayloadValue out;
+    const nlohmann::json* e = root;
+    for (const auto& key : path.keys) {
+      if (!e->is_object()) return out;
+      const auto it = e->find(key);
+      if (it == e->end()) return out;
+      e = &*it;
+    }
+    switch (e->type()) {
+      case nlohmann::json::value_t::string:
+        out.kind = PayloadValue::Kind::kString;
+        out.text = e->get_ref<const std::string&>();
+        out.type_name = "a string";
+        break;
+      case nlohmann::json::value_t::number_integer:
+        out.kind = PayloadValue::Kind::kInt;
+        out.i = e->get<int64_t>();
+        out.type_name = "a number";
+        break;
+      case nlohmann::json::value_t::number_unsigned:
+        out.kind = PayloadValue::Kind::kUint;
+        out.u = e->get<uint64_t>();
+        out.type_name = "a number";
+        break;
+      case nlohmann::json::value_t::number_float:
+        out.kind = PayloadValue::Kind::kDouble;
+        out.d = e->get<double>();
+        out.type_name = "a number";
+        break;
+      case nlohmann::json::value_t::boolean:
+        out.kind = PayloadValue::Kind::kBool;
+        out.b = e->get<bool>();
+        out.type_name = "a boolean";
+        break;
+      case nlohmann::json::value_t::null:
+        break;
+      default:
+        out.kind = PayloadValue::Kind::kComposite;
+        out.type_name = e->is_array() ? "an array" : "an object";
+        break;
+    }
+    return out;
+  }
 };
 
 // An Avro datum as the mapping reads it.
@@ -629,10 +708,26 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
   // nested 100 000 levels deep is refused without a deep stack.
   simdjson::dom::element root;
   if (auto e = json.parse(payload.data(), payload.size()).get(root); e != simdjson::SUCCESS) {
-    *err = {RejectReason::kBadJson, e == simdjson::DEPTH_ERROR
-                                        ? fmt::format("JSON nested more than {} levels deep", kMaxJsonDepth)
-                                        : fmt::format("not JSON: {}", simdjson::error_message(e))};
-    return false;
+    if (e == simdjson::DEPTH_ERROR || JsonDepth(payload) > kMaxJsonDepth) {
+      *err = {RejectReason::kBadJson, fmt::format("JSON nested more than {} levels deep", kMaxJsonDepth)};
+      return false;
+    }
+    // What simdjson refuses, protobuf's parser decides, as it did before
+    // simdjson: RFC 8259 numbers simdjson cannot hold (integers past 64
+    // bits), and what protobuf's parser tolerates beyond RFC 8259 (unknown
+    // escapes, raw control characters). Rare, so its cost does not matter.
+    msg->Clear();
+    auto st = pb::util::JsonStringToMessage(pb::StringPiece(payload.data(), payload.size()), msg, json_options);
+    if (!st.ok()) {
+      // protobuf's parser reports a timestamp it cannot read as "Invalid
+      // google.protobuf.Timestamp value ...": a bad timestamp, not bad JSON.
+      const std::string message(st.message());
+      const bool time = message.find("google.protobuf.Timestamp") != std::string::npos;
+      *err = {time ? RejectReason::kBadTimestamp : RejectReason::kBadJson,
+              fmt::format("not JSON: {}", message.substr(0, 300))};
+      return false;
+    }
+    return true;
   }
   simdjson::dom::object obj;
   if (root.get(obj) != simdjson::SUCCESS) {
@@ -647,6 +742,10 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
     return false;
   };
   for (const auto field : obj) {
+    if (field.key.empty()) {  // protobuf's parser: "Proto fields must have a name."
+      *err = {RejectReason::kBadJson, "a key is empty: proto3 JSON fields must have a name"};
+      return false;
+    }
     const auto it = fields.find(absl::string_view(field.key.data(), field.key.size()));
     if (it == fields.end()) continue;  // unknown: a newer producer's field
     const pb::FieldDescriptor* f = it->second;  // given twice: the last one counts, as in protobuf's parser
@@ -748,6 +847,23 @@ bool Decoder::Rep::DecodeJson(const SourceMapping& mapping, std::string_view pay
   }
   element root;
   if (auto e = json.parse(payload.data(), payload.size()).get(root); e != simdjson::SUCCESS) {
+    if (e == simdjson::DEPTH_ERROR || JsonDepth(payload) > kMaxJsonDepth) {
+      *err = {RejectReason::kBadJson, fmt::format("JSON nested more than {} levels deep", kMaxJsonDepth)};
+      return false;
+    }
+    if (e == simdjson::NUMBER_ERROR || e == simdjson::NUMBER_OUT_OF_RANGE) {
+      // RFC 8259 allows numbers simdjson cannot hold (integers past 64
+      // bits): such a record, rare, is parsed by nlohmann::json instead of
+      // being dead-lettered.
+      fallback = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+      if (!fallback.is_discarded()) {
+        if (!fallback.is_object()) {
+          *err = {RejectReason::kBadJson, "the payload is not a JSON object"};
+          return false;
+        }
+        return MapPayload(mapping, NlohmannDoc{&fallback}, meta, msg, text, err);
+      }
+    }
     *err = {RejectReason::kBadJson, fmt::format("not JSON: {}", simdjson::error_message(e))};
     return false;
   }

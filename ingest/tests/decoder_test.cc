@@ -46,6 +46,25 @@ TEST_F(DecoderTest, JsonUsesProto3Mapping) {
   EXPECT_EQ(ev_.time_ms, 1763881200000);
 }
 
+// Read as protobuf's JSON parser reads them (tools/fuzz/decoder_fuzz checks
+// the two against each other).
+TEST_F(DecoderTest, JsonFollowsProtobufsParser) {
+  const std::string head = R"({"eventId":"e1","eventTime":"2025-11-23T07:00:00Z",)";
+  ASSERT_TRUE(Decode(head + R"("type":"2","cost":"0x10"})")) << err_.detail;  // an enum number as a string; strtod
+  EXPECT_EQ(ev_.type, events::v1::CAMPAIGN_CLICK);
+  EXPECT_DOUBLE_EQ(static_cast<const events::v1::CampaignEvent&>(*ev_.msg).cost(), 16);
+  ASSERT_TRUE(Decode(head + R"("type":2.0,"channel":"a","channel":"b"})")) << err_.detail;  // the last key counts
+  EXPECT_EQ(static_cast<const events::v1::CampaignEvent&>(*ev_.msg).channel(), "b");
+  EXPECT_FALSE(Decode(head + R"("type":"CAMPAIGN_CLICK","cost":" 5"})"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadJson);
+  // RFC 8259 numbers past 64 bits (simdjson cannot hold them) in a field a
+  // newer producer added: the event is read, not dead-lettered.
+  ASSERT_TRUE(Decode(head + R"("type":"CAMPAIGN_CLICK","newField":100000000000000000000000})")) << err_.detail;
+  // ... and in a known field it is a value out of range.
+  EXPECT_FALSE(Decode(head + R"("type":"CAMPAIGN_CLICK","cost":100000000000000000000000})"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadValue);
+}
+
 TEST_F(DecoderTest, GarbageIsNotDecodable) {
   EXPECT_FALSE(Decode(std::string("\xff\xff\xff\xff\x0f\x01", 6)));
   EXPECT_EQ(err_.reason, RejectReason::kNotDecodable);

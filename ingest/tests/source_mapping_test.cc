@@ -225,6 +225,18 @@ TEST_F(SourceMappingTest, TimeEdges) {
   EXPECT_NE(err_.detail.find("origin_time"), std::string::npos) << err_.detail;
 }
 
+TEST_F(SourceMappingTest, NumbersPastSixtyFourBitsDoNotLoseTheRecord) {
+  auto m = Compile(FlatClicks());
+  ASSERT_TRUE(Decode(*m, R"({"ts": 1764460800123, "cid": "c-17", "cost_micros": 120000, "kind": "click",
+                              "trace": 123456789012345678901234567890})"))
+      << err_.detail;
+  EXPECT_EQ(static_cast<const CampaignEvent&>(*ev_.msg).campaign_id(), "c-17");
+  ASSERT_TRUE(Decode(*m, R"({"ts": 1764460800123, "cid": 123456789012345678901234567890, "kind": "click"})"))
+      << err_.detail;
+  EXPECT_FALSE(Decode(*m, R"({"ts": 1764460800123, "cid": "c", "kind": "click", "x": 1e, "y": 123456789012345678901234567890})"));
+  EXPECT_EQ(err_.reason, RejectReason::kBadJson);
+}
+
 TEST(SourceMappingCompileTest, WhatCannotBeMappedIsSaid) {
   SourceSpec s = FlatClicks();
   s.fields["cpc"].field = "x";
