@@ -42,7 +42,7 @@ struct Decoder::Rep {
   pb::util::JsonParseOptions json_options;
   simdjson::dom::parser json;  // declared sources; reused: its buffers grow to the largest record
   std::string text;            // scratch for values converted to text
-  nlohmann::json fallback;  // declared JSON sources: documents simdjson cannot hold
+  nlohmann::json fallback;     // declared JSON sources: documents simdjson cannot hold
   // Avro sources: a datum per writer schema, reused from record to record.
   std::map<const AvroLayout*, std::unique_ptr<AvroDatum>> avro;
   // Protobuf sources: a message per source.
@@ -654,7 +654,8 @@ const TypesByName& JsonTypes(kpi::Family family) {
     auto* out = new std::array<TypesByName, kpi::kNumFamilies>();
     for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
       const auto* e = kpi::FamilyDescriptor(f)->FindFieldByName("type")->enum_type();
-      for (int i = 0; i < e->value_count(); ++i) (*out)[static_cast<int>(f)][e->value(i)->name()] = e->value(i)->number();
+      for (int i = 0; i < e->value_count(); ++i)
+        (*out)[static_cast<int>(f)][e->value(i)->name()] = e->value(i)->number();
     }
     return out;
   }();
@@ -747,7 +748,7 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
       return false;
     }
     const auto it = fields.find(absl::string_view(field.key.data(), field.key.size()));
-    if (it == fields.end()) continue;  // unknown: a newer producer's field
+    if (it == fields.end()) continue;           // unknown: a newer producer's field
     const pb::FieldDescriptor* f = it->second;  // given twice: the last one counts, as in protobuf's parser
     const simdjson::dom::element v = field.value;
     if (v.is_null()) continue;
@@ -824,8 +825,8 @@ bool Decoder::Rep::DecodeProtoJson(kpi::Family family, std::string_view payload,
         // 9 fraction digits, years 1 to 9999).
         auto* ts = static_cast<pb::Timestamp*>(r->MutableMessage(msg, f));
         if (!is_string || !pb::util::TimeUtil::FromString(std::string(s), ts)) {
-          *err = {RejectReason::kBadTimestamp, fmt::format("field {}: {} is not an RFC 3339 time", f->json_name(),
-                                                           Text(simdjson::minify(v)))};
+          *err = {RejectReason::kBadTimestamp,
+                  fmt::format("field {}: {} is not an RFC 3339 time", f->json_name(), Text(simdjson::minify(v)))};
           return false;
         }
         break;

@@ -341,7 +341,8 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
     ResetToStored();
   }
   for (int i = 0; i < parts->cnt; ++i) {
-    if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition}); it != owned.end() && it->second.held) {
+    if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition});
+        it != owned.end() && it->second.held) {
       // Clears the pause, so that a later assignment fetches it again.
       rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
       rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);

@@ -78,8 +78,8 @@ absl::StatusOr<std::pair<std::vector<int>, std::string_view>> SplitMessageIndexe
 }
 
 absl::StatusOr<std::shared_ptr<const ProtoLayout>> ProtoLayout::Compile(const SourceMapping& mapping,
-                                                                       std::string_view descriptor_set,
-                                                                       const std::string& message) {
+                                                                        std::string_view descriptor_set,
+                                                                        const std::string& message) {
   auto layout = std::shared_ptr<ProtoLayout>(new ProtoLayout());
   pb::FileDescriptorSet files;
   if (!files.ParseFromArray(descriptor_set.data(), static_cast<int>(descriptor_set.size()))) {
@@ -109,8 +109,7 @@ absl::StatusOr<std::shared_ptr<const ProtoLayout>> ProtoLayout::Compile(const So
     std::string walked;
     for (const auto& key : use.path->keys) {
       if (at == nullptr) {
-        return absl::InvalidArgumentError(
-            fmt::format("field '{}': '{}' is not a message", use.path->text, walked));
+        return absl::InvalidArgumentError(fmt::format("field '{}': '{}' is not a message", use.path->text, walked));
       }
       f = at->FindFieldByName(key);
       if (f == nullptr) {
@@ -158,8 +157,8 @@ ProtoDatum::ProtoDatum(std::shared_ptr<const ProtoLayout> layout)
 bool ProtoDatum::Read(std::string_view payload, std::string* why) {
   message_->Clear();
   if (!message_->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    *why = fmt::format("not a valid {} protobuf message ({} bytes)", layout_->descriptor()->full_name(),
-                       payload.size());
+    *why =
+        fmt::format("not a valid {} protobuf message ({} bytes)", layout_->descriptor()->full_name(), payload.size());
     return false;
   }
   return true;

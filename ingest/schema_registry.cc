@@ -85,9 +85,9 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lo
     // after it persists for not_found_grace_ms; until then the record waits.
     f.not_found_since = previous.not_found_since.value_or(at);
     if (at - *f.not_found_since < std::chrono::milliseconds(options_.not_found_grace_ms)) {
-      f.status = absl::UnavailableError(fmt::format("{} (yet; asked again until {} s after the first answer)",
-                                                    std::string(got.status().message()),
-                                                    options_.not_found_grace_ms / 1000));
+      f.status =
+          absl::UnavailableError(fmt::format("{} (yet; asked again until {} s after the first answer)",
+                                             std::string(got.status().message()), options_.not_found_grace_ms / 1000));
     } else {
       f.backoff_ms = options_.max_backoff_ms;
     }

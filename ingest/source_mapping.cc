@@ -198,8 +198,8 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
     }
     auto layout = ProtoLayout::Compile(*m, s.descriptor_set, s.message);
     if (!layout.ok()) {
-      return absl::InvalidArgumentError(
-          fmt::format("{}: {} {}: {}", where, s.descriptor_set_file, s.message, std::string(layout.status().message())));
+      return absl::InvalidArgumentError(fmt::format("{}: {} {}: {}", where, s.descriptor_set_file, s.message,
+                                                    std::string(layout.status().message())));
     }
     m->proto_layout_ = *layout;
   }

@@ -269,8 +269,9 @@ class ConfigReader {
       // The message type always comes from a descriptor set; a registry
       // adds Confluent's framing (schema id and message indexes).
       if (!descriptors || !n["message"]) {
-        y_.AddError(n, "format protobuf needs descriptor_set_file (protoc --include_imports --descriptor_set_out=FILE) "
-                       "and message (its full name, e.g. com.example.Click)");
+        y_.AddError(n,
+                    "format protobuf needs descriptor_set_file (protoc --include_imports --descriptor_set_out=FILE) "
+                    "and message (its full name, e.g. com.example.Click)");
       }
       if (const auto path = Path(n, "descriptor_set_file")) {
         std::ifstream in(*path, std::ios::binary);
@@ -284,7 +285,8 @@ class ConfigReader {
       s->message = y_.Scalar(n, "message", false).value_or("");
     } else {
       for (const char* key : {"descriptor_set_file", "message"}) {
-        if (n[key]) y_.AddError(n[key], fmt::format("{} is for format protobuf (this source's format is {})", key, s->format));
+        if (n[key])
+          y_.AddError(n[key], fmt::format("{} is for format protobuf (this source's format is {})", key, s->format));
       }
     }
     if (file && reg) {

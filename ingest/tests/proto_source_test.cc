@@ -143,8 +143,9 @@ TEST_F(ProtoSourceTest, AMappingTheSchemaCannotFillIsAConfigurationError) {
   s.fields["region"].field = "campaign.region";
   auto m = SourceMapping::Compile(s);
   ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("the message ads.v1.AdEvent.Campaign has no field 'region' (fields: id, channel)"),
-            std::string::npos)
+  EXPECT_NE(
+      m.status().message().find("the message ads.v1.AdEvent.Campaign has no field 'region' (fields: id, channel)"),
+      std::string::npos)
       << m.status();
   s = ClickSource();
   s.fields["creative"].field = "tags";

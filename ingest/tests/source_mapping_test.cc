@@ -233,7 +233,8 @@ TEST_F(SourceMappingTest, NumbersPastSixtyFourBitsDoNotLoseTheRecord) {
   EXPECT_EQ(static_cast<const CampaignEvent&>(*ev_.msg).campaign_id(), "c-17");
   ASSERT_TRUE(Decode(*m, R"({"ts": 1764460800123, "cid": 123456789012345678901234567890, "kind": "click"})"))
       << err_.detail;
-  EXPECT_FALSE(Decode(*m, R"({"ts": 1764460800123, "cid": "c", "kind": "click", "x": 1e, "y": 123456789012345678901234567890})"));
+  EXPECT_FALSE(Decode(
+      *m, R"({"ts": 1764460800123, "cid": "c", "kind": "click", "x": 1e, "y": 123456789012345678901234567890})"));
   EXPECT_EQ(err_.reason, RejectReason::kBadJson);
 }
 

@@ -140,8 +140,8 @@ TEST_F(ConfigTest, DeclaredSources) {
   auto bad = LoadKpidConfig(path_);
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const std::string want : {":7:15: unknown format 'csv' (supported: json, avro, protobuf)", ":8:37: unit 'minutes' must be one of",
-                                 ":9:41: 'tap' is not a campaign event type",
+  for (const std::string want : {":7:15: unknown format 'csv' (supported: json, avro, protobuf)",
+                                 ":8:37: unit 'minutes' must be one of", ":9:41: 'tap' is not a campaign event type",
                                  ":11:9: campaign events have no field 'cpc'", ":12:33: scale 'lots' must be a number",
                                  ":13:7: unknown key 'color'", "topic ads.events is also a declared source"}) {
     EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;

@@ -34,11 +34,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view payload(reinterpret_cast<const char*>(data + 1), size - 1);
   const bool ok = decoder.Decode(family, payload, format, &ev, &err);
   if (ok && (ev.msg == nullptr || ev.type == 0)) __builtin_trap();  // a decoded event must be consistent
-  if (!ok && err.detail.empty()) __builtin_trap();                 // every rejection says why
+  if (!ok && err.detail.empty()) __builtin_trap();                  // every rejection says why
   const size_t first = payload.find_first_not_of(" \t\r\n");
-  const bool json = !payload.empty() && (format == kpistream::ingest::PayloadFormat::kJson ||
-                                         (format == kpistream::ingest::PayloadFormat::kAuto &&
-                                          first != std::string_view::npos && payload[first] == '{'));
+  const bool json =
+      !payload.empty() &&
+      (format == kpistream::ingest::PayloadFormat::kJson ||
+       (format == kpistream::ingest::PayloadFormat::kAuto && first != std::string_view::npos && payload[first] == '{'));
   if (!json) return 0;
   // The reference: protobuf's parser, then the same checks on its message
   // (decoded again from its binary form).
@@ -72,8 +73,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (ok) __builtin_trap();  // "{}" and the like: no event either way
     return 0;
   }
-  if (ok != ref_ok) __builtin_trap();  // one reads an event the other refuses
+  if (ok != ref_ok) __builtin_trap();                                 // one reads an event the other refuses
   if (ok && binary != ev.msg->SerializeAsString()) __builtin_trap();  // read differently
-  if (!ok && err.reason != ref_err.reason) __builtin_trap();         // refused for another reason
+  if (!ok && err.reason != ref_err.reason) __builtin_trap();          // refused for another reason
   return 0;
 }
