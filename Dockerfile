@@ -36,6 +36,7 @@ RUN apt-get update \
       libgtest-dev \
       libmicrohttpd-dev \
       libprotobuf-dev \
+      libprotoc-dev \
       librdkafka-dev \
       librocksdb-dev \
       libsimdjson-dev \

@@ -20,6 +20,7 @@
 #include <map>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "ingest/avro_layout.h"
@@ -337,9 +338,14 @@ struct NlohmannDoc {
         out.i = e->get<int64_t>();
         out.type_name = "a number";
         break;
-      case nlohmann::json::value_t::number_unsigned:
-        out.kind = PayloadValue::Kind::kUint;
-        out.u = e->get<uint64_t>();
+      case nlohmann::json::value_t::number_unsigned:  // every non-negative integer, in nlohmann
+        if (e->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)) {
+          out.kind = PayloadValue::Kind::kInt;  // as simdjson reads it
+          out.i = static_cast<int64_t>(e->get<uint64_t>());
+        } else {
+          out.kind = PayloadValue::Kind::kUint;
+          out.u = e->get<uint64_t>();
+        }
         out.type_name = "a number";
         break;
       case nlohmann::json::value_t::number_float:
@@ -669,11 +675,14 @@ std::string_view Text(std::string_view s) { return s.substr(0, 100); }
 // strtod (which also takes hexadecimal, "inf" and "nan") or, for integers,
 // an optional sign and decimal digits only.
 bool ProtoStrtod(std::string_view s, double* out) {
-  if (s.empty() || s.front() == ' ' || s.back() == ' ' || s.find('\0') != std::string_view::npos) return false;
-  const std::string text(s);
+  if (s.empty() || s.front() == ' ' || s.back() == ' ') return false;
+  const std::string text(s.substr(0, s.find('\0')));  // protobuf reads it as a C string
   char* end = nullptr;
   *out = std::strtod(text.c_str(), &end);
-  return end == text.c_str() + text.size();
+  if (end == text.c_str()) return false;
+  while (*end != '\0' && absl::ascii_isspace(static_cast<unsigned char>(*end))) ++end;  // as safe_strtod
+  // Only "Infinity", "-Infinity" and "NaN" (read before) may be non-finite.
+  return *end == '\0' && std::isfinite(*out);
 }
 bool ProtoStrtoInt(std::string_view s, int64_t* out) {
   size_t i = s.empty() || (s[0] != '-' && s[0] != '+') ? 0 : 1;
@@ -932,7 +941,7 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
       }
       return false;
     }
-    layout = *found;
+    layout = found->avro;
     payload = frame->second;
     if (mapping.proto_layout()) {
       // Confluent's protobuf framing adds the message's indexes in its file.
@@ -941,11 +950,13 @@ bool Decoder::DecodeMapped(const SourceMapping& mapping, std::string_view payloa
         *err = {RejectReason::kNotDecodable, std::string(indexes.status().message())};
         return false;
       }
-      const auto* want = mapping.proto_layout()->descriptor();
-      if (mapping.proto_layout()->MessageAt(indexes->first) != want) {
+      // Resolved in the registered file (the writer's), not the local one.
+      const std::string& want = mapping.proto_layout()->descriptor()->full_name();
+      const auto name = MessageNameAt(*found->proto_file, indexes->first);
+      if (name != want) {
         *err = {RejectReason::kUnknownSchema,
-                fmt::format("schema id {}: the record's message indexes [{}] do not select {}", frame->first,
-                            fmt::join(indexes->first, ", "), want->full_name())};
+                fmt::format("schema id {}: the record's message indexes [{}] select {}, the source reads {}",
+                            frame->first, fmt::join(indexes->first, ", "), name.value_or("no message"), want)};
         return false;
       }
       payload = indexes->second;

@@ -101,8 +101,9 @@ struct Engine::Rep {
   std::unordered_map<std::string, uint32_t> topic_ids;
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
-  bool any_held = false;  // some partition is held (Hold): ResumeHeld has work
-  int64_t total_lag = 0;  // records waiting in Kafka, as of the last commit
+  bool any_held = false;                                        // some partition is held (Hold): ResumeHeld has work
+  Clock::time_point next_resume_at = Clock::time_point::max();  // the earliest held_until
+  int64_t total_lag = 0;                                        // records waiting in Kafka, as of the last commit
 
   std::thread thread;
   std::atomic<bool> stop{false};
@@ -342,8 +343,10 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
   }
   for (int i = 0; i < parts->cnt; ++i) {
     if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition});
-        it != owned.end() && it->second.held) {
-      // Clears the pause, so that a later assignment fetches it again.
+        it != owned.end() && (it->second.held || blocked)) {
+      // Clears the pause (a hold's, or the global one while blocked):
+      // librdkafka keeps it across unassign, so a later assignment would
+      // never fetch the partition.
       rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
       rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
       rd_kafka_resume_partitions(consumer, l);
@@ -404,6 +407,15 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   // A held partition's records are read again from next_offset when the
   // hold ends; what was fetched before the pause took effect is dropped.
   if (ps.held) return;
+  // Recently held: the first record back must be the held one (it exists:
+  // it was delivered before). A later one means the seek back did not take
+  // effect; hold again rather than skip the held record.
+  if (ps.hold_ms > 0 && m->offset > ps.applier->next_offset()) {
+    spdlog::warn("{}[{}]: offset {} arrived after the hold instead of {}; seeking back", ps.binding->topic,
+                 m->partition, m->offset, ps.applier->next_offset());
+    Hold(it->first, &ps, "the seek back did not take effect");
+    return;
+  }
   PartitionApplier::Rejection rej;
   rd_kafka_timestamp_type_t ts_type;
   const int64_t timestamp_ms = rd_kafka_message_timestamp(m, &ts_type);
@@ -445,6 +457,7 @@ void Engine::Rep::Hold(const TopicPartition& tp, PartitionState* ps, const std::
   ps->held = true;
   any_held = true;
   ps->held_until = Clock::now() + std::chrono::milliseconds(ps->hold_ms);
+  next_resume_at = std::min(next_resume_at, ps->held_until);
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
   rd_kafka_pause_partitions(consumer, l);
@@ -453,16 +466,20 @@ void Engine::Rep::Hold(const TopicPartition& tp, PartitionState* ps, const std::
 }
 
 void Engine::Rep::ResumeHeld(Clock::time_point now) {
-  if (!any_held) return;
+  if (!any_held || now < next_resume_at) return;
   any_held = false;
+  next_resume_at = Clock::time_point::max();
   for (auto& [tp, ps] : owned) {
     if (!ps.held) continue;
+    if (now >= ps.held_until && !blocked && !SeekOne(tp.topic, tp.partition, ps.applier->next_offset())) {
+      ps.held_until = now + std::chrono::milliseconds(ps.hold_ms);  // the seek failed: stay held, try again
+    }
     if (now < ps.held_until || blocked) {
       any_held = true;
+      next_resume_at = std::min(next_resume_at, blocked ? now + std::chrono::milliseconds(250) : ps.held_until);
       continue;
     }
     ps.held = false;
-    SeekOne(tp.topic, tp.partition, ps.applier->next_offset());
     rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, tp.topic.c_str(), tp.partition);
     rd_kafka_resume_partitions(consumer, l);
@@ -571,10 +588,17 @@ bool Engine::Rep::SeekOne(const std::string& topic, int32_t partition, int64_t o
   rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, topic.c_str(), partition)->offset = offset;
   rd_kafka_error_t* e = rd_kafka_seek_partitions(consumer, l, 10000);
+  // A failure of the partition's own seek is reported in its element, not
+  // in the returned error.
+  const rd_kafka_resp_err_t part_err = l->elems[0].err;
   rd_kafka_topic_partition_list_destroy(l);
   if (e) {
     spdlog::error("seek {}[{}] to {}: {}", topic, partition, offset, rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
+    return false;
+  }
+  if (part_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::error("seek {}[{}] to {}: {}", topic, partition, offset, rd_kafka_err2str(part_err));
     return false;
   }
   return true;

@@ -1,7 +1,10 @@
 #include "ingest/proto_layout.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/compiler/parser.h>
 #include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/timestamp.pb.h>
 
 #include "absl/strings/str_join.h"
@@ -135,20 +138,41 @@ absl::StatusOr<std::shared_ptr<const ProtoLayout>> ProtoLayout::Compile(const So
   return std::shared_ptr<const ProtoLayout>(std::move(layout));
 }
 
-const pb::Descriptor* ProtoLayout::MessageAt(const std::vector<int>& indexes) const {
-  const pb::FileDescriptor* file = descriptor_->file();
-  const pb::Descriptor* d = nullptr;
-  for (size_t i = 0; i < indexes.size(); ++i) {
-    const int n = indexes[i];
-    if (i == 0) {
-      if (n >= file->message_type_count()) return nullptr;
-      d = file->message_type(n);
-    } else {
-      if (n >= d->nested_type_count()) return nullptr;
-      d = d->nested_type(n);
-    }
+namespace {
+
+class FirstError : public pb::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (first.empty()) first = fmt::format("{}:{}: {}", line + 1, column + 1, message);
   }
-  return d;
+  std::string first;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const pb::FileDescriptorProto>> ParseProtoText(std::string_view text) {
+  pb::io::ArrayInputStream in(text.data(), static_cast<int>(text.size()));
+  FirstError errors;
+  pb::io::Tokenizer tokenizer(&in, &errors);
+  pb::compiler::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  auto file = std::make_shared<pb::FileDescriptorProto>();
+  if (!parser.Parse(&tokenizer, file.get()) || !errors.first.empty()) {
+    return absl::InvalidArgumentError(fmt::format("the registered .proto does not parse: {}", errors.first));
+  }
+  return std::shared_ptr<const pb::FileDescriptorProto>(std::move(file));
+}
+
+std::optional<std::string> MessageNameAt(const pb::FileDescriptorProto& file, const std::vector<int>& indexes) {
+  if (indexes.empty() || indexes[0] < 0 || indexes[0] >= file.message_type_size()) return std::nullopt;
+  const pb::DescriptorProto* d = &file.message_type(indexes[0]);
+  std::string name = file.package().empty() ? d->name() : file.package() + "." + d->name();
+  for (size_t i = 1; i < indexes.size(); ++i) {
+    if (indexes[i] < 0 || indexes[i] >= d->nested_type_size()) return std::nullopt;
+    d = &d->nested_type(indexes[i]);
+    name += "." + d->name();
+  }
+  return name;
 }
 
 ProtoDatum::ProtoDatum(std::shared_ptr<const ProtoLayout> layout)

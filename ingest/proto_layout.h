@@ -17,9 +17,11 @@
 #pragma once
 
 #include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/dynamic_message.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,11 +46,6 @@ class ProtoLayout {
   const google::protobuf::Descriptor* descriptor() const { return descriptor_; }
   const google::protobuf::Message* prototype() const { return prototype_; }
   const std::vector<const google::protobuf::FieldDescriptor*>& steps(int slot) const { return steps_[slot]; }
-
-  // The message that Confluent's message indexes select in the file that
-  // holds descriptor(): [i] is the file's i-th message, [i, j] its j-th
-  // nested message, and so on. Null when they select none.
-  const google::protobuf::Descriptor* MessageAt(const std::vector<int>& indexes) const;
 
  private:
   ProtoLayout() = default;
@@ -79,5 +76,16 @@ class ProtoDatum {
 // then that many zig-zag varint indexes; a count of 0 means [0]. The
 // indexes and the rest, or INVALID_ARGUMENT.
 absl::StatusOr<std::pair<std::vector<int>, std::string_view>> SplitMessageIndexes(std::string_view payload);
+
+// A registered protobuf schema (its .proto text, as Confluent-compatible
+// registries hold it) parsed with libprotoc; imports are not resolved
+// (only its own messages are read). INVALID_ARGUMENT with the first error.
+absl::StatusOr<std::shared_ptr<const google::protobuf::FileDescriptorProto>> ParseProtoText(std::string_view text);
+
+// The full name of the message Confluent's message indexes select in a
+// file: [i] is its i-th message, [i, j] that one's j-th nested message,
+// and so on. nullopt when they select none.
+std::optional<std::string> MessageNameAt(const google::protobuf::FileDescriptorProto& file,
+                                         const std::vector<int>& indexes);
 
 }  // namespace kpistream::ingest

@@ -13,8 +13,11 @@ namespace kpistream::ingest {
 std::string RedactedUrl(const std::string& url) {
   const size_t scheme = url.find("://");
   const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
-  const size_t at = url.find('@', start);
-  if (at == std::string::npos || url.find('/', start) < at) return url;
+  // The authority ends at the path, query or fragment; its userinfo ends at
+  // its last '@' (a password may hold '@' or '/').
+  const size_t end = std::min(url.size(), url.find_first_of("?#", start));
+  const size_t at = url.rfind('@', end == 0 ? 0 : end - 1);
+  if (at == std::string::npos || at < start) return url;
   return url.substr(0, start) + "***@" + url.substr(at + 1);
 }
 
@@ -64,16 +67,20 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lo
   ++fetches_;
   if (got.ok()) {
     failures_.erase(id);
+    max_found_id_ = std::max(max_found_id_, id);
     return cache_.emplace(id, *got).first->second;
   }
   ++failed_;
   const auto at = std::chrono::steady_clock::now();
   // Garbage ids must not grow the table without bound: forget failures
   // whose retry time has passed (they are asked again anyway).
-  if (failures_.size() > 10000) {
+  if (failures_.size() > prune_at_) {
     for (auto it = failures_.begin(); it != failures_.end();) {
-      it = it->second.retry_at < at ? failures_.erase(it) : std::next(it);
+      const bool in_grace = it->second.not_found_since &&
+                            at - *it->second.not_found_since < std::chrono::milliseconds(options_.not_found_grace_ms);
+      it = it->second.retry_at < at && !in_grace ? failures_.erase(it) : std::next(it);
     }
+    prune_at_ = std::max<size_t>(10000, failures_.size() * 2);
   }
   Failure f;
   f.backoff_ms = std::min(options_.max_backoff_ms,
@@ -83,13 +90,18 @@ absl::StatusOr<std::shared_ptr<const RegisteredSchema>> SchemaRegistryClient::Lo
     // A schema registered a moment ago may not be on the instance asked yet
     // (followers read the registry's log): "not found" is believed only
     // after it persists for not_found_grace_ms; until then the record waits.
+    // Not for an id below one the registry served (ids only grow, so it
+    // cannot be a new one), nor right after a grace ran out for another id
+    // (a stream of unknown ids would each stall their partition).
     f.not_found_since = previous.not_found_since.value_or(at);
-    if (at - *f.not_found_since < std::chrono::milliseconds(options_.not_found_grace_ms)) {
+    const bool may_be_new = id > max_found_id_ && at >= grace_spent_until_;
+    if (may_be_new && at - *f.not_found_since < std::chrono::milliseconds(options_.not_found_grace_ms)) {
       f.status =
           absl::UnavailableError(fmt::format("{} (yet; asked again until {} s after the first answer)",
                                              std::string(got.status().message()), options_.not_found_grace_ms / 1000));
     } else {
       f.backoff_ms = options_.max_backoff_ms;
+      if (may_be_new) grace_spent_until_ = at + std::chrono::milliseconds(6 * options_.not_found_grace_ms);
     }
   }
   f.retry_at = at + std::chrono::milliseconds(f.backoff_ms);

@@ -99,6 +99,9 @@ class SchemaRegistryClient {
   mutable std::shared_mutex mu_;
   std::map<int32_t, std::shared_ptr<const RegisteredSchema>> cache_;
   std::map<int32_t, Failure> failures_;
+  size_t prune_at_ = 10000;  // failures_ is pruned when it grows past this
+  int32_t max_found_id_ = 0;
+  std::chrono::steady_clock::time_point grace_spent_until_{};
   int64_t fetches_ = 0, failed_ = 0;
 };
 

@@ -221,7 +221,7 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
   return std::shared_ptr<const SourceMapping>(std::move(m));
 }
 
-absl::StatusOr<std::shared_ptr<const AvroLayout>> SourceMapping::LayoutFor(int32_t schema_id) const {
+absl::StatusOr<SourceMapping::Registered> SourceMapping::LayoutFor(int32_t schema_id) const {
   {
     std::lock_guard lock(layouts_mu_);
     if (auto it = layouts_.find(schema_id); it != layouts_.end()) return it->second;
@@ -230,7 +230,7 @@ absl::StatusOr<std::shared_ptr<const AvroLayout>> SourceMapping::LayoutFor(int32
   // backs off by itself).
   auto schema = registry_->Lookup(schema_id);
   if (!schema.ok()) return schema.status();  // not cached: asked again (after the client's backoff)
-  absl::StatusOr<std::shared_ptr<const AvroLayout>> layout = std::shared_ptr<const AvroLayout>();
+  absl::StatusOr<Registered> layout = Registered{};
   const std::string want = spec_.format == "avro" ? "AVRO" : spec_.format == "protobuf" ? "PROTOBUF" : "JSON";
   if ((*schema)->type != want) {
     layout = absl::InvalidArgumentError(
@@ -238,7 +238,21 @@ absl::StatusOr<std::shared_ptr<const AvroLayout>> SourceMapping::LayoutFor(int32
   } else if (spec_.format == "avro") {
     // Lenient: a field one writer schema lacks reads as absent; whether the
     // record may miss it is the mapping's `required`/`default`.
-    layout = AvroLayout::Compile(*this, (*schema)->text, /*strict=*/false);
+    auto avro = AvroLayout::Compile(*this, (*schema)->text, /*strict=*/false);
+    if (avro.ok()) {
+      layout = Registered{.avro = *avro};
+    } else {
+      layout = avro.status();
+    }
+  } else if (spec_.format == "protobuf") {
+    // The records' message indexes point into this file, which may order
+    // its messages unlike the local descriptor set.
+    auto file = ParseProtoText((*schema)->text);
+    if (file.ok()) {
+      layout = Registered{.proto_file = *file};
+    } else {
+      layout = file.status();
+    }
   }
   std::lock_guard lock(layouts_mu_);
   return layouts_.emplace(schema_id, std::move(layout)).first->second;

@@ -50,6 +50,7 @@
 
 namespace google::protobuf {
 class FieldDescriptor;
+class FileDescriptorProto;
 }  // namespace google::protobuf
 
 namespace kpistream::ingest {
@@ -161,11 +162,17 @@ class SourceMapping {
   const std::shared_ptr<const ProtoLayout>& proto_layout() const { return proto_layout_; }
   // With a registry (null otherwise).
   SchemaRegistryClient* registry() const { return registry_.get(); }
-  // The Avro layout of a registered writer schema (null for formats json
-  // and protobuf, once the id is known to exist with the source's type). Errors: the registry's (UNAVAILABLE:
-  // retry; NOT_FOUND), or INVALID_ARGUMENT when the schema is not of the
-  // source's format. Thread-safe; cached per id.
-  absl::StatusOr<std::shared_ptr<const AvroLayout>> LayoutFor(int32_t schema_id) const;
+  // What a registered writer schema gives: for avro its layout, for
+  // protobuf its .proto parsed (to resolve the records' message indexes),
+  // for json nothing but its existence. Errors: the registry's
+  // (UNAVAILABLE: retry; NOT_FOUND), or INVALID_ARGUMENT when the schema is
+  // not of the source's format or does not parse. Thread-safe; cached per
+  // id.
+  struct Registered {
+    std::shared_ptr<const AvroLayout> avro;
+    std::shared_ptr<const google::protobuf::FileDescriptorProto> proto_file;
+  };
+  absl::StatusOr<Registered> LayoutFor(int32_t schema_id) const;
   // The type of a payload value (through `values`, or a type name: short
   // or full, lower or upper case); 0 when the mapping does not name it.
   int TypeOf(std::string_view value) const;
@@ -179,7 +186,7 @@ class SourceMapping {
   std::shared_ptr<const ProtoLayout> proto_layout_;
   std::shared_ptr<SchemaRegistryClient> registry_;
   mutable std::mutex layouts_mu_;
-  mutable std::map<int32_t, absl::StatusOr<std::shared_ptr<const AvroLayout>>> layouts_;
+  mutable std::map<int32_t, absl::StatusOr<Registered>> layouts_;
   int type_constant_ = 0;
   std::map<std::string, int, std::less<>> type_values_;  // payload value -> enum number
 };

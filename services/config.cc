@@ -326,7 +326,8 @@ class ConfigReader {
         return;
       }
       if (!s->registry.url.starts_with("http://") && !s->registry.url.starts_with("https://")) {
-        y_.AddError(reg, fmt::format("schema_registry url '{}' must start with http:// or https://", s->registry.url));
+        y_.AddError(reg, fmt::format("schema_registry url '{}' must start with http:// or https://",
+                                     ingest::RedactedUrl(s->registry.url)));
       }
       return;
     }

@@ -18,7 +18,7 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev
-  libcurl4-openssl-dev nlohmann-json3-dev libcrypt-dev libsimdjson-dev libavro-dev
+  libcurl4-openssl-dev nlohmann-json3-dev libcrypt-dev libsimdjson-dev libavro-dev libprotoc-dev
 )
 
 # Test tools.

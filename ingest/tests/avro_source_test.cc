@@ -251,6 +251,13 @@ TEST(ConfluentFrameTest, SplitsMagicByteAndSchemaId) {
   EXPECT_NE(bad.status().message().find("magic byte is 1"), std::string::npos) << bad.status();
 }
 
+TEST(SchemaRegistryClientTest, CredentialsNeverReachMessages) {
+  EXPECT_EQ(RedactedUrl("https://u:p@ss@h:8081/apis/ccompat/v7"), "https://***@h:8081/apis/ccompat/v7");
+  EXPECT_EQ(RedactedUrl("https://u:pa/ss@h"), "https://***@h");
+  EXPECT_EQ(RedactedUrl("http://registry:8081"), "http://registry:8081");
+  EXPECT_EQ(RedactedUrl("http://registry:8081/x?a=b@c"), "http://registry:8081/x?a=b@c");
+}
+
 TEST(SchemaRegistryClientTest, AnUnreachableRegistryIsUnavailableAndBacksOff) {
   // Port 9 on loopback: nothing listens (connection refused at once).
   SchemaRegistryClient c({.url = "http://127.0.0.1:9", .timeout_ms = 2000, .initial_backoff_ms = 60000});

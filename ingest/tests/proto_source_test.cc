@@ -182,13 +182,27 @@ TEST(MessageIndexesTest, ConfluentFraming) {
   EXPECT_FALSE(SplitMessageIndexes(std::string("\x02", 1)).ok());
   EXPECT_FALSE(SplitMessageIndexes(std::string("\x01", 1)).ok());  // count -1
 
-  auto m = SourceMapping::Compile(ClickSource());
-  ASSERT_TRUE(m.ok());
-  const auto& layout = *(*m)->proto_layout();
-  EXPECT_EQ(layout.MessageAt({1}), layout.descriptor());
-  EXPECT_NE(layout.MessageAt({0}), layout.descriptor());
-  EXPECT_EQ(layout.MessageAt({1, 0})->full_name(), "ads.v1.AdEvent.Campaign");
-  EXPECT_EQ(layout.MessageAt({7}), nullptr);
+  // The indexes point into the registered .proto (the writer's), which
+  // may order its messages unlike the local descriptor set.
+  auto file = ParseProtoText(R"(syntax = "proto3";
+package ads.v1;
+import "google/protobuf/timestamp.proto";
+message AdEvent {
+  message Campaign { string id = 1; }
+  string id = 1;
+  google.protobuf.Timestamp at = 2;
+}
+message Other { string x = 1; }
+)");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(MessageNameAt(**file, {0}), "ads.v1.AdEvent");
+  EXPECT_EQ(MessageNameAt(**file, {1}), "ads.v1.Other");
+  EXPECT_EQ(MessageNameAt(**file, {0, 0}), "ads.v1.AdEvent.Campaign");
+  EXPECT_EQ(MessageNameAt(**file, {7}), std::nullopt);
+  EXPECT_EQ(MessageNameAt(**file, {1, 0}), std::nullopt);
+  auto bad = ParseProtoText("message {");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("does not parse: 1:"), std::string::npos) << bad.status();
 }
 
 }  // namespace
