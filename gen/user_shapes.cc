@@ -284,8 +284,10 @@ std::string SourceYaml(const ingest::SourceSpec& s) {
     if (t.format != "rfc3339") y += fmt::format(", format: \"{}\"", t.format);
     return y + "}";
   };
-  std::string y = fmt::format("    - topic: {}\n      family: {}\n      format: {}\n", s.topic,
-                              kpi::FamilyName(s.family), s.format);
+  // A pattern single-quoted: YAML keeps its backslashes as they are.
+  const std::string topic = s.topic.starts_with('^') ? "'" + s.topic + "'" : s.topic;
+  std::string y =
+      fmt::format("    - topic: {}\n      family: {}\n      format: {}\n", topic, kpi::FamilyName(s.family), s.format);
   if (!s.schema_file.empty()) y += fmt::format("      schema_file: {}\n", s.schema_file);
   if (!s.registry.url.empty()) y += fmt::format("      schema_registry: {}\n", s.registry.url);
   if (!s.event_id_field.empty()) y += fmt::format("      event_id: {}\n", s.event_id_field);

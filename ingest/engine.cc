@@ -1,4 +1,5 @@
 #include "ingest/engine.h"
+#include "ingest/topic_match.h"
 
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
@@ -97,8 +98,8 @@ struct Engine::Rep {
   rd_kafka_t* consumer = nullptr;
   bool ever_assigned = false;  // an assignment arrived (consumer thread)
   std::unique_ptr<DeadLetterQueue> dlq;
-  std::unordered_map<std::string, const TopicBinding*> bindings;
-  std::unordered_map<std::string, uint32_t> topic_ids;
+  std::unique_ptr<TopicMatcher> topics;                 // which binding a topic's records are read by
+  std::unordered_map<std::string, uint32_t> topic_ids;  // state ids of the topics seen, by name
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
   bool any_held = false;                                        // some partition is held (Hold): ResumeHeld has work
@@ -205,13 +206,10 @@ struct Engine::Rep {
 };
 
 absl::Status Engine::Rep::Init() {
-  for (const auto& b : options.topics) {
-    bindings[b.topic] = &b;
-    auto id = store->IdFor("topic", b.topic);
-    if (!id.ok()) return id.status();
-    topic_ids[b.topic] = *id;
-  }
   if (options.topics.empty()) return absl::InvalidArgumentError("no input topics configured");
+  auto matcher = TopicMatcher::Create(options.topics, options.dlq_topic);
+  if (!matcher.ok()) return matcher.status();
+  topics = std::move(*matcher);
 
   char err[512];
   auto cconf = ConsumerConf(options);
@@ -264,7 +262,19 @@ void Engine::Rep::OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_
 bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* binding) {
   PartitionState ps;
   ps.binding = binding;
-  const uint64_t source = state::SourceId(topic_ids[p->topic], p->partition);
+  // A topic's state id is fixed on first sight and persisted, whether it is
+  // named or matched by a pattern.
+  auto tid = topic_ids.find(p->topic);
+  if (tid == topic_ids.end()) {
+    auto id = store->IdFor("topic", p->topic);
+    if (!id.ok()) {
+      SetFatal(absl::Status(id.status().code(),
+                            fmt::format("a state id for topic {}: {}", p->topic, std::string(id.status().message()))));
+      return false;
+    }
+    tid = topic_ids.emplace(p->topic, *id).first;
+  }
+  const uint64_t source = state::SourceId(tid->second, p->partition);
   auto applier =
       PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs(), binding->mapping.get());
   if (!applier.ok()) {
@@ -316,9 +326,9 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
 void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
   for (int i = 0; i < parts->cnt; ++i) {
     auto& p = parts->elems[i];
-    auto bit = bindings.find(p.topic);
-    if (bit == bindings.end()) continue;
-    if (!AssignOne(&p, bit->second)) return;
+    const TopicBinding* binding = topics->Find(p.topic);
+    if (!binding) continue;
+    if (!AssignOne(&p, binding)) return;
   }
   rd_kafka_error_t* e = nullptr;
   if (std::strcmp(rd_kafka_rebalance_protocol(consumer), "COOPERATIVE") == 0) {

@@ -7,6 +7,8 @@
 #include <span>
 #include <string_view>
 
+#include "ingest/topic_match.h"
+
 namespace kpistream::ingest {
 
 namespace {
@@ -132,6 +134,16 @@ absl::StatusOr<RdConf> ConsumerConf(const EngineOptions& options) {
   for (const auto& [k, v] : consumer_settings) {
     if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
     if (auto s = SetConf(cconf->get(), k, v); !s.ok()) return s;
+  }
+  // A topic pattern must never read kpid's own dead letters back: the
+  // consumer does not see the dead-letter topic at all (topic_match.h).
+  if (std::any_of(options.topics.begin(), options.topics.end(),
+                  [](const TopicBinding& b) { return IsTopicPattern(b.topic); })) {
+    std::string hidden = ExactTopicRegex(options.dlq_topic);
+    if (auto it = options.kafka_properties.find("topic.blacklist"); it != options.kafka_properties.end()) {
+      hidden = it->second + "," + hidden;
+    }
+    if (auto s = SetConf(cconf->get(), "topic.blacklist", hidden); !s.ok()) return s;
   }
   return cconf;
 }

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "ingest/source_mapping.h"
+#include "ingest/topic_match.h"
 #include "kpi/yaml_reader.h"
 
 namespace kpistream::services {
@@ -173,6 +174,10 @@ class ConfigReader {
           y_.AddError(topics, fmt::format("unknown family '{}' (known: campaign, product, crm)", family));
           continue;
         }
+        if (auto e = ingest::CheckTopic(topic)) {
+          y_.AddError(topics[family], *e);
+          continue;
+        }
         if (declared_sources_.count(topic)) {
           y_.AddError(topics, fmt::format("topic {} is also a declared source; read it one way", topic));
           continue;
@@ -205,6 +210,7 @@ class ConfigReader {
         continue;
       }
       if (!topic) continue;
+      if (auto e = ingest::CheckTopic(*topic)) y_.AddError(n["topic"], *e);
       s.topic = *topic;
       declared_sources_.insert(s.topic);
       s.family = *kpi::ParseFamily(*family);

@@ -264,6 +264,65 @@ TEST_F(PipelineIT, UsersOwnJsonShapesGiveTheSameKpisAsTheProjectSchema) {
   }
 }
 
+// One source may read several topics through a pattern (kafka.sources
+// topic: '^pp\.campaign\.[0-9]+$'): the same events spread over three
+// topics per family give the truth exactly, and a topic created while kpid
+// runs is read from its first record once librdkafka's metadata refresh
+// sees it. A topic the pattern does not match, and the dead-letter topic,
+// are not read.
+TEST_F(PipelineIT, ASourceTopicPatternReadsEveryMatchingTopicIncludingNewOnes) {
+  const std::string prefix = "pp.";
+  ASSERT_EQ(RunToEnd(Kpigen(prefix, 30000, {"--seed", "12", "--format", "flat-json", "--split-topics", "3"}),
+                     dir_->path() + "/kpigen.log"),
+            0)
+      << Slurp(dir_->path() + "/kpigen.log");
+  auto truth = ReadTruth(dir_->path() + "/truth.txt");
+  ASSERT_TRUE(truth);
+  ASSERT_EQ(RunToEnd({KpigenBin(), "--format", "flat-json", "--topic-prefix", prefix, "--split-topics", "3",
+                      "--print-source"},
+                     dir_->path() + "/source-pattern.yaml"),
+            0);
+  const std::string sources = Slurp(dir_->path() + "/source-pattern.yaml");
+  ASSERT_NE(sources.find(R"(topic: '^pp\.campaign\.[0-9]+$')"), std::string::npos) << sources;
+  auto o = Options(prefix);
+  o.kafka_sources = sources;
+  o.kafka_properties = {{"topic.metadata.refresh.interval.ms", "1000"}};
+  Kpid kpid(o);
+  ASSERT_TRUE(kpid.WaitStarted()) << kpid.process().LogTail() << sources;
+  ASSERT_TRUE(kpid.WaitServing()) << kpid.process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(kpid, 300s, 36)) << kpid.process().LogTail();
+  EXPECT_EQ(MetricSum(kpid.Scrape(), "kpistream_records_applied_total"), 30000);
+  ExpectTruth(kpid, *truth);
+
+  // A new matching topic, one that does not match, and a dead letter's
+  // topic name: only the first is read.
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  auto click = [&](const std::string& id) {
+    return fmt::format(R"({{"id": "{}", "ts": {}, "kind": "click", "campaign_id": "late"}})", id, now);
+  };
+  ASSERT_TRUE(CreateTopics(brokers_, {"pp.campaign.17", "pp.campaign.x"}, 2));
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(ProduceRecord(brokers_, "pp.campaign.17", "k", click("new-" + std::to_string(i))));
+  ASSERT_TRUE(ProduceRecord(brokers_, "pp.campaign.x", "k", click("nomatch")));
+  ASSERT_TRUE(ProduceRecord(brokers_, "pp.dlq", "k", click("dead")));
+  const auto deadline = Clock::now() + 60s;
+  double applied = 0;
+  while (Clock::now() < deadline) {
+    applied = MetricSum(kpid.Scrape(), "kpistream_records_applied_total");
+    if (applied >= 30004) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(applied, 30004) << kpid.process().LogTail();
+  std::this_thread::sleep_for(2s);  // nothing more arrives
+  const auto m = kpid.Scrape();
+  EXPECT_EQ(MetricSum(m, "kpistream_records_applied_total"), 30004);
+  EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total"), 0);
+  kpid.process().Signal(SIGTERM);
+  EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
+}
+
 // The third user shape: Avro in the Confluent wire format, its schemas in
 // a real schema registry (Apicurio Registry, tools/registry/registry-local).
 // kpid starts while the registry is down: it holds the topic, dead-letters

@@ -148,6 +148,37 @@ TEST_F(ConfigTest, DeclaredSources) {
   }
 }
 
+TEST_F(ConfigTest, TopicsAreNamesOrPatternsCheckedAtTheirLine) {
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  topics: {campaign: \"^kpi\\\\.campaign\\\\..*\", product: kpi product}\n";
+  auto bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  std::string msg(bad.status().message());
+  EXPECT_NE(msg.find(":3:55: topic 'kpi product' has a character Kafka refuses"), std::string::npos) << msg;
+
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  sources:\n"
+                          "    - topic: \"^ads\\\\.(eu|us\"\n"
+                          "      family: campaign\n"
+                          "      event_time: {record_timestamp: true}\n"
+                          "      type: {constant: click}\n";
+  bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  msg = std::string(bad.status().message());
+  EXPECT_NE(msg.find(":4:14: topic pattern ^ads\\.(eu|us is not a POSIX extended regular expression"),
+            std::string::npos)
+      << msg;
+
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
+                          "  topics: {campaign: \"^kpi\\\\.campaign\\\\..*\"}\n";
+  auto ok = LoadKpidConfig(path_);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->engine.topics.at(0).topic, "^kpi\\.campaign\\..*");
+}
+
 TEST_F(ConfigTest, AvroSourcesCheckTheirMappingAgainstTheSchema) {
   const std::string schema = path_ + ".avsc";
   std::ofstream(schema) << R"({"type": "record", "name": "Deal", "fields": [

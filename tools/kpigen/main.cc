@@ -71,6 +71,12 @@ int main(int argc, char** argv) {
   app.add_option("--schema-registry", registry_url,
                  "--format avro: the schema registry's Confluent-compatible base URL (e.g. "
                  "http://127.0.0.1:8080/apis/ccompat/v7); each family's schema is registered under <topic>-value");
+  int split_topics = 1;
+  app.add_option("--split-topics", split_topics,
+                 "spread each family over this many topics, <prefix><family>.0 .. .N-1, record by record (with "
+                 "--print-source: one source per family reading them all through a topic pattern)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   bool print_source = false;
   app.add_flag("--print-source", print_source,
                "with --format flat-json, nested-json or avro: print the kafka.sources entries that make kpid read "
@@ -86,8 +92,12 @@ int main(int argc, char** argv) {
                                                  : gen::UserShape::kAvro;
     fmt::print("  sources:\n");
     for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
-      fmt::print("{}", gen::SourceYaml(
-                           gen::SourceSpecFor(f, shape, topic_prefix + std::string(kpi::FamilyName(f)), registry_url)));
+      const std::string topic = topic_prefix + std::string(kpi::FamilyName(f));
+      // A pattern reading <topic>.0 .. <topic>.N-1 (and any later ones).
+      std::string pattern = "^";
+      for (const char c : topic) pattern += c == '.' ? std::string("\\.") : std::string(1, c);
+      pattern += "\\.[0-9]+$";
+      fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, split_topics > 1 ? pattern : topic, registry_url)));
     }
     return 0;
   }
@@ -138,7 +148,21 @@ int main(int argc, char** argv) {
   }
 
   std::unique_ptr<gen::KafkaSink> sink;
-  const std::string topics[] = {topic_prefix + "campaign", topic_prefix + "product", topic_prefix + "crm"};
+  // topics[family][k]: the family's k-th topic (one unless --split-topics).
+  std::vector<std::string> topics[3];
+  std::vector<std::string> all_topics;
+  for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
+    const std::string base = topic_prefix + std::string(kpi::FamilyName(f));
+    for (int k = 0; k < split_topics; ++k) {
+      topics[static_cast<int>(f)].push_back(split_topics > 1 ? fmt::format("{}.{}", base, k) : base);
+      all_topics.push_back(topics[static_cast<int>(f)].back());
+    }
+  }
+  uint64_t produced_count = 0;
+  auto topic_for = [&](kpi::Family f) -> const std::string& {
+    const auto& t = topics[static_cast<int>(f)];
+    return t[produced_count++ % t.size()];
+  };
   if (!brokers.empty()) {
     auto s = gen::KafkaSink::Open(brokers);
     if (!s.ok()) {
@@ -147,7 +171,7 @@ int main(int argc, char** argv) {
     }
     sink = std::move(*s);
     if (partitions > 0) {
-      if (auto st = sink->CreateTopics({topics[0], topics[1], topics[2]}, partitions); !st.ok()) {
+      if (auto st = sink->CreateTopics(all_topics, partitions); !st.ok()) {
         fmt::print(stderr, "kpigen: {}\n", std::string(st.message()));
         return 1;
       }
@@ -163,7 +187,7 @@ int main(int argc, char** argv) {
     uint64_t n = 0;
     auto st = gen::EmitScenario(scenario, start_time, from_day, to_day, [&](const gen::Record& rec) {
       if (!produced.ok()) return;
-      produced = sink->Produce(topics[static_cast<int>(rec.family)], rec.key, rec.payload);
+      produced = sink->Produce(topic_for(rec.family), rec.key, rec.payload);
       ++n;
     });
     if (st.ok()) st = produced;
@@ -184,7 +208,7 @@ int main(int argc, char** argv) {
     g.Next(&r);
     if (!truth_path.empty()) truth.Add(r);
     if (sink) {
-      if (auto st = sink->Produce(topics[static_cast<int>(r.family)], r.key, r.payload); !st.ok()) {
+      if (auto st = sink->Produce(topic_for(r.family), r.key, r.payload); !st.ok()) {
         fmt::print(stderr, "kpigen: {}\n", std::string(st.message()));
         return 1;
       }
