@@ -7,16 +7,20 @@ rss_of() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }  # pe
 rss_now() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; } # current, MiB
 
 # start_kpid NAME CATALOG_LINE [KAFKA_PROPERTIES_LINE] [EXTRA_YAML]: kpid on
-# the ${PREFIX}campaign/product/crm topics, group bench-NAME, state in
+# the ${PREFIX}campaign/product/crm topics (or KAFKA_INPUT_FILE's sources), group bench-NAME, state in
 # $WORK/state-NAME; sets KPID_PID, METRICS and GRPC (host:port).
 start_kpid() {
   local name=$1 catalog_line=$2 props=${3:-} extra=${4:-}
+  # KAFKA_INPUT_FILE set: its kafka.sources block (as kpigen --print-source
+  # prints it) instead of the family topics.
+  local input="  topics: {campaign: ${PREFIX}campaign, product: ${PREFIX}product, crm: ${PREFIX}crm}"
+  [ -n "${KAFKA_INPUT_FILE:-}" ] && input=$(cat "$KAFKA_INPUT_FILE")
   cat >"$WORK/kpid-$name.yaml" <<CFG
 kafka:
   brokers: $BROKERS
   group_id: bench-$name
   dlq_topic: ${PREFIX}dlq
-  topics: {campaign: ${PREFIX}campaign, product: ${PREFIX}product, crm: ${PREFIX}crm}
+$input
   $props
 $catalog_line
 $extra

@@ -1,6 +1,9 @@
 package io.kpistream.bench.streamspeer;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import com.google.protobuf.Descriptors.EnumValueDescriptor;
+import com.google.protobuf.Descriptors.FieldDescriptor;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Message;
 import com.google.protobuf.Timestamp;
@@ -52,6 +55,74 @@ final class Event {
     } catch (InvalidProtocolBufferException e) {
       return bad(family, "not_decodable");
     }
+    return validate(family, msg);
+  }
+
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  /**
+   * Decodes kpigen's flat JSON shape ({"id", "ts": epoch ms, "kind": the type's short
+   * name, then the message's fields by name, times in epoch ms}) the way a Kafka
+   * Streams application reading JSON usually does: Jackson's tree model (what
+   * Kafka's own connect-json JsonDeserializer returns), then the fields it needs.
+   * Builds the same message the protobuf path parses, so routing is shared.
+   */
+  static Event decodeFlatJson(Family family, byte[] payload) {
+    if (payload == null) return bad(family, "not_decodable");
+    final JsonNode root;
+    try {
+      root = JSON.readTree(payload);
+    } catch (java.io.IOException e) {
+      return bad(family, "bad_json");
+    }
+    if (root == null || !root.isObject()) return bad(family, "bad_json");
+    Message.Builder b = family.defaultInstance.newBuilderForType();
+    JsonNode id = root.get("id");
+    if (id == null || id.isNull() || id.isContainerNode()) return bad(family, "missing_field");
+    b.setField(family.eventId, id.asText());
+    JsonNode ts = root.get("ts");
+    if (ts == null || !ts.isIntegralNumber()) return bad(family, "bad_timestamp");
+    b.setField(family.eventTime, millis(ts.longValue()));
+    JsonNode kind = root.get("kind");
+    if (kind == null || !kind.isTextual()) return bad(family, "unknown_type");
+    EnumValueDescriptor t = family.type.getEnumType()
+        .findValueByName(family.typePrefix + kind.textValue().toUpperCase(java.util.Locale.ROOT));
+    if (t == null) return bad(family, "unknown_type");
+    b.setField(family.type, t);
+    for (FieldDescriptor f : family.descriptor.getFields()) {
+      if (f == family.eventId || f == family.eventTime || f == family.type || f.isRepeated()) continue;
+      JsonNode v = root.get(f.getName());
+      if (v == null || v.isNull()) continue;
+      switch (f.getJavaType()) {
+        case STRING -> {
+          if (v.isContainerNode()) return bad(family, "bad_value");
+          b.setField(f, v.asText());
+        }
+        case DOUBLE -> {
+          if (!v.isNumber()) return bad(family, "bad_value");
+          b.setField(f, v.doubleValue());
+        }
+        case INT -> {
+          if (!v.isIntegralNumber() || !v.canConvertToInt()) return bad(family, "bad_value");
+          b.setField(f, v.intValue());
+        }
+        case MESSAGE -> {
+          if (!v.isIntegralNumber()) return bad(family, "bad_timestamp");
+          b.setField(f, millis(v.longValue()));
+        }
+        default -> {}
+      }
+    }
+    return validate(family, b.build());
+  }
+
+  private static Timestamp millis(long ms) {
+    return Timestamp.newBuilder().setSeconds(Math.floorDiv(ms, 1000L))
+        .setNanos((int) Math.floorMod(ms, 1000L) * 1_000_000).build();
+  }
+
+  /** kpid's decoder checks on a parsed message. */
+  static Event validate(Family family, Message msg) {
     EnumValueDescriptor t = (EnumValueDescriptor) msg.getField(family.type);
     int type = t.getNumber();
     if (type == 0 || family.type.getEnumType().findValueByNumber(type) == null) {
@@ -75,16 +146,18 @@ final class Event {
   /** Value deserializer of the three input topics; the family comes from the topic name. Never throws. */
   static final class TopicDeserializer implements Deserializer<Event> {
     private final Map<String, Family> byTopic;
+    private final boolean flatJson;
 
-    TopicDeserializer(Map<String, Family> byTopic) {
+    TopicDeserializer(Map<String, Family> byTopic, boolean flatJson) {
       this.byTopic = byTopic;
+      this.flatJson = flatJson;
     }
 
     @Override
     public Event deserialize(String topic, byte[] data) {
       Family f = byTopic.get(topic);
       if (f == null) return bad(null, "unknown_topic");
-      return decode(f, data);
+      return flatJson ? decodeFlatJson(f, data) : decode(f, data);
     }
   }
 

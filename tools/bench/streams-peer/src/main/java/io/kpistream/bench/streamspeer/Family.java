@@ -10,15 +10,16 @@ import kpistream.events.v1.Events;
 
 /** The three event families: topic suffix, protobuf message, enum prefix of `type`. */
 enum Family {
-  CAMPAIGN("campaign", "CAMPAIGN_", Events.CampaignEvent.getDescriptor(), Events.CampaignEvent.parser()),
-  PRODUCT("product", "PRODUCT_", Events.ProductEvent.getDescriptor(), Events.ProductEvent.parser()),
-  CRM("crm", "CRM_", Events.CrmEvent.getDescriptor(), Events.CrmEvent.parser());
+  CAMPAIGN("campaign", "CAMPAIGN_", Events.CampaignEvent.getDefaultInstance(), Events.CampaignEvent.parser()),
+  PRODUCT("product", "PRODUCT_", Events.ProductEvent.getDefaultInstance(), Events.ProductEvent.parser()),
+  CRM("crm", "CRM_", Events.CrmEvent.getDefaultInstance(), Events.CrmEvent.parser());
 
   /** Name in the catalog and suffix of the topic (`<prefix>campaign`). */
   final String id;
   /** Prefix of the `type` enum's value names, e.g. CAMPAIGN_ for CAMPAIGN_CLICK. */
   final String typePrefix;
   final Descriptor descriptor;
+  final Message defaultInstance;
   final Parser<? extends Message> parser;
   final FieldDescriptor eventId;
   final FieldDescriptor eventTime;
@@ -26,7 +27,9 @@ enum Family {
   /** Every double field, range-checked like kpid's decoder does. */
   final FieldDescriptor[] doubleFields;
 
-  Family(String id, String typePrefix, Descriptor d, Parser<? extends Message> parser) {
+  Family(String id, String typePrefix, Message defaultInstance, Parser<? extends Message> parser) {
+    Descriptor d = defaultInstance.getDescriptorForType();
+    this.defaultInstance = defaultInstance;
     this.id = id;
     this.typePrefix = typePrefix;
     this.descriptor = d;

@@ -69,9 +69,13 @@ public final class Main {
                           [--grace DURATION] [--retention DURATION] [--timeout SECS]
                           [--dump-totals] [--truth FILE] [--keep-state] [--keep-topics]
                           [--prop KEY=VALUE]... [--crash-when-done] [--until-serving]
+                          [--format protobuf|flat-json]
 
         --brokers       Kafka bootstrap servers
         --topic-prefix  input topics are <P>campaign, <P>product, <P>crm
+        --format        protobuf (default: kpistream.events.v1 messages) or flat-json (kpigen
+                        --format flat-json: {"id", "ts" in ms, "kind", fields by name}, read
+                        with a Jackson JsonNode deserializer, as Kafka's connect-json one)
         --expect        stop once this many input records (bad ones included) are consumed
         --catalog       kpid KPI catalog YAML (its measures: section)
         --measures      only these measures of the catalog (comma separated)
@@ -122,6 +126,7 @@ public final class Main {
     boolean crashWhenDone;
     boolean untilServing;
     Map<String, String> props = new LinkedHashMap<>();
+    boolean flatJson;
   }
 
   public static void main(String[] argv) {
@@ -186,6 +191,12 @@ public final class Main {
               }
             }
             case "--guarantee" -> a.guarantee = val;
+            case "--format" -> {
+              if (!val.equals("protobuf") && !val.equals("flat-json")) {
+                throw new UsageException("--format must be protobuf or flat-json");
+              }
+              a.flatJson = val.equals("flat-json");
+            }
             case "--threads" -> a.threads = (int) parseLong(arg, val);
             case "--state-dir" -> a.stateDir = val;
             case "--app-id" -> a.appId = val;
@@ -253,13 +264,19 @@ public final class Main {
   /** The topology; `counters` sees its progress. */
   static Topology buildTopology(Catalog catalog, String topicPrefix, long graceOverrideMs, long retentionMs,
                                 Router.Counters counters) {
+    return buildTopology(catalog, topicPrefix, graceOverrideMs, retentionMs, counters, false);
+  }
+
+  /** flatJson: the input records are kpigen's flat JSON shape instead of protobuf. */
+  static Topology buildTopology(Catalog catalog, String topicPrefix, long graceOverrideMs, long retentionMs,
+                                Router.Counters counters, boolean flatJson) {
     Map<String, Family> byTopic = new HashMap<>();
     for (Family f : Family.values()) byTopic.put(topicPrefix + f.id, f);
     Serde<Event> eventSerde = Serdes.serdeFrom(
         (topic, e) -> {
           throw new UnsupportedOperationException("events are only read");
         },
-        new Event.TopicDeserializer(byTopic));
+        new Event.TopicDeserializer(byTopic, flatJson));
 
     StreamsBuilder b = new StreamsBuilder();
     KStream<byte[], Event> source = b.stream(byTopic.keySet().stream().sorted().toList(),
@@ -334,7 +351,7 @@ public final class Main {
     p.putAll(a.props);
 
     Router.Counters counters = new Router.Counters();
-    Topology topology = buildTopology(catalog, a.topicPrefix, a.graceMs, a.retentionMs, counters);
+    Topology topology = buildTopology(catalog, a.topicPrefix, a.graceMs, a.retentionMs, counters, a.flatJson);
     System.err.printf(Locale.ROOT, "streams-peer: %s, %d measure(s) %s, %s, %d thread(s), commit %d ms%n",
         appId, catalog.measures.size(), catalog, a.guarantee, a.threads, commitMs);
     if (Boolean.getBoolean("streamspeer.printTopology")) System.err.println(topology.describe());

@@ -166,13 +166,13 @@ class TopologyTest {
     assertTrue(!trials.accepts(Events.CrmEventType.CRM_LEAD.getNumber()));
     Catalog.Measure users = all.find("active_users");
     assertTrue(users.accepts(Events.ProductEventType.PRODUCT_LOGIN.getNumber())); // no types = every type
-    assertEquals(3_600_000L, users.bucketMs);
+    assertEquals(300_000L, users.bucketMs); // distinct measures: 5-minute buckets (config/kpis.yaml)
 
     Catalog two = Catalog.load(file, List.of("active_users", "impressions"));
     assertEquals(List.of("impressions", "active_users"), two.measures.stream().map(x -> x.name).toList());
-    assertEquals(List.of(new Catalog.Windowing(60_000L, 3_600_000L), new Catalog.Windowing(3_600_000L, 3_600_000L)),
+    assertEquals(List.of(new Catalog.Windowing(60_000L, 3_600_000L), new Catalog.Windowing(300_000L, 3_600_000L)),
         two.windowings(-1));
-    assertEquals(List.of(new Catalog.Windowing(60_000L, 0), new Catalog.Windowing(3_600_000L, 0)), two.windowings(0));
+    assertEquals(List.of(new Catalog.Windowing(60_000L, 0), new Catalog.Windowing(300_000L, 0)), two.windowings(0));
     assertThrows(IllegalArgumentException.class, () -> Catalog.load(file, List.of("impressions", "nope")));
     assertTrue(Files.exists(file));
   }
