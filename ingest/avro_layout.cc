@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -19,7 +20,7 @@ constexpr size_t kMaxAvroAllocation = size_t{64} << 20;
 // string or bytes, it allocates the declared length and returns on a short
 // read without freeing it. So every allocation made while a datum is read
 // is tracked (on this thread), and after a failed read whatever the
-// destroyed value did not free is freed here (AvroDatum::Read).
+// destroyed value did not free is freed here (AvroGenericDatum::Read).
 thread_local std::unordered_map<void*, size_t>* tracked = nullptr;
 
 // The library keeps its last error in static buffers, unsynchronized (no
@@ -45,12 +46,19 @@ void* GuardedAllocate(void*, void* ptr, size_t, size_t nsize) {
 
 // The record schema a path step looks into: the schema itself, or the one
 // record branch of a union (null and a record).
+// A named type used again (a recursive record) is a link to its definition.
+avro_schema_t Resolve(avro_schema_t s) {
+  while (s != nullptr && is_avro_link(s)) s = avro_schema_link_target(s);
+  return s;
+}
+
 avro_schema_t RecordOf(avro_schema_t s) {
+  s = Resolve(s);
   if (is_avro_record(s)) return s;
   if (!is_avro_union(s)) return nullptr;
   avro_schema_t found = nullptr;
   for (size_t i = 0; i < avro_schema_union_size(s); ++i) {
-    avro_schema_t b = avro_schema_union_branch(s, static_cast<int>(i));
+    avro_schema_t b = Resolve(avro_schema_union_branch(s, static_cast<int>(i)));
     if (is_avro_record(b)) {
       if (found != nullptr) return nullptr;  // two records: which one depends on the datum
       found = b;
@@ -62,6 +70,7 @@ avro_schema_t RecordOf(avro_schema_t s) {
 // Whether a leaf of this schema can give a value of `kind`; a union can
 // when any non-null branch can.
 bool Converts(avro_schema_t s, SourceMapping::Kind kind) {
+  s = Resolve(s);
   if (is_avro_union(s)) {
     for (size_t i = 0; i < avro_schema_union_size(s); ++i) {
       avro_schema_t b = avro_schema_union_branch(s, static_cast<int>(i));
@@ -161,7 +170,283 @@ absl::StatusOr<std::shared_ptr<const AvroLayout>> AvroLayout::Compile(const Sour
                                                     use.path->text, avro_schema_type_name(at), KindName(use.kind)));
     }
   }
+  // The walk AvroDatum takes: the schema's nodes, and the paths' positions.
+  std::unordered_map<avro_schema_t, int> seen;
+  layout->NodeFor(layout->schema_, &seen);
+  layout->positions_.emplace_back();
+  for (size_t slot = 0; slot < paths.size(); ++slot) {
+    if (layout->missing_[slot]) continue;
+    int at = 0;
+    for (int index : layout->steps_[slot]) {
+      auto& fields = layout->positions_[at].fields;
+      if (fields.size() <= static_cast<size_t>(index)) fields.resize(index + 1, -1);
+      if (fields[index] < 0) {
+        fields[index] = static_cast<int>(layout->positions_.size());
+        layout->positions_.emplace_back();
+      }
+      at = layout->positions_[at].fields[index];
+    }
+    layout->positions_[at].slots.push_back(static_cast<int>(slot));
+  }
   return std::shared_ptr<const AvroLayout>(std::move(layout));
+}
+
+int AvroLayout::NodeFor(avro_schema_t s, std::unordered_map<avro_schema_t, int>* seen) {
+  s = Resolve(s);
+  if (auto it = seen->find(s); it != seen->end()) return it->second;
+  const int index = static_cast<int>(nodes_.size());
+  (*seen)[s] = index;
+  nodes_.emplace_back();
+  nodes_[index].type = avro_typeof(s);
+  nodes_[index].type_name = avro_schema_type_name(s);
+  std::vector<int> children;
+  switch (avro_typeof(s)) {
+    case AVRO_RECORD:
+      for (size_t i = 0; i < avro_schema_record_size(s); ++i) {
+        children.push_back(NodeFor(avro_schema_record_field_get_by_index(s, static_cast<int>(i)), seen));
+      }
+      break;
+    case AVRO_UNION:
+      for (size_t i = 0; i < avro_schema_union_size(s); ++i) {
+        children.push_back(NodeFor(avro_schema_union_branch(s, static_cast<int>(i)), seen));
+      }
+      break;
+    case AVRO_ARRAY:
+      children.push_back(NodeFor(avro_schema_array_items(s), seen));
+      break;
+    case AVRO_MAP:
+      children.push_back(NodeFor(avro_schema_map_values(s), seen));
+      break;
+    case AVRO_ENUM:
+      for (int i = 0; i < avro_schema_enum_number_of_symbols(s); ++i) {
+        const char* name = avro_schema_enum_get(s, i);
+        nodes_[index].symbols.emplace_back(name != nullptr ? name : "");
+      }
+      break;
+    case AVRO_FIXED:
+      nodes_[index].fixed_size = avro_schema_fixed_size(s);
+      break;
+    default:
+      break;
+  }
+  nodes_[index].children = std::move(children);  // after the recursion: nodes_ may have moved
+  return index;
+}
+
+namespace {
+
+constexpr int kMaxAvroDepth = 64;
+
+// Avro strings are UTF-8 by the specification, but the bytes are the
+// producer's: checked, as simdjson checks JSON text.
+void SetString(std::string_view text, PayloadValue* out) {
+  out->text = text;
+  if (simdjson::validate_utf8(text.data(), text.size())) {
+    out->kind = PayloadValue::Kind::kString;
+    out->type_name = "an Avro string";
+  } else {
+    out->kind = PayloadValue::Kind::kComposite;
+    out->type_name = "an Avro string that is not UTF-8";
+  }
+}
+
+}  // namespace
+
+AvroDatum::AvroDatum(std::shared_ptr<const AvroLayout> layout)
+    : layout_(std::move(layout)), values_(layout_->slot_count()) {}
+
+bool AvroDatum::Fail(std::string why) {
+  if (why_.empty()) why_ = std::move(why);
+  return false;
+}
+
+// Zig-zag varint (the specification's int and long): at most 10 bytes.
+bool AvroDatum::Long(int64_t* out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    if (p_ == end_) return Fail("cut short in a varint");
+    const uint8_t b = *p_++;
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) {
+      *out = static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1);
+      return true;
+    }
+  }
+  return Fail("a varint longer than 10 bytes");
+}
+
+bool AvroDatum::Read(std::string_view payload, std::string* why) {
+  p_ = reinterpret_cast<const uint8_t*>(payload.data());
+  end_ = p_ + payload.size();
+  budget_ = static_cast<int64_t>(payload.size()) * 16 + 4096;
+  why_.clear();
+  for (auto& v : values_) v = PayloadValue{};
+  if (!Value(0, 0, nullptr, 0)) {
+    *why = fmt::format("not Avro of the schema: {}", why_);
+    return false;
+  }
+  if (p_ != end_) {
+    *why = "bytes left over after the Avro record: not a datum of this schema";
+    return false;
+  }
+  return true;
+}
+
+// Reads (or skips) one value of `node`. position >= 0: a place some
+// mapping path reaches (its record fields may be read further);
+// capture: set to the value as a scalar when some path ends here.
+bool AvroDatum::Value(int node, int position, PayloadValue* capture, int depth) {
+  if (depth > kMaxAvroDepth) return Fail(fmt::format("nested more than {} levels deep", kMaxAvroDepth));
+  if (--budget_ < 0) return Fail("more values than the record's size allows");
+  const AvroLayout::Node& n = layout_->nodes()[node];
+  const auto remaining = [&] { return static_cast<uint64_t>(end_ - p_); };
+  switch (n.type) {
+    case AVRO_NULL:
+      return true;  // absent
+    case AVRO_BOOLEAN:
+      if (p_ == end_) return Fail("cut short in a boolean");
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kBool;
+        capture->b = *p_ != 0;
+        capture->type_name = "an Avro boolean";
+      }
+      ++p_;
+      return true;
+    case AVRO_INT32:
+    case AVRO_INT64: {
+      int64_t x = 0;
+      if (!Long(&x)) return false;
+      // An int's zig-zag form must fit 32 bits (the library refuses more).
+      if (n.type == AVRO_INT32 && (x > INT32_MAX || x < INT32_MIN)) return Fail("a varint out of range for an int");
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kInt;
+        capture->i = x;
+        capture->type_name = n.type == AVRO_INT32 ? "an Avro int" : "an Avro long";
+      }
+      return true;
+    }
+    case AVRO_FLOAT:
+    case AVRO_DOUBLE: {
+      const size_t size = n.type == AVRO_FLOAT ? 4 : 8;
+      if (remaining() < size) return Fail(fmt::format("cut short in a {}", n.type_name));
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kDouble;
+        if (size == 4) {
+          float f;
+          std::memcpy(&f, p_, 4);  // little-endian, as the specification and x86
+          capture->d = f;
+          capture->type_name = "an Avro float";
+        } else {
+          std::memcpy(&capture->d, p_, 8);
+          capture->type_name = "an Avro double";
+        }
+      }
+      p_ += size;
+      return true;
+    }
+    case AVRO_STRING:
+    case AVRO_BYTES: {
+      int64_t len = 0;
+      if (!Long(&len)) return false;
+      if (len < 0) return Fail(fmt::format("a negative {} length", n.type_name));
+      if (static_cast<uint64_t>(len) > remaining()) return Fail(fmt::format("cut short in a {}", n.type_name));
+      if (capture) {
+        if (n.type == AVRO_STRING) {
+          SetString(std::string_view(reinterpret_cast<const char*>(p_), static_cast<size_t>(len)), capture);
+        } else {
+          capture->kind = PayloadValue::Kind::kComposite;
+          capture->type_name = n.type_name;
+        }
+      }
+      p_ += len;
+      return true;
+    }
+    case AVRO_FIXED:
+      if (static_cast<uint64_t>(n.fixed_size) > remaining()) return Fail("cut short in a fixed");
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kComposite;
+        capture->type_name = n.type_name;
+      }
+      p_ += n.fixed_size;
+      return true;
+    case AVRO_ENUM: {
+      int64_t index = 0;
+      if (!Long(&index)) return false;
+      // Read as a long and kept as an int, as the library does (an index
+      // past 32 bits wraps; the wrapped index is then range-checked).
+      const int32_t symbol = static_cast<int32_t>(static_cast<uint64_t>(index));
+      if (capture) {
+        if (symbol < 0 || static_cast<size_t>(symbol) >= n.symbols.size()) {
+          capture->kind = PayloadValue::Kind::kComposite;
+          capture->type_name = "an Avro enum index out of range";
+        } else {
+          capture->kind = PayloadValue::Kind::kString;
+          capture->text = n.symbols[symbol];
+          capture->type_name = "an Avro enum";
+        }
+      }
+      return true;
+    }
+    case AVRO_UNION: {
+      int64_t branch = 0;
+      if (!Long(&branch)) return false;
+      if (branch < 0 || branch >= static_cast<int64_t>(n.children.size())) {
+        return Fail(fmt::format("union branch {} of {}", branch, n.children.size()));
+      }
+      return Value(n.children[branch], position, capture, depth + 1);
+    }
+    case AVRO_ARRAY:
+    case AVRO_MAP: {
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kComposite;
+        capture->type_name = n.type_name;
+      }
+      // Blocks of items: a count (negative: its absolute value, then the
+      // block's size in bytes), ended by a count of 0.
+      for (;;) {
+        int64_t count = 0;
+        if (!Long(&count)) return false;
+        if (count == 0) return true;
+        if (count < 0) {
+          if (count == INT64_MIN) return Fail("an item count out of range");
+          count = -count;
+          int64_t bytes = 0;  // a hint for skipping; not trusted, and unchecked as the library leaves it
+          if (!Long(&bytes)) return false;
+        }
+        if (count > budget_) return Fail("more values than the record's size allows");
+        for (int64_t i = 0; i < count; ++i) {
+          if (n.type == AVRO_MAP) {  // the key: a string
+            int64_t len = 0;
+            if (!Long(&len)) return false;
+            if (len < 0 || static_cast<uint64_t>(len) > remaining()) return Fail("a map key cut short");
+            p_ += len;
+          }
+          if (!Value(n.children[0], -1, nullptr, depth + 1)) return false;
+        }
+      }
+    }
+    case AVRO_RECORD: {
+      if (capture) {
+        capture->kind = PayloadValue::Kind::kComposite;
+        capture->type_name = n.type_name;
+      }
+      const auto* at = position >= 0 ? &layout_->positions()[position] : nullptr;
+      for (size_t i = 0; i < n.children.size(); ++i) {
+        const int child = at != nullptr && i < at->fields.size() ? at->fields[i] : -1;
+        if (child < 0) {
+          if (!Value(n.children[i], -1, nullptr, depth + 1)) return false;
+          continue;
+        }
+        const auto& slots = layout_->positions()[child].slots;
+        PayloadValue v;
+        if (!Value(n.children[i], child, slots.empty() ? nullptr : &v, depth + 1)) return false;
+        for (int slot : slots) values_[slot] = v;
+      }
+      return true;
+    }
+    default:
+      return Fail(fmt::format("an Avro {} value, which this reader does not know", n.type_name));
+  }
 }
 
 AvroLayout::~AvroLayout() {
@@ -169,17 +454,17 @@ AvroLayout::~AvroLayout() {
   if (schema_ != nullptr) avro_schema_decref(schema_);
 }
 
-AvroDatum::AvroDatum(std::shared_ptr<const AvroLayout> layout) : layout_(std::move(layout)) {
+AvroGenericDatum::AvroGenericDatum(std::shared_ptr<const AvroLayout> layout) : layout_(std::move(layout)) {
   avro_generic_value_new(layout_->iface(), &value_);
   reader_ = avro_reader_memory(nullptr, 0);
 }
 
-AvroDatum::~AvroDatum() {
+AvroGenericDatum::~AvroGenericDatum() {
   if (reader_ != nullptr) avro_reader_free(reader_);
   if (value_.iface != nullptr) avro_value_decref(&value_);
 }
 
-bool AvroDatum::Read(std::string_view payload, std::string* why) {
+bool AvroGenericDatum::Read(std::string_view payload, std::string* why) {
   if (value_.iface == nullptr || reader_ == nullptr) {
     *why = "cannot allocate an Avro value";
     return false;
@@ -213,7 +498,7 @@ bool AvroDatum::Read(std::string_view payload, std::string* why) {
   return true;
 }
 
-PayloadValue AvroDatum::At(int slot) const {
+PayloadValue AvroGenericDatum::At(int slot) const {
   PayloadValue out;
   if (slot < 0 || layout_->missing(slot)) return out;
   avro_value_t v = value_;

@@ -3,6 +3,7 @@
 #include <avro.h>
 #include <gtest/gtest.h>
 
+#include "ingest/avro_layout.h"
 #include "ingest/decoder.h"
 #include "ingest/schema_registry.h"
 #include "ingest/source_mapping.h"
@@ -203,6 +204,71 @@ TEST_F(AvroSourceTest, WhatTheLibraryDoesNotCheckIsChecked) {
   // And the datum reads good records after bad ones.
   ASSERT_TRUE(Decode(**m, Encode({}))) << err_.detail;
   EXPECT_EQ(ev_.event_id, "d-1");
+}
+
+// kpid's own reader (AvroDatum) against the library's generic one: the
+// same values at every path, and the bounds only kpid's reader has.
+TEST_F(AvroSourceTest, TheOwnReaderGivesTheLibrarysValuesAndBoundsWhatTheLibraryDoesNot) {
+  auto m = SourceMapping::Compile(DealSource());
+  ASSERT_TRUE(m.ok()) << m.status();
+  const auto& layout = (*m)->avro_layout();
+  AvroDatum own(layout);
+  AvroGenericDatum library(layout);
+  Deal no_region;
+  no_region.region = nullptr;
+  Deal no_account;
+  no_account.account = false;
+  for (const auto& d : {Deal{}, no_region, no_account}) {
+    const std::string payload = Encode(d);
+    std::string why;
+    ASSERT_TRUE(own.Read(payload, &why)) << why;
+    ASSERT_TRUE(library.Read(payload, &why)) << why;
+    for (int slot = 0; slot < static_cast<int>(layout->slot_count()); ++slot) {
+      const auto x = own.At(slot), y = library.At(slot);
+      EXPECT_EQ(x.kind, y.kind) << slot;
+      EXPECT_EQ(x.text, y.text) << slot;
+      EXPECT_EQ(x.i, y.i) << slot;
+      EXPECT_EQ(x.type_name, y.type_name) << slot;
+    }
+  }
+
+  // A recursive schema: paths through it, and a chain deeper than 64
+  // levels refused (the library would recurse as deep as the bytes say).
+  SourceSpec chain;
+  chain.topic = "t";
+  chain.family = kpi::Family::kCrm;
+  chain.format = "avro";
+  chain.schema_text = R"({"type": "record", "name": "Node", "fields": [
+      {"name": "id", "type": "string"}, {"name": "next", "type": ["null", "Node"]}]})";
+  chain.event_id_field = "next.next.id";
+  chain.event_time.record_timestamp = true;
+  chain.type_constant = "lead";
+  auto cm = SourceMapping::Compile(chain);
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  auto datum = [](int depth) {
+    std::string out;
+    for (int i = 0; i < depth; ++i) out += Long(2) + "n" + std::to_string(i % 10) + Long(1);
+    return out + Long(2) + "ok" + Long(0);
+  };
+  AvroDatum c(cm.value()->avro_layout());
+  std::string why;
+  const std::string two = datum(2);  // values view the payload
+  ASSERT_TRUE(c.Read(two, &why)) << why;
+  EXPECT_EQ(c.At(cm.value()->paths().at(0).path->slot).text, "ok");
+  EXPECT_FALSE(c.Read(datum(40), &why));
+  EXPECT_NE(why.find("nested more than 64 levels"), std::string::npos) << why;
+
+  // Ten million zero-byte items in six bytes: refused at once.
+  SourceSpec nulls = chain;
+  nulls.schema_text = R"({"type": "record", "name": "N", "fields": [
+      {"name": "id", "type": "string"}, {"name": "pad", "type": {"type": "array", "items": "null"}}]})";
+  nulls.event_id_field = "id";
+  auto nm = SourceMapping::Compile(nulls);
+  ASSERT_TRUE(nm.ok()) << nm.status();
+  AvroDatum n(nm.value()->avro_layout());
+  EXPECT_FALSE(n.Read(Long(1) + "a" + Long(10000000) + Long(0), &why));
+  EXPECT_NE(why.find("more values than"), std::string::npos) << why;
+  ASSERT_TRUE(n.Read(Long(1) + "a" + Long(3) + Long(0), &why)) << why;
 }
 
 TEST_F(AvroSourceTest, AMappingTheSchemaCannotFillIsAConfigurationError) {

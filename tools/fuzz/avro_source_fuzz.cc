@@ -4,6 +4,11 @@
 // spliced in at a position it names (so mutations reach deep into the
 // record: unions, nested records, enums, strings, longs), read under a
 // mapping that uses each of them.
+//
+// Differential: kpid's own reader (AvroDatum) and the Avro C library's
+// generic reader (AvroGenericDatum) must accept the same payloads and give
+// the same value at every mapped path (but for the depth and item bounds
+// only kpid's reader has).
 #include <avro.h>
 
 #include <algorithm>
@@ -12,6 +17,10 @@
 #include <string>
 #include <string_view>
 
+#include <cmath>
+#include <cstring>
+
+#include "ingest/avro_layout.h"
 #include "ingest/decoder.h"
 #include "ingest/source_mapping.h"
 
@@ -29,7 +38,12 @@ constexpr char kSchema[] = R"({"type": "record", "name": "Deal", "fields": [
     {"name": "tags", "type": {"type": "array", "items": "string"}}]}]},
   {"name": "amount", "type": ["null", "double", "string"]},
   {"name": "month", "type": "int"},
-  {"name": "extra", "type": {"type": "map", "values": "long"}}]})";
+  {"name": "extra", "type": {"type": "map", "values": "long"}},
+  {"name": "won", "type": "boolean"},
+  {"name": "score", "type": ["null", "float"]},
+  {"name": "blob", "type": "bytes"},
+  {"name": "hash", "type": {"type": "fixed", "name": "Hash", "size": 4}},
+  {"name": "parent", "type": ["null", "Deal"]}]})";
 
 std::shared_ptr<const SourceMapping> Mapping() {
   SourceSpec s;
@@ -45,8 +59,16 @@ std::shared_ptr<const SourceMapping> Mapping() {
   s.fields["region"] = {.field = "account.region", .fallback = "unknown"};
   s.fields["amount"] = {.field = "amount", .scale = 0.01};
   s.fields["cohort_month"] = {.field = "month"};
+  s.fields["sales_rep"] = {.field = "won"};
+  s.fields["score"] = {.field = "score"};
+  s.fields["segment"] = {.field = "parent.account.region"};
+  s.fields["opportunity_id"] = {.field = "parent.id"};
+  s.fields["mrr_delta"] = {.field = "parent.parent.amount"};
   auto m = SourceMapping::Compile(s);
-  if (!m.ok()) __builtin_trap();
+  if (!m.ok()) {
+    fprintf(stderr, "%s\n", std::string(m.status().message()).c_str());
+    __builtin_trap();
+  }
   return *m;
 }
 
@@ -81,6 +103,17 @@ std::string Seed() {
   avro_value_get_by_name(&v, "extra", &f, nullptr);
   avro_value_add(&f, "k", &item, nullptr, nullptr);
   avro_value_set_long(&item, 7);
+  avro_value_get_by_name(&v, "won", &f, nullptr);
+  avro_value_set_boolean(&f, 1);
+  avro_value_get_by_name(&v, "score", &f, nullptr);
+  avro_value_set_branch(&f, 1, &b);
+  avro_value_set_float(&b, 0.5f);
+  avro_value_get_by_name(&v, "blob", &f, nullptr);
+  avro_value_set_bytes(&f, const_cast<char*>("xyz"), 3);
+  avro_value_get_by_name(&v, "hash", &f, nullptr);
+  avro_value_set_fixed(&f, const_cast<char*>("abcd"), 4);
+  avro_value_get_by_name(&v, "parent", &f, nullptr);
+  avro_value_set_branch(&f, 0, &b);
   size_t size = 0;
   avro_value_sizeof(&v, &size);
   std::string out(size, '\0');
@@ -111,6 +144,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (keep >= 0 && static_cast<size_t>(keep) < payload.size()) payload.resize(keep);
   } else {
     payload.assign(reinterpret_cast<const char*>(data + 1), size - 1);
+  }
+  {
+    static kpistream::ingest::AvroDatum own(mapping->avro_layout());
+    static kpistream::ingest::AvroGenericDatum library(mapping->avro_layout());
+    std::string why_own, why_library;
+    const bool a = own.Read(payload, &why_own);
+    const bool b = library.Read(payload, &why_library);
+    // Where kpid's reader refuses by design what the library would read
+    // (a datum nested past 64 levels, or millions of zero-byte items), it
+    // says so; nothing else may differ.
+    const bool by_design = !a && (why_own.find("nested more than") != std::string::npos ||
+                                  why_own.find("more values than") != std::string::npos);
+    if (a != b && !by_design) {
+      fprintf(stderr, "readers disagree: own %d (%s), library %d (%s)\n", a, why_own.c_str(), b, why_library.c_str());
+      __builtin_trap();
+    }
+    if (a) {
+      for (int slot = 0; slot < static_cast<int>(mapping->avro_layout()->slot_count()); ++slot) {
+        const auto x = own.At(slot), y = library.At(slot);
+        const bool same_d = x.d == y.d || (std::isnan(x.d) && std::isnan(y.d));
+        if (x.kind != y.kind || x.text != y.text || x.i != y.i || !same_d || x.b != y.b || x.type_name != y.type_name) {
+          fprintf(stderr, "slot %d: own kind %d '%s' %ld %g (%s), library kind %d '%s' %ld %g (%s)\n", slot,
+                  static_cast<int>(x.kind), std::string(x.text).c_str(), x.i, x.d, std::string(x.type_name).c_str(),
+                  static_cast<int>(y.kind), std::string(y.text).c_str(), y.i, y.d, std::string(y.type_name).c_str());
+          __builtin_trap();
+        }
+      }
+    }
   }
   kpistream::kpi::EventView ev;
   kpistream::ingest::DecodeError err;
