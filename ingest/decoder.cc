@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "ingest/avro_layout.h"
+#include "ingest/json_paths.h"
 #include "ingest/payload_value.h"
 #include "ingest/proto_layout.h"
 #include "ingest/rfc3339.h"
@@ -43,9 +44,10 @@ struct Decoder::Rep {
   events::v1::ProductEvent product;
   events::v1::CrmEvent crm;
   pb::util::JsonParseOptions json_options;
-  simdjson::dom::parser json;  // declared sources; reused: its buffers grow to the largest record
-  std::string text;            // scratch for values converted to text
-  nlohmann::json fallback;     // declared JSON sources: documents simdjson cannot hold
+  simdjson::dom::parser json;             // declared sources; reused: its buffers grow to the largest record
+  std::string text;                       // scratch for values converted to text
+  nlohmann::json fallback;                // declared JSON sources: documents simdjson cannot hold
+  JsonPaths::Scratch json_paths_scratch;  // declared JSON sources: the paths of the record being read
   // Avro sources: a datum per writer schema, reused from record to record.
   std::map<const AvroLayout*, std::unique_ptr<AvroDatum>> avro;
   // Protobuf sources: a message per source.
@@ -266,61 +268,15 @@ std::string_view TypeName(element_type t) {
 }
 
 // A JSON document as the mapping reads it.
-// obj[key] (the first match), as dom::object::at_key, but comparing a
-// key's length and first byte before its bytes: at_key's memcmp per key
-// was a tenth of a nested record's decode.
-bool FindKey(const simdjson::dom::object& obj, const std::string& key, element* out) {
-  const size_t size = key.size();
-  for (const auto field : obj) {
-    const std::string_view k = field.key;
-    if (k.size() == size && (size == 0 || (k[0] == key[0] && std::memcmp(k.data(), key.data(), size) == 0))) {
-      *out = field.value;
-      return true;
-    }
-  }
-  return false;
-}
-
 struct JsonDoc {
   element root;
-  // The top-level objects nested paths stepped into (the first few): a
-  // mapping's nested paths share a handful of prefixes (context.*,
-  // properties.*), and each at_key is a scan of the object's keys.
-  struct Step {
-    const std::string* key = nullptr;
-    element value;
-    bool found = false;
-  };
-  mutable std::array<Step, 4> steps{};
-  mutable size_t step_count = 0;
-  // The value at a dotted path; absent when a key is absent, a step is not
-  // an object, or the value is null.
+  const JsonPaths::Scratch* resolved;  // the mapping's paths, resolved in one pass (JsonPaths)
+  // The value at a path; absent when a key is absent, a step is not an
+  // object, or the value is null.
   PayloadValue At(const SourceMapping::Path& path) const {
     PayloadValue out;
-    element e = root;
-    size_t from = 0;
-    if (path.keys.size() > 1) {
-      const Step* step = nullptr;
-      for (size_t i = 0; i < step_count; ++i) {
-        if (*steps[i].key == path.keys[0]) step = &steps[i];
-      }
-      Step fresh;
-      if (step == nullptr) {
-        fresh.key = &path.keys[0];
-        simdjson::dom::object obj;
-        fresh.found = root.get(obj) == simdjson::SUCCESS && FindKey(obj, path.keys[0], &fresh.value);
-        if (step_count < steps.size()) steps[step_count++] = fresh;
-        step = &fresh;
-      }
-      if (!step->found) return out;
-      e = step->value;
-      from = 1;
-    }
-    for (size_t k = from; k < path.keys.size(); ++k) {
-      simdjson::dom::object obj;
-      if (e.get(obj) != simdjson::SUCCESS) return out;
-      if (!FindKey(obj, path.keys[k], &e)) return out;
-    }
+    if (path.slot < 0 || !resolved->found[path.slot]) return out;
+    const element e = resolved->values[path.slot];
     out.type_name = TypeName(e.type());
     switch (e.type()) {
       case element_type::NULL_VALUE:
@@ -936,7 +892,13 @@ bool Decoder::Rep::DecodeJson(const SourceMapping& mapping, std::string_view pay
     *err = {RejectReason::kBadJson, fmt::format("the payload is {}, want a JSON object", TypeName(root.type()))};
     return false;
   }
-  return MapPayload(mapping, JsonDoc{root}, meta, msg, text, err);
+  const JsonPaths* paths = mapping.json_paths();  // set for every json source (SourceMapping::Compile)
+  if (paths == nullptr) {
+    *err = {RejectReason::kNotDecodable, fmt::format("a {} source's record read as JSON", mapping.spec().format)};
+    return false;
+  }
+  paths->Resolve(root, &json_paths_scratch);
+  return MapPayload(mapping, JsonDoc{.root = root, .resolved = &json_paths_scratch}, meta, msg, text, err);
 }
 
 bool Decoder::Rep::DecodeAvro(const SourceMapping& mapping, const std::shared_ptr<const AvroLayout>& layout,

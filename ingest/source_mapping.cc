@@ -1,5 +1,7 @@
 #include "ingest/source_mapping.h"
 
+#include "ingest/json_paths.h"
+
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 
@@ -190,6 +192,11 @@ absl::StatusOr<std::shared_ptr<const SourceMapping>> SourceMapping::Compile(cons
   use(&m->event_time_, Kind::kTime);
   use(&m->type_, Kind::kString);
   for (auto& t : m->targets_) use(&t.path, t.kind);
+  if (s.format == "json") {
+    std::vector<const std::vector<std::string>*> keys;
+    for (const auto& u : m->paths_) keys.push_back(&u.path->keys);
+    m->json_paths_ = std::make_shared<JsonPaths>(keys);
+  }
   if (s.format == "protobuf") {
     if (s.descriptor_set.empty() || s.message.empty()) {
       return absl::InvalidArgumentError(fmt::format(

@@ -56,6 +56,7 @@ class FileDescriptorProto;
 namespace kpistream::ingest {
 
 class AvroLayout;
+class JsonPaths;
 class ProtoLayout;
 
 // Where a time comes from and how it is written.
@@ -158,6 +159,8 @@ class SourceMapping {
 
   // Avro with a schema given: its layout (null otherwise).
   const std::shared_ptr<const AvroLayout>& avro_layout() const { return avro_layout_; }
+  // json: the paths as one pass over each object resolves them.
+  const JsonPaths* json_paths() const { return json_paths_.get(); }
   // protobuf: the compiled message type (null otherwise).
   const std::shared_ptr<const ProtoLayout>& proto_layout() const { return proto_layout_; }
   // With a registry (null otherwise).
@@ -183,6 +186,7 @@ class SourceMapping {
   Path event_id_, event_time_, type_;
   std::vector<PathUse> paths_;
   std::shared_ptr<const AvroLayout> avro_layout_;
+  std::shared_ptr<const JsonPaths> json_paths_;
   std::shared_ptr<const ProtoLayout> proto_layout_;
   std::shared_ptr<SchemaRegistryClient> registry_;
   mutable std::mutex layouts_mu_;

@@ -96,6 +96,35 @@ TEST_F(SourceMappingTest, NestedPathsTimeFormatsAndValueMaps) {
   EXPECT_NE(err_.detail.find("'Signed Out'"), std::string::npos) << err_.detail;
 }
 
+// One pass per object (JsonPaths): a key given twice counts as its last
+// value, at every depth, for a nested object too; and a step that is not an
+// object leaves everything under it absent.
+TEST_F(SourceMappingTest, ARepeatedKeyCountsAsItsLastValue) {
+  SourceSpec s;
+  s.topic = "app.track";
+  s.family = kpi::Family::kProduct;
+  s.event_id_field = "messageId";
+  s.event_time.field = "timestamp";
+  s.type_constant = "feature_used";
+  s.fields["account_id"].field = "context.groupId";
+  s.fields["feature"].field = "properties.feature";
+  s.fields["plan"].field = "context.plan.name";
+  auto m = Compile(s);
+  ASSERT_TRUE(Decode(*m, R"({"messageId": "m-1", "timestamp": "2026-11-30T10:00:01Z", "messageId": "m-2",
+      "context": {"groupId": "first", "plan": {"name": "pro"}}, "context": {"groupId": "last"},
+      "properties": {"feature": "a", "feature": "b"}})"))
+      << err_.detail;
+  const auto& e = static_cast<const ProductEvent&>(*ev_.msg);
+  EXPECT_EQ(ev_.event_id, "m-2");
+  EXPECT_EQ(e.account_id(), "last");
+  EXPECT_EQ(e.plan(), "");  // the last context has no plan
+  EXPECT_EQ(e.feature(), "b");
+  ASSERT_TRUE(Decode(*m, R"({"messageId": "m-3", "timestamp": "2026-11-30T10:00:01Z", "context": "flat",
+      "properties": [1, 2]})"))
+      << err_.detail;
+  EXPECT_EQ(static_cast<const ProductEvent&>(*ev_.msg).account_id(), "");
+}
+
 TEST_F(SourceMappingTest, TimeUnitsCustomFormatsAndTheRecordTimestamp) {
   SourceSpec s = FlatClicks();
   for (const auto& [unit, value] :
