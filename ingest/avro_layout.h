@@ -99,7 +99,9 @@ class AvroLayout {
 // the union; a datum nested deeper than 64 levels, or one whose arrays and
 // maps hold more items than a step budget (16 per payload byte plus 4096)
 // allows, so that a count of millions of zero-byte items cannot spin; and
-// bytes left over after the datum.
+// bytes left over after the datum. Where it differs from the library by
+// design: those two bounds, and a fixed of size 0, which the
+// specification allows and the library fails to allocate.
 class AvroDatum {
  public:
   explicit AvroDatum(std::shared_ptr<const AvroLayout> layout);

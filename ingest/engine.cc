@@ -275,8 +275,8 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
     tid = topic_ids.emplace(p->topic, *id).first;
   }
   const uint64_t source = state::SourceId(tid->second, p->partition);
-  auto applier =
-      PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs(), binding->mapping.get());
+  auto applier = PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs(),
+                                           binding->mapping.get(), p->topic);
   if (!applier.ok()) {
     SetFatal(absl::Status(applier.status().code(), fmt::format("restoring {}[{}]: {}", p->topic, p->partition,
                                                                std::string(applier.status().message()))));
@@ -421,8 +421,8 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
   // it was delivered before). A later one means the seek back did not take
   // effect; hold again rather than skip the held record.
   if (ps.hold_ms > 0 && m->offset > ps.applier->next_offset()) {
-    spdlog::warn("{}[{}]: offset {} arrived after the hold instead of {}; seeking back", ps.binding->topic,
-                 m->partition, m->offset, ps.applier->next_offset());
+    spdlog::warn("{}[{}]: offset {} arrived after the hold instead of {}; seeking back", it->first.topic, m->partition,
+                 m->offset, ps.applier->next_offset());
     Hold(it->first, &ps, "the seek back did not take effect");
     return;
   }
@@ -437,7 +437,7 @@ void Engine::Rep::Handle(rd_kafka_message_t* m) {
     case PartitionApplier::Outcome::kSkipped:
       break;
     case PartitionApplier::Outcome::kRejected:
-      dlq->Send(m, ps.binding->topic, rej);
+      dlq->Send(m, it->first.topic, rej);  // the record's own topic (a binding's may be a pattern)
       break;
     case PartitionApplier::Outcome::kHeld:
       Hold(it->first, &ps, rej.detail);

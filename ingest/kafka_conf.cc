@@ -135,11 +135,16 @@ absl::StatusOr<RdConf> ConsumerConf(const EngineOptions& options) {
     if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
     if (auto s = SetConf(cconf->get(), k, v); !s.ok()) return s;
   }
-  // A topic pattern must never read kpid's own dead letters back: the
-  // consumer does not see the dead-letter topic at all (topic_match.h).
+  // A topic pattern must never read kpid's own dead letters back, nor
+  // Kafka's internal topics: the consumer does not see them at all
+  // (topic_match.h). An internal topic named exactly stays visible.
   if (std::any_of(options.topics.begin(), options.topics.end(),
                   [](const TopicBinding& b) { return IsTopicPattern(b.topic); })) {
     std::string hidden = ExactTopicRegex(options.dlq_topic);
+    if (std::none_of(options.topics.begin(), options.topics.end(),
+                     [](const TopicBinding& b) { return b.topic.starts_with("__"); })) {
+      hidden += ",^__.*";
+    }
     if (auto it = options.kafka_properties.find("topic.blacklist"); it != options.kafka_properties.end()) {
       hidden = it->second + "," + hidden;
     }

@@ -21,9 +21,11 @@ IngestStats::IngestStats(const kpi::Catalog& catalog)
 absl::StatusOr<std::unique_ptr<PartitionApplier>> PartitionApplier::Restore(const ApplyContext& ctx, uint64_t source,
                                                                             kpi::Family family, PayloadFormat format,
                                                                             int64_t now_ms,
-                                                                            const SourceMapping* mapping) {
+                                                                            const SourceMapping* mapping,
+                                                                            std::string topic) {
   std::unique_ptr<PartitionApplier> a(new PartitionApplier(ctx, source, family, format));
   a->mapping_ = mapping;
+  a->topic_ = !topic.empty() || mapping == nullptr ? std::move(topic) : mapping->spec().topic;
   auto stored = ctx.store->ReadOffset(source);
   if (!stored.ok()) return stored.status();
   int64_t newest = PartitionAdmission::kNoEvents;
@@ -145,7 +147,7 @@ PartitionApplier::Outcome PartitionApplier::Apply(std::string_view payload, int6
   kpi::EventView ev;
   DecodeError err;
   const bool decoded = mapping_ ? scratch->decoder.DecodeMapped(*mapping_, payload,
-                                                                {.topic = mapping_->spec().topic,
+                                                                {.topic = topic_,
                                                                  .partition = state::PartitionOf(source_),
                                                                  .offset = offset,
                                                                  .timestamp_ms = timestamp_ms},

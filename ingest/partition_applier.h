@@ -106,9 +106,14 @@ class PartitionApplier {
   // is reset to now_ms (counted; rewritten with the next commit).
   // `mapping` (may be null; must outlive the applier): the partition's
   // topic is a declared source, decoded through it instead of `format`.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<PartitionApplier>> Restore(
-      const ApplyContext& ctx, uint64_t source, kpi::Family family, PayloadFormat format, int64_t now_ms,
-      const SourceMapping* mapping = nullptr);
+  // `topic`: the partition's topic by name (a source's topic may be a
+  // pattern; derived event ids name the record's own topic); empty: the
+  // mapping's topic.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<PartitionApplier>> Restore(const ApplyContext& ctx,
+                                                                                 uint64_t source, kpi::Family family,
+                                                                                 PayloadFormat format, int64_t now_ms,
+                                                                                 const SourceMapping* mapping = nullptr,
+                                                                                 std::string topic = "");
 
   enum class Outcome {
     kApplied,   // contributions added to the accumulator
@@ -175,6 +180,7 @@ class PartitionApplier {
   const kpi::Family family_;
   const PayloadFormat format_;
   const SourceMapping* mapping_ = nullptr;
+  std::string topic_;  // the partition's topic by name (RecordMeta::topic of a declared source)
   int64_t next_offset_ = 0;
   std::optional<int64_t> committed_offset_;
   bool watermark_reset_ = false;  // reset at restore, not committed yet

@@ -91,7 +91,9 @@ TopicMatcher::~TopicMatcher() = default;
 
 const TopicBinding* TopicMatcher::Find(const std::string& topic) {
   if (auto it = exact_.find(topic); it != exact_.end()) return it->second;
-  if (patterns_.empty() || topic == dead_letter_topic_) return nullptr;
+  // Kafka's internal topics (__consumer_offsets, __transaction_state, ...)
+  // are never an input by pattern.
+  if (patterns_.empty() || topic == dead_letter_topic_ || topic.starts_with("__")) return nullptr;
   if (auto it = matched_.find(topic); it != matched_.end()) return it->second;
   const TopicBinding* found = nullptr;
   for (const auto& p : patterns_) {

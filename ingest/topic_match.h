@@ -9,9 +9,11 @@
 // Streams' metadata.max.age.ms is the same).
 //
 // Precedence: a topic named exactly wins over any pattern; among patterns
-// the first configured that matches wins (config order), and the dead
-// letter topic never matches (a pattern such as "^.*" would otherwise
-// read kpid's own dead letters back).
+// the first configured that matches wins (kafka.sources in file order,
+// then kafka.topics), and neither the dead-letter topic nor Kafka's
+// internal topics (names starting with "__") ever match: a pattern such as
+// "^.*" would otherwise read kpid's own dead letters back, and
+// __consumer_offsets.
 //
 // Thread-safety: Find is not thread-safe (it caches); the engine calls it
 // on its consumer thread only.

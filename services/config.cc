@@ -151,7 +151,14 @@ class ConfigReader {
     y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties"});
     if (const auto b = y_.Scalar(kafka, "brokers", true)) c_.engine.brokers = *b;
     if (const auto g = y_.Scalar(kafka, "group_id", false)) c_.engine.group_id = *g;
-    if (const auto d = y_.Scalar(kafka, "dlq_topic", false)) c_.engine.dlq_topic = *d;
+    if (const auto d = y_.Scalar(kafka, "dlq_topic", false)) {
+      c_.engine.dlq_topic = *d;
+      if (ingest::IsTopicPattern(*d)) {
+        y_.AddError(kafka["dlq_topic"], "dlq_topic names one topic; a pattern cannot be written to");
+      } else if (auto e = ingest::CheckTopic(*d)) {
+        y_.AddError(kafka["dlq_topic"], *e);
+      }
+    }
     ingest::PayloadFormat format = ingest::PayloadFormat::kAuto;
     if (const auto f = y_.OneOf(kafka, "format", {"auto", "protobuf", "json"})) {
       format = *f == "protobuf" ? ingest::PayloadFormat::kProtobuf

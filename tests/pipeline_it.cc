@@ -269,7 +269,7 @@ TEST_F(PipelineIT, UsersOwnJsonShapesGiveTheSameKpisAsTheProjectSchema) {
 // topics per family give the truth exactly, and a topic created while kpid
 // runs is read from its first record once librdkafka's metadata refresh
 // sees it. A topic the pattern does not match, and the dead-letter topic,
-// are not read.
+// are not read; a dead letter names the record's own topic.
 TEST_F(PipelineIT, ASourceTopicPatternReadsEveryMatchingTopicIncludingNewOnes) {
   const std::string prefix = "pp.";
   ASSERT_EQ(RunToEnd(Kpigen(prefix, 30000, {"--seed", "12", "--format", "flat-json", "--split-topics", "3"}),
@@ -305,6 +305,7 @@ TEST_F(PipelineIT, ASourceTopicPatternReadsEveryMatchingTopicIncludingNewOnes) {
   ASSERT_TRUE(CreateTopics(brokers_, {"pp.campaign.17", "pp.campaign.x"}, 2));
   for (int i = 0; i < 4; ++i)
     ASSERT_TRUE(ProduceRecord(brokers_, "pp.campaign.17", "k", click("new-" + std::to_string(i))));
+  ASSERT_TRUE(ProduceRecord(brokers_, "pp.campaign.17", "k", R"({"id": "bad", "ts": "noon", "kind": "click"})"));
   ASSERT_TRUE(ProduceRecord(brokers_, "pp.campaign.x", "k", click("nomatch")));
   ASSERT_TRUE(ProduceRecord(brokers_, "pp.dlq", "k", click("dead")));
   const auto deadline = Clock::now() + 60s;
@@ -318,7 +319,13 @@ TEST_F(PipelineIT, ASourceTopicPatternReadsEveryMatchingTopicIncludingNewOnes) {
   std::this_thread::sleep_for(2s);  // nothing more arrives
   const auto m = kpid.Scrape();
   EXPECT_EQ(MetricSum(m, "kpistream_records_applied_total"), 30004);
-  EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total"), 0);
+  EXPECT_EQ(MetricSum(m, "kpistream_records_rejected_total"), 1);
+  // The dead letter names the record's own topic, not the pattern.
+  // (The other record there is the one produced into it above.)
+  auto dead = ReadTopic(brokers_, prefix + "dlq", 2, 30s);
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_TRUE(std::any_of(dead.begin(), dead.end(),
+                          [](TopicRecord& r) { return r.headers["kpistream.source.topic"] == "pp.campaign.17"; }));
   kpid.process().Signal(SIGTERM);
   EXPECT_EQ(kpid.process().Wait(30s), std::optional<int>(0)) << kpid.process().LogTail();
 }

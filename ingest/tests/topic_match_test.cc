@@ -23,8 +23,10 @@ TEST(TopicMatcherTest, ANamedTopicWinsThenTheFirstMatchingPattern) {
   EXPECT_EQ((*m)->Find("web.events"), &b[3]);
   // Patterns are searched, anchored only where they say so.
   EXPECT_EQ((*m)->Find("xads.eu"), &b[3]);
-  // The dead-letter topic is never an input.
+  // The dead-letter topic and Kafka's internal topics are never an input.
   EXPECT_EQ((*m)->Find("ads.dlq"), nullptr);
+  EXPECT_EQ((*m)->Find("__consumer_offsets"), nullptr);
+  EXPECT_EQ((*m)->Find("__transaction_state"), nullptr);
 }
 
 TEST(TopicMatcherTest, WithoutPatternsOnlyNamesMatch) {

@@ -173,6 +173,15 @@ TEST_F(ConfigTest, TopicsAreNamesOrPatternsCheckedAtTheirLine) {
 
   std::ofstream(path_) << "kafka:\n"
                           "  brokers: localhost:9092\n"
+                          "  dlq_topic: kpi,dlq\n"
+                          "  topics: {campaign: kpi.campaign}\n";
+  bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  msg = std::string(bad.status().message());
+  EXPECT_NE(msg.find(":3:14: topic 'kpi,dlq' has a character Kafka refuses"), std::string::npos) << msg;
+
+  std::ofstream(path_) << "kafka:\n"
+                          "  brokers: localhost:9092\n"
                           "  topics: {campaign: \"^kpi\\\\.campaign\\\\..*\"}\n";
   auto ok = LoadKpidConfig(path_);
   ASSERT_TRUE(ok.ok()) << ok.status();
