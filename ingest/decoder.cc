@@ -269,7 +269,6 @@ std::string_view TypeName(element_type t) {
 
 // A JSON document as the mapping reads it.
 struct JsonDoc {
-  element root;
   const JsonPaths::Scratch* resolved;  // the mapping's paths, resolved in one pass (JsonPaths)
   // The value at a path; absent when a key is absent, a step is not an
   // object, or the value is null.
@@ -898,7 +897,7 @@ bool Decoder::Rep::DecodeJson(const SourceMapping& mapping, std::string_view pay
     return false;
   }
   paths->Resolve(root, &json_paths_scratch);
-  return MapPayload(mapping, JsonDoc{.root = root, .resolved = &json_paths_scratch}, meta, msg, text, err);
+  return MapPayload(mapping, JsonDoc{.resolved = &json_paths_scratch}, meta, msg, text, err);
 }
 
 bool Decoder::Rep::DecodeAvro(const SourceMapping& mapping, const std::shared_ptr<const AvroLayout>& layout,

@@ -13,6 +13,7 @@
 #include "gen/user_shapes.h"
 #include "ingest/decoder.h"
 #include "ingest/schema_registry.h"
+#include "ingest/topic_match.h"
 #include "kpi/catalog.h"
 
 using namespace kpistream;
@@ -94,8 +95,8 @@ int main(int argc, char** argv) {
     for (const auto f : {kpi::Family::kCampaign, kpi::Family::kProduct, kpi::Family::kCrm}) {
       const std::string topic = topic_prefix + std::string(kpi::FamilyName(f));
       // A pattern reading <topic>.0 .. <topic>.N-1 (and any later ones).
-      std::string pattern = "^";
-      for (const char c : topic) pattern += c == '.' ? std::string("\\.") : std::string(1, c);
+      std::string pattern = ingest::ExactTopicRegex(topic);
+      pattern.pop_back();  // its '$'
       pattern += "\\.[0-9]+$";
       fmt::print("{}", gen::SourceYaml(gen::SourceSpecFor(f, shape, split_topics > 1 ? pattern : topic, registry_url)));
     }
