@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "ingest/accumulator.h"
+#include "ingest/changelog.h"
 #include "ingest/admission.h"
 #include "ingest/dead_letter.h"
 #include "ingest/high_watermarks.h"
@@ -61,6 +62,7 @@ namespace {
 
 struct PartitionState {
   const TopicBinding* binding = nullptr;
+  std::string changelog_topic;  // EngineOptions::changelog: its changelog
   std::unique_ptr<PartitionApplier> applier;
   // High watermark queried at assignment. librdkafka's cached watermark is
   // only refreshed by fetches, and after a re-assignment it can be the
@@ -99,6 +101,9 @@ struct Engine::Rep {
   bool ever_assigned = false;  // an assignment arrived (consumer thread)
   std::unique_ptr<DeadLetterQueue> dlq;
   std::unique_ptr<TopicMatcher> topics;                 // which binding a topic's records are read by
+  std::unique_ptr<Changelog> changelog;                 // EngineOptions::changelog
+  std::unique_ptr<ChangelogCodec> codec;
+  std::unordered_map<uint64_t, TopicPartition> source_partitions;  // owned sources: their input partition
   std::unordered_map<std::string, uint32_t> topic_ids;  // state ids of the topics seen, by name
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
@@ -174,6 +179,13 @@ struct Engine::Rep {
   void OnRebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts);
   void Assign(rd_kafka_topic_partition_list_t* parts);
   bool AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* binding);
+  bool WaitStableOffsets(rd_kafka_topic_partition_list_t* parts);
+  absl::Status RestoreChangelog(const std::string& topic, int32_t partition, uint64_t source,
+                                const std::string& changelog_topic);
+  absl::Status ShipWholeSource(const std::string& topic, int32_t partition, uint64_t source,
+                               const std::string& changelog_topic);
+  absl::Status CommitChangelog(state::WriteBatch* batch,
+                               const std::vector<std::pair<const TopicPartition*, PartitionState*>>& moved);
   void Revoke(rd_kafka_topic_partition_list_t* parts);
   void ResetToStored();
   void PublishLags();
@@ -207,7 +219,7 @@ struct Engine::Rep {
 
 absl::Status Engine::Rep::Init() {
   if (options.topics.empty()) return absl::InvalidArgumentError("no input topics configured");
-  auto matcher = TopicMatcher::Create(options.topics, options.dlq_topic);
+  auto matcher = TopicMatcher::Create(options.topics, options.dlq_topic, options.group_id);
   if (!matcher.ok()) return matcher.status();
   topics = std::move(*matcher);
 
@@ -234,6 +246,13 @@ absl::Status Engine::Rep::Init() {
       DeadLetterQueue::Create(std::move(*pconf), options.dlq_topic, options.dlq_max_payload_bytes, &probe);
   if (!dead_letters.ok()) return dead_letters.status();
   dlq = std::move(*dead_letters);
+
+  if (options.changelog) {
+    auto cl = Changelog::Create(options);
+    if (!cl.ok()) return cl.status();
+    changelog = std::move(*cl);
+    codec = std::make_unique<ChangelogCodec>(catalog, ids, store);
+  }
 
   rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
   for (const auto& b : options.topics) rd_kafka_topic_partition_list_add(subs, b.topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -275,6 +294,14 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
     tid = topic_ids.emplace(p->topic, *id).first;
   }
   const uint64_t source = state::SourceId(tid->second, p->partition);
+  if (changelog) {
+    ps.changelog_topic = ChangelogTopic(options.group_id, p->topic);
+    if (auto st = RestoreChangelog(p->topic, p->partition, source, ps.changelog_topic); !st.ok()) {
+      SetFatal(absl::Status(st.code(), fmt::format("restoring {}[{}] from its changelog: {}", p->topic, p->partition,
+                                                   std::string(st.message()))));
+      return false;
+    }
+  }
   auto applier = PartitionApplier::Restore(ctx, source, binding->family, binding->format, clock.NowMs(),
                                            binding->mapping.get(), p->topic);
   if (!applier.ok()) {
@@ -319,11 +346,13 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
   spdlog::info("assigned {}[{}] from offset {}", p->topic, p->partition,
                ps.applier->committed_offset() ? fmt::format("{} (stored)", *ps.applier->committed_offset())
                                               : std::string("beginning"));
+  source_partitions[source] = {p->topic, p->partition};
   owned[{p->topic, p->partition}] = std::move(ps);
   return true;
 }
 
 void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
+  if (changelog && !WaitStableOffsets(parts)) return;
   for (int i = 0; i < parts->cnt; ++i) {
     auto& p = parts->elems[i];
     const TopicBinding* binding = topics->Find(p.topic);
@@ -362,6 +391,9 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
       rd_kafka_resume_partitions(consumer, l);
       rd_kafka_topic_partition_list_destroy(l);
     }
+    if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition}); it != owned.end()) {
+      source_partitions.erase(it->second.applier->source());
+    }
     owned.erase({parts->elems[i].topic, parts->elems[i].partition});
     spdlog::info("revoked {}[{}]", parts->elems[i].topic, parts->elems[i].partition);
   }
@@ -375,6 +407,208 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
   SetHighWatermarkPartitions();
+}
+
+namespace {
+
+// The source a key of a source-scoped keyspace belongs to (state/keys.h).
+std::optional<uint64_t> SourceOfKey(state::Keyspace keyspace, std::string_view key) {
+  switch (keyspace) {
+    case state::Keyspace::kAgg: {
+      state::AggKeyParts parts;
+      if (!state::ParseAggKey(key, &parts)) return std::nullopt;
+      return parts.source;
+    }
+    case state::Keyspace::kOffsets:
+    case state::Keyspace::kEventIds:
+      if (key.size() < 8) return std::nullopt;
+      return state::GetU64BE(key.data());
+    case state::Keyspace::kGroups:
+      if (key.size() < 9) return std::nullopt;
+      return state::GetU64BE(key.data() + 1);
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+
+// Before restoring from a changelog: wait until no transaction of a
+// previous owner is pending on these input partitions (a read_committed
+// consumer's committed-offsets request asks for stable offsets, KIP-447).
+// A previous owner's commit then either landed in the changelog or never
+// will, so the changelog's end is final. False after a fatal error.
+bool Engine::Rep::WaitStableOffsets(rd_kafka_topic_partition_list_t* parts) {
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_copy(parts);
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
+  bool stable = false;
+  while (!stable && !stop && Clock::now() < deadline) {
+    last = rd_kafka_committed(consumer, l, 10000);
+    if (last == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      stable = true;
+      for (int i = 0; i < l->cnt; ++i) {
+        if (l->elems[i].err) {
+          last = l->elems[i].err;
+          stable = false;
+        }
+      }
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  if (stable || stop) return stable;
+  SetFatal(absl::UnavailableError(fmt::format(
+      "a previous owner's transaction on the assigned partitions did not resolve in 60 s ({}); its changelog "
+      "cannot be restored exactly yet",
+      rd_kafka_err2str(last))));
+  return false;
+}
+
+absl::Status Engine::Rep::RestoreChangelog(const std::string& topic, int32_t partition, uint64_t source,
+                                           const std::string& changelog_topic) {
+  // As many changelog partitions as input partitions.
+  int partitions = 0;
+  {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(consumer, topic.c_str(), nullptr);
+    const struct rd_kafka_metadata* md = nullptr;
+    const auto e = rd_kafka_metadata(consumer, 0, rkt, &md, 10000);
+    rd_kafka_topic_destroy(rkt);
+    if (e) return absl::UnavailableError(fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(e)));
+    if (md->topic_cnt == 1) partitions = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+  }
+  if (partitions <= partition) partitions = partition + 1;
+  if (auto st = changelog->EnsureTopic(changelog_topic, partitions); !st.ok()) return st;
+  auto bounds = changelog->Bounds(changelog_topic, partition);
+  if (!bounds.ok()) return bounds.status();
+  const auto [lo, hi] = *bounds;
+  auto local = store->ReadChangelogOffset(source);
+  if (!local.ok()) return local.status();
+  auto stored = store->ReadOffset(source);
+  if (!stored.ok()) return stored.status();
+  int64_t from = lo;
+  if (local->has_value() && **local >= lo && **local <= hi) {
+    from = **local;  // this replica's own copy (a restart, a partition coming back): the tail since
+  } else if (lo == hi && stored->has_value()) {
+    // An empty changelog and state here: the changelog is new (changelogs
+    // just turned on, or the topic recreated). Ship the whole state once.
+    return ShipWholeSource(topic, partition, source, changelog_topic);
+  } else if (stored->has_value() || local->has_value()) {
+    // A copy not made from this changelog: the changelog is the truth.
+    if (auto st = store->DropSource(source); !st.ok()) return st;
+  }
+  const auto t0 = Clock::now();
+  state::WriteBatch batch(*store);
+  state::Keyspace keyspace;
+  std::string key;
+  auto restored = changelog->Restore(changelog_topic, partition, from,
+                                     [&](std::string_view portable, std::string_view value) -> absl::Status {
+                                       if (auto st = codec->Decode(portable, source, &keyspace, &key); !st.ok()) {
+                                         return st;
+                                       }
+                                       batch.Put(keyspace, key, value);
+                                       // Chunks are not atomic with the end: the changelog offset is only
+                                       // recorded with the last one, so a restore cut short starts over.
+                                       if (batch.Count() >= 20000) {
+                                         if (auto st = store->Commit(&batch); !st.ok()) return st;
+                                         batch.Clear();
+                                       }
+                                       return absl::OkStatus();
+                                     });
+  if (!restored.ok()) return restored.status();
+  batch.PutChangelogOffset(source, restored->next_offset);
+  if (auto st = store->Commit(&batch); !st.ok()) return st;
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  probe.restores.fetch_add(1);
+  probe.restored_records.fetch_add(restored->records);
+  probe.restored_bytes.fetch_add(restored->bytes);
+  probe.restore_latency.Observe(seconds);
+  spdlog::info("{}[{}]: restored {} records ({} bytes) from {} offsets {}..{} in {:.3f} s", topic, partition,
+               restored->records, restored->bytes, changelog_topic, from, restored->next_offset, seconds);
+  return absl::OkStatus();
+}
+
+// Writes every key of a source to its changelog in one transaction (with
+// its input offset), and records where the changelog now ends.
+absl::Status Engine::Rep::ShipWholeSource(const std::string& topic, int32_t partition, uint64_t source,
+                                          const std::string& changelog_topic) {
+  auto stored = store->ReadOffset(source);
+  if (!stored.ok()) return stored.status();
+  if (auto st = changelog->Begin(); !st.ok()) return st;
+  absl::Status add;
+  uint64_t n = 0;
+  std::string portable;
+  auto st = store->ScanSource(source, [&](state::Keyspace ks, std::string_view key, std::string_view value) {
+    if (!add.ok() || !codec->Encode(ks, key, &portable)) return;
+    add = changelog->Add(changelog_topic, partition, portable, value);
+    ++n;
+  });
+  if (st.ok()) st = add;
+  if (!st.ok()) {
+    changelog->Abort();
+    return st;
+  }
+  rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(offs, topic.c_str(), partition)->offset = (*stored)->next_offset;
+  auto next = changelog->Commit(consumer, offs);
+  rd_kafka_topic_partition_list_destroy(offs);
+  if (!next.ok()) return next.status();
+  state::WriteBatch batch(*store);
+  auto it = next->find({changelog_topic, partition});
+  if (it == next->end()) return absl::InternalError("the changelog transaction wrote nothing");
+  batch.PutChangelogOffset(source, it->second);
+  probe.changelog_records.fetch_add(n);
+  spdlog::info("{}[{}]: wrote the whole state ({} records) to the new changelog {}", topic, partition, n,
+               changelog_topic);
+  return store->Commit(&batch);
+}
+
+// The changelog transaction of a commit: rewrites *batch to full values,
+// ships them, and adds each changed source's new changelog offset to it.
+absl::Status Engine::Rep::CommitChangelog(
+    state::WriteBatch* batch, const std::vector<std::pair<const TopicPartition*, PartitionState*>>& moved) {
+  if (auto st = changelog->Begin(); !st.ok()) {
+    probe.changelog_failures.fetch_add(1);
+    return st;
+  }
+  absl::Status add;
+  uint64_t n = 0;
+  std::string portable;
+  auto st = store->ResolveChanges(batch, [&](state::Keyspace ks, std::string_view key, std::string_view value) {
+    if (!add.ok()) return;
+    const auto source = SourceOfKey(ks, key);
+    auto sp = source ? source_partitions.find(*source) : source_partitions.end();
+    if (sp == source_partitions.end()) {
+      add = absl::InternalError("a committed key of a partition this replica does not own");
+      return;
+    }
+    if (!codec->Encode(ks, key, &portable)) return;
+    add = changelog->Add(owned.at(sp->second).changelog_topic, sp->second.partition, portable, value);
+    ++n;
+  });
+  if (st.ok()) st = add;
+  if (!st.ok()) {
+    changelog->Abort();
+    probe.changelog_failures.fetch_add(1);
+    return st;
+  }
+  rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
+  for (const auto& [tp, ps] : moved) {
+    rd_kafka_topic_partition_list_add(offs, tp->topic.c_str(), tp->partition)->offset = ps->applier->next_offset();
+  }
+  auto next = changelog->Commit(consumer, offs);
+  rd_kafka_topic_partition_list_destroy(offs);
+  if (!next.ok()) {
+    probe.changelog_failures.fetch_add(1);
+    return next.status();
+  }
+  for (const auto& [tp, ps] : moved) {
+    if (auto it = next->find({ps->changelog_topic, tp->partition}); it != next->end()) {
+      batch->PutChangelogOffset(ps->applier->source(), it->second);
+    }
+  }
+  probe.changelog_records.fetch_add(n, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 void Engine::Rep::ResetToStored() {
@@ -525,7 +759,8 @@ bool Engine::Rep::Commit(bool force) {
   state::WriteBatch batch(*store);
   acc.Flush(&batch);
   for (auto& [tp, ps] : moved) ps->applier->AppendTo(&batch);
-  auto st = store->Commit(&batch);
+  absl::Status st = changelog ? CommitChangelog(&batch, moved) : absl::OkStatus();
+  if (st.ok()) st = store->Commit(&batch);
   if (!st.ok()) {
     // The batch is lost with its partials: rewind to what is durable.
     spdlog::error("commit failed: {}", st.ToString());
@@ -540,7 +775,8 @@ bool Engine::Rep::Commit(bool force) {
     PublishNewest(*ps->applier);
   }
   // Advisory only (lag monitoring by other tools); failures are harmless.
-  rd_kafka_commit(consumer, offs, 1);
+  // With changelogs the transaction has committed them already.
+  if (!changelog) rd_kafka_commit(consumer, offs, 1);
   rd_kafka_topic_partition_list_destroy(offs);
   probe.commits.fetch_add(1, std::memory_order_relaxed);
   probe.commit_latency.Observe(std::chrono::duration<double>(Clock::now() - t0).count());

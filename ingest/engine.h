@@ -103,6 +103,13 @@ struct EngineOptions {
   // retry, and de-duplication costs a RocksDB lookup and write per event
   // (2.2-2.8x the CPU per event of the full catalog, docs/BENCHMARKS.md).
   int64_t dedup_window_ms = 0;
+  // Scale-out (docs/SCALE_OUT.md): every commit is first written, as one
+  // Kafka transaction, to the compacted changelog of each input partition
+  // it changed (ingest/changelog.h), and a newly assigned partition is
+  // restored from its changelog before its records are applied, so
+  // replicas in one consumer group hand partitions over with their state,
+  // exactly once. Off: a single replica, whose state is only local.
+  bool changelog = false;
 };
 
 // Latency histogram with fixed bounds (seconds); lock-free.
@@ -157,6 +164,15 @@ struct EngineProbe {
   // EngineOptions::fetch_stall_timeout_ms, and re-seeked.
   std::atomic<uint64_t> fetch_stalls{0};
   LatencyHistogram commit_latency;
+  // Changelog restores (EngineOptions::changelog): partitions restored,
+  // records and bytes read, and the time spent, per assignment.
+  std::atomic<uint64_t> restores{0};
+  std::atomic<uint64_t> restored_records{0};
+  std::atomic<uint64_t> restored_bytes{0};
+  LatencyHistogram restore_latency;
+  // Records written to changelogs, and changelog transactions that failed.
+  std::atomic<uint64_t> changelog_records{0};
+  std::atomic<uint64_t> changelog_failures{0};
 
   struct PartitionLag {
     std::string topic;

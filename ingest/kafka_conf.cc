@@ -140,7 +140,10 @@ absl::StatusOr<RdConf> ConsumerConf(const EngineOptions& options) {
   // (topic_match.h). An internal topic named exactly stays visible.
   if (std::any_of(options.topics.begin(), options.topics.end(),
                   [](const TopicBinding& b) { return IsTopicPattern(b.topic); })) {
-    std::string hidden = ExactTopicRegex(options.dlq_topic);
+    // Nor kpid's changelogs, "<group>.<topic>.changelog" (ingest/changelog.h).
+    std::string changelogs = ExactTopicRegex(options.group_id);
+    changelogs.pop_back();  // the '$'
+    std::string hidden = ExactTopicRegex(options.dlq_topic) + "," + changelogs + "\\..*\\.changelog$";
     if (std::none_of(options.topics.begin(), options.topics.end(),
                      [](const TopicBinding& b) { return b.topic.starts_with("__"); })) {
       hidden += ",^__.*";

@@ -68,9 +68,11 @@ std::string ExactTopicRegex(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<TopicMatcher>> TopicMatcher::Create(const std::vector<TopicBinding>& bindings,
-                                                                   std::string dead_letter_topic) {
+                                                                   std::string dead_letter_topic,
+                                                                   std::string_view group_id) {
   std::unique_ptr<TopicMatcher> m(new TopicMatcher());
   m->dead_letter_topic_ = std::move(dead_letter_topic);
+  if (!group_id.empty()) m->changelog_prefix_ = std::string(group_id) + ".";
   for (const auto& b : bindings) {
     if (!IsTopicPattern(b.topic)) {
       m->exact_.emplace(b.topic, &b);
@@ -94,6 +96,10 @@ const TopicBinding* TopicMatcher::Find(const std::string& topic) {
   // Kafka's internal topics (__consumer_offsets, __transaction_state, ...)
   // are never an input by pattern.
   if (patterns_.empty() || topic == dead_letter_topic_ || topic.starts_with("__")) return nullptr;
+  // Nor kpid's own changelogs (ingest/changelog.h).
+  if (!changelog_prefix_.empty() && topic.starts_with(changelog_prefix_) && topic.ends_with(".changelog")) {
+    return nullptr;
+  }
   if (auto it = matched_.find(topic); it != matched_.end()) return it->second;
   const TopicBinding* found = nullptr;
   for (const auto& p : patterns_) {

@@ -47,9 +47,12 @@ std::string ExactTopicRegex(std::string_view name);
 class TopicMatcher {
  public:
   // REQUIRES: bindings outlive the matcher. INVALID_ARGUMENT for a pattern
-  // that does not compile.
+  // that does not compile. A pattern never matches the dead-letter topic,
+  // Kafka's internal topics, nor (group_id given) the group's changelogs
+  // "<group_id>.<topic>.changelog".
   static absl::StatusOr<std::unique_ptr<TopicMatcher>> Create(const std::vector<TopicBinding>& bindings,
-                                                              std::string dead_letter_topic);
+                                                              std::string dead_letter_topic,
+                                                              std::string_view group_id = "");
   ~TopicMatcher();
 
   // The binding a topic's records are read by; null when none.
@@ -63,6 +66,7 @@ class TopicMatcher {
   std::vector<std::unique_ptr<Pattern>> patterns_;
   std::unordered_map<std::string, const TopicBinding*> matched_;  // cache of pattern lookups (null: none)
   std::string dead_letter_topic_;
+  std::string changelog_prefix_;  // "<group>.": changelogs are "<group>.<topic>.changelog"
 };
 
 }  // namespace kpistream::ingest

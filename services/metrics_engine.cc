@@ -53,6 +53,24 @@ void CollectRecordOutcomes(const ingest::IngestStats& in, const kpi::Catalog& ca
   out->push_back(std::move(cut));
 }
 
+void AddHistogram(MetricFamilies* out, const char* name, const char* help, const ingest::LatencyHistogram& h) {
+  auto f = Family(name, help, prom::MetricType::Histogram);
+  std::vector<uint64_t> cum;
+  double sum;
+  uint64_t count;
+  h.Snapshot(&cum, &sum, &count);
+  prom::ClientMetric m;
+  m.histogram.sample_count = count;
+  m.histogram.sample_sum = sum;
+  for (size_t i = 0; i < cum.size(); ++i) {
+    m.histogram.bucket.push_back({cum[i], i < ingest::LatencyHistogram::kBounds.size()
+                                              ? ingest::LatencyHistogram::kBounds[i]
+                                              : std::numeric_limits<double>::infinity()});
+  }
+  f.metric.push_back(std::move(m));
+  out->push_back(std::move(f));
+}
+
 // Lag per partition and the commit latency histogram.
 void CollectLagAndCommitLatency(const ingest::EngineProbe& probe, MetricFamilies* out) {
   auto f = Family("kpistream_consumer_lag_records", "Records in Kafka not yet committed to state, per partition.", G);
@@ -61,23 +79,9 @@ void CollectLagAndCommitLatency(const ingest::EngineProbe& probe, MetricFamilies
         Sample(static_cast<double>(l.lag), G, {{"partition", std::to_string(l.partition)}, {"topic", l.topic}}));
   }
   out->push_back(std::move(f));
-  {
-    auto f = Family("kpistream_commit_duration_seconds", "Latency of state commits.", prom::MetricType::Histogram);
-    std::vector<uint64_t> cum;
-    double sum;
-    uint64_t count;
-    probe.commit_latency.Snapshot(&cum, &sum, &count);
-    prom::ClientMetric m;
-    m.histogram.sample_count = count;
-    m.histogram.sample_sum = sum;
-    for (size_t i = 0; i < cum.size(); ++i) {
-      m.histogram.bucket.push_back({cum[i], i < ingest::LatencyHistogram::kBounds.size()
-                                                ? ingest::LatencyHistogram::kBounds[i]
-                                                : std::numeric_limits<double>::infinity()});
-    }
-    f.metric.push_back(std::move(m));
-    out->push_back(std::move(f));
-  }
+  AddHistogram(out, "kpistream_commit_duration_seconds", "Latency of state commits.", probe.commit_latency);
+  AddHistogram(out, "kpistream_changelog_restore_duration_seconds",
+               "Time to restore an assigned partition from its changelog (kafka.changelog).", probe.restore_latency);
 }
 
 }  // namespace
@@ -99,6 +103,17 @@ void CollectEngine(const ingest::Engine& engine, const kpi::Catalog& catalog, co
   counter("kpistream_records_lost_total",
           "Records deleted from Kafka before kpid applied them, skipped under --accept-lost-records.",
           probe.lost_records.load());
+  counter("kpistream_changelog_restores_total", "Partitions restored from their changelog on assignment.",
+          probe.restores.load());
+  counter("kpistream_changelog_restored_records_total", "Changelog records read by restores.",
+          probe.restored_records.load());
+  counter("kpistream_changelog_restored_bytes_total", "Changelog bytes (keys and values) read by restores.",
+          probe.restored_bytes.load());
+  counter("kpistream_changelog_records_total", "Records written to changelogs, in the commits' transactions.",
+          probe.changelog_records.load());
+  counter("kpistream_changelog_failures_total",
+          "Changelog transactions that failed (aborted; the commit was retried from the stored offsets).",
+          probe.changelog_failures.load());
   counter("kpistream_fetch_stalls_total",
           "Partitions with records waiting in Kafka from which nothing arrived for the stall timeout; kpid "
           "re-seeked them.",

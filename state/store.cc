@@ -148,6 +148,7 @@ struct WriteBatch::Rep {
   rocksdb::ColumnFamilyHandle* offsets;
   rocksdb::ColumnFamilyHandle* groups;
   rocksdb::ColumnFamilyHandle* event_ids;
+  rocksdb::ColumnFamilyHandle* meta;
 };
 
 struct Store::Rep {
@@ -226,6 +227,7 @@ WriteBatch::WriteBatch(const Store& store) : rep_(std::make_unique<Rep>()) {
   rep_->offsets = store.rep_->cf(Keyspace::kOffsets);
   rep_->groups = store.rep_->cf(Keyspace::kGroups);
   rep_->event_ids = store.rep_->cf(Keyspace::kEventIds);
+  rep_->meta = store.rep_->cf(Keyspace::kMeta);
 }
 WriteBatch::~WriteBatch() = default;
 size_t WriteBatch::Count() const { return rep_->wb.Count(); }
@@ -553,6 +555,183 @@ absl::Status Store::CompactForTest() {
     }
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+std::string ChangelogOffsetKey(uint64_t source) {
+  std::string k = "changelog/";
+  PutU64BE(&k, source);
+  return k;
+}
+
+// The keyspaces a source's state lives in, in the order changes are shipped.
+constexpr Keyspace kSourceKeyspaces[] = {Keyspace::kAgg, Keyspace::kGroups, Keyspace::kEventIds, Keyspace::kOffsets};
+
+}  // namespace
+
+void WriteBatch::Put(Keyspace keyspace, std::string_view key, std::string_view value) {
+  rocksdb::ColumnFamilyHandle* cf = keyspace == Keyspace::kAgg       ? rep_->agg
+                                    : keyspace == Keyspace::kOffsets ? rep_->offsets
+                                    : keyspace == Keyspace::kGroups  ? rep_->groups
+                                                                     : rep_->event_ids;
+  rep_->wb.Put(cf, rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
+      .PermitUncheckedError();
+}
+
+void WriteBatch::PutChangelogOffset(uint64_t source, int64_t next_offset) {
+  char v[8];
+  std::memcpy(v, &next_offset, 8);
+  rep_->wb.Put(rep_->meta, ChangelogOffsetKey(source), rocksdb::Slice(v, 8)).PermitUncheckedError();
+}
+
+absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const {
+  // The batch's writes in order, one entry per key (a later write of a key
+  // folds into its entry).
+  struct Entry {
+    Keyspace keyspace;
+    std::string key;
+    std::string value;
+  };
+  struct Collector : rocksdb::WriteBatch::Handler {
+    const Store::Rep* store = nullptr;
+    std::vector<Entry> entries;
+    std::unordered_map<std::string, size_t> agg_index;  // merged keys: entry index
+    absl::Status error;
+    std::optional<Keyspace> KeyspaceOf(uint32_t cf_id) const {
+      for (auto k : kSourceKeyspaces) {
+        if (store->cf(k)->GetID() == cf_id) return k;
+      }
+      return std::nullopt;
+    }
+    rocksdb::Status PutCF(uint32_t cf_id, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+      const auto ks = KeyspaceOf(cf_id);
+      if (!ks) return rocksdb::Status::OK();  // meta: not shipped
+      if (*ks == Keyspace::kAgg) {
+        if (auto it = agg_index.find(key.ToString()); it != agg_index.end()) {
+          entries[it->second].value = value.ToString();
+          return rocksdb::Status::OK();
+        }
+        agg_index.emplace(key.ToString(), entries.size());
+      }
+      entries.push_back({*ks, key.ToString(), value.ToString()});
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status MergeCF(uint32_t cf_id, const rocksdb::Slice& key, const rocksdb::Slice& delta) override {
+      if (KeyspaceOf(cf_id) != Keyspace::kAgg) {
+        error = absl::InternalError("a merge outside the partials keyspace");
+        return rocksdb::Status::Aborted();
+      }
+      std::string k = key.ToString();
+      std::string merged;
+      if (auto it = agg_index.find(k); it != agg_index.end()) {
+        if (!MergeEncoded(entries[it->second].value, std::string_view(delta.data(), delta.size()), &merged)) {
+          error = absl::DataLossError("a batched partial cannot be decoded");
+          return rocksdb::Status::Aborted();
+        }
+        entries[it->second].value = std::move(merged);
+        return rocksdb::Status::OK();
+      }
+      std::string current;
+      auto s = store->db->Get(rocksdb::ReadOptions(), store->cf(Keyspace::kAgg), key, &current);
+      if (s.IsNotFound()) {
+        merged = delta.ToString();
+      } else if (!s.ok()) {
+        error = FromRocks(s, "reading a partial for the changelog");
+        return rocksdb::Status::Aborted();
+      } else if (!MergeEncoded(current, std::string_view(delta.data(), delta.size()), &merged)) {
+        error = absl::DataLossError("a stored partial cannot be decoded");
+        return rocksdb::Status::Aborted();
+      }
+      agg_index.emplace(k, entries.size());
+      entries.push_back({Keyspace::kAgg, std::move(k), std::move(merged)});
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice&) override {
+      error = absl::InternalError("a delete in a commit batch");
+      return rocksdb::Status::Aborted();
+    }
+  } collector;
+  collector.store = rep_.get();
+  // Meta writes (changelog offsets) are kept as they are.
+  struct MetaCopier : rocksdb::WriteBatch::Handler {
+    uint32_t meta_id = 0;
+    rocksdb::ColumnFamilyHandle* meta = nullptr;
+    rocksdb::WriteBatch* out = nullptr;
+    rocksdb::Status PutCF(uint32_t cf_id, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
+      if (cf_id == meta_id) out->Put(meta, key, value).PermitUncheckedError();
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status MergeCF(uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
+      return rocksdb::Status::OK();
+    }
+  };
+  auto s = batch->rep_->wb.Iterate(&collector);
+  if (!collector.error.ok()) return collector.error;
+  if (!s.ok()) return FromRocks(s, "reading a commit batch");
+  rocksdb::WriteBatch rewritten;
+  MetaCopier meta;
+  meta.meta_id = rep_->cf(Keyspace::kMeta)->GetID();
+  meta.meta = rep_->cf(Keyspace::kMeta);
+  meta.out = &rewritten;
+  if (auto ms = batch->rep_->wb.Iterate(&meta); !ms.ok()) return FromRocks(ms, "reading a commit batch");
+  for (const auto& e : collector.entries) {
+    rewritten.Put(rep_->cf(e.keyspace), e.key, e.value).PermitUncheckedError();
+    fn(e.keyspace, e.key, e.value);
+  }
+  batch->rep_->wb = std::move(rewritten);
+  return absl::OkStatus();
+}
+
+absl::Status Store::ScanSource(uint64_t source, const ChangeFn& fn) const {
+  rocksdb::ReadOptions ro;
+  const rocksdb::Snapshot* snap = rep_->db->GetSnapshot();
+  ro.snapshot = snap;
+  absl::Status result;
+  auto scan_prefix = [&](Keyspace ks, const std::string& prefix) {
+    std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(ro, rep_->cf(ks)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      fn(ks, std::string_view(it->key().data(), it->key().size()),
+         std::string_view(it->value().data(), it->value().size()));
+    }
+    if (!it->status().ok() && result.ok()) result = FromRocks(it->status(), "scanning a source");
+  };
+  // Measure ids are assigned 1, 2, ... ("measure#next" is the next one).
+  uint32_t next_measure = 1;
+  std::string v;
+  if (rep_->db->Get(ro, rep_->cf(Keyspace::kMeta), "measure#next", &v).ok() && v.size() == 4) {
+    std::memcpy(&next_measure, v.data(), 4);
+  }
+  for (auto tier : {Tier::kFine, Tier::kHour, Tier::kDay}) {
+    for (uint32_t id = 1; id < next_measure; ++id) scan_prefix(Keyspace::kAgg, SeriesPrefix(tier, id, source));
+  }
+  scan_prefix(Keyspace::kGroups, KeptValueKey(source, 0, "").substr(0, 9));
+  scan_prefix(Keyspace::kGroups, KeptCountPrefix(source));
+  scan_prefix(Keyspace::kEventIds, OffsetKey(source));
+  scan_prefix(Keyspace::kOffsets, OffsetKey(source));
+  rep_->db->ReleaseSnapshot(snap);
+  return result;
+}
+
+absl::Status Store::DropSource(uint64_t source) {
+  rocksdb::WriteBatch wb;
+  auto st = ScanSource(source, [&](Keyspace ks, std::string_view key, std::string_view) {
+    wb.Delete(rep_->cf(ks), rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
+  });
+  if (!st.ok()) return st;
+  wb.Delete(rep_->cf(Keyspace::kMeta), ChangelogOffsetKey(source)).PermitUncheckedError();
+  return rep_->Write(rep_->write_options, &wb, "dropping a partition's state");
+}
+
+absl::StatusOr<std::optional<int64_t>> Store::ReadChangelogOffset(uint64_t source) const {
+  std::string v;
+  auto s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), ChangelogOffsetKey(source), &v);
+  if (s.IsNotFound()) return std::optional<int64_t>();
+  if (!s.ok()) return FromRocks(s, "reading a changelog offset");
+  if (v.size() != 8) return absl::DataLossError("changelog offset record has wrong size");
+  int64_t o;
+  std::memcpy(&o, v.data(), 8);
+  return std::optional<int64_t>(o);
 }
 
 absl::Status Store::WriteAlerts(const std::vector<AlertWrite>& writes) {

@@ -68,6 +68,13 @@ class WriteBatch {
   void PutKeptCount(uint64_t source, uint32_t dimension_id, uint32_t count);
   // Records that the event with this id was applied from source, at offset.
   void PutEventId(uint64_t source, std::string_view event_id, int64_t event_ms, int64_t offset);
+  // Sets a key of a source-scoped keyspace (agg, offsets, groups,
+  // event_ids) to a full value, replacing what is stored (a restore from a
+  // changelog; a partial is then not merged but set).
+  void Put(Keyspace keyspace, std::string_view key, std::string_view value);
+  // Records the next offset to read in a source's changelog partition
+  // (meta keyspace, "changelog/<source BE>").
+  void PutChangelogOffset(uint64_t source, int64_t next_offset);
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
@@ -156,6 +163,28 @@ class Store {
   void SetFineTier(uint32_t measure_id, Tier tier);
 
   [[nodiscard]] absl::Status Commit(WriteBatch* batch);
+
+  // Changelogs (docs/SCALE_OUT.md). A change as shipped to a changelog:
+  // the key of a source-scoped keyspace and its full value after the commit.
+  using ChangeFn = std::function<void(Keyspace keyspace, std::string_view key, std::string_view value)>;
+  // Rewrites *batch so that each merge of a partial becomes a put of the
+  // partial's full value after the batch (the committed value merged with
+  // the delta), and calls fn once per key the batch writes, with that full
+  // value (several writes of one key: its last value). Reads the committed
+  // state: REQUIRES no other commit between this call and Commit(batch)
+  // (the consumer thread is the only committer). DATA_LOSS if a stored or
+  // batched partial cannot be decoded.
+  [[nodiscard]] absl::Status ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const;
+  // Calls fn for every key of a source in the agg, offsets, groups and
+  // event_ids keyspaces, with its value (partials of every measure id ever
+  // assigned). A consistent snapshot.
+  [[nodiscard]] absl::Status ScanSource(uint64_t source, const ChangeFn& fn) const;
+  // Deletes every key of a source in those keyspaces, and its changelog
+  // offset, in one atomic write.
+  [[nodiscard]] absl::Status DropSource(uint64_t source);
+  // The next offset to read in the source's changelog partition, if one
+  // was recorded (WriteBatch::PutChangelogOffset).
+  [[nodiscard]] absl::StatusOr<std::optional<int64_t>> ReadChangelogOffset(uint64_t source) const;
   // A small real write (a meta key): whether the store accepts writes again
   // after a failure, when there is nothing else to commit.
   [[nodiscard]] absl::Status ProbeWrite();

@@ -478,6 +478,116 @@ TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesN
               letters.size(), static_cast<unsigned long long>(bad), unique.size());
 }
 
+// Scale-out (issue 20, docs/SCALE_OUT.md): replicas of one consumer group
+// with changelogs hand partitions over with their state. Twelve partitions
+// per family, 1M events produced while three replicas share them: one is
+// killed with kill -9, a fourth joins, one stops gracefully, the killed one
+// restarts (same instance id and state dir), and a fifth is killed with
+// kill -9 while it restores. Then every replica but one stops: the last owns
+// every partition, restored from the changelogs, and every KPI must equal
+// the ground truth.
+TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
+  constexpr int kScalePartitions = 12;
+  // About 40 s of production (KPISTREAM_IT_SCALE_EVENTS: fewer, locally).
+  const uint64_t events =
+      std::getenv("KPISTREAM_IT_SCALE_EVENTS") ? std::strtoull(std::getenv("KPISTREAM_IT_SCALE_EVENTS"), nullptr, 10)
+                                               : 1000000;
+  auto gen_args = Kpigen("so.", events, {"--seed", "23", "--rate", std::to_string(events / 40)});
+  *(std::find(gen_args.begin(), gen_args.end(), "--partitions") + 1) = std::to_string(kScalePartitions);
+  Process gen(gen_args, dir_->path() + "/kpigen.log");
+  auto replica_options = [&](int i) {
+    auto o = Options("so.");
+    o.state_dir = dir_->path() + fmt::format("/state-{}", i);
+    o.work_dir = dir_->path() + fmt::format("/r{}", i);
+    std::filesystem::create_directories(o.work_dir);
+    o.changelog = true;
+    o.extra_args = {"--group-instance-id", fmt::format("r{}", i)};
+    return o;
+  };
+  std::vector<std::unique_ptr<Kpid>> r(5);
+  auto start = [&](int i) {
+    r[i] = std::make_unique<Kpid>(replica_options(i));
+    ASSERT_TRUE(r[i]->WaitStarted()) << r[i]->process().LogTail();
+  };
+  auto applied = [&](int i) { return MetricSum(r[i]->Scrape(), "kpistream_records_applied_total"); };
+  auto wait_applying = [&](int i) {
+    const auto deadline = Clock::now() + 120s;
+    while (applied(i) == 0 && Clock::now() < deadline && r[i]->process().Running()) std::this_thread::sleep_for(50ms);
+    ASSERT_GT(applied(i), 0) << "replica " << i << " applies nothing: " << r[i]->process().LogTail();
+  };
+  for (int i = 0; i < 3; ++i) start(i);
+  for (int i = 0; i < 3; ++i) wait_applying(i);
+  std::this_thread::sleep_for(3s);
+  r[1]->process().Signal(SIGKILL);  // an owner dies mid-commit
+  ASSERT_TRUE(r[1]->process().Wait(10s));
+  start(3);  // a fourth joins
+  wait_applying(3);
+  std::this_thread::sleep_for(3s);
+  r[2]->process().Signal(SIGTERM);  // one stops gracefully
+  EXPECT_EQ(r[2]->process().Wait(60s), std::optional<int>(0)) << r[2]->process().LogTail();
+  start(1);  // the killed one comes back
+  wait_applying(1);
+  // A restore cut short: a fifth joins and is killed once it restores.
+  start(4);
+  {
+    const auto deadline = Clock::now() + 60s;
+    while (MetricSum(r[4]->Scrape(), "kpistream_changelog_restores_total") == 0 && Clock::now() < deadline &&
+           r[4]->process().Running()) {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  r[4]->process().Signal(SIGKILL);
+  ASSERT_TRUE(r[4]->process().Wait(10s));
+  const bool producing = gen.Running();
+  ASSERT_EQ(gen.Wait(300s), std::optional<int>(0)) << gen.LogTail();
+  auto truth = ReadTruth(dir_->path() + "/truth.txt");
+  ASSERT_TRUE(truth);
+  // The three live replicas together own every partition and have
+  // committed everything (lag 0 everywhere for 3 s).
+  {
+    const auto deadline = Clock::now() + 600s;
+    auto zero_since = Clock::time_point{};
+    while (Clock::now() < deadline) {
+      double owned = 0, lag = 0, lags = 0;
+      for (int i : {0, 1, 3}) {
+        const auto m = r[i]->Scrape();
+        owned += MetricSum(m, "kpistream_assigned_partitions");
+        lag += MetricSum(m, "kpistream_consumer_lag_records");
+        lags += MetricCount(m, "kpistream_consumer_lag_records");
+      }
+      if (owned == 3 * kScalePartitions && lags == owned && lag == 0) {
+        if (zero_since == Clock::time_point{}) zero_since = Clock::now();
+        if (Clock::now() - zero_since >= 3s) break;
+      } else {
+        zero_since = {};
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_NE(zero_since, Clock::time_point{}) << "the replicas did not catch up";
+  }
+  // Everyone but replica 0 leaves (a final commit each); then retention
+  // deletes every input record. Replica 0 takes every partition over, and
+  // the changelogs are the only way left to the exact values: a replica
+  // that replayed instead would stop on records below the log start.
+  for (int i : {1, 3}) {
+    r[i]->process().Signal(SIGTERM);
+    EXPECT_EQ(r[i]->process().Wait(60s), std::optional<int>(0)) << r[i]->process().LogTail();
+  }
+  for (const char* family : {"campaign", "product", "crm"}) {
+    ASSERT_TRUE(DeleteAllRecords(brokers_, std::string("so.") + family, kScalePartitions));
+  }
+  ASSERT_TRUE(WaitCaughtUp(*r[0], 600s, 3 * kScalePartitions)) << r[0]->process().LogTail();
+  const auto m = r[0]->Scrape();
+  std::printf(
+      "[ measure  ] kpigen %s at the last change; replica 0: %.0f partitions restored from changelogs "
+      "(%.0f records, %.0f bytes), %.0f changelog records written, %.0f changelog failures\n",
+      producing ? "still producing" : "done", MetricSum(m, "kpistream_changelog_restores_total"),
+      MetricSum(m, "kpistream_changelog_restored_records_total"), MetricSum(m, "kpistream_changelog_restored_bytes_total"),
+      MetricSum(m, "kpistream_changelog_records_total"), MetricSum(m, "kpistream_changelog_failures_total"));
+  EXPECT_GT(MetricSum(m, "kpistream_changelog_restores_total"), 0);
+  ExpectTruth(*r[0], *truth);
+}
+
 TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
   // ~15 s of production; the broker goes away for 30 s in the middle of it.
   // kpigen's idempotent producer holds its records and delivers them once

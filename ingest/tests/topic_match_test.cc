@@ -69,4 +69,15 @@ TEST(ExactTopicRegexTest, MatchesTheNameOnly) {
 }
 
 }  // namespace
+
+TEST(TopicMatcherTest, APatternNeverReadsTheGroupsChangelogs) {
+  const std::vector<TopicBinding> b = {{"^.*", kpi::Family::kCampaign}};
+  auto m = TopicMatcher::Create(b, "kpi.dlq", "kpistream");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->Find("kpistream.pp.campaign.changelog"), nullptr);
+  EXPECT_EQ((*m)->Find("pp.campaign"), &b[0]);
+  // Another group's changelog, or a user topic named like one, is a topic.
+  EXPECT_EQ((*m)->Find("other.pp.campaign.changelog"), &b[0]);
+}
+
 }  // namespace kpistream::ingest
