@@ -104,6 +104,12 @@ struct Engine::Rep {
   std::unique_ptr<Changelog> changelog;                 // EngineOptions::changelog
   std::unique_ptr<ChangelogCodec> codec;
   std::unordered_map<uint64_t, TopicPartition> source_partitions;  // owned sources: their input partition
+  // Engine::Owned(), published by the consumer thread.
+  mutable std::mutex ownership_mu;
+  std::map<TopicPartition, uint64_t> published_owned ABSL_GUARDED_BY(ownership_mu);
+  std::map<std::string, int32_t> partition_counts ABSL_GUARDED_BY(ownership_mu);  // input topics
+  std::atomic<uint64_t> ownership_epoch{0};
+  Clock::time_point counts_refreshed_at{};
   std::unordered_map<std::string, uint32_t> topic_ids;  // state ids of the topics seen, by name
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
@@ -196,6 +202,8 @@ struct Engine::Rep {
   void ResumeHeld(Clock::time_point now);
   void SetPaused(bool paused);
   void PublishNewest(const PartitionApplier& a);
+  void PublishOwnership();
+  void RefreshPartitionCounts(Clock::time_point now);
   void ProbeBrokers();
   void OnClientError(rd_kafka_resp_err_t err, const char* reason);
   bool SkipToLogStart(const std::string& topic, int32_t partition);
@@ -352,6 +360,9 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
 }
 
 void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
+  // Not ready while restoring (readiness keeps a restoring replica out of
+  // the Service); UpdateReady runs after the rebalance.
+  if (changelog) ready = false;
   if (changelog && !WaitStableOffsets(parts)) return;
   for (int i = 0; i < parts->cnt; ++i) {
     auto& p = parts->elems[i];
@@ -372,6 +383,7 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
   SetHighWatermarkPartitions();
+  PublishOwnership();
 }
 
 void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
@@ -407,6 +419,39 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
   }
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
   SetHighWatermarkPartitions();
+  PublishOwnership();
+}
+
+void Engine::Rep::PublishOwnership() {
+  std::map<TopicPartition, uint64_t> now;
+  for (const auto& [tp, ps] : owned) now[tp] = ps.applier->source();
+  {
+    std::lock_guard<std::mutex> l(ownership_mu);
+    published_owned = std::move(now);
+  }
+  ownership_epoch.fetch_add(1);
+}
+
+// The partition count of every input topic (named or matched), from the
+// cluster's metadata: what Engine::Owned() lists as missing. Consumer
+// thread, every 10 s, with changelogs only (one replica owns everything).
+void Engine::Rep::RefreshPartitionCounts(Clock::time_point now) {
+  if (!changelog || brokers_down || now - counts_refreshed_at < std::chrono::seconds(10)) return;
+  counts_refreshed_at = now;
+  const struct rd_kafka_metadata* md = nullptr;
+  if (rd_kafka_metadata(consumer, 1, nullptr, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  std::map<std::string, int32_t> counts;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    const auto& t = md->topics[i];
+    if (!t.err && topics->Find(t.topic)) counts[t.topic] = t.partition_cnt;
+  }
+  rd_kafka_metadata_destroy(md);
+  {
+    std::lock_guard<std::mutex> l(ownership_mu);
+    if (counts == partition_counts) return;
+    partition_counts = std::move(counts);
+  }
+  ownership_epoch.fetch_add(1);
 }
 
 namespace {
@@ -1023,6 +1068,7 @@ void Engine::Rep::Run() {
       }
       if (brokers_suspect) ProbeBrokers();
       PublishLags();
+      RefreshPartitionCounts(now);
       CheckStalls(now);
       UpdateReady();
       // glibc keeps freed memory in its per-thread arenas: the commit
@@ -1082,5 +1128,19 @@ std::optional<absl::Status> Engine::Fatal() const {
 }
 
 const EngineProbe& Engine::probe() const { return rep_->probe; }
+
+Engine::Ownership Engine::Owned() const {
+  Ownership out;
+  std::lock_guard<std::mutex> l(rep_->ownership_mu);
+  for (const auto& [tp, source] : rep_->published_owned) out.sources.push_back(source);
+  for (const auto& [topic, count] : rep_->partition_counts) {
+    for (int32_t p = 0; p < count; ++p) {
+      if (!rep_->published_owned.count({topic, p})) out.missing.push_back(fmt::format("{}[{}]", topic, p));
+    }
+  }
+  return out;
+}
+
+uint64_t Engine::OwnershipEpoch() const { return rep_->ownership_epoch.load(); }
 
 }  // namespace kpistream::ingest

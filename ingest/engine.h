@@ -218,6 +218,18 @@ class Engine {
   std::optional<absl::Status> Fatal() const;
   const EngineProbe& probe() const;
 
+  // Scale-out (EngineOptions::changelog): the sources (state::SourceId)
+  // this replica owns and has restored, and the partitions of its input
+  // topics it does not own, "<topic>[<partition>]" (partition counts from
+  // Kafka's metadata, refreshed every 10 s). Thread-safe.
+  struct Ownership {
+    std::vector<uint64_t> sources;
+    std::vector<std::string> missing;
+  };
+  Ownership Owned() const;
+  // Changes whenever Owned() may have (an assignment or a revocation).
+  uint64_t OwnershipEpoch() const;
+
  private:
   struct Rep;
   explicit Engine(std::unique_ptr<Rep> rep);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -36,6 +37,12 @@ class PartialSnapshot {
   virtual ~PartialSnapshot() = default;
   virtual uint64_t sequence() const = 0;
   virtual const std::vector<PartitionPosition>& positions() const = 0;
+  // Partitions the snapshot does not hold ("<topic>[<partition>]"): with
+  // several replicas, those another replica (or none, mid-rebalance) owns.
+  virtual const std::vector<std::string>& missing() const {
+    static const std::vector<std::string> kNone;
+    return kNone;
+  }
   // Every partial of a measure in the pieces, over every partition.
   // DATA_LOSS on a malformed key or partial.
   [[nodiscard]] virtual absl::Status Collect(uint32_t measure_id, const std::vector<kpi::WindowPiece>& pieces,
@@ -50,15 +57,33 @@ class PartialSource {
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<PartialSnapshot>> Snapshot() const = 0;
 };
 
-// The local store. REQUIRES: store outlives the source.
+// Which partitions a replica answers for (scale-out, kafka.changelog): the
+// sources it owns and has restored, and the partitions of its input
+// topics it does not own. Its store also keeps warm copies of partitions
+// it owned before; those must not be counted.
+struct Ownership {
+  std::vector<uint64_t> sources;
+  std::vector<std::string> missing;  // "<topic>[<partition>]"
+};
+using OwnershipFn = std::function<Ownership()>;
+
+// The local store: every partition in it, or (ownership set) the owned
+// ones only; epoch changes whenever the ownership may have, so Sequence()
+// changes with it. REQUIRES: store outlives the source; ownership and
+// epoch are thread-safe.
 class LocalPartialSource final : public PartialSource {
  public:
-  explicit LocalPartialSource(const state::Store& store) : store_(store) {}
-  uint64_t Sequence() const override { return store_.LatestSequence(); }
+  explicit LocalPartialSource(const state::Store& store, OwnershipFn ownership = nullptr,
+                              std::function<uint64_t()> epoch = nullptr)
+      : store_(store), ownership_(std::move(ownership)), epoch_(std::move(epoch)) {}
+  // Both parts only grow, so their sum changes whenever either does.
+  uint64_t Sequence() const override { return store_.LatestSequence() + (epoch_ ? epoch_() : 0); }
   absl::StatusOr<std::unique_ptr<PartialSnapshot>> Snapshot() const override;
 
  private:
   const state::Store& store_;
+  OwnershipFn ownership_;
+  std::function<uint64_t()> epoch_;
 };
 
 }  // namespace kpistream::query

@@ -150,6 +150,7 @@ absl::StatusOr<KpiAnswer> QueryService::ComputeOn(const KpiQuery& q, const Parti
   a.covered = plan->coverage.covered;
   a.rounded = plan->coverage.rounded;
   a.positions = snapshot->positions();
+  a.missing_partitions = snapshot->missing();
   return a;
 }
 
@@ -280,6 +281,7 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step,
   }
   for (auto& [k, s] : series) out.series.push_back(std::move(s));
   out.positions = (*snapshot)->positions();
+  out.missing_partitions = (*snapshot)->missing();
   return out;
 }
 

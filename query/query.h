@@ -66,6 +66,7 @@ struct KpiAnswer {
   bool rounded = false;
   int64_t watermark_ms = 0;                  // newest event time in the answer (0: none)
   std::vector<PartitionPosition> positions;  // what the answer reflects, per partition
+  std::vector<std::string> missing_partitions;  // PartialSnapshot::missing
 };
 
 struct SeriesPoint {
@@ -81,6 +82,7 @@ struct RangeAnswer {
   std::vector<Series> series;
   int64_t watermark_ms = 0;
   std::vector<PartitionPosition> positions;
+  std::vector<std::string> missing_partitions;
 };
 
 struct QueryOptions {

@@ -126,6 +126,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
       resp->set_freshness_seconds(std::max(0.0, static_cast<double>(clock_.NowMs() - answer->watermark_ms) / 1000.0));
     }
     resp->set_consistency_token(ConsistencyToken(answer->positions));
+    for (const auto& m : answer->missing_partitions) resp->add_missing_partitions(m);
     const auto* series = &answer->series;
     resp->set_kpi(req->kpi());
     if (const auto* kpi = catalog_.FindKpi(req->kpi())) resp->set_unit(kpi->unit);

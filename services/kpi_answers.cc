@@ -51,6 +51,7 @@ void FillGetKpiResponse(const api::GetKpiPlan& plan, const v1::GetKpiRequest& re
     resp->set_freshness_seconds(std::max(0.0, static_cast<double>(now_ms - answer.watermark_ms) / 1000.0));
   }
   resp->set_consistency_token(ConsistencyToken(answer.positions));
+  for (const auto& m : answer.missing_partitions) resp->add_missing_partitions(m);
   resp->set_next_page_token(next_page);
 }
 
@@ -82,6 +83,7 @@ absl::Status AnswerBatch(const ServingView& view, const state::Clock& clock, con
   if (!answers.ok()) return answers.status();
   size_t next = 0;
   std::vector<query::PartitionPosition> positions;
+  std::vector<std::string> missing;
   for (int i = 0; i < req.queries_size(); ++i) {
     auto* r = resp->add_results();
     absl::Status st = plans[static_cast<size_t>(i)].status();
@@ -89,6 +91,7 @@ absl::Status AnswerBatch(const ServingView& view, const state::Clock& clock, con
       auto& a = (*answers)[next++];
       if (a.ok()) {
         positions = a->positions;
+        missing = a->missing_partitions;
         FillGetKpiResponse(*plans[static_cast<size_t>(i)], req.queries(i), std::move(*a), clock.NowMs(),
                            r->mutable_answer());
       } else {
@@ -101,6 +104,7 @@ absl::Status AnswerBatch(const ServingView& view, const state::Clock& clock, con
     }
   }
   resp->set_consistency_token(ConsistencyToken(positions));
+  for (const auto& m : missing) resp->add_missing_partitions(m);
   return absl::OkStatus();
 }
 

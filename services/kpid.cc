@@ -150,7 +150,19 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
   auto engine = ingest::Engine::Create(p->config.engine, p->catalog, p->ids, store.get(), clock);
   if (!engine.ok()) return engine.status();
   p->engine = std::move(*engine);
-  p->source = std::make_unique<query::LocalPartialSource>(*store);
+  if (p->config.engine.changelog) {
+    // Replicas: answer for the owned partitions only, and name the others.
+    auto* owner = p->engine.get();
+    p->source = std::make_unique<query::LocalPartialSource>(
+        *store,
+        [owner] {
+          auto o = owner->Owned();
+          return query::Ownership{std::move(o.sources), std::move(o.missing)};
+        },
+        [owner] { return owner->OwnershipEpoch(); });
+  } else {
+    p->source = std::make_unique<query::LocalPartialSource>(*store);
+  }
   query::QueryOptions qopts;
   qopts.retention = {.fine = store->options().retention_fine_s,
                      .hour = store->options().retention_hour_s,

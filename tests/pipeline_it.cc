@@ -14,6 +14,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
+#include <mutex>
+#include <atomic>
 #include <thread>
 #include <tuple>
 
@@ -515,18 +518,81 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
     while (applied(i) == 0 && Clock::now() < deadline && r[i]->process().Running()) std::this_thread::sleep_for(50ms);
     ASSERT_GT(applied(i), 0) << "replica " << i << " applies nothing: " << r[i]->process().LogTail();
   };
+  // Throughout, a client asks every live replica in turn for a count:
+  // every answer succeeds, and accounts for each partition at most once,
+  // either in its consistency token or in its missing partitions.
+  std::mutex live_mu;
+  std::set<int> live;
+  std::atomic<bool> querying{true};
+  std::atomic<int> answers{0}, query_errors{0}, overcounted{0};
+  auto set_live = [&](int i, bool on) {
+    std::lock_guard<std::mutex> l(live_mu);
+    if (on) {
+      live.insert(i);
+    } else {
+      live.erase(i);
+    }
+  };
+  std::thread client([&] {
+    while (querying) {
+      std::vector<int> now;
+      {
+        std::lock_guard<std::mutex> l(live_mu);
+        now.assign(live.begin(), live.end());
+      }
+      for (int i : now) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+        v1::GetKpiRequest req;
+        req.set_kpi("impressions");
+        req.set_window("all");
+        v1::GetKpiResponse resp;
+        std::unique_lock<std::mutex> l(live_mu);
+        if (!live.count(i)) continue;
+        auto& stub = r[i]->stub();
+        l.unlock();
+        const auto st = stub.GetKpi(&ctx, req, &resp);
+        l.lock();
+        if (!live.count(i)) continue;  // stopped meanwhile
+        l.unlock();
+        if (!st.ok()) {
+          ++query_errors;
+          std::printf("replica %d: %s\n", i, st.error_message().c_str());
+          continue;
+        }
+        ++answers;
+        const auto& token = resp.consistency_token();
+        const int in_token = token.empty() ? 0 : 1 + static_cast<int>(std::count(token.begin(), token.end(), ','));
+        if (in_token + resp.missing_partitions_size() > 3 * kScalePartitions) ++overcounted;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  struct StopClient {
+    std::atomic<bool>* on;
+    std::thread* t;
+    ~StopClient() {
+      *on = false;
+      if (t->joinable()) t->join();
+    }
+  } stop_client{&querying, &client};
   for (int i = 0; i < 3; ++i) start(i);
   for (int i = 0; i < 3; ++i) wait_applying(i);
+  for (int i = 0; i < 3; ++i) set_live(i, true);
   std::this_thread::sleep_for(3s);
+  set_live(1, false);
   r[1]->process().Signal(SIGKILL);  // an owner dies mid-commit
   ASSERT_TRUE(r[1]->process().Wait(10s));
   start(3);  // a fourth joins
   wait_applying(3);
+  set_live(3, true);
   std::this_thread::sleep_for(3s);
+  set_live(2, false);
   r[2]->process().Signal(SIGTERM);  // one stops gracefully
   EXPECT_EQ(r[2]->process().Wait(60s), std::optional<int>(0)) << r[2]->process().LogTail();
   start(1);  // the killed one comes back
   wait_applying(1);
+  set_live(1, true);
   // A restore cut short: a fifth joins and is killed once it restores.
   start(4);
   {
@@ -570,6 +636,7 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
   // the changelogs are the only way left to the exact values: a replica
   // that replayed instead would stop on records below the log start.
   for (int i : {1, 3}) {
+    set_live(i, false);
     r[i]->process().Signal(SIGTERM);
     EXPECT_EQ(r[i]->process().Wait(60s), std::optional<int>(0)) << r[i]->process().LogTail();
   }
@@ -586,6 +653,57 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
       MetricSum(m, "kpistream_changelog_records_total"), MetricSum(m, "kpistream_changelog_failures_total"));
   EXPECT_GT(MetricSum(m, "kpistream_changelog_restores_total"), 0);
   ExpectTruth(*r[0], *truth);
+
+  // Two replicas come back, on their warm copies (a changelog tail each):
+  // three owners, and their answers add up to the truth exactly, since each
+  // answers for its own partitions only and names the others as missing.
+  start(1);
+  start(3);
+  {
+    const auto deadline = Clock::now() + 300s;
+    auto settled = [&] {
+      double owned = 0;
+      for (int i : {0, 1, 3}) {
+        const auto mi = r[i]->Scrape();
+        if (MetricSum(mi, "kpistream_assigned_partitions") == 0 || MetricSum(mi, "kpistream_caught_up") != 1) {
+          return false;
+        }
+        owned += MetricSum(mi, "kpistream_assigned_partitions");
+      }
+      return owned == 3 * kScalePartitions;
+    };
+    while (!settled() && Clock::now() < deadline) std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(settled()) << "three replicas did not share the partitions";
+  }
+  for (int i : {1, 3}) set_live(i, true);
+  std::this_thread::sleep_for(3s);  // the last rebalance's commits are in
+  for (const char* kpi : {"impressions", "clicks", "conversions", "revenue", "spend"}) {
+    auto want = truth->kpis.find({kpi, "all"});
+    ASSERT_NE(want, truth->kpis.end()) << kpi;
+    double sum = 0;
+    int missing = 0;
+    for (int i : {0, 1, 3}) {
+      grpc::ClientContext ctx;
+      v1::GetKpiRequest req;
+      req.set_kpi(kpi);
+      req.set_window("all");
+      *req.mutable_end_time() = TimeUtil::SecondsToTimestamp(kEnd);
+      v1::GetKpiResponse resp;
+      ASSERT_TRUE(r[i]->stub().GetKpi(&ctx, req, &resp).ok());
+      if (resp.values_size() == 1 && resp.values(0).has_value()) sum += resp.values(0).value();
+      missing += resp.missing_partitions_size();
+      EXPECT_GT(resp.missing_partitions_size(), 0) << "replica " << i << " answers for partitions it does not own";
+    }
+    EXPECT_EQ(missing, 2 * 3 * kScalePartitions) << kpi << ": each partition is missing from exactly two answers";
+    EXPECT_NEAR(sum, *want->second.value, 1e-9 * std::abs(*want->second.value)) << kpi;
+  }
+  querying = false;
+  client.join();
+  std::printf("[ measure  ] %d answers to the client querying every replica in turn, %d errors, %d overcounted\n",
+              answers.load(), query_errors.load(), overcounted.load());
+  EXPECT_GT(answers.load(), 0);
+  EXPECT_EQ(query_errors.load(), 0);
+  EXPECT_EQ(overcounted.load(), 0);
 }
 
 TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
