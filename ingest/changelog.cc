@@ -217,6 +217,18 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
   if (auto s = SetConf(rconf->get(), "enable.partition.eof", "true"); !s.ok()) return s;
   if (auto s = SetConf(rconf->get(), "auto.offset.reset", "earliest"); !s.ok()) return s;
   if (auto s = SetConf(rconf->get(), "partition.assignment.strategy", "range"); !s.ok()) return s;
+  // A restore reads one partition as fast as it can. librdkafka 2.0 stops
+  // fetching a partition whose queue holds queued.min.messages and backs
+  // off before fetching again, which starved the reader (1M keys: 8.5 s,
+  // of which 6 s with an empty queue); a deeper queue and larger fetches
+  // keep it fed (the same restore: 2.8 s).
+  for (const auto& [k, v] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"max.partition.fetch.bytes", "16777216"},
+           {"queued.min.messages", "2000000"},
+           {"queued.max.messages.kbytes", "131072"}}) {
+    if (options.kafka_properties.count(k)) continue;
+    if (auto s = SetConf(rconf->get(), k, v); !s.ok()) return s;
+  }
   c->reader_ = rd_kafka_new(RD_KAFKA_CONSUMER, rconf->release(), err, sizeof(err));
   if (!c->reader_) return absl::InvalidArgumentError(fmt::format("creating the changelog reader: {}", err));
   rd_kafka_poll_set_consumer(c->reader_);
@@ -314,12 +326,15 @@ absl::Status Changelog::Add(const std::string& topic, int32_t partition, std::st
 
 absl::StatusOr<std::map<TopicPartition, int64_t>> Changelog::Commit(
     rd_kafka_t* consumer, const rd_kafka_topic_partition_list_t* input_offsets) {
-  rd_kafka_consumer_group_metadata_t* cgmd = rd_kafka_consumer_group_metadata(consumer);
-  rd_kafka_error_t* e = rd_kafka_send_offsets_to_transaction(producer_, input_offsets, cgmd, 30000);
-  rd_kafka_consumer_group_metadata_destroy(cgmd);
-  if (e) {
-    Abort();
-    return FromError(e, "sending input offsets to the changelog transaction");
+  rd_kafka_error_t* e = nullptr;
+  if (consumer && input_offsets->cnt > 0) {
+    rd_kafka_consumer_group_metadata_t* cgmd = rd_kafka_consumer_group_metadata(consumer);
+    e = rd_kafka_send_offsets_to_transaction(producer_, input_offsets, cgmd, 30000);
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    if (e) {
+      Abort();
+      return FromError(e, "sending input offsets to the changelog transaction");
+    }
   }
   // Serves the delivery reports (the offsets written) before committing.
   rd_kafka_flush(producer_, 30000);
@@ -406,6 +421,30 @@ absl::StatusOr<RestoreResult> Changelog::Restore(const std::string& topic, int32
   rd_kafka_assign(reader_, nullptr);
   if (!status.ok()) return status;
   return r;
+}
+
+absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& codec, state::Store* store,
+                                          const std::string& topic, int32_t partition, int64_t from,
+                                          uint64_t source) {
+  state::WriteBatch batch(*store);
+  Keyspace keyspace;
+  std::string key;
+  auto restored = changelog.Restore(topic, partition, from,
+                                    [&](std::string_view portable, std::string_view value) -> absl::Status {
+                                      if (auto st = codec.Decode(portable, source, &keyspace, &key); !st.ok()) {
+                                        return st;
+                                      }
+                                      batch.Put(keyspace, key, value);
+                                      if (batch.Count() >= 20000) {
+                                        if (auto st = store->Commit(&batch); !st.ok()) return st;
+                                        batch.Clear();
+                                      }
+                                      return absl::OkStatus();
+                                    });
+  if (!restored.ok()) return restored.status();
+  batch.PutChangelogOffset(source, restored->next_offset);
+  if (auto st = store->Commit(&batch); !st.ok()) return st;
+  return restored;
 }
 
 }  // namespace kpistream::ingest

@@ -104,7 +104,9 @@ class Changelog {
   // offsets (next offset per input partition) sent to the group `consumer`
   // is a member of. Commit returns the next changelog offset after the
   // last record written, per changelog partition. Any error aborts the
-  // transaction (nothing of it becomes visible).
+  // transaction (nothing of it becomes visible). consumer null (or no
+  // offsets): no offsets are sent, so nothing fences the transaction (a
+  // benchmark's).
   [[nodiscard]] absl::Status Begin();
   [[nodiscard]] absl::Status Add(const std::string& topic, int32_t partition, std::string_view key,
                                  std::string_view value);
@@ -133,5 +135,15 @@ class Changelog {
   std::map<TopicPartition, int64_t> written_;
   rd_kafka_resp_err_t delivery_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
 };
+
+// Restores partition `partition` of changelog `topic` into `store` as the
+// state of `source`, from changelog offset `from` to the end: each record
+// decoded (codec) and set, in batches of 20,000 keys; the changelog offset
+// reached is recorded with the last batch only, so a restore cut short
+// (kill -9) starts over from `from` next time and never leaves a recorded
+// offset ahead of the keys.
+[[nodiscard]] absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& codec,
+                                                        state::Store* store, const std::string& topic,
+                                                        int32_t partition, int64_t from, uint64_t source);
 
 }  // namespace kpistream::ingest

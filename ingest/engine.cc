@@ -110,6 +110,9 @@ struct Engine::Rep {
   std::map<std::string, int32_t> partition_counts ABSL_GUARDED_BY(ownership_mu);  // input topics
   std::atomic<uint64_t> ownership_epoch{0};
   Clock::time_point counts_refreshed_at{};
+  // The group's committed (stable) offsets of the partitions being assigned
+  // (WaitStableOffsets); the last changelog transaction committed them.
+  std::map<TopicPartition, int64_t> group_committed;
   std::unordered_map<std::string, uint32_t> topic_ids;  // state ids of the topics seen, by name
   // Owned by the consumer thread.
   std::map<TopicPartition, PartitionState> owned;
@@ -500,6 +503,9 @@ bool Engine::Rep::WaitStableOffsets(rd_kafka_topic_partition_list_t* parts) {
       }
     }
   }
+  if (stable) {
+    for (int i = 0; i < l->cnt; ++i) group_committed[{l->elems[i].topic, l->elems[i].partition}] = l->elems[i].offset;
+  }
   rd_kafka_topic_partition_list_destroy(l);
   if (stable || stop) return stable;
   SetFatal(absl::UnavailableError(fmt::format(
@@ -543,26 +549,34 @@ absl::Status Engine::Rep::RestoreChangelog(const std::string& topic, int32_t par
     if (auto st = store->DropSource(source); !st.ok()) return st;
   }
   const auto t0 = Clock::now();
-  state::WriteBatch batch(*store);
-  state::Keyspace keyspace;
-  std::string key;
-  auto restored = changelog->Restore(changelog_topic, partition, from,
-                                     [&](std::string_view portable, std::string_view value) -> absl::Status {
-                                       if (auto st = codec->Decode(portable, source, &keyspace, &key); !st.ok()) {
-                                         return st;
-                                       }
-                                       batch.Put(keyspace, key, value);
-                                       // Chunks are not atomic with the end: the changelog offset is only
-                                       // recorded with the last one, so a restore cut short starts over.
-                                       if (batch.Count() >= 20000) {
-                                         if (auto st = store->Commit(&batch); !st.ok()) return st;
-                                         batch.Clear();
-                                       }
-                                       return absl::OkStatus();
-                                     });
+  auto restored = RestoreInto(*changelog, *codec, store, changelog_topic, partition, from, source);
   if (!restored.ok()) return restored.status();
-  batch.PutChangelogOffset(source, restored->next_offset);
-  if (auto st = store->Commit(&batch); !st.ok()) return st;
+  // The group's stable offset was committed by the last changelog
+  // transaction, but the transaction's marker on the changelog partition
+  // may land a moment after the one on the group's offsets (another
+  // broker): until the restored offsets record has caught up with the
+  // group's offset, read the tail again.
+  if (auto committed = group_committed.find({topic, partition});
+      committed != group_committed.end() && committed->second >= 0) {
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      auto pos = store->ReadOffset(source);
+      if (!pos.ok()) return pos.status();
+      if (!pos->has_value() || (*pos)->next_offset >= committed->second) break;
+      if (Clock::now() > deadline) {
+        return absl::UnavailableError(fmt::format(
+            "the changelog ends at input offset {} but the group committed {}: the last transaction is not "
+            "readable after 30 s",
+            (*pos)->next_offset, committed->second));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      auto tail = RestoreInto(*changelog, *codec, store, changelog_topic, partition, restored->next_offset, source);
+      if (!tail.ok()) return tail.status();
+      restored->records += tail->records;
+      restored->bytes += tail->bytes;
+      restored->next_offset = tail->next_offset;
+    }
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   probe.restores.fetch_add(1);
   probe.restored_records.fetch_add(restored->records);
