@@ -251,7 +251,14 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
   char err[512];
   rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, err, sizeof(err));
   if (!nt) return absl::InvalidArgumentError(fmt::format("changelog topic {}: {}", topic, err));
+  // Compacted, with segments small enough to be compacted soon: the log
+  // cleaner never touches the active segment (1 GiB by default), so a
+  // restore would read every commit's values since the last roll. 64 MiB
+  // or 10 minutes per segment bounds the uncompacted head a restore reads.
   rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
+  rd_kafka_NewTopic_set_config(nt, "segment.bytes", "67108864");
+  rd_kafka_NewTopic_set_config(nt, "segment.ms", "600000");
+  rd_kafka_NewTopic_set_config(nt, "min.cleanable.dirty.ratio", "0.2");
   rd_kafka_queue_t* q = rd_kafka_queue_new(producer_);
   rd_kafka_CreateTopics(producer_, &nt, 1, nullptr, q);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);

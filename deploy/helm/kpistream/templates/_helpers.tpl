@@ -45,6 +45,7 @@ kafka:
   {{- with .Values.kafka.dlqTopic }}
   dlq_topic: {{ . | quote }}
   {{- end }}
+  changelog: {{ .Values.kafka.changelog }}
   {{- if $props }}
   properties:
     {{- toYaml $props | nindent 4 }}
