@@ -32,11 +32,15 @@ bool TakeRef(std::string_view* in, std::string_view* ref) {
   return true;
 }
 
+// A fatal error (fenced by a newer producer of the same transactional id,
+// an epoch past the transaction timeout, authorization) is ABORTED: the
+// producer cannot be used again. Anything else is UNAVAILABLE: the commit
+// is retried.
 absl::Status FromError(rd_kafka_error_t* e, std::string_view what) {
   const std::string msg = fmt::format("{}: {}", what, rd_kafka_error_string(e));
-  const bool retriable = rd_kafka_error_is_retriable(e) || rd_kafka_error_txn_requires_abort(e);
+  const bool fatal = rd_kafka_error_is_fatal(e);
   rd_kafka_error_destroy(e);
-  return retriable ? absl::UnavailableError(msg) : absl::InternalError(msg);
+  return fatal ? absl::AbortedError(msg) : absl::UnavailableError(msg);
 }
 
 absl::Status SetConf(rd_kafka_conf_t* conf, const char* k, const std::string& v) {
@@ -164,7 +168,8 @@ absl::Status ChangelogCodec::Decode(std::string_view in, uint64_t source, Keyspa
   }
 }
 
-absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions& options) {
+absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions& options, std::string_view id_suffix,
+                                                             int transaction_timeout_ms) {
   std::unique_ptr<Changelog> c(new Changelog());
   char err[512];
 
@@ -177,8 +182,8 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
     instance = fmt::format("{:016x}", std::random_device()() * 0x9E3779B97F4A7C15ull ^ std::random_device()());
   }
   const std::pair<const char*, std::string> txn_settings[] = {
-      {"transactional.id", fmt::format("{}.{}", options.group_id, instance)},
-      {"transaction.timeout.ms", "10000"},
+      {"transactional.id", fmt::format("{}.{}{}", options.group_id, instance, id_suffix)},
+      {"transaction.timeout.ms", std::to_string(transaction_timeout_ms)},
       {"linger.ms", "5"},
   };
   for (const auto& [k, v] : txn_settings) {
@@ -188,7 +193,10 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
   // ProducerConf's message.timeout.ms=0 (forever) is for dead letters; a
   // transaction's records must fail within the transaction's timeout.
   if (!options.kafka_properties.count("message.timeout.ms")) {
-    if (auto s = SetConf(pconf->get(), "message.timeout.ms", "9000"); !s.ok()) return s;
+    if (auto s = SetConf(pconf->get(), "message.timeout.ms", std::to_string(transaction_timeout_ms - 1000));
+        !s.ok()) {
+      return s;
+    }
   }
   rd_kafka_conf_set_opaque(pconf->get(), c.get());
   rd_kafka_conf_set_dr_msg_cb(pconf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
@@ -237,7 +245,7 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
 
 Changelog::~Changelog() {
   if (producer_) {
-    if (in_transaction_) Abort();
+    if (in_transaction_) Abort().IgnoreError();
     rd_kafka_destroy(producer_);
   }
   if (reader_) {
@@ -307,6 +315,7 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
 }
 
 absl::Status Changelog::Begin() {
+  if (broken_) return absl::AbortedError("an earlier changelog transaction could not be aborted");
   written_.clear();
   delivery_error_ = RD_KAFKA_RESP_ERR_NO_ERROR;
   if (auto* e = rd_kafka_begin_transaction(producer_)) return FromError(e, "beginning a changelog transaction");
@@ -339,19 +348,39 @@ absl::StatusOr<std::map<TopicPartition, int64_t>> Changelog::Commit(
     e = rd_kafka_send_offsets_to_transaction(producer_, input_offsets, cgmd, 30000);
     rd_kafka_consumer_group_metadata_destroy(cgmd);
     if (e) {
-      Abort();
-      return FromError(e, "sending input offsets to the changelog transaction");
+      // Fenced by a rebalance (ILLEGAL_GENERATION, FENCED_INSTANCE_ID, ...):
+      // abortable; the partitions are revoked and nothing of this commit
+      // becomes visible.
+      auto st = FromError(e, "sending input offsets to the changelog transaction");
+      if (auto a = Abort(); !a.ok()) return a;
+      return st;
     }
   }
   // Serves the delivery reports (the offsets written) before committing.
   rd_kafka_flush(producer_, 30000);
   if (delivery_error_) {
-    Abort();
+    if (auto a = Abort(); !a.ok()) return a;
     return absl::UnavailableError(fmt::format("writing the changelog: {}", rd_kafka_err2str(delivery_error_)));
   }
-  if ((e = rd_kafka_commit_transaction(producer_, 30000))) {
-    Abort();
-    return FromError(e, "committing a changelog transaction");
+  // A retriable error (a timeout, a coordinator moving) leaves the commit
+  // in progress: calling it again resumes it. An abortable one aborts.
+  for (int attempt = 0;; ++attempt) {
+    e = rd_kafka_commit_transaction(producer_, 30000);
+    if (!e) break;
+    if (rd_kafka_error_is_retriable(e) && attempt < 5) {
+      spdlog::warn("committing a changelog transaction: {}; retrying", rd_kafka_error_string(e));
+      rd_kafka_error_destroy(e);
+      continue;
+    }
+    const bool abortable = rd_kafka_error_txn_requires_abort(e) || rd_kafka_error_is_retriable(e);
+    auto st = FromError(e, "committing a changelog transaction");
+    if (!abortable) {
+      in_transaction_ = false;
+      broken_ = true;
+      return st;
+    }
+    if (auto a = Abort(); !a.ok()) return a;
+    return st;
   }
   in_transaction_ = false;
   std::map<TopicPartition, int64_t> next;
@@ -359,13 +388,24 @@ absl::StatusOr<std::map<TopicPartition, int64_t>> Changelog::Commit(
   return next;
 }
 
-void Changelog::Abort() {
-  if (!in_transaction_) return;
-  in_transaction_ = false;
-  if (auto* e = rd_kafka_abort_transaction(producer_, 30000)) {
+absl::Status Changelog::Abort() {
+  if (!in_transaction_) return absl::OkStatus();
+  // Retried while retriable (it resumes); if it never completes, the
+  // producer cannot begin another transaction: ABORTED, the engine stops.
+  for (int attempt = 0;; ++attempt) {
+    rd_kafka_error_t* e = rd_kafka_abort_transaction(producer_, 30000);
+    if (!e) break;
+    const bool retry = rd_kafka_error_is_retriable(e) && attempt < 5;
     spdlog::error("aborting a changelog transaction: {}", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
+    if (!retry) {
+      in_transaction_ = false;
+      broken_ = true;
+      return absl::AbortedError("a changelog transaction could not be aborted");
+    }
   }
+  in_transaction_ = false;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> Changelog::Bounds(const std::string& topic, int32_t partition) {
@@ -399,12 +439,12 @@ absl::StatusOr<RestoreResult> Changelog::Restore(const std::string& topic, int32
   auto ae = rd_kafka_assign(reader_, l);
   rd_kafka_topic_partition_list_destroy(l);
   if (ae) return absl::UnavailableError(fmt::format("reading {}[{}]: {}", topic, partition, rd_kafka_err2str(ae)));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   absl::Status status;
   bool done = false;
   while (!done && status.ok()) {
     if (std::chrono::steady_clock::now() > deadline) {
-      status = absl::UnavailableError(fmt::format("restoring {}[{}]: offset {} of {} reached in {} ms", topic,
+      status = absl::UnavailableError(fmt::format("restoring {}[{}]: stuck at offset {} of {} for {} ms", topic,
                                                   partition, r.next_offset, hi, timeout_ms));
       break;
     }
@@ -419,9 +459,11 @@ absl::StatusOr<RestoreResult> Changelog::Restore(const std::string& topic, int32
       r.records++;
       r.bytes += m->key_len + m->len;
       status = fn(std::string_view(static_cast<const char*>(m->key), m->key_len),
-                  std::string_view(static_cast<const char*>(m->payload), m->len));
+                  std::string_view(static_cast<const char*>(m->payload), m->len), m->offset);
       r.next_offset = m->offset + 1;
       done = r.next_offset >= hi;
+      // The limit is on no progress, not on the whole read.
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     }
     rd_kafka_message_destroy(m);
   }
@@ -436,18 +478,21 @@ absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& 
   state::WriteBatch batch(*store);
   Keyspace keyspace;
   std::string key;
-  auto restored = changelog.Restore(topic, partition, from,
-                                    [&](std::string_view portable, std::string_view value) -> absl::Status {
-                                      if (auto st = codec.Decode(portable, source, &keyspace, &key); !st.ok()) {
-                                        return st;
-                                      }
-                                      batch.Put(keyspace, key, value);
-                                      if (batch.Count() >= 20000) {
-                                        if (auto st = store->Commit(&batch); !st.ok()) return st;
-                                        batch.Clear();
-                                      }
-                                      return absl::OkStatus();
-                                    });
+  // Each batch records the changelog offset it reached: the records are
+  // full values applied in log order, so a restore cut short resumes there
+  // (the local copy is only read again once a restore reached the end).
+  auto restored = changelog.Restore(
+      topic, partition, from,
+      [&](std::string_view portable, std::string_view value, int64_t offset) -> absl::Status {
+        if (auto st = codec.Decode(portable, source, &keyspace, &key); !st.ok()) return st;
+        batch.Put(keyspace, key, value);
+        if (batch.Count() >= 20000) {
+          batch.PutChangelogOffset(source, offset + 1);
+          if (auto st = store->Commit(&batch); !st.ok()) return st;
+          batch.Clear();
+        }
+        return absl::OkStatus();
+      });
   if (!restored.ok()) return restored.status();
   batch.PutChangelogOffset(source, restored->next_offset);
   if (auto st = store->Commit(&batch); !st.ok()) return st;

@@ -92,7 +92,11 @@ class Changelog {
   // kafka.properties. transaction.timeout.ms defaults to 10 s: an open
   // transaction of a replica killed mid-commit blocks the partition's
   // readers that long at most.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Changelog>> Create(const EngineOptions& options);
+  // id_suffix and transaction_timeout_ms: a second producer for a long
+  // transaction (shipping a whole state) next to the commits' one.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Changelog>> Create(const EngineOptions& options,
+                                                                         std::string_view id_suffix = "",
+                                                                         int transaction_timeout_ms = 10000);
   ~Changelog();
 
   // Creates `topic` compacted with `partitions` partitions if it does not
@@ -104,7 +108,9 @@ class Changelog {
   // offsets (next offset per input partition) sent to the group `consumer`
   // is a member of. Commit returns the next changelog offset after the
   // last record written, per changelog partition. Any error aborts the
-  // transaction (nothing of it becomes visible). consumer null (or no
+  // transaction (nothing of it becomes visible): UNAVAILABLE, retry with a
+  // new transaction; ABORTED when the producer is fenced or cannot abort,
+  // and can never commit again (the engine stops). consumer null (or no
   // offsets): no offsets are sent, so nothing fences the transaction (a
   // benchmark's).
   [[nodiscard]] absl::Status Begin();
@@ -112,13 +118,13 @@ class Changelog {
                                  std::string_view value);
   [[nodiscard]] absl::StatusOr<std::map<TopicPartition, int64_t>> Commit(
       rd_kafka_t* consumer, const rd_kafka_topic_partition_list_t* input_offsets);
-  void Abort();
+  [[nodiscard]] absl::Status Abort();
 
   // Reads partition `partition` of `topic`, committed records only, from
   // `from` to the end as of the call, calling fn(key, value) for each
-  // (kpid writes no tombstones). UNAVAILABLE if the end is not reached
-  // within timeout_ms; fn's error stops the read and is returned.
-  using RecordFn = std::function<absl::Status(std::string_view key, std::string_view value)>;
+  // with its offset (kpid writes no tombstones). UNAVAILABLE if no record
+  // arrives for timeout_ms; fn's error stops the read and is returned.
+  using RecordFn = std::function<absl::Status(std::string_view key, std::string_view value, int64_t offset)>;
   [[nodiscard]] absl::StatusOr<RestoreResult> Restore(const std::string& topic, int32_t partition, int64_t from,
                                                       const RecordFn& fn, int timeout_ms = 120000);
   // The partition's [log start, end) offsets, committed records only.
@@ -129,6 +135,7 @@ class Changelog {
   rd_kafka_t* producer_ = nullptr;
   rd_kafka_t* reader_ = nullptr;
   bool in_transaction_ = false;
+  bool broken_ = false;  // an abort failed: no transaction can begin
   std::set<std::string> ensured_;
   // Delivery reports of the current transaction: highest offset written
   // per changelog partition, and the first failure.
@@ -138,10 +145,10 @@ class Changelog {
 
 // Restores partition `partition` of changelog `topic` into `store` as the
 // state of `source`, from changelog offset `from` to the end: each record
-// decoded (codec) and set, in batches of 20,000 keys; the changelog offset
-// reached is recorded with the last batch only, so a restore cut short
-// (kill -9) starts over from `from` next time and never leaves a recorded
-// offset ahead of the keys.
+// decoded (codec) and set, in batches of 20,000 keys, each recording the
+// changelog offset it reached: records are full values in log order, so a
+// restore cut short (kill -9) resumes there next time. The copy is only
+// read again (served) once a restore has reached the end.
 [[nodiscard]] absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& codec,
                                                         state::Store* store, const std::string& topic,
                                                         int32_t partition, int64_t from, uint64_t source);

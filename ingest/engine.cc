@@ -102,6 +102,7 @@ struct Engine::Rep {
   std::unique_ptr<DeadLetterQueue> dlq;
   std::unique_ptr<TopicMatcher> topics;                 // which binding a topic's records are read by
   std::unique_ptr<Changelog> changelog;                 // EngineOptions::changelog
+  std::unique_ptr<Changelog> ship_changelog;            // ShipWholeSource's long transactions, made when needed
   std::unique_ptr<ChangelogCodec> codec;
   std::unordered_map<uint64_t, TopicPartition> source_partitions;  // owned sources: their input partition
   // Engine::Owned(), published by the consumer thread.
@@ -491,7 +492,8 @@ bool Engine::Rep::WaitStableOffsets(rd_kafka_topic_partition_list_t* parts) {
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
   bool stable = false;
-  while (!stable && !stop && Clock::now() < deadline) {
+  for (bool first = true; !stable && !stop && Clock::now() < deadline; first = false) {
+    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     last = rd_kafka_committed(consumer, l, 10000);
     if (last == RD_KAFKA_RESP_ERR_NO_ERROR) {
       stable = true;
@@ -525,10 +527,17 @@ absl::Status Engine::Rep::RestoreChangelog(const std::string& topic, int32_t par
     const auto e = rd_kafka_metadata(consumer, 0, rkt, &md, 10000);
     rd_kafka_topic_destroy(rkt);
     if (e) return absl::UnavailableError(fmt::format("metadata of {}: {}", topic, rd_kafka_err2str(e)));
-    if (md->topic_cnt == 1) partitions = md->topics[0].partition_cnt;
+    if (md->topic_cnt == 1 && !md->topics[0].err) partitions = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
   }
-  if (partitions <= partition) partitions = partition + 1;
+  if (partitions <= partition) {
+    return absl::UnavailableError(fmt::format("metadata of {} does not list partition {}", topic, partition));
+  }
+  {
+    // Known from now on: what answers list as missing (Engine::Owned).
+    std::lock_guard<std::mutex> l(ownership_mu);
+    partition_counts[topic] = partitions;
+  }
   if (auto st = changelog->EnsureTopic(changelog_topic, partitions); !st.ok()) return st;
   auto bounds = changelog->Bounds(changelog_topic, partition);
   if (!bounds.ok()) return bounds.status();
@@ -593,6 +602,15 @@ absl::Status Engine::Rep::ShipWholeSource(const std::string& topic, int32_t part
                                           const std::string& changelog_topic) {
   auto stored = store->ReadOffset(source);
   if (!stored.ok()) return stored.status();
+  // One transaction (a restore must never find partials without their
+  // offsets record), which may take long for a large state: a producer of
+  // its own with Kafka's longest default transaction timeout (15 min).
+  if (!ship_changelog) {
+    auto c = Changelog::Create(options, ".ship", 900000);
+    if (!c.ok()) return c.status();
+    ship_changelog = std::move(*c);
+  }
+  Changelog* changelog = ship_changelog.get();
   if (auto st = changelog->Begin(); !st.ok()) return st;
   absl::Status add;
   uint64_t n = 0;
@@ -604,7 +622,7 @@ absl::Status Engine::Rep::ShipWholeSource(const std::string& topic, int32_t part
   });
   if (st.ok()) st = add;
   if (!st.ok()) {
-    changelog->Abort();
+    if (auto a = changelog->Abort(); !a.ok()) return a;
     return st;
   }
   rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(1);
@@ -647,8 +665,8 @@ absl::Status Engine::Rep::CommitChangelog(
   });
   if (st.ok()) st = add;
   if (!st.ok()) {
-    changelog->Abort();
     probe.changelog_failures.fetch_add(1);
+    if (auto a = changelog->Abort(); !a.ok()) return a;
     return st;
   }
   rd_kafka_topic_partition_list_t* offs = rd_kafka_topic_partition_list_new(static_cast<int>(moved.size()));
@@ -819,6 +837,13 @@ bool Engine::Rep::Commit(bool force) {
   acc.Flush(&batch);
   for (auto& [tp, ps] : moved) ps->applier->AppendTo(&batch);
   absl::Status st = changelog ? CommitChangelog(&batch, moved) : absl::OkStatus();
+  if (st.code() == absl::StatusCode::kAborted) {
+    // The transactional producer is fenced or broken (Changelog::Commit):
+    // this replica must not write its partitions again. Stop; the group
+    // moves them to a replica that restores from the changelog.
+    SetFatal(absl::AbortedError(fmt::format("changelog: {}", std::string(st.message()))));
+    return false;
+  }
   if (st.ok()) st = store->Commit(&batch);
   if (!st.ok()) {
     // The batch is lost with its partials: rewind to what is durable.

@@ -132,7 +132,10 @@ absl::StatusOr<RdConf> ConsumerConf(const EngineOptions& options) {
       {"fetch.max.bytes", "52428800"},
   };
   for (const auto& [k, v] : consumer_settings) {
-    if (options.kafka_properties.count(k) && std::string(k) != "bootstrap.servers") continue;
+    // With changelogs, read_committed is what restores and the stable-offset
+    // wait rest on: not overridable.
+    const bool forced = std::string(k) == "bootstrap.servers" || (options.changelog && std::string(k) == "isolation.level");
+    if (options.kafka_properties.count(k) && !forced) continue;
     if (auto s = SetConf(cconf->get(), k, v); !s.ok()) return s;
   }
   // A topic pattern must never read kpid's own dead letters back, nor

@@ -11,14 +11,17 @@ namespace {
 
 class LocalSnapshot final : public PartialSnapshot {
  public:
-  explicit LocalSnapshot(std::unique_ptr<state::ReadView> view) : view_(std::move(view)) {}
-  // ownership null: every partition in the store.
-  absl::Status Load(const OwnershipFn& ownership) {
+  // The ownership is read before the view is taken: a partition is
+  // published as owned only once its restore committed, so the view then
+  // holds the restored state.
+  LocalSnapshot(std::optional<Ownership> owned, uint64_t epoch, std::unique_ptr<state::ReadView> view)
+      : view_(std::move(view)), owned_(std::move(owned)), epoch_(epoch) {}
+  // owned_ empty: every partition in the store.
+  absl::Status Load() {
     auto sources = view_->Sources();
     if (!sources.ok()) return sources.status();
-    std::optional<Ownership> owned;
-    if (ownership) {
-      owned = ownership();
+    std::optional<Ownership>& owned = owned_;
+    if (owned) {
       std::sort(owned->sources.begin(), owned->sources.end());
       missing_ = std::move(owned->missing);
     }
@@ -29,7 +32,9 @@ class LocalSnapshot final : public PartialSnapshot {
     return absl::OkStatus();
   }
   const std::vector<std::string>& missing() const override { return missing_; }
-  uint64_t sequence() const override { return view_->sequence(); }
+  // As LocalPartialSource::Sequence: the store's sequence plus the
+  // ownership epoch, so every cache keys alike.
+  uint64_t sequence() const override { return view_->sequence() + epoch_; }
   const std::vector<PartitionPosition>& positions() const override { return positions_; }
   absl::Status Collect(uint32_t measure_id, const std::vector<kpi::WindowPiece>& pieces,
                        const PartialVisitor& visit) const override {
@@ -52,13 +57,18 @@ class LocalSnapshot final : public PartialSnapshot {
   std::unique_ptr<state::ReadView> view_;
   std::vector<PartitionPosition> positions_;
   std::vector<std::string> missing_;
+  std::optional<Ownership> owned_;
+  uint64_t epoch_ = 0;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PartialSnapshot>> LocalPartialSource::Snapshot() const {
-  auto snap = std::make_unique<LocalSnapshot>(store_.View());
-  if (auto st = snap->Load(ownership_); !st.ok()) return st;
+  const uint64_t epoch = epoch_ ? epoch_() : 0;
+  std::optional<Ownership> owned;
+  if (ownership_) owned = ownership_();
+  auto snap = std::make_unique<LocalSnapshot>(std::move(owned), epoch, store_.View());
+  if (auto st = snap->Load(); !st.ok()) return st;
   return snap;
 }
 
