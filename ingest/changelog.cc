@@ -193,8 +193,7 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
   // ProducerConf's message.timeout.ms=0 (forever) is for dead letters; a
   // transaction's records must fail within the transaction's timeout.
   if (!options.kafka_properties.count("message.timeout.ms")) {
-    if (auto s = SetConf(pconf->get(), "message.timeout.ms", std::to_string(transaction_timeout_ms - 1000));
-        !s.ok()) {
+    if (auto s = SetConf(pconf->get(), "message.timeout.ms", std::to_string(transaction_timeout_ms - 1000)); !s.ok()) {
       return s;
     }
   }
@@ -232,6 +231,12 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
   // keep it fed (the same restore: 2.8 s).
   for (const auto& [k, v] : std::initializer_list<std::pair<const char*, const char*>>{
            {"max.partition.fetch.bytes", "16777216"},
+           // At the end of a partition the broker holds a fetch for up to
+           // fetch.wait.max.ms (500 ms by default) waiting for more: each
+           // restore, and the next partition's first fetch behind it, paid
+           // that: a hand-off of 18 partitions took ~20 s, now 1.2 s (p50,
+           // tools/bench/scale-out).
+           {"fetch.wait.max.ms", "10"},
            {"queued.min.messages", "2000000"},
            {"queued.max.messages.kbytes", "131072"}}) {
     if (options.kafka_properties.count(k)) continue;
@@ -274,10 +279,12 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
   if (!ev) {
     result = absl::UnavailableError(fmt::format("creating changelog topic {}: no answer in 30 s", topic));
   } else if (rd_kafka_event_error(ev)) {
-    result = absl::UnavailableError(fmt::format("creating changelog topic {}: {}", topic, rd_kafka_event_error_string(ev)));
+    result =
+        absl::UnavailableError(fmt::format("creating changelog topic {}: {}", topic, rd_kafka_event_error_string(ev)));
   } else {
     size_t n = 0;
-    const rd_kafka_topic_result_t** res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    const rd_kafka_topic_result_t** res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
     for (size_t i = 0; i < n; ++i) {
       const auto e = rd_kafka_topic_result_error(res[i]);
       if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
@@ -305,10 +312,10 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
   }
   rd_kafka_topic_destroy(rkt);
   if (have < partitions) {
-    return absl::FailedPreconditionError(fmt::format(
-        "changelog topic {} has {} partitions, its input topic {}: add partitions to the changelog topic "
-        "(kafka-topics --alter --partitions {})",
-        topic, have, partitions, partitions));
+    return absl::FailedPreconditionError(
+        fmt::format("changelog topic {} has {} partitions, its input topic {}: add partitions to the changelog topic "
+                    "(kafka-topics --alter --partitions {})",
+                    topic, have, partitions, partitions));
   }
   ensured_.insert(topic);
   return absl::OkStatus();
@@ -323,14 +330,12 @@ absl::Status Changelog::Begin() {
   return absl::OkStatus();
 }
 
-absl::Status Changelog::Add(const std::string& topic, int32_t partition, std::string_view key,
-                            std::string_view value) {
+absl::Status Changelog::Add(const std::string& topic, int32_t partition, std::string_view key, std::string_view value) {
   for (;;) {
-    const auto e = rd_kafka_producev(
-        producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
-        RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
+    const auto e = rd_kafka_producev(producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
+                                     RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+                                     RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer_, 10);  // wait for room: the queue drains as the brokers acknowledge
       continue;
@@ -473,8 +478,7 @@ absl::StatusOr<RestoreResult> Changelog::Restore(const std::string& topic, int32
 }
 
 absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& codec, state::Store* store,
-                                          const std::string& topic, int32_t partition, int64_t from,
-                                          uint64_t source) {
+                                          const std::string& topic, int32_t partition, int64_t from, uint64_t source) {
   state::WriteBatch batch(*store);
   Keyspace keyspace;
   std::string key;
@@ -482,8 +486,7 @@ absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& 
   // full values applied in log order, so a restore cut short resumes there
   // (the local copy is only read again once a restore reached the end).
   auto restored = changelog.Restore(
-      topic, partition, from,
-      [&](std::string_view portable, std::string_view value, int64_t offset) -> absl::Status {
+      topic, partition, from, [&](std::string_view portable, std::string_view value, int64_t offset) -> absl::Status {
         if (auto st = codec.Decode(portable, source, &keyspace, &key); !st.ok()) return st;
         batch.Put(keyspace, key, value);
         if (batch.Count() >= 20000) {

@@ -79,7 +79,7 @@ class ChangelogCodec {
 
 struct RestoreResult {
   uint64_t records = 0;
-  uint64_t bytes = 0;      // keys + values read
+  uint64_t bytes = 0;       // keys + values read
   int64_t next_offset = 0;  // the changelog offset to continue from
 };
 

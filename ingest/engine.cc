@@ -18,8 +18,8 @@
 #include <unordered_map>
 
 #include "ingest/accumulator.h"
-#include "ingest/changelog.h"
 #include "ingest/admission.h"
+#include "ingest/changelog.h"
 #include "ingest/dead_letter.h"
 #include "ingest/high_watermarks.h"
 #include "ingest/kafka_conf.h"
@@ -100,9 +100,9 @@ struct Engine::Rep {
   rd_kafka_t* consumer = nullptr;
   bool ever_assigned = false;  // an assignment arrived (consumer thread)
   std::unique_ptr<DeadLetterQueue> dlq;
-  std::unique_ptr<TopicMatcher> topics;                 // which binding a topic's records are read by
-  std::unique_ptr<Changelog> changelog;                 // EngineOptions::changelog
-  std::unique_ptr<Changelog> ship_changelog;            // ShipWholeSource's long transactions, made when needed
+  std::unique_ptr<TopicMatcher> topics;       // which binding a topic's records are read by
+  std::unique_ptr<Changelog> changelog;       // EngineOptions::changelog
+  std::unique_ptr<Changelog> ship_changelog;  // ShipWholeSource's long transactions, made when needed
   std::unique_ptr<ChangelogCodec> codec;
   std::unordered_map<uint64_t, TopicPartition> source_partitions;  // owned sources: their input partition
   // Engine::Owned(), published by the consumer thread.
@@ -573,10 +573,10 @@ absl::Status Engine::Rep::RestoreChangelog(const std::string& topic, int32_t par
       if (!pos.ok()) return pos.status();
       if (!pos->has_value() || (*pos)->next_offset >= committed->second) break;
       if (Clock::now() > deadline) {
-        return absl::UnavailableError(fmt::format(
-            "the changelog ends at input offset {} but the group committed {}: the last transaction is not "
-            "readable after 30 s",
-            (*pos)->next_offset, committed->second));
+        return absl::UnavailableError(
+            fmt::format("the changelog ends at input offset {} but the group committed {}: the last transaction is not "
+                        "readable after 30 s",
+                        (*pos)->next_offset, committed->second));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       auto tail = RestoreInto(*changelog, *codec, store, changelog_topic, partition, restored->next_offset, source);
@@ -642,8 +642,8 @@ absl::Status Engine::Rep::ShipWholeSource(const std::string& topic, int32_t part
 
 // The changelog transaction of a commit: rewrites *batch to full values,
 // ships them, and adds each changed source's new changelog offset to it.
-absl::Status Engine::Rep::CommitChangelog(
-    state::WriteBatch* batch, const std::vector<std::pair<const TopicPartition*, PartitionState*>>& moved) {
+absl::Status Engine::Rep::CommitChangelog(state::WriteBatch* batch,
+                                          const std::vector<std::pair<const TopicPartition*, PartitionState*>>& moved) {
   if (auto st = changelog->Begin(); !st.ok()) {
     probe.changelog_failures.fetch_add(1);
     return st;

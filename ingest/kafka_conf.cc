@@ -134,7 +134,8 @@ absl::StatusOr<RdConf> ConsumerConf(const EngineOptions& options) {
   for (const auto& [k, v] : consumer_settings) {
     // With changelogs, read_committed is what restores and the stable-offset
     // wait rest on: not overridable.
-    const bool forced = std::string(k) == "bootstrap.servers" || (options.changelog && std::string(k) == "isolation.level");
+    const bool forced =
+        std::string(k) == "bootstrap.servers" || (options.changelog && std::string(k) == "isolation.level");
     if (options.kafka_properties.count(k) && !forced) continue;
     if (auto s = SetConf(cconf->get(), k, v); !s.ok()) return s;
   }

@@ -64,8 +64,8 @@ struct KpiAnswer {
   // bucket-aligned one (kpi::CoverWindow), with `rounded` set then.
   kpi::TimeRange covered;
   bool rounded = false;
-  int64_t watermark_ms = 0;                  // newest event time in the answer (0: none)
-  std::vector<PartitionPosition> positions;  // what the answer reflects, per partition
+  int64_t watermark_ms = 0;                     // newest event time in the answer (0: none)
+  std::vector<PartitionPosition> positions;     // what the answer reflects, per partition
   std::vector<std::string> missing_partitions;  // PartialSnapshot::missing
 };
 

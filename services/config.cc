@@ -148,8 +148,7 @@ class ConfigReader {
   }
 
   void ReadKafka(const YAML::Node& kafka) {
-    y_.CheckKeys(kafka,
-                 {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties", "changelog"});
+    y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties", "changelog"});
     if (const auto c = y_.Bool(kafka, "changelog")) c_.engine.changelog = *c;
     if (const auto b = y_.Scalar(kafka, "brokers", true)) c_.engine.brokers = *b;
     if (const auto g = y_.Scalar(kafka, "group_id", false)) c_.engine.group_id = *g;

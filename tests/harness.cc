@@ -195,8 +195,7 @@ std::string WriteKpidConfig(const KpidOptions& o) {
                                                      : o.kafka_sources;
   std::ofstream(cfg) << "kafka:\n  brokers: " << o.brokers << "\n  group_id: " << o.group_id
                      << "\n  dlq_topic: " << o.topic_prefix << "dlq\n"
-                     << (o.changelog ? "  changelog: true\n" : "")
-                     << topics
+                     << (o.changelog ? "  changelog: true\n" : "") << topics
                      << "  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
                      << props << "commit_interval: " << o.commit_interval_ms << "ms\n"
                      << o.extra_config;

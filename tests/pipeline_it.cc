@@ -9,14 +9,14 @@
 #include <unistd.h>
 #include <algorithm>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <set>
-#include <mutex>
-#include <atomic>
 #include <thread>
 #include <tuple>
 
@@ -492,9 +492,9 @@ TEST_F(PipelineIT, KillNineCrashLoopDuringIngestAndRebalancesLosesAndDuplicatesN
 TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
   constexpr int kScalePartitions = 12;
   // About 40 s of production (KPISTREAM_IT_SCALE_EVENTS: fewer, locally).
-  const uint64_t events =
-      std::getenv("KPISTREAM_IT_SCALE_EVENTS") ? std::strtoull(std::getenv("KPISTREAM_IT_SCALE_EVENTS"), nullptr, 10)
-                                               : 1000000;
+  const uint64_t events = std::getenv("KPISTREAM_IT_SCALE_EVENTS")
+                              ? std::strtoull(std::getenv("KPISTREAM_IT_SCALE_EVENTS"), nullptr, 10)
+                              : 1000000;
   auto gen_args = Kpigen("so.", events, {"--seed", "23", "--rate", std::to_string(events / 40)});
   *(std::find(gen_args.begin(), gen_args.end(), "--partitions") + 1) = std::to_string(kScalePartitions);
   Process gen(gen_args, dir_->path() + "/kpigen.log");
@@ -649,8 +649,9 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
       "[ measure  ] kpigen %s at the last change; replica 0: %.0f partitions restored from changelogs "
       "(%.0f records, %.0f bytes), %.0f changelog records written, %.0f changelog failures\n",
       producing ? "still producing" : "done", MetricSum(m, "kpistream_changelog_restores_total"),
-      MetricSum(m, "kpistream_changelog_restored_records_total"), MetricSum(m, "kpistream_changelog_restored_bytes_total"),
-      MetricSum(m, "kpistream_changelog_records_total"), MetricSum(m, "kpistream_changelog_failures_total"));
+      MetricSum(m, "kpistream_changelog_restored_records_total"),
+      MetricSum(m, "kpistream_changelog_restored_bytes_total"), MetricSum(m, "kpistream_changelog_records_total"),
+      MetricSum(m, "kpistream_changelog_failures_total"));
   EXPECT_GT(MetricSum(m, "kpistream_changelog_restores_total"), 0);
   ExpectTruth(*r[0], *truth);
 

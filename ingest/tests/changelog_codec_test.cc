@@ -115,12 +115,11 @@ TEST_F(ChangelogCodecTest, FullValuesUnderPortableKeysRestoreIntoAnotherNumberin
   wb.PutEventId(src_a, "ev-1", 1764460800123, 41);
   wb.PutChangelogOffset(src_a, 17);
   std::vector<std::tuple<Keyspace, std::string, std::string>> changes;
-  ASSERT_TRUE(a.store
-                  ->ResolveChanges(&wb,
-                                   [&](Keyspace ks, std::string_view k, std::string_view v) {
-                                     changes.emplace_back(ks, std::string(k), std::string(v));
-                                   })
-                  .ok());
+  ASSERT_TRUE(
+      a.store
+          ->ResolveChanges(&wb, [&](Keyspace ks, std::string_view k,
+                                    std::string_view v) { changes.emplace_back(ks, std::string(k), std::string(v)); })
+          .ok());
   ASSERT_EQ(changes.size(), 5u);
   // The partial ships as its full value after the commit: 2 + 3.
   state::Agg full;
@@ -208,8 +207,7 @@ TEST_F(ChangelogCodecTest, ASourceIsScannedAndDroppedAlone) {
   }
   ASSERT_TRUE(a.store->Commit(&wb).ok());
   std::map<Keyspace, int> seen;
-  ASSERT_TRUE(
-      a.store->ScanSource(mine, [&](Keyspace ks, std::string_view, std::string_view) { seen[ks]++; }).ok());
+  ASSERT_TRUE(a.store->ScanSource(mine, [&](Keyspace ks, std::string_view, std::string_view) { seen[ks]++; }).ok());
   EXPECT_EQ(seen, (std::map<Keyspace, int>{
                       {Keyspace::kAgg, 2}, {Keyspace::kOffsets, 1}, {Keyspace::kGroups, 2}, {Keyspace::kEventIds, 1}}));
   ASSERT_TRUE(a.store->DropSource(mine).ok());

@@ -9,9 +9,9 @@
 // partials: bytes per key as in a real changelog.
 //
 //   kpistream_restore_bench --brokers HOST:PORT --keys 100000,1000000
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <filesystem>
@@ -116,9 +116,10 @@ int main(int argc, char** argv) {
     if (restored->records != keys) {
       return fmt::print(stderr, "restored {} records of {}\n", restored->records, keys), 1;
     }
-    fmt::print("{{\"keys\":{},\"bytes\":{},\"write_s\":{:.3f},\"restore_s\":{:.3f},\"keys_per_s\":{:.0f},"
-               "\"mb_per_s\":{:.1f}}}\n",
-               keys, bytes, write_s, restore_s, keys / restore_s, bytes / restore_s / 1e6);
+    fmt::print(
+        "{{\"keys\":{},\"bytes\":{},\"write_s\":{:.3f},\"restore_s\":{:.3f},\"keys_per_s\":{:.0f},"
+        "\"mb_per_s\":{:.1f}}}\n",
+        keys, bytes, write_s, restore_s, keys / restore_s, bytes / restore_s / 1e6);
     std::fflush(stdout);
     changelog->reset();
     writer_store->reset();
