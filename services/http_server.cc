@@ -316,7 +316,13 @@ absl::Status HttpServer::Rep::Start(Generation* g) {
         fmt::format("cannot start the HTTP server on {}: dup: {}", address, std::strerror(errno)));
   }
   const bool tls = !g->cert.empty();
-  unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  // poll(2), not MHD_USE_AUTO's epoll: with epoll, MHD_quiesce_daemon (a
+  // reload, Stop) deletes the listen socket from the epoll set while the
+  // polling thread may have taken it out already, and libmicrohttpd 0.9.75
+  // then aborts the process ("Failed to remove listen FD from epoll set";
+  // seen in CI on 2026-11-30, HttpServerTest under ASan). A metrics and
+  // health endpoint has a handful of connections: poll costs nothing here.
+  unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
   if (tls) flags |= MHD_USE_TLS;
   // GnuTLS priorities: its defaults, without anything older than TLS 1.2
   // (Prometheus' minimum), or TLS 1.3 only.
