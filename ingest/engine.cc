@@ -1171,7 +1171,10 @@ const EngineProbe& Engine::probe() const { return rep_->probe; }
 Engine::Ownership Engine::Owned() const {
   Ownership out;
   std::lock_guard<std::mutex> l(rep_->ownership_mu);
-  for (const auto& [tp, source] : rep_->published_owned) out.sources.push_back(source);
+  for (const auto& [tp, source] : rep_->published_owned) {
+    out.sources.push_back(source);
+    out.names.push_back(fmt::format("{}[{}]", tp.topic, tp.partition));
+  }
   for (const auto& [topic, count] : rep_->partition_counts) {
     for (int32_t p = 0; p < count; ++p) {
       if (!rep_->published_owned.count({topic, p})) out.missing.push_back(fmt::format("{}[{}]", topic, p));

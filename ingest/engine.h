@@ -224,6 +224,7 @@ class Engine {
   // Kafka's metadata, refreshed every 10 s). Thread-safe.
   struct Ownership {
     std::vector<uint64_t> sources;
+    std::vector<std::string> names;  // like sources: "<topic>[<partition>]"
     std::vector<std::string> missing;
   };
   Ownership Owned() const;

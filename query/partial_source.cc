@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 
 namespace kpistream::query {
@@ -21,13 +22,43 @@ class LocalSnapshot final : public PartialSnapshot {
     auto sources = view_->Sources();
     if (!sources.ok()) return sources.status();
     std::optional<Ownership>& owned = owned_;
+    // owned source -> its partition's name
+    std::vector<std::pair<uint64_t, std::string>> names;
     if (owned) {
-      std::sort(owned->sources.begin(), owned->sources.end());
+      for (size_t i = 0; i < owned->sources.size(); ++i) {
+        names.emplace_back(owned->sources[i], i < owned->names.size() ? owned->names[i] : std::string());
+      }
+      std::sort(names.begin(), names.end());
       missing_ = std::move(owned->missing);
     }
     for (const auto& s : *sources) {
-      if (owned && !std::binary_search(owned->sources.begin(), owned->sources.end(), s.source)) continue;
-      positions_.push_back({s.source, s.next_offset, s.newest_event_ms});
+      std::string name;
+      if (owned) {
+        auto it = std::lower_bound(names.begin(), names.end(), std::make_pair(s.source, std::string()));
+        if (it == names.end() || it->first != s.source) continue;
+        name = it->second;
+      }
+      positions_.push_back({s.source, s.next_offset, s.newest_event_ms, std::move(name), ""});
+    }
+    // An owned partition with nothing committed yet (an empty one) is in
+    // the answer too, at offset 0: peers must not count it as missing.
+    for (const auto& [source, name] : names) {
+      if (std::none_of(positions_.begin(), positions_.end(),
+                       [&](const PartitionPosition& p) { return p.source == source; })) {
+        positions_.push_back({source, 0, std::numeric_limits<int64_t>::min(), name, ""});
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ScanPartitions(const std::vector<std::string>& partitions, kpi::Tier tier, uint32_t measure_id,
+                              int64_t begin, int64_t end, const BucketVisitor& visit) const override {
+    for (const auto& name : partitions) {
+      auto it = std::find_if(positions_.begin(), positions_.end(),
+                             [&](const PartitionPosition& p) { return !p.partition.empty() && p.partition == name; });
+      if (it == positions_.end()) {
+        return absl::FailedPreconditionError(fmt::format("partition {} is not in this snapshot", name));
+      }
+      if (auto st = view_->Scan(tier, measure_id, it->source, begin, end, visit); !st.ok()) return st;
     }
     return absl::OkStatus();
   }

@@ -21,10 +21,24 @@ namespace kpistream::query {
 // Where one partition stands in an answer: the offsets and the event time
 // the answer reflects (a consistency token lists these).
 struct PartitionPosition {
-  uint64_t source = 0;          // state::SourceId(topic id, partition)
+  uint64_t source = 0;          // state::SourceId(topic id, partition), in the answering replica's store
   int64_t next_offset = 0;      // the next Kafka offset not yet in the answer
   int64_t newest_event_ms = 0;  // the partition's event-time watermark (INT64_MIN: none)
+  // With ownership (replicas): "<topic>[<partition>]", and the replica
+  // that answered for it (its id; services/cluster.h). Empty otherwise.
+  std::string partition;
+  std::string owner;
 };
+
+// The buckets of one measure a query will read (QueryPlan's pieces).
+struct MeasurePieces {
+  uint32_t measure_id = 0;
+  std::vector<kpi::WindowPiece> pieces;
+};
+
+// Called for every stored partial of a scan: its bucket start (seconds),
+// encoded group key and encoded value.
+using BucketVisitor = std::function<void(int64_t bucket, std::string_view group_key, std::string_view encoded)>;
 
 // Called for every partial read: its encoded group key (state::keys.h) and
 // encoded value (state/aggregate.h). Returns false on a malformed partial.
@@ -47,6 +61,23 @@ class PartialSnapshot {
   // DATA_LOSS on a malformed key or partial.
   [[nodiscard]] virtual absl::Status Collect(uint32_t measure_id, const std::vector<kpi::WindowPiece>& pieces,
                                              const PartialVisitor& visit) const = 0;
+  // What the next Collects will read, all at once: a snapshot that reads
+  // over the network fetches it in one round trip per peer instead of one
+  // per Collect. Optional; local snapshots ignore it.
+  [[nodiscard]] virtual absl::Status Prefetch(const std::vector<MeasurePieces>& reads) const {
+    (void)reads;
+    return absl::OkStatus();
+  }
+  // Every partial of a measure in buckets [begin, end) of a tier, over the
+  // named partitions of positions() only (PartitionPosition::partition),
+  // with its bucket: what a peer serves (services/partials_service.h).
+  // UNIMPLEMENTED where partitions have no names.
+  [[nodiscard]] virtual absl::Status ScanPartitions(const std::vector<std::string>& partitions, kpi::Tier tier,
+                                                    uint32_t measure_id, int64_t begin, int64_t end,
+                                                    const BucketVisitor& visit) const {
+    (void)partitions, (void)tier, (void)measure_id, (void)begin, (void)end, (void)visit;
+    return absl::UnimplementedError("this snapshot's partitions have no names");
+  }
 };
 
 class PartialSource {
@@ -63,6 +94,7 @@ class PartialSource {
 // it owned before; those must not be counted.
 struct Ownership {
   std::vector<uint64_t> sources;
+  std::vector<std::string> names;    // like sources: "<topic>[<partition>]"
   std::vector<std::string> missing;  // "<topic>[<partition>]"
 };
 using OwnershipFn = std::function<Ownership()>;

@@ -23,6 +23,17 @@ std::string CacheKey(const KpiQuery& q) {
   return key;
 }
 
+// What the plans read, one entry per measure and piece list.
+std::vector<MeasurePieces> Reads(const std::vector<const QueryPlan*>& plans) {
+  std::vector<MeasurePieces> out;
+  for (const QueryPlan* plan : plans) {
+    for (const auto* list : {&plan->inputs, &plan->domain}) {
+      for (const InputPlan& in : *list) out.push_back({in.measure_id, in.pieces});
+    }
+  }
+  return out;
+}
+
 // One past the newest event time stored, in seconds: nothing at or after it
 // is in the snapshot (kpi::CoverWindow).
 int64_t DataEnd(const std::vector<PartitionPosition>& positions, int64_t* watermark_ms) {
@@ -83,12 +94,29 @@ QueryService::CacheStats QueryService::cache_stats() const {
 }
 
 absl::StatusOr<KpiAnswer> QueryService::Compute(const KpiQuery& q) const {
-  auto snapshot = source_.Snapshot();
-  if (!snapshot.ok()) return snapshot.status();
-  return ComputeOn(q, **snapshot);
+  absl::StatusOr<KpiAnswer> out = absl::UnavailableError("no snapshot");
+  // UNAVAILABLE comes only from a snapshot that reads peers (one that left
+  // mid-answer): a second snapshot sees the cluster as it now is.
+  for (int attempt = 0; attempt < 2 && absl::IsUnavailable(out.status()); ++attempt) {
+    auto snapshot = source_.Snapshot();
+    if (!snapshot.ok()) return snapshot.status();
+    out = ComputeOn(q, **snapshot);
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> QueryService::GetBatch(
+    const std::vector<KpiQuery>& queries) const {
+  auto out = GetBatchOnce(queries);
+  if (!out.ok()) return out;
+  // As Compute: a peer that left mid-answer fails every query alike.
+  if (std::any_of(out->begin(), out->end(), [](const auto& a) { return absl::IsUnavailable(a.status()); })) {
+    out = GetBatchOnce(queries);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> QueryService::GetBatchOnce(
     const std::vector<KpiQuery>& queries) const {
   auto snapshot = source_.Snapshot();
   if (!snapshot.ok()) return snapshot.status();
@@ -138,6 +166,7 @@ absl::StatusOr<KpiAnswer> QueryService::ComputeOn(const KpiQuery& q, const Parti
                       .retention = options_.retention};
   auto plan = PlanQuery(catalog_, ids_, q, time, /*allow_empty_window=*/true);
   if (!plan.ok()) return plan.status();
+  if (auto st = snapshot->Prefetch(Reads({&*plan})); !st.ok()) return st;
   auto values = Evaluate(catalog_, q, *plan, *snapshot);
   if (!values.ok()) return values.status();
   if (const size_t bytes = AnswerBytes(*values); bytes > options_.max_answer_bytes) {
@@ -216,6 +245,12 @@ absl::StatusOr<KpiAnswer> QueryService::Get(const KpiQuery& q) const {
 }
 
 absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step, int64_t window_s) const {
+  auto out = RangeOnce(q, step, window_s);
+  if (absl::IsUnavailable(out.status())) out = RangeOnce(q, step, window_s);  // as Compute
+  return out;
+}
+
+absl::StatusOr<RangeAnswer> QueryService::RangeOnce(const KpiQuery& q, int64_t step, int64_t window_s) const {
   const kpi::KpiDef* kpi = catalog_.FindKpi(q.kpi);
   if (kpi == nullptr) return absl::NotFoundError(fmt::format("unknown KPI '{}' (ListKpis shows the catalog)", q.kpi));
   if (q.end <= q.start) {
@@ -251,6 +286,10 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step,
                       .retention = options_.retention};
   std::map<Labels, Series> series;
   size_t bytes = 0;
+  // Every step planned first, so that the snapshot can fetch what they all
+  // read at once (PartialSnapshot::Prefetch).
+  std::vector<KpiQuery> steps;
+  std::vector<QueryPlan> plans;
   for (int64_t t = q.start; t < q.end; t += step) {
     KpiQuery one = q;
     if (window_s > 0) {
@@ -262,6 +301,18 @@ absl::StatusOr<RangeAnswer> QueryService::Range(const KpiQuery& q, int64_t step,
     }
     auto plan = PlanQuery(catalog_, ids_, one, time, /*allow_empty_window=*/false);
     if (!plan.ok()) return plan.status();
+    steps.push_back(std::move(one));
+    plans.push_back(std::move(*plan));
+  }
+  {
+    std::vector<const QueryPlan*> all;
+    for (const auto& p : plans) all.push_back(&p);
+    if (auto st = (*snapshot)->Prefetch(Reads(all)); !st.ok()) return st;
+  }
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const int64_t t = q.start + static_cast<int64_t>(k) * step;
+    const KpiQuery& one = steps[k];
+    const QueryPlan* plan = &plans[k];
     auto vals = Evaluate(catalog_, one, *plan, **snapshot);
     if (!vals.ok()) return vals.status();
     bytes += AnswerBytes(*vals);

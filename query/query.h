@@ -141,7 +141,11 @@ class QueryService {
   const kpi::Catalog& catalog() const { return catalog_; }
 
  private:
+  // Compute, GetBatch and Range evaluate a second time, on a new snapshot,
+  // when the first fails UNAVAILABLE (a peer left mid-answer).
   absl::StatusOr<KpiAnswer> Compute(const KpiQuery& q) const;
+  absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> GetBatchOnce(const std::vector<KpiQuery>& queries) const;
+  absl::StatusOr<RangeAnswer> RangeOnce(const KpiQuery& q, int64_t step, int64_t window_s) const;
   absl::StatusOr<KpiAnswer> ComputeOn(const KpiQuery& q, const PartialSnapshot& snapshot) const;
   // Keeps `answer` if the cache is still at (sequence, now) and has room.
   void CacheInsert(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const;

@@ -40,8 +40,9 @@ class ConfigReader {
       y_.AddError(root, "the config must be a map (kafka, catalog, ...)");
       return;
     }
-    y_.CheckKeys(root, {"kafka", "catalog", "commit_interval", "memory_budget_mb", "min_free_disk_mb", "retention",
-                        "dedup_window", "max_future", "kpi_export_interval", "alerting", "grpc", "watch", "http"});
+    y_.CheckKeys(root,
+                 {"kafka", "catalog", "commit_interval", "memory_budget_mb", "min_free_disk_mb", "retention",
+                  "dedup_window", "max_future", "kpi_export_interval", "alerting", "grpc", "watch", "http", "cluster"});
     const auto kafka = root["kafka"];
     if (!kafka || !kafka.IsMap()) {
       y_.AddError(kafka ? kafka : root, "a 'kafka' section with brokers and topics is required");
@@ -88,6 +89,7 @@ class ConfigReader {
     if (const auto a = root["alerting"]) ReadAlerting(a);
     if (const auto g = root["grpc"]) ReadGrpc(g);
     if (const auto w = root["watch"]) ReadWatch(w);
+    if (const auto cl = root["cluster"]) ReadCluster(cl);
     if (const auto h = root["http"]) {
       if (!h.IsMap()) {
         y_.AddError(h, "http must be a map (web_config_file)");
@@ -128,6 +130,74 @@ class ConfigReader {
     }
     c_.tokens_file = Path(g, "tokens_file").value_or("");
     if (const auto mb = y_.Int(g, "max_batch", 1, 10000)) c_.max_batch = static_cast<size_t>(*mb);
+  }
+
+  // Cluster-wide answers (services/cluster.h); replicas only.
+  void ReadCluster(const YAML::Node& cl) {
+    if (!cl.IsMap()) {
+      y_.AddError(cl, "cluster must be a map (peers, peers_dns, max_wait, open_timeout, tls, token_file)");
+      return;
+    }
+    y_.CheckKeys(cl, {"peers", "peers_dns", "max_wait", "open_timeout", "tls", "token_file"});
+    auto& o = c_.cluster;
+    if (const auto peers = cl["peers"]) {
+      if (!peers.IsSequence()) {
+        y_.AddError(peers, "cluster.peers must be a list of host:port (every replica's gRPC address)");
+      } else {
+        for (const auto& n : peers) {
+          const std::string a = n.IsScalar() ? n.as<std::string>() : "";
+          if (a.empty() || a.find(':') == std::string::npos) {
+            y_.AddError(n, "each of cluster.peers is a host:port");
+          } else {
+            o.peers.push_back(a);
+          }
+        }
+      }
+    }
+    if (const auto d = y_.Scalar(cl, "peers_dns", false)) {
+      if (d->find(':') == std::string::npos) {
+        y_.AddError(cl["peers_dns"], "cluster.peers_dns is a name:port, e.g. kpistream-headless:50051");
+      } else {
+        o.peers_dns = *d;
+      }
+    }
+    if (o.peers.empty() && o.peers_dns.empty()) {
+      y_.AddError(cl, "cluster needs peers (a list of host:port) or peers_dns (name:port)");
+    }
+    if (const auto ms = y_.DurationMs(cl, "max_wait")) {
+      if (*ms < 0 || *ms > 60000) {
+        y_.AddError(cl["max_wait"], "cluster.max_wait must be between 0s and 60s");
+      } else {
+        o.max_wait_ms = *ms;
+      }
+    }
+    if (const auto ms = y_.DurationMs(cl, "open_timeout")) {
+      if (*ms < 10 || *ms > 60000) {
+        y_.AddError(cl["open_timeout"], "cluster.open_timeout must be between 10ms and 60s");
+      } else {
+        o.open_timeout_ms = *ms;
+      }
+    }
+    if (const auto tls = cl["tls"]) {
+      if (!tls.IsMap()) {
+        y_.AddError(tls, "cluster.tls must be a map: {ca_file: ..., cert_file: ..., key_file: ..., server_name: ...}");
+      } else {
+        y_.CheckKeys(tls, {"ca_file", "cert_file", "key_file", "server_name"});
+        o.tls_ca_file = Path(tls, "ca_file").value_or("");
+        o.tls_cert_file = Path(tls, "cert_file").value_or("");
+        o.tls_key_file = Path(tls, "key_file").value_or("");
+        o.tls_server_name = y_.Scalar(tls, "server_name", false).value_or("");
+        if (o.tls_ca_file.empty())
+          y_.AddError(tls, "cluster.tls needs ca_file (the CA that signed the peers' certificates)");
+        if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+          y_.AddError(tls, "cluster.tls needs both cert_file and key_file, or neither");
+        }
+      }
+    }
+    o.token_file = Path(cl, "token_file").value_or("");
+    if (!c_.engine.changelog) {
+      y_.AddError(cl, "cluster needs kafka.changelog: true (replicas that hand their partitions over with state)");
+    }
   }
 
   void ReadWatch(const YAML::Node& w) {

@@ -26,6 +26,13 @@
 //     tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt}  # client_ca_file: require client certs
 //     tokens_file: tokens.yaml     # bearer tokens with scopes (services/grpc_auth.h); reloaded when it changes
 //     max_batch: 100               # queries per BatchGetKpis
+//   cluster:                       # replicas answer for the whole cluster (needs kafka.changelog)
+//     peers: [kpid-0.kpistream:50051, kpid-1.kpistream:50051]   # and/or
+//     peers_dns: kpistream-headless:50051   # every address of the name is a replica
+//     max_wait: 2s                 # for partitions no replica holds (a rebalance)
+//     open_timeout: 1s             # a peer slower than this is left out of an answer
+//     tls: {ca_file: ca.crt, cert_file: tls.crt, key_file: tls.key, server_name: kpistream}
+//     token_file: peer-token       # bearer token (scope read) sent to peers
 //   watch:
 //     interval: 1s                 # at most one WatchKpis message per subscription per interval
 //     max_streams: 10000           # concurrent WatchKpis streams (0: none served)
@@ -44,6 +51,7 @@
 #include "alerting/notifier.h"
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
+#include "services/cluster.h"
 #include "services/grpc_auth.h"
 #include "services/kpi_watch.h"
 #include "services/web_config.h"
@@ -65,6 +73,9 @@ struct KpidConfig {
   std::string tokens_file;  // empty: no tokens needed
   size_t max_batch = 100;
   WatchOptions watch;
+  // Set (peers or peers_dns): gRPC answers are cluster-wide (services/
+  // cluster.h). replica_id is filled by kpid.
+  ClusterOptions cluster;
   // http.web_config_file, loaded (services/web_config.h): TLS and users
   // for /metrics and /-/reload. Changes need a restart.
   std::string web_config_file;

@@ -10,6 +10,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "api/request.h"
 #include "kpistream/v1/kpi.grpc.pb.h"
@@ -18,6 +24,7 @@
 #include "services/grpc_reflection.h"
 #include "services/kpi_answers.h"
 #include "services/kpi_watch.h"
+#include "services/partials_service.h"
 #include "services/utf8.h"
 
 namespace kpistream::services {
@@ -31,6 +38,51 @@ grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
+
+// A few threads for GetKpi answers that wait on peers (ServingView::remote):
+// a callback handler must not block gRPC's own threads. Hand-written: no
+// library on the list has an executor (gRPC's is internal).
+class Workers {
+ public:
+  explicit Workers(size_t n) {
+    for (size_t i = 0; i < n; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~Workers() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Submit(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    while (true) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and nothing left
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      fn();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
 
 // GetKpi uses gRPC's callback API: the handler runs on the thread that read
 // the request, without the synchronous server's hand-off to a worker thread
@@ -83,14 +135,18 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
     auto* reactor = ctx->DefaultReactor();
     if (auto st = Authorize(options_.auth, *ctx, Scope::kRead); !st.ok()) {
       reactor->Finish(st);
+      return reactor;
+    }
+    ServingView view = view_();
+    if (view.remote) {
+      // The request and response live until Finish.
+      workers_.Submit([this, view = std::move(view), reactor, req, resp] {
+        reactor->Finish(ToGrpc(services::AnswerGetKpi(view, clock_, *req, resp)));
+      });
     } else {
-      reactor->Finish(AnswerGetKpi(req, resp));
+      reactor->Finish(ToGrpc(services::AnswerGetKpi(view, clock_, *req, resp)));
     }
     return reactor;
-  }
-
-  grpc::Status AnswerGetKpi(const v1::GetKpiRequest* req, v1::GetKpiResponse* resp) const {
-    return ToGrpc(services::AnswerGetKpi(view_(), clock_, *req, resp));
   }
 
   grpc::Status BatchGetKpis(grpc::ServerContext* ctx, const v1::BatchGetKpisRequest* req,
@@ -147,6 +203,7 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
   ServingViewFn view_;
   const state::Clock& clock_;
   const GrpcServerOptions options_;
+  Workers workers_{8};  // last: joined before the rest goes
 };
 
 }  // namespace
@@ -155,6 +212,7 @@ struct GrpcServer::Rep {
   GrpcMetrics metrics;  // before the server: its interceptors point here
   std::unique_ptr<KpiServiceImpl> service;
   std::unique_ptr<grpc::Service> alert_service;
+  std::unique_ptr<grpc::Service> partials_service;
   std::unique_ptr<grpc::Service> reflection_v1;
   std::unique_ptr<grpc::Server> server;
   std::string address;
@@ -185,6 +243,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   if (options.alerts) {
     rep->alert_service = MakeAlertService(view, options.auth);
     builder.RegisterService(rep->alert_service.get());
+  }
+  if (!options.replica_id.empty()) {
+    rep->partials_service = MakePartialsService(view, options.replica_id, options.auth);
+    builder.RegisterService(rep->partials_service.get());
   }
   std::vector<std::string> services = {"kpistream.v1.KpiService", "grpc.health.v1.Health",
                                        "grpc.reflection.v1.ServerReflection",

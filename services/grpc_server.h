@@ -25,6 +25,14 @@ struct ServingView {
   const kpi::Catalog* catalog = nullptr;
   const query::QueryService* queries = nullptr;
   alerting::Alerter* alerter = nullptr;  // null: no AlertService answers
+  // Replicas: this replica's own partitions, which peers read
+  // (services/partials_service.h), and the catalog's state ids. Null: not
+  // a replica.
+  const query::PartialSource* partials = nullptr;
+  const kpi::StateIds* ids = nullptr;
+  // queries reads peers (cluster.peers): its answers may wait on the
+  // network, so GetKpi runs them off gRPC's callback threads.
+  bool remote = false;
   std::shared_ptr<const void> owner;
 };
 using ServingViewFn = std::function<ServingView()>;
@@ -43,6 +51,9 @@ struct GrpcServerOptions {
   // Bearer tokens for KpiService (scope read) and AlertService (alerts);
   // null: no tokens needed. REQUIRES: outlives the server.
   TokenAuthenticator* auth = nullptr;
+  // Non-empty: this kpid is a replica with this id, and serves its own
+  // partitions to peers (kpistream.internal.v1.PartialsService).
+  std::string replica_id;
 };
 
 class GrpcServer {

@@ -1,6 +1,7 @@
 #include "services/kpi_answers.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
@@ -12,17 +13,21 @@ namespace kpistream::services {
 using google::protobuf::util::TimeUtil;
 
 std::string ConsistencyToken(const std::vector<query::PartitionPosition>& positions) {
-  std::vector<std::pair<uint64_t, int64_t>> sorted;
-  sorted.reserve(positions.size());
-  for (const auto& p : positions) sorted.emplace_back(p.source, p.next_offset);
-  std::sort(sorted.begin(), sorted.end());
-  std::string out;
-  for (const auto& [source, offset] : sorted) {
-    // state::SourceId: the topic's stable id in the high 32 bits.
-    fmt::format_to(std::back_inserter(out), "{}{}/{}={}", out.empty() ? "" : ",", source >> 32, source & 0xffffffffu,
-                   offset);
+  // Entries sorted, so that equal states give equal tokens.
+  std::vector<std::string> entries;
+  entries.reserve(positions.size());
+  for (const auto& p : positions) {
+    if (p.partition.empty()) {
+      // state::SourceId: the topic's stable id in the high 32 bits.
+      entries.push_back(fmt::format("{}/{}={}", p.source >> 32, p.source & 0xffffffffu, p.next_offset));
+    } else if (p.owner.empty()) {
+      entries.push_back(fmt::format("{}={}", p.partition, p.next_offset));
+    } else {
+      entries.push_back(fmt::format("{}@{}={}", p.partition, p.owner, p.next_offset));
+    }
   }
-  return out;
+  std::sort(entries.begin(), entries.end());
+  return fmt::format("{}", fmt::join(entries, ","));
 }
 
 void FillGetKpiResponse(const api::GetKpiPlan& plan, const v1::GetKpiRequest& req, query::KpiAnswer answer,

@@ -19,8 +19,10 @@
 
 namespace kpistream::services {
 
-// "<topic id>/<partition>=<next offset>,..." sorted: the committed state an
-// answer reflects (GetKpiResponse.consistency_token).
+// The committed state an answer reflects (GetKpiResponse.consistency_token),
+// one entry per partition, sorted, comma-separated: with replicas
+// "<topic>[<partition>]@<replica>=<next offset>" (which replica answered for
+// it); on a single node "<topic id>/<partition>=<next offset>".
 std::string ConsistencyToken(const std::vector<query::PartitionPosition>& positions);
 
 // Fills resp from an evaluated answer of the plan.

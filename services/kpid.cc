@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "alerting/alerter.h"
@@ -36,8 +37,23 @@ struct Pipeline {
   kpi::StateIds ids;
   std::unique_ptr<ingest::Engine> engine;
   std::unique_ptr<query::LocalPartialSource> source;
-  std::unique_ptr<query::QueryService> queries;
+  std::unique_ptr<query::QueryService> queries;  // this replica's partitions: /metrics, alerts
+  // cluster.peers: every replica's partitions, for gRPC (services/cluster.h).
+  std::unique_ptr<ClusterPartialSource> cluster;
+  std::unique_ptr<query::QueryService> cluster_queries;
   std::unique_ptr<KpiExport> kpi_export;
+
+  // What gRPC reads: cluster-wide answers when configured.
+  ServingView View(std::shared_ptr<const void> owner) const {
+    ServingView v{&catalog, cluster_queries ? cluster_queries.get() : queries.get(), alerter.get()};
+    if (config.engine.changelog) {
+      v.partials = source.get();
+      v.ids = &ids;
+    }
+    v.remote = cluster_queries != nullptr;
+    v.owner = std::move(owner);
+    return v;
+  }
   std::unique_ptr<alerting::Alerter> alerter;
   std::unique_ptr<alerting::Notifier> notifier;
 
@@ -81,6 +97,9 @@ struct Kpid::Rep {
   std::unique_ptr<TokenAuthenticator> auth;  // null: no tokens needed; outlives the gRPC server
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
+  // This replica's id: its group.instance.id, or one made up at start
+  // (services/cluster.h tells peers apart by it).
+  std::string replica_id;
   std::mutex reload_mu;  // one reload at a time
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
@@ -157,7 +176,7 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
         *store,
         [owner] {
           auto o = owner->Owned();
-          return query::Ownership{std::move(o.sources), std::move(o.missing)};
+          return query::Ownership{std::move(o.sources), std::move(o.names), std::move(o.missing)};
         },
         [owner] { return owner->OwnershipEpoch(); });
   } else {
@@ -168,6 +187,14 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
                      .hour = store->options().retention_hour_s,
                      .day = store->options().retention_day_s};
   p->queries = std::make_unique<query::QueryService>(p->catalog, p->ids, *p->source, clock, qopts);
+  if (!p->config.cluster.peers.empty() || !p->config.cluster.peers_dns.empty()) {
+    auto copts = p->config.cluster;
+    copts.replica_id = replica_id;
+    auto cluster = ClusterPartialSource::Create(copts, *p->source, p->catalog, p->ids);
+    if (!cluster.ok()) return cluster.status();
+    p->cluster = std::move(*cluster);
+    p->cluster_queries = std::make_unique<query::QueryService>(p->catalog, p->ids, *p->cluster, clock, qopts);
+  }
   p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock, p->config.kpi_export_interval_ms);
   auto* kpi_export = p->kpi_export.get();
   p->engine->AddCommitListener([kpi_export](const ingest::CommitInfo&) { kpi_export->OnCommit(); });
@@ -234,6 +261,17 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
     return st;
   }
   if (auto st = rep->LoadSecurity(); !st.ok()) return st;
+  {
+    const auto& props = rep->config.engine.kafka_properties;
+    auto it = props.find("group.instance.id");
+    if (it != props.end() && !it->second.empty()) {
+      rep->replica_id = it->second;
+    } else {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      rep->replica_id = fmt::format("{}-{}-{:08x}", host, ::getpid(), std::random_device{}());
+    }
+  }
   if (state_dir.empty()) state_dir = "kpistream-state";
   state::StoreOptions sopts;
   sopts.path = state_dir;
@@ -257,7 +295,7 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
     rep->watch = std::make_unique<WatchHub>(
         [r] {
           auto p = r->Current();
-          return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
+          return p->View(p);
         },
         clock, rep->config.watch);
   }
@@ -275,13 +313,14 @@ absl::Status Kpid::Bind() {
   Rep* r = rep_.get();
   auto view = [r] {
     auto p = r->Current();
-    return ServingView{&p->catalog, p->queries.get(), p->alerter.get(), p};
+    return p->View(p);
   };
   auto grpc = GrpcServer::Start({.listen = r->options.grpc_listen,
                                  .watch = r->watch.get(),
                                  .max_batch = r->config.max_batch,
                                  .tls = r->config.grpc_tls,
-                                 .auth = r->auth.get()},
+                                 .auth = r->auth.get(),
+                                 .replica_id = r->config.engine.changelog ? r->replica_id : ""},
                                 view, r->clock);
   if (!grpc.ok()) return grpc.status();
   r->grpc = std::move(*grpc);
@@ -296,6 +335,7 @@ absl::Status Kpid::Bind() {
     CollectEngine(*p->engine, p->catalog, r->clock, out);
     CollectStore(*r->store, out);
     CollectQueries(*p->queries, out);
+    if (p->cluster) CollectCluster(p->cluster->stats(), out);
     CollectAlerting(*p->alerter, p->notifier.get(), out);
     p->kpi_export->Collect(out);
   };

@@ -23,6 +23,7 @@
 #include "ingest/engine.h"
 #include "kpi/catalog.h"
 #include "query/query.h"
+#include "services/cluster.h"
 #include "state/clock.h"
 #include "state/store.h"
 
@@ -47,6 +48,9 @@ void CollectEngine(const ingest::Engine& engine, const kpi::Catalog& catalog, co
 void CollectStore(const state::Store& store, MetricFamilies* out);
 // The query layer: the result cache.
 void CollectQueries(const query::QueryService& queries, MetricFamilies* out);
+// Cluster-wide answers (services/cluster.h): snapshots, peers read and
+// failed, waits for missing partitions, incomplete answers.
+void CollectCluster(const ClusterPartialSource::Stats& stats, MetricFamilies* out);
 // Alerts: Prometheus' ALERTS and ALERTS_FOR_STATE series, the evaluator's
 // and (when set) the notifier's counters.
 void CollectAlerting(const alerting::Alerter& alerter, const alerting::Notifier* notifier, MetricFamilies* out);

@@ -22,4 +22,24 @@ void CollectQueries(const query::QueryService& queries, MetricFamilies* out) {
   }
 }
 
+void CollectCluster(const ClusterPartialSource::Stats& stats, MetricFamilies* out) {
+  auto counter = [&](const char* name, const char* help, const std::atomic<uint64_t>& v) {
+    auto f = Family(name, help, C);
+    f.metric.push_back(Sample(static_cast<double>(v.load(std::memory_order_relaxed)), C, {}));
+    out->push_back(std::move(f));
+  };
+  counter("kpistream_cluster_snapshots_total", "Cluster-wide reads (one per evaluated gRPC answer).", stats.snapshots);
+  counter("kpistream_cluster_peer_reads_total", "Peer snapshot streams opened for cluster-wide reads.",
+          stats.peer_reads);
+  counter("kpistream_cluster_peer_failures_total",
+          "Peers left out of a cluster-wide read (not reachable in time) or failed in the middle of one.",
+          stats.peer_failures);
+  counter("kpistream_cluster_waits_total",
+          "Cluster-wide reads taken again because some partition had no owner (a rebalance), up to cluster.max_wait.",
+          stats.waits);
+  counter("kpistream_cluster_incomplete_total",
+          "Cluster-wide reads answered with partitions missing (listed in the answer's missing_partitions).",
+          stats.incomplete);
+}
+
 }  // namespace kpistream::services
