@@ -124,6 +124,12 @@ struct ClusterPartialSource::Rep {
     if (!ch) {
       grpc::ChannelArguments args;
       args.SetMaxReceiveMessageSize(64 << 20);
+      // A peer that restarts is read again within a second, not after
+      // gRPC's default reconnect backoff (up to 120 s), during which every
+      // answer would list its partitions as missing.
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
       if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
       ch = grpc::CreateCustomChannel(address, credentials, args);
     }

@@ -207,7 +207,7 @@ Kpid::Kpid(const KpidOptions& o) : o_(o) {
   info_path_ = o.work_dir + "/listen-info";
   fs::remove(info_path_);
   std::vector<std::string> argv{KpidBin(),     "--config",      cfg,           "--state-dir",
-                                o.state_dir,   "--grpc-listen", "127.0.0.1:0", "--metrics-listen",
+                                o.state_dir,   "--grpc-listen", o.grpc_listen, "--metrics-listen",
                                 "127.0.0.1:0", "--listen-info", info_path_};
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   proc_ = std::make_unique<Process>(std::move(argv), o.work_dir + "/kpid.log");

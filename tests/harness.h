@@ -121,7 +121,8 @@ struct KpidOptions {
   std::string state_dir;
   std::string work_dir;
   int commit_interval_ms = 200;
-  bool changelog = false;    // kafka.changelog
+  bool changelog = false;  // kafka.changelog
+  std::string grpc_listen = "127.0.0.1:0";
   std::string extra_config;  // appended to the generated kpid.yaml
   // Set: kafka.sources (as `kpigen --print-source` prints it) instead of
   // kafka.topics for the prefix.
