@@ -380,3 +380,53 @@ TEST_F(ConfigTest, WebConfigFileIsLoadedWithTheConfig) {
 
 }  // namespace
 }  // namespace kpistream::services
+
+namespace kpistream::services {
+namespace {
+
+TEST_F(ConfigTest, ClusterSectionForReplicas) {
+  const std::string kafka =
+      "kafka:\n  brokers: localhost:9092\n  topics: {campaign: c, product: p, crm: r}\n  changelog: true\n";
+  std::ofstream(path_) << kafka << R"yaml(cluster:
+  peers: [kpid-0.kpistream:50051, "kpid-1.kpistream:50051"]
+  peers_dns: kpistream-headless:50051
+  max_wait: 3s
+  open_timeout: 500ms
+  tls: {ca_file: ca.crt, cert_file: tls.crt, key_file: tls.key, server_name: kpistream}
+  token_file: /var/run/secrets/peer-token
+)yaml";
+  auto c = LoadKpidConfig(path_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cluster.peers, (std::vector<std::string>{"kpid-0.kpistream:50051", "kpid-1.kpistream:50051"}));
+  EXPECT_EQ(c->cluster.peers_dns, "kpistream-headless:50051");
+  EXPECT_EQ(c->cluster.max_wait_ms, 3000);
+  EXPECT_EQ(c->cluster.open_timeout_ms, 500);
+  const auto folder = std::filesystem::path(path_).parent_path();
+  EXPECT_EQ(c->cluster.tls_ca_file, (folder / "ca.crt").string());  // relative to the config file
+  EXPECT_EQ(c->cluster.tls_key_file, (folder / "tls.key").string());
+  EXPECT_EQ(c->cluster.tls_server_name, "kpistream");
+  EXPECT_EQ(c->cluster.token_file, "/var/run/secrets/peer-token");
+
+  // Without changelogs there are no owners to ask; every mistake at its line.
+  auto bad = Load(R"yaml(cluster:
+  peers: [kpid-0, {a: b}]
+  peers_dns: headless
+  max_wait: 2m
+  tls: {cert_file: tls.crt}
+  colour: blue
+)yaml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* want :
+       {"each of cluster.peers is a host:port", "cluster.peers_dns is a name:port", "cluster.max_wait must be between",
+        "cluster.tls needs ca_file", "both cert_file and key_file", "colour", "cluster needs kafka.changelog: true"}) {
+    EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;
+  }
+  EXPECT_NE(msg.find(":8:"), std::string::npos) << "errors name their line: " << msg;
+  auto empty = Load("cluster: {max_wait: 1s}\n");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("cluster needs peers"), std::string::npos) << empty.status();
+}
+
+}  // namespace
+}  // namespace kpistream::services
