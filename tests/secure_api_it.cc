@@ -354,5 +354,72 @@ TEST_F(SecureApiIT, GrpcurlCallsEveryMethodThroughReflection) {
       << Slurp(d + "/grpcurl-wrong.log");
 }
 
+// Replicas reading each other's partials (cluster.peers) over mutual TLS,
+// with a bearer token: two replicas of one group each own one partition,
+// and each answers for both, as the single kpid reading everything does.
+TEST_F(SecureApiIT, ReplicasReadEachOthersPartialsOverMutualTlsWithAToken) {
+  const auto& d = dir_->path();
+  std::ofstream(d + "/peer-token") << kReadToken << "\n";
+  const std::vector<std::string> addresses = {fmt::format("127.0.0.1:{}", FreePort()),
+                                              fmt::format("127.0.0.1:{}", FreePort())};
+  std::vector<std::unique_ptr<Kpid>> replicas;
+  for (int i = 0; i < 2; ++i) {
+    const auto work = d + fmt::format("/replica-{}", i);
+    std::filesystem::create_directories(work);
+    for (const char* f :
+         {"server.crt", "server.key", "ca.crt", "client.crt", "client.key", "tokens.yaml", "peer-token"}) {
+      std::filesystem::copy_file(d + "/" + f, work + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    }
+    replicas.push_back(std::make_unique<Kpid>(KpidOptions{
+        .brokers = broker_->bootstrap(),
+        .topic_prefix = "sec.",
+        .group_id = "kpid-secure-cluster",
+        .state_dir = work + "/state",
+        .work_dir = work,
+        .changelog = true,
+        .grpc_listen = addresses[static_cast<size_t>(i)],
+        .extra_config =
+            fmt::format("grpc:\n  tls: {{cert_file: server.crt, key_file: server.key, client_ca_file: ca.crt}}\n"
+                        "  tokens_file: tokens.yaml\n"
+                        "cluster:\n  peers: [{}, {}]\n"
+                        "  tls: {{ca_file: ca.crt, cert_file: client.crt, key_file: client.key}}\n"
+                        "  token_file: peer-token\n",
+                        addresses[0], addresses[1]),
+        .extra_args = {"--group-instance-id", fmt::format("secure-{}", i)},
+        .credentials = Credentials("client")}));
+    ASSERT_TRUE(replicas.back()->WaitStarted()) << replicas.back()->process().LogTail();
+  }
+  auto impressions = [&](Kpid& k, v1::GetKpiResponse* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kReadToken);
+    v1::GetKpiRequest req;
+    req.set_kpi("impressions");
+    req.set_window("all");
+    return k.stub().GetKpi(&ctx, req, resp);
+  };
+  v1::GetKpiResponse whole;
+  ASSERT_TRUE(WaitCaughtUp(*kpid_, 60s, 6)) << kpid_->process().LogTail();
+  ASSERT_TRUE(impressions(*kpid_, &whole).ok());
+  ASSERT_EQ(whole.values_size(), 1);
+  ASSERT_GT(whole.values(0).value(), 0);
+  // Both replicas own a partition of each topic (or one owns both, for a
+  // moment), and both answer for everything.
+  for (auto& r : replicas) {
+    v1::GetKpiResponse resp;
+    const auto deadline = std::chrono::steady_clock::now() + 90s;
+    bool exact = false;
+    while (!exact && std::chrono::steady_clock::now() < deadline) {
+      exact = impressions(*r, &resp).ok() && resp.missing_partitions_size() == 0 && resp.values_size() == 1 &&
+              resp.values(0).value() == whole.values(0).value() &&
+              resp.consistency_token().find("@secure-0=") != std::string::npos &&
+              resp.consistency_token().find("@secure-1=") != std::string::npos;
+      if (!exact) std::this_thread::sleep_for(200ms);
+    }
+    EXPECT_TRUE(exact) << resp.DebugString() << r->process().LogTail();
+    EXPECT_GT(MetricSum(r->Scrape(), "kpistream_cluster_peer_reads_total"), 0);
+  }
+}
+
 }  // namespace
 }  // namespace kpistream::testing
