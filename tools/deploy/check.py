@@ -464,7 +464,13 @@ def check_contract(objs, args, where, release="kpistream", values=None):
         eg_ports = [sorted((p["port"], p["protocol"]) for p in r["ports"]) for r in np["spec"]["egress"]]
         R.expect(eg_ports[0] == [(53, "TCP"), (53, "UDP")] and all("to" in r for r in np["spec"]["egress"]),
                  "egress: DNS, then only listed peers")
-        R.expect(len(eg_ports) == 3 and eg_ports[1] == [(9093, "TCP")] and eg_ports[2] == [(9093, "TCP")],
+        # Then the other replicas' gRPC (cluster-wide answers), to these pods only.
+        peers = [r for r in np["spec"]["egress"] if sorted((p["port"], p["protocol"]) for p in r["ports"]) ==
+                 [(50051, "TCP")]]
+        R.expect(len(peers) == 1 and peers[0]["to"] == [{"podSelector": {"matchLabels": sel}}],
+                 "egress: the other replicas' gRPC (50051), selected like the pods")
+        rest = [p for p, r in zip(eg_ports, np["spec"]["egress"]) if r not in peers]
+        R.expect(len(rest) == 3 and rest[1] == [(9093, "TCP")] and rest[2] == [(9093, "TCP")],
                  "egress: Kafka (9093) and Alertmanager (9093)")
     sm = one(objs, "ServiceMonitor")
     if sm and hl:

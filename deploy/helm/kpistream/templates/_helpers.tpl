@@ -96,6 +96,23 @@ grpc:
   tokens_file: /var/run/secrets/kpistream/grpc-tokens/tokens.yaml
   {{- end }}
 {{- end }}
+{{- if .Values.cluster.enabled }}
+cluster:
+  peers_dns: {{ printf "%s-headless:50051" (include "kpistream.fullname" .) | quote }}
+  max_wait: {{ .Values.cluster.maxWait | quote }}
+  {{- if .Values.grpc.tls.enabled }}
+  tls:
+    ca_file: /var/run/secrets/kpistream/grpc-tls/ca.crt
+    {{- if .Values.grpc.tls.clientAuth }}
+    cert_file: /var/run/secrets/kpistream/grpc-tls/tls.crt
+    key_file: /var/run/secrets/kpistream/grpc-tls/tls.key
+    {{- end }}
+    server_name: {{ include "kpistream.fullname" . | quote }}
+  {{- end }}
+  {{- if .Values.grpc.tokens.enabled }}
+  token_file: /var/run/secrets/kpistream/grpc-tokens/peer-token
+  {{- end }}
+{{- end }}
 {{- if .Values.webConfig.enabled }}
 http:
   web_config_file: /var/run/secrets/kpistream/web/web.yml
