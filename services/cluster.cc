@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -75,6 +76,7 @@ struct PeerPart {
   std::unique_ptr<Stream> stream;
   iv1::SnapshotOpened opened;
   absl::Status open_status = absl::UnavailableError("not opened");
+  bool cancelled = false;               // not opened within open_timeout_ms: left out
   std::vector<std::string> partitions;  // the ones this peer answers for
   struct Entry {
     int64_t bucket;
@@ -86,13 +88,11 @@ struct PeerPart {
   std::map<std::pair<uint32_t, int>, std::vector<Interval>> covered;
   bool failed = false;
 
+  // Every read is done (or failed): cancelling ends the peer's side at
+  // once, without a round trip, whatever state it is in.
   void Close() {
     if (!stream) return;
-    if (failed || !open_status.ok()) {
-      ctx->TryCancel();
-    } else {
-      stream->WritesDone();
-    }
+    ctx->TryCancel();
     (void)stream->Finish();
     stream.reset();
   }
@@ -139,9 +139,20 @@ struct ClusterPartialSource::Rep {
   std::vector<std::string> Addresses() const {
     std::vector<std::string> out = options.peers;
     if (!options.peers_dns.empty()) {
+      bool stale;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        stale = dns_resolved == Clock::time_point{} || Clock::now() - dns_resolved > std::chrono::seconds(5);
+      }
+      // Resolved outside the lock: a slow resolver holds up this call only.
+      std::optional<std::vector<std::string>> fresh;
+      if (stale) fresh = Resolve(options.peers_dns);
       std::lock_guard<std::mutex> l(mu);
-      if (dns_resolved == Clock::time_point{} || Clock::now() - dns_resolved > std::chrono::seconds(5)) {
-        dns_addresses = Resolve(options.peers_dns);
+      if (fresh) {
+        std::sort(fresh->begin(), fresh->end());
+        // A pod's address may now be another pod's: learn who is who again.
+        if (*fresh != dns_addresses) self_addresses.clear();
+        dns_addresses = std::move(*fresh);
         dns_resolved = Clock::now();
       }
       out.insert(out.end(), dns_addresses.begin(), dns_addresses.end());
@@ -187,8 +198,10 @@ struct ClusterPartialSource::Rep {
     iv1::PartialsRequest req;
     req.mutable_open();
     iv1::PartialsResponse resp;
-    if (!peer->stream->Write(req) || !peer->stream->Read(&resp) || !resp.has_opened()) {
+    const bool read = peer->stream->Write(req) && peer->stream->Read(&resp);
+    if (!read || !resp.has_opened()) {
       peer->failed = true;
+      if (read) peer->ctx->TryCancel();  // still open: Finish would wait for the deadline
       const auto st = peer->stream->Finish();
       peer->stream.reset();
       peer->open_status = absl::UnavailableError(
@@ -309,6 +322,9 @@ class ClusterSnapshot final : public query::PartialSnapshot {
     for (const auto& name : peer->partitions) rp->add_partitions(name);
     std::vector<std::pair<uint32_t, int>> keys;  // per (measure, tier) requested: its ReadPartials.measures index
     std::map<uint32_t, int> measure_at;
+    // (measure, tier) -> the buckets this read adds, marked read once it
+    // has arrived whole.
+    std::vector<std::pair<std::pair<uint32_t, int>, std::vector<Interval>>> adding;
     for (auto& [key, ranges] : want) {
       auto todo = Subtract(Union(std::move(ranges)), peer->covered[key]);
       if (todo.empty()) continue;
@@ -329,22 +345,27 @@ class ClusterSnapshot final : public query::PartialSnapshot {
         r->set_begin(b);
         r->set_end(e);
       }
-      auto& cov = peer->covered[key];
-      cov.insert(cov.end(), todo.begin(), todo.end());
-      cov = Union(std::move(cov));
+      adding.emplace_back(key, std::move(todo));
     }
     if (rp->measures_size() == 0) return absl::OkStatus();
     std::vector<uint32_t> ids(measure_at.size());
     for (const auto& [id, at] : measure_at) ids[static_cast<size_t>(at)] = id;
     std::set<std::pair<uint32_t, int>> touched;
-    auto fail = [&](const char* what) {
+    // still_open: the peer sent something it should not have; Finish alone
+    // would then wait for it until the deadline. Otherwise the stream has
+    // ended, and Finish returns the peer's own status.
+    auto fail = [&](const char* what, bool still_open = false) {
       peer->failed = true;
+      if (still_open) peer->ctx->TryCancel();
       const auto st = peer->stream->Finish();
       peer->stream.reset();
       rep_.stats.peer_failures.fetch_add(1, std::memory_order_relaxed);
       const auto code = static_cast<absl::StatusCode>(st.error_code());
+      // UNAVAILABLE (retried on a new snapshot) only for a peer that went
+      // away; its refusals, and a deadline that passed, are the answer's.
       const bool theirs = code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kInvalidArgument ||
-                          code == absl::StatusCode::kDataLoss || code == absl::StatusCode::kResourceExhausted;
+                          code == absl::StatusCode::kDataLoss || code == absl::StatusCode::kResourceExhausted ||
+                          code == absl::StatusCode::kDeadlineExceeded;
       const std::string msg =
           fmt::format("replica at {} ({}): {}: {}", peer->address, peer->opened.replica(), what, st.error_message());
       return theirs ? absl::Status(code, msg) : absl::UnavailableError(msg);
@@ -352,14 +373,20 @@ class ClusterSnapshot final : public query::PartialSnapshot {
     if (!peer->stream->Write(req)) return fail("the read could not be sent");
     iv1::PartialsResponse resp;
     while (true) {
-      if (!peer->stream->Read(&resp) || !resp.has_chunk()) return fail("the read was cut short");
+      if (!peer->stream->Read(&resp)) return fail("the read was cut short");
+      if (!resp.has_chunk()) return fail("an answer that is not partials", true);
       for (auto& p : *resp.mutable_chunk()->mutable_partials()) {
-        if (p.measure() >= ids.size()) return fail("a partial of a measure not asked for");
+        if (p.measure() >= ids.size()) return fail("a partial of a measure not asked for", true);
         const std::pair<uint32_t, int> key{ids[p.measure()], static_cast<int>(p.tier())};
         peer->read[key].push_back({p.bucket(), std::move(*p.mutable_group_key()), std::move(*p.mutable_value())});
         touched.insert(key);
       }
       if (resp.chunk().last()) break;
+    }
+    for (auto& [key, todo] : adding) {
+      auto& cov = peer->covered[key];
+      cov.insert(cov.end(), todo.begin(), todo.end());
+      cov = Union(std::move(cov));
     }
     for (const auto& key : touched) {
       auto& v = peer->read[key];
@@ -451,7 +478,10 @@ absl::StatusOr<std::unique_ptr<query::PartialSnapshot>> ClusterPartialSource::Sn
     const auto open_deadline = Clock::now() + std::chrono::milliseconds(rep.options.open_timeout_ms);
     for (size_t i = 0; i < peers.size(); ++i) {
       // Cancelling ends the open's Write or Read at once.
-      if (opening[i].wait_until(open_deadline) != std::future_status::ready) peers[i]->ctx->TryCancel();
+      if (opening[i].wait_until(open_deadline) != std::future_status::ready) {
+        peers[i]->cancelled = true;
+        peers[i]->ctx->TryCancel();
+      }
       opening[i].get();
     }
     if (!local.ok()) {
@@ -461,7 +491,7 @@ absl::StatusOr<std::unique_ptr<query::PartialSnapshot>> ClusterPartialSource::Sn
     std::vector<std::unique_ptr<PeerPart>> open;
     for (auto& p : peers) {
       rep.stats.peer_reads.fetch_add(1, std::memory_order_relaxed);
-      if (!p->open_status.ok()) {
+      if (!p->open_status.ok() || p->cancelled) {
         rep.stats.peer_failures.fetch_add(1, std::memory_order_relaxed);
         p->Close();
         continue;

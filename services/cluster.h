@@ -19,15 +19,22 @@
 //     times out, and answers must not all take max_wait_ms meanwhile.
 //   - a peer that does not open its snapshot within open_timeout_ms is
 //     left out (its partitions are then missing, unless another replica
-//     reports them); one that fails after opening fails the answer with
-//     UNAVAILABLE, and QueryService evaluates it again on a new snapshot.
+//     reports them); one that goes away after opening fails the answer
+//     with UNAVAILABLE, and QueryService evaluates it again on a new
+//     snapshot. A peer's refusal (another catalog: FAILED_PRECONDITION; a
+//     read too large: RESOURCE_EXHAUSTED) and DEADLINE_EXCEEDED are the
+//     answer's error, not retried.
+//   - so a snapshot takes at most max_wait_ms + open_timeout_ms + 100 ms
+//     to open, and its reads at most read_timeout_ms per peer.
 //
 // Consistency: each replica's part is one commit of that replica; the
 // parts are read at nearly the same time, not at one cluster-wide instant
 // (there is none). Positions name the replica that answered for each
 // partition (the consistency token). Sequence() is the local store's: a
 // peer's commit is seen at this replica's next commit or at the next
-// second (QueryService's cache), whichever is first.
+// second (QueryService's cache), whichever is first; so a cached answer
+// (or a BatchGetKpis mixing cached and fresh ones) may lag a peer by up to
+// that.
 //
 // Thread-safety: the source and its snapshots are safe from any thread.
 #pragma once
@@ -53,7 +60,7 @@ struct ClusterOptions {
   std::string peers_dns;
   std::string replica_id;  // this replica's id (its group.instance.id); REQUIRED
   int64_t open_timeout_ms = 1000;
-  int64_t read_timeout_ms = 30000;  // one answer's reads from one peer
+  int64_t read_timeout_ms = 30000;  // one answer's reads from one peer (its stream's deadline)
   int64_t max_wait_ms = 2000;       // for partitions no replica reports
   // TLS to peers: the CA that signed their certificates (empty: plaintext),
   // this replica's client certificate for peers that require one, and the

@@ -138,7 +138,7 @@ class ConfigReader {
       y_.AddError(cl, "cluster must be a map (peers, peers_dns, max_wait, open_timeout, tls, token_file)");
       return;
     }
-    y_.CheckKeys(cl, {"peers", "peers_dns", "max_wait", "open_timeout", "tls", "token_file"});
+    y_.CheckKeys(cl, {"peers", "peers_dns", "max_wait", "open_timeout", "read_timeout", "tls", "token_file"});
     auto& o = c_.cluster;
     if (const auto peers = cl["peers"]) {
       if (!peers.IsSequence()) {
@@ -155,7 +155,10 @@ class ConfigReader {
       }
     }
     if (const auto d = y_.Scalar(cl, "peers_dns", false)) {
-      if (d->find(':') == std::string::npos) {
+      if (d->find("://") != std::string::npos) {
+        y_.AddError(cl["peers_dns"],
+                    "cluster.peers_dns is a plain name:port (no scheme), e.g. kpistream-headless:50051");
+      } else if (d->find(':') == std::string::npos) {
         y_.AddError(cl["peers_dns"], "cluster.peers_dns is a name:port, e.g. kpistream-headless:50051");
       } else {
         o.peers_dns = *d;
@@ -178,6 +181,13 @@ class ConfigReader {
         o.open_timeout_ms = *ms;
       }
     }
+    if (const auto ms = y_.DurationMs(cl, "read_timeout")) {
+      if (*ms < 100 || *ms > 600000) {
+        y_.AddError(cl["read_timeout"], "cluster.read_timeout must be between 100ms and 10m");
+      } else {
+        o.read_timeout_ms = *ms;
+      }
+    }
     if (const auto tls = cl["tls"]) {
       if (!tls.IsMap()) {
         y_.AddError(tls, "cluster.tls must be a map: {ca_file: ..., cert_file: ..., key_file: ..., server_name: ...}");
@@ -189,6 +199,11 @@ class ConfigReader {
         o.tls_server_name = y_.Scalar(tls, "server_name", false).value_or("");
         if (o.tls_ca_file.empty())
           y_.AddError(tls, "cluster.tls needs ca_file (the CA that signed the peers' certificates)");
+        if (!o.peers_dns.empty() && o.tls_server_name.empty()) {
+          y_.AddError(tls,
+                      "cluster.tls needs server_name with peers_dns: peers are dialled by IP address, so name "
+                      "the one their certificate carries (e.g. the Service's)");
+        }
         if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
           y_.AddError(tls, "cluster.tls needs both cert_file and key_file, or neither");
         }

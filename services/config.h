@@ -31,6 +31,7 @@
 //     peers_dns: kpistream-headless:50051   # every address of the name is a replica
 //     max_wait: 2s                 # for partitions no replica holds (a rebalance)
 //     open_timeout: 1s             # a peer slower than this is left out of an answer
+//     read_timeout: 30s            # one answer's reads from one peer
 //     tls: {ca_file: ca.crt, cert_file: tls.crt, key_file: tls.key, server_name: kpistream}
 //     token_file: peer-token       # bearer token (scope read) sent to peers
 //   watch:

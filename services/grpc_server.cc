@@ -55,13 +55,17 @@ class Workers {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
-  void Submit(std::function<void()> fn) {
+  // False (and fn dropped) when kMaxQueued tasks already wait.
+  bool Submit(std::function<void()> fn) {
     {
       std::lock_guard<std::mutex> l(mu_);
+      if (queue_.size() >= kMaxQueued) return false;
       queue_.push_back(std::move(fn));
     }
     cv_.notify_one();
+    return true;
   }
+  static constexpr size_t kMaxQueued = 1024;
 
  private:
   void Run() {
@@ -139,10 +143,18 @@ class KpiServiceImpl final : public v1::KpiService::WithCallbackMethod_GetKpi<
     }
     ServingView view = view_();
     if (view.remote) {
-      // The request and response live until Finish.
-      workers_.Submit([this, view = std::move(view), reactor, req, resp] {
+      // The context, request and response live until Finish.
+      const bool queued = workers_.Submit([this, view = std::move(view), ctx, reactor, req, resp] {
+        if (ctx->IsCancelled()) {  // the caller gave up (or its deadline passed) while it waited
+          reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled before it was answered"));
+          return;
+        }
         reactor->Finish(ToGrpc(services::AnswerGetKpi(view, clock_, *req, resp)));
       });
+      if (!queued) {
+        reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                     "too many cluster-wide GetKpi calls are waiting for their peers; retry"));
+      }
     } else {
       reactor->Finish(ToGrpc(services::AnswerGetKpi(view, clock_, *req, resp)));
     }

@@ -65,6 +65,7 @@ class PartialsServiceImpl final : public iv1::PartialsService::Service {
                            grpc::ServerReaderWriter<iv1::PartialsResponse, iv1::PartialsRequest>* stream) {
     const std::vector<std::string> partitions(read.partitions().begin(), read.partitions().end());
     std::map<std::tuple<uint32_t, uint32_t, int64_t, std::string>, std::string> merged;
+    size_t bytes = 0;  // approximate, of merged
     std::string out;
     bool malformed = false;
     for (int mi = 0; mi < read.measures_size(); ++mi) {
@@ -94,6 +95,7 @@ class PartialsServiceImpl final : public iv1::PartialsService::Service {
               auto [it, fresh] = merged.try_emplace({static_cast<uint32_t>(mi), r.tier(), bucket, std::string(gk)});
               if (fresh) {
                 it->second.assign(enc);
+                bytes += gk.size() + enc.size() + 64;
               } else if (state::MergeEncoded(it->second, enc, &out)) {
                 it->second.swap(out);
               } else {
@@ -105,10 +107,17 @@ class PartialsServiceImpl final : public iv1::PartialsService::Service {
         }
         if (!st.ok()) return ToGrpc(st);
         if (malformed) return grpc::Status(grpc::StatusCode::DATA_LOSS, "malformed stored partial");
+        if (bytes > kPartialsMaxReadBytes) {
+          return grpc::Status(
+              grpc::StatusCode::RESOURCE_EXHAUSTED,
+              fmt::format("the partials this query reads pass {} MiB on one replica: use a larger step, "
+                          "a shorter range, a filter, or fewer group-by dimensions",
+                          kPartialsMaxReadBytes >> 20));
+        }
       }
     }
     iv1::PartialsResponse resp;
-    size_t bytes = 0;
+    bytes = 0;
     for (auto& [key, value] : merged) {
       auto* p = resp.mutable_chunk()->add_partials();
       p->set_measure(std::get<0>(key));

@@ -9,7 +9,8 @@
 // at most kChunkBytes. Callers need the `read` scope when tokens are on.
 //
 // Errors: INVALID_ARGUMENT for a stream that does not open first or reads
-// a partition the snapshot does not hold; FAILED_PRECONDITION for a
+// a partition the snapshot does not hold; RESOURCE_EXHAUSTED for a read
+// over kPartialsMaxReadBytes; FAILED_PRECONDITION for a
 // measure this replica's catalog does not hold under that name and shape
 // (a rolling change of the catalog); UNAVAILABLE when this kpid is not a
 // replica (kafka.changelog off).
@@ -28,6 +29,10 @@
 namespace kpistream::services {
 
 inline constexpr size_t kPartialsChunkBytes = 1 << 20;
+// One read's partials are merged in memory before they are sent; a read
+// past this (a long range of fine buckets by many groups) is refused with
+// RESOURCE_EXHAUSTED and what to narrow.
+inline constexpr size_t kPartialsMaxReadBytes = 64 << 20;
 
 // REQUIRES: auth (null: no tokens) outlives the service.
 std::unique_ptr<grpc::Service> MakePartialsService(ServingViewFn view, std::string replica_id,

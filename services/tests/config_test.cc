@@ -423,6 +423,14 @@ TEST_F(ConfigTest, ClusterSectionForReplicas) {
     EXPECT_NE(msg.find(want), std::string::npos) << want << "\n" << msg;
   }
   EXPECT_NE(msg.find(":8:"), std::string::npos) << "errors name their line: " << msg;
+  std::ofstream(path_) << kafka << "cluster:\n  peers_dns: kpistream-headless:50051\n  tls: {ca_file: ca.crt}\n";
+  auto unnamed = LoadKpidConfig(path_);
+  ASSERT_FALSE(unnamed.ok());
+  EXPECT_NE(unnamed.status().message().find("needs server_name with peers_dns"), std::string::npos) << unnamed.status();
+  std::ofstream(path_) << kafka << "cluster:\n  peers_dns: dns:///kpistream-headless:50051\n";
+  auto scheme = LoadKpidConfig(path_);
+  ASSERT_FALSE(scheme.ok());
+  EXPECT_NE(scheme.status().message().find("no scheme"), std::string::npos) << scheme.status();
   auto empty = Load("cluster: {max_wait: 1s}\n");
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("cluster needs peers"), std::string::npos) << empty.status();
