@@ -105,6 +105,7 @@ struct Alerter::Rep {
   AlerterStats stats ABSL_GUARDED_BY(mu);
 
   std::mutex eval_mu;  // one evaluation at a time
+  int reloads = 0;     // Load()s so far: the first is logged at info, the others (a follower's) at debug
 
   std::mutex subs_mu;
   std::map<int, std::function<void()>> subs ABSL_GUARDED_BY(subs_mu);
@@ -127,6 +128,8 @@ struct Alerter::Rep {
                                              : std::max<int64_t>(4 * options.eval_interval_ms, 60000);
   }
   absl::Status Load();
+  // Drops the in-memory state and loads it again. REQUIRES: eval_mu held.
+  absl::Status Reload();
   absl::Status MigrateLegacy(const std::map<std::string, const AlertRule*>& rules,
                              std::vector<state::Store::AlertWrite>* writes);
   void Run();
@@ -289,8 +292,9 @@ absl::Status Alerter::Rep::Load() {
   if (!writes.empty()) {
     if (auto w = store->WriteAlerts(writes); !w.ok()) return w;
   }
-  spdlog::info("alerts: {} rules, {} instances restored, transition sequence {}", catalog.alerts.size(),
-               instances.size(), seq);
+  spdlog::log(reloads++ ? spdlog::level::debug : spdlog::level::info,
+              "alerts: {} rules, {} instances restored, transition sequence {}", catalog.alerts.size(),
+              instances.size(), seq);
   return absl::OkStatus();
 }
 
@@ -363,6 +367,12 @@ absl::StatusOr<std::vector<query::GroupValue>> Alerter::Rep::Query(const AlertRu
   std::sort(q.filter.begin(), q.filter.end());
   auto answer = query.Get(q);
   if (!answer.ok()) return answer.status();
+  if (!answer->missing_partitions.empty()) {
+    // Part of the data is not in the answer: judging the rule on it could
+    // resolve (or fire) an alert on a partial count.
+    return absl::UnavailableError(fmt::format("held: the answer lacks {} partition(s), e.g. {}",
+                                              answer->missing_partitions.size(), answer->missing_partitions[0]));
+  }
   return std::move(answer->values);
 }
 
@@ -608,8 +618,28 @@ void Alerter::Rep::PersistInstances(int64_t wall_now, Changes* changes) {
   oldest_kept = log.empty() ? seq + 1 : log.front().sequence;
 }
 
+absl::Status Alerter::Reload() {
+  std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
+  if (auto st = rep_->Reload(); !st.ok()) return st;
+  std::lock_guard<std::mutex> l(rep_->subs_mu);
+  for (auto& [id, fn] : rep_->subs) fn();
+  return absl::OkStatus();
+}
+
+absl::Status Alerter::Rep::Reload() {
+  {
+    std::lock_guard<std::mutex> l(mu);
+    instances.clear();
+    log.clear();
+    rule_last_eval.clear();
+    last_eval_now_ms = 0;
+  }
+  return Load();
+}
+
 absl::Status Alerter::EvaluateOnce() {
   std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
+  if (rep_->sources.active && !rep_->sources.active()) return absl::OkStatus();
   const bool caught_up = rep_->sources.caught_up();
   const bool replaying = rep_->sources.replaying();
   const int64_t wall_now = rep_->wall.NowMs();
@@ -640,7 +670,18 @@ absl::Status Alerter::EvaluateOnce() {
                  AlertStateName(t.alert.state), t.alert.value ? fmt::format("{}", *t.alert.value) : "none");
   }
   // Persist before anyone is told: a transition that was announced must
-  // survive a crash.
+  // survive a crash (and, with replicas, a failover: replicated first).
+  if (rep_->sources.replicate && !changes.writes.empty()) {
+    if (auto rs = rep_->sources.replicate(changes.writes); !rs.ok()) {
+      {
+        std::lock_guard<std::mutex> l(rep_->mu);
+        ++rep_->stats.persist_failures;
+      }
+      if (auto back = rep_->Reload(); !back.ok())
+        spdlog::error("alerts: reloading the stored state: {}", back.ToString());
+      return rs;
+    }
+  }
   auto st = rep_->store->WriteAlerts(changes.writes);
   if (!st.ok()) {
     std::lock_guard<std::mutex> l(rep_->mu);
@@ -758,6 +799,13 @@ void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprin
     }
   }
   if (writes.empty()) return;
+  if (rep_->sources.replicate) {
+    if (auto st = rep_->sources.replicate(writes); !st.ok()) {
+      // Not fatal: the next leader sends the resolution again.
+      spdlog::warn("alerts: replicating delivered resolutions: {}", st.ToString());
+      return;
+    }
+  }
   if (auto st = rep_->store->WriteAlerts(writes); !st.ok()) {
     // Not fatal: the resolution is sent again after a restart.
     spdlog::warn("alerts: recording delivered resolutions: {}", st.ToString());

@@ -18,6 +18,14 @@
 // keep_firing_for follow what the condition was; an age rule's gap counts
 // for nothing (StepAlert), as it cannot be read back in time.
 //
+// With replicas, one leader evaluates (AlertSources::active) on the
+// cluster-wide values and replicates every write of its state
+// (AlertSources::replicate); the others Reload what it wrote, so every
+// replica lists the same alerts and a new leader starts where the old one
+// stopped (services/alert_leader.h). A KPI answer that lacks partitions
+// (missing_partitions: a rebalance, a replica gone) changes no alert: the
+// rule's evaluation is held, as during a replay.
+//
 // Thread-safety: all public methods are safe from any thread. Evaluation
 // runs on the alerter's own thread (or the caller of EvaluateOnce in tests).
 #pragma once
@@ -69,6 +77,14 @@ struct AlertSources {
   // Newest applied event time (ms since the epoch) of a family, or of all
   // families for nullopt; 0 when none yet.
   std::function<int64_t(std::optional<kpi::Family>)> newest_event_ms;
+  // Replicas (services/alert_leader.h): whether this replica evaluates the
+  // rules (it leads); null: always. A replica that does not lead holds its
+  // alerts as the leader's state replicated into its store (Reload).
+  std::function<bool()> active;
+  // The leader's writes of its alert state, before they are applied to the
+  // local store: an error (no longer the leader) discards the round, and
+  // the in-memory state goes back to the stored one. Null: local only.
+  std::function<absl::Status(const std::vector<state::Store::AlertWrite>&)> replicate;
 };
 
 struct AlerterStats {
@@ -104,8 +120,12 @@ class Alerter {
   void Stop();
   bool stopped() const;
 
-  // One evaluation of every rule at the rule clock's now.
+  // One evaluation of every rule at the rule clock's now (nothing when
+  // sources.active says this replica does not lead).
   [[nodiscard]] absl::Status EvaluateOnce();
+  // Reads instances and the transition log from the store again (the
+  // leader's state replicated into it), and tells subscribers.
+  [[nodiscard]] absl::Status Reload();
 
   // Pending, firing, and resolved-but-retained alerts, by rule then group.
   std::vector<Alert> Alerts() const;

@@ -231,6 +231,7 @@ void Notifier::Rep::Run() {
       if (stop) return;
       wake = false;
     }
+    if (options.active && !options.active()) continue;
     const int64_t now = clock->NowMs();
     const uint64_t seq = alerter->sequence();
     std::vector<Alert> records;

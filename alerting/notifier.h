@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,11 @@ struct NotifierOptions {
   int64_t max_backoff_ms = 30000;
   // Link back to kpid in each alert (generatorURL); optional.
   std::string generator_url;
+  // Replicas: only the alert leader sends (services/alert_leader.h); null:
+  // always. A new leader sends every firing alert at once, with its
+  // original startsAt and labels: Alertmanager takes it as the alert it
+  // already has, and notifies nobody again.
+  std::function<bool()> active;
 };
 
 struct NotifierTargetStats {

@@ -169,7 +169,7 @@ absl::Status ChangelogCodec::Decode(std::string_view in, uint64_t source, Keyspa
 }
 
 absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions& options, std::string_view id_suffix,
-                                                             int transaction_timeout_ms) {
+                                                             int transaction_timeout_ms, bool shared_id) {
   std::unique_ptr<Changelog> c(new Changelog());
   char err[512];
 
@@ -182,7 +182,8 @@ absl::StatusOr<std::unique_ptr<Changelog>> Changelog::Create(const EngineOptions
     instance = fmt::format("{:016x}", std::random_device()() * 0x9E3779B97F4A7C15ull ^ std::random_device()());
   }
   const std::pair<const char*, std::string> txn_settings[] = {
-      {"transactional.id", fmt::format("{}.{}{}", options.group_id, instance, id_suffix)},
+      {"transactional.id", shared_id ? fmt::format("{}{}", options.group_id, id_suffix)
+                                     : fmt::format("{}.{}{}", options.group_id, instance, id_suffix)},
       {"transaction.timeout.ms", std::to_string(transaction_timeout_ms)},
       {"linger.ms", "5"},
   };
@@ -334,7 +335,7 @@ absl::Status Changelog::Add(const std::string& topic, int32_t partition, std::st
   for (;;) {
     const auto e = rd_kafka_producev(producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
                                      RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
-                                     RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                                     RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.data() ? value.size() : 0),
                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(producer_, 10);  // wait for room: the queue drains as the brokers acknowledge

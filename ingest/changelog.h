@@ -94,9 +94,13 @@ class Changelog {
   // readers that long at most.
   // id_suffix and transaction_timeout_ms: a second producer for a long
   // transaction (shipping a whole state) next to the commits' one.
+  // shared_id: transactional.id "<group><id_suffix>", the same on every
+  // replica, so that whichever creates it last fences all the others (the
+  // alert leader's, services/alert_leader.h).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Changelog>> Create(const EngineOptions& options,
                                                                          std::string_view id_suffix = "",
-                                                                         int transaction_timeout_ms = 10000);
+                                                                         int transaction_timeout_ms = 10000,
+                                                                         bool shared_id = false);
   ~Changelog();
 
   // Creates `topic` compacted with `partitions` partitions if it does not
@@ -114,6 +118,8 @@ class Changelog {
   // offsets): no offsets are sent, so nothing fences the transaction (a
   // benchmark's).
   [[nodiscard]] absl::Status Begin();
+  // A value whose data() is null (a default std::string_view) is written
+  // as a tombstone: compaction then drops the key.
   [[nodiscard]] absl::Status Add(const std::string& topic, int32_t partition, std::string_view key,
                                  std::string_view value);
   [[nodiscard]] absl::StatusOr<std::map<TopicPartition, int64_t>> Commit(
@@ -122,7 +128,7 @@ class Changelog {
 
   // Reads partition `partition` of `topic`, committed records only, from
   // `from` to the end as of the call, calling fn(key, value) for each
-  // with its offset (kpid writes no tombstones). UNAVAILABLE if no record
+  // with its offset (a tombstone's value is empty). UNAVAILABLE if no record
   // arrives for timeout_ms; fn's error stops the read and is returned.
   using RecordFn = std::function<absl::Status(std::string_view key, std::string_view value, int64_t offset)>;
   [[nodiscard]] absl::StatusOr<RestoreResult> Restore(const std::string& topic, int32_t partition, int64_t from,

@@ -114,6 +114,10 @@ struct ClusterPartialSource::Rep {
   mutable std::set<std::string> self_addresses;  // addresses that answered with this replica's id
   mutable std::vector<std::string> dns_addresses;
   mutable Clock::time_point dns_resolved{};
+  // NewestEventMs's last read: (topic, newest event ms) per partition.
+  mutable std::mutex newest_mu;
+  mutable std::vector<std::pair<std::string, int64_t>> newest;
+  mutable Clock::time_point newest_at{};
   // The last missing set waited out, and when (ClusterPartialSource's doc).
   mutable std::set<std::string> waited_missing;
   mutable Clock::time_point waited_at{};
@@ -454,6 +458,25 @@ absl::StatusOr<std::unique_ptr<ClusterPartialSource>> ClusterPartialSource::Crea
 uint64_t ClusterPartialSource::Sequence() const { return rep_->local->Sequence(); }
 
 const ClusterPartialSource::Stats& ClusterPartialSource::stats() const { return rep_->stats; }
+
+int64_t ClusterPartialSource::NewestEventMs(const std::function<bool(const std::string& topic)>& topic_filter) const {
+  std::lock_guard<std::mutex> l(rep_->newest_mu);
+  if (rep_->newest_at == Clock::time_point{} || Clock::now() - rep_->newest_at > std::chrono::milliseconds(500)) {
+    auto snap = Snapshot();
+    if (snap.ok()) {
+      rep_->newest.clear();
+      for (const auto& p : (*snap)->positions()) {
+        rep_->newest.emplace_back(p.partition.substr(0, p.partition.rfind('[')), p.newest_event_ms);
+      }
+      rep_->newest_at = Clock::now();
+    }
+  }
+  int64_t out = 0;
+  for (const auto& [topic, ms] : rep_->newest) {
+    if (ms > out && (!topic_filter || topic_filter(topic))) out = ms;
+  }
+  return out;
+}
 
 absl::StatusOr<std::unique_ptr<query::PartialSnapshot>> ClusterPartialSource::Snapshot() const {
   const Rep& rep = *rep_;

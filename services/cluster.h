@@ -41,6 +41,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,12 @@ class ClusterPartialSource final : public query::PartialSource {
 
   uint64_t Sequence() const override;
   absl::StatusOr<std::unique_ptr<query::PartialSnapshot>> Snapshot() const override;
+
+  // The newest event time (ms since the epoch) of the partitions any
+  // replica reports, of the topics `topic_filter` accepts (null: all): the
+  // alert rules' event-time clock and their absence and freshness checks
+  // with replicas. Read from a snapshot at most 500 ms old. 0: none.
+  int64_t NewestEventMs(const std::function<bool(const std::string& topic)>& topic_filter) const;
 
   struct Stats {
     std::atomic<uint64_t> snapshots{0};

@@ -13,8 +13,10 @@
 #include "alerting/alerter.h"
 #include "alerting/notifier.h"
 #include "ingest/engine.h"
+#include "ingest/topic_match.h"
 #include "query/partial_source.h"
 #include "query/query.h"
+#include "services/alert_leader.h"
 #include "services/config.h"
 #include "services/demo.h"
 #include "services/grpc_server.h"
@@ -41,6 +43,9 @@ struct Pipeline {
   // cluster.peers: every replica's partitions, for gRPC (services/cluster.h).
   std::unique_ptr<ClusterPartialSource> cluster;
   std::unique_ptr<query::QueryService> cluster_queries;
+  // Which family a topic of the cluster's partitions is (alert rules' ages).
+  std::mutex topic_matcher_mu;
+  std::unique_ptr<ingest::TopicMatcher> topic_matcher;
   std::unique_ptr<KpiExport> kpi_export;
 
   // What gRPC reads: cluster-wide answers when configured.
@@ -100,6 +105,9 @@ struct Kpid::Rep {
   // This replica's id: its group.instance.id, or one made up at start
   // (services/cluster.h tells peers apart by it).
   std::string replica_id;
+  // Replicas (kafka.changelog): the alert leader election and the alert
+  // state in Kafka. After store (uses it), stopped before it.
+  std::unique_ptr<AlertLeader> alert_leader;
   std::mutex reload_mu;  // one reload at a time
   std::atomic<bool> started{false};
   std::atomic<bool> stopping{false};
@@ -115,6 +123,7 @@ struct Kpid::Rep {
       std::lock_guard<std::mutex> l(pipeline_mu);
       pipeline.reset();
     }
+    alert_leader.reset();
     watch.reset();
     auth.reset();
     store.reset();
@@ -211,9 +220,35 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
     const auto& probe = eng->probe();
     return f ? probe.newest_event_ms_by_family[static_cast<size_t>(*f)].load() : probe.newest_event_ms.load();
   };
+  if (auto* leader = alert_leader.get()) {
+    // Replicas: one leader evaluates, on cluster-wide values when the
+    // replicas answer for each other, and replicates its state.
+    sources.active = [leader] { return leader->leader(); };
+    sources.replicate = [leader](const std::vector<state::Store::AlertWrite>& w) { return leader->Replicate(w); };
+  }
   auto aopts = p->config.alerter;
   if (p->config.alert_clock_event_time) aopts.now_ms = [eng] { return eng->probe().newest_event_ms.load(); };
-  auto alerter = alerting::Alerter::Create(aopts, p->catalog, *p->queries, store.get(), sources, clock);
+  if (p->cluster) {
+    // Rules judge cluster-wide values: their event-time clock and their
+    // absence and freshness checks read every replica's partitions too.
+    auto matcher =
+        ingest::TopicMatcher::Create(p->config.engine.topics, p->config.engine.dlq_topic, p->config.engine.group_id);
+    if (!matcher.ok()) return matcher.status();
+    p->topic_matcher = std::move(*matcher);
+    auto* cl = p->cluster.get();
+    auto* pipe = p.get();
+    sources.newest_event_ms = [cl, pipe](std::optional<kpi::Family> f) {
+      if (!f) return cl->NewestEventMs(nullptr);
+      return cl->NewestEventMs([pipe, f](const std::string& topic) {
+        std::lock_guard<std::mutex> l(pipe->topic_matcher_mu);
+        const auto* b = pipe->topic_matcher->Find(topic);
+        return b != nullptr && b->family == *f;
+      });
+    };
+    if (p->config.alert_clock_event_time) aopts.now_ms = [cl] { return cl->NewestEventMs(nullptr); };
+  }
+  const query::QueryService& rule_queries = p->cluster_queries ? *p->cluster_queries : *p->queries;
+  auto alerter = alerting::Alerter::Create(aopts, p->catalog, rule_queries, store.get(), sources, clock);
   if (!alerter.ok()) return alerter.status();
   p->alerter = std::move(*alerter);
   auto* alerter_ptr = p->alerter.get();
@@ -222,7 +257,8 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
 }
 
 absl::Status Kpid::Rep::StartPipeline(Pipeline* p) {
-  const auto& n = p->config.notifier;
+  auto n = p->config.notifier;
+  if (auto* leader = alert_leader.get()) n.active = [leader] { return leader->leader(); };
   if (!n.alertmanagers.empty() || !n.webhooks.empty()) {
     auto notifier = alerting::Notifier::Start(n, p->alerter.get(), clock);
     if (!notifier.ok()) return notifier.status();
@@ -299,6 +335,21 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
         },
         clock, rep->config.watch);
   }
+  if (rep->config.engine.changelog) {
+    Rep* r = rep.get();
+    auto reload = [r] {
+      if (auto p = r->Current(); p && p->alerter) {
+        if (auto st = p->alerter->Reload(); !st.ok()) spdlog::error("alerts: reloading: {}", st.ToString());
+      }
+    };
+    auto leader =
+        AlertLeader::Start(rep->config.engine, rep->store.get(), {.followed = reload, .leading = [r](bool on) {
+                                                                    if (auto p = r->Current(); on && p && p->alerter)
+                                                                      p->alerter->OnCommit();
+                                                                  }});
+    if (!leader.ok()) return leader.status();
+    rep->alert_leader = std::move(*leader);
+  }
   auto pipeline = rep->Build(rep->config);
   if (!pipeline.ok()) return pipeline.status();
   rep->pipeline = std::move(*pipeline);
@@ -336,7 +387,8 @@ absl::Status Kpid::Bind() {
     CollectStore(*r->store, out);
     CollectQueries(*p->queries, out);
     if (p->cluster) CollectCluster(p->cluster->stats(), out);
-    CollectAlerting(*p->alerter, p->notifier.get(), out);
+    CollectAlerting(*p->alerter, p->notifier.get(), out,
+                    r->alert_leader ? std::optional<bool>(r->alert_leader->leader()) : std::nullopt);
     p->kpi_export->Collect(out);
   };
   handlers.healthy = [this] { return Healthy(); };
@@ -373,6 +425,8 @@ bool Kpid::Stop(std::chrono::steady_clock::time_point deadline) {
       }
       if (p) p->Stop();
     }
+    // Leaves the election group: another replica leads at once.
+    if (rep_->alert_leader) rep_->alert_leader->Stop();
     if (rep_->grpc) rep_->grpc->Shutdown();
     if (rep_->http) rep_->http->Stop();
     if (rep_->demo) rep_->demo->Stop();
@@ -382,6 +436,7 @@ bool Kpid::Stop(std::chrono::steady_clock::time_point deadline) {
     }
     rep_->grpc.reset();
     rep_->http.reset();
+    rep_->alert_leader.reset();
     rep_->store.reset();
     if (!rep_->temp_state.empty()) std::filesystem::remove_all(rep_->temp_state);
     *done = true;

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,8 +53,10 @@ void CollectQueries(const query::QueryService& queries, MetricFamilies* out);
 // failed, waits for missing partitions, incomplete answers.
 void CollectCluster(const ClusterPartialSource::Stats& stats, MetricFamilies* out);
 // Alerts: Prometheus' ALERTS and ALERTS_FOR_STATE series, the evaluator's
-// and (when set) the notifier's counters.
-void CollectAlerting(const alerting::Alerter& alerter, const alerting::Notifier* notifier, MetricFamilies* out);
+// and (when set) the notifier's counters. leading set (replicas): exported
+// as kpistream_alert_leader, and ALERTS only where it is true.
+void CollectAlerting(const alerting::Alerter& alerter, const alerting::Notifier* notifier, MetricFamilies* out,
+                     std::optional<bool> leading = std::nullopt);
 
 // The process: process_cpu_seconds_total, process_resident_memory_bytes,
 // process_virtual_memory_bytes, process_open_fds, process_max_fds,

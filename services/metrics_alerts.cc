@@ -8,12 +8,21 @@ namespace prom = prometheus;
 // Prometheus' own alert series, so dashboards and rules treat kpid's
 // alerts like any other: ALERTS{alertname, alertstate, ...labels} 1 and
 // ALERTS_FOR_STATE (the time the instance became active, in seconds).
-void CollectAlerting(const alerting::Alerter& alerter, const alerting::Notifier* notifier, MetricFamilies* out) {
+void CollectAlerting(const alerting::Alerter& alerter, const alerting::Notifier* notifier, MetricFamilies* out,
+                     std::optional<bool> leading) {
   const auto G = prom::MetricType::Gauge;
   const auto C = prom::MetricType::Counter;
+  if (leading) {
+    auto f = Family("kpistream_alert_leader",
+                    "1 on the replica that evaluates the alert rules and sends the alerts (replicas elect one).", G);
+    f.metric.push_back(Sample(*leading ? 1 : 0, G));
+    out->push_back(std::move(f));
+  }
   auto alerts = Family("ALERTS", "Pending and firing kpistream alerts.", G);
   auto for_state = Family("ALERTS_FOR_STATE", "When each pending or firing alert became active (Unix seconds).", G);
-  for (const auto& a : alerter.Alerts()) {
+  // With replicas only the leader exports them, so that PromQL counts each
+  // alert once (the others hold the same alerts, replicated).
+  for (const auto& a : leading.value_or(true) ? alerter.Alerts() : std::vector<alerting::Alert>{}) {
     const bool firing = a.state == alerting::AlertState::kFiring;
     if (!firing && a.state != alerting::AlertState::kPending) continue;
     // The exposition is UTF-8: invalid bytes of a dimension value show as

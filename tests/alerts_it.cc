@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -246,6 +247,141 @@ TEST_F(AlertsIT, ChurnSpikeFiresOnceSurvivesKillNineReachesLateAlertmanagerAndRe
 
   kpid->process().Signal(SIGTERM);
   EXPECT_EQ(kpid->process().Wait(30s), std::optional<int>(0)) << kpid->process().LogTail();
+}
+
+// Replicas (scale-out): one leader, elected through Kafka, evaluates the
+// rules on cluster-wide values and sends the alerts; its alert state lives
+// in a compacted topic. Three replicas share the partitions; the alert
+// fires; the leader is killed with kill -9. Another replica takes the lead
+// from the replicated state: the alert is still firing since the same
+// moment, every replica lists it, and Alertmanager has notified once.
+TEST_F(AlertsIT, AFiringAlertSurvivesTheLeadersKillNineWithOneNotification) {
+  HttpSink am_sink;
+  Alertmanager am(dir_->path() + "/am", am_sink.url(), FreePort());
+  ASSERT_TRUE(am.WaitReady()) << am.process().LogTail();
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 3; ++i) addresses.push_back("127.0.0.1:" + std::to_string(FreePort()));
+  std::string peers;
+  for (const auto& a : addresses) peers += (peers.empty() ? "" : ", ") + a;
+  const std::string extra = "alerting:\n  alertmanagers: [\"" + am.url() +
+                            "\"]\n  evaluation_interval: 1s\n  resend_interval: 2s\n  clock: event_time\n"
+                            "cluster:\n  peers: [" +
+                            peers + "]\n  max_wait: 1s\n";
+  Play(0, 46);
+  std::vector<std::unique_ptr<Kpid>> r(3);
+  std::vector<std::unique_ptr<v1::AlertService::Stub>> stubs(3);
+  auto start = [&](int i) {
+    const auto work = dir_->path() + "/r" + std::to_string(i);
+    std::filesystem::create_directories(work);
+    r[i] = std::make_unique<Kpid>(KpidOptions{.brokers = broker_->bootstrap(),
+                                              .topic_prefix = "al.",
+                                              .group_id = "kpid-alerts-ha",
+                                              .state_dir = work + "/state",
+                                              .work_dir = work,
+                                              .changelog = true,
+                                              .grpc_listen = addresses[static_cast<size_t>(i)],
+                                              .extra_config = extra,
+                                              .extra_args = {"--group-instance-id", "ha-" + std::to_string(i)}});
+    ASSERT_TRUE(r[i]->WaitStarted()) << r[i]->process().LogTail();
+    stubs[i] = v1::AlertService::NewStub(grpc::CreateChannel(r[i]->grpc_address(), grpc::InsecureChannelCredentials()));
+  };
+  for (int i = 0; i < 3; ++i) {
+    start(i);
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  auto alert_on = [&](int i, v1::AlertState state) -> std::optional<v1::Alert> {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::ListAlertsResponse resp;
+    if (!stubs[i]->ListAlerts(&ctx, {}, &resp).ok()) return std::nullopt;
+    for (const auto& a : resp.alerts()) {
+      if (a.rule() == kRule && a.state() == state) return a;
+    }
+    return std::nullopt;
+  };
+  auto tails = [&] {
+    std::string out;
+    for (int i = 0; i < 3; ++i) {
+      if (r[i]) out += "--- replica ha-" + std::to_string(i) + "\n" + r[i]->process().LogTail();
+    }
+    return out;
+  };
+  auto leaders = [&](const std::vector<int>& live) {
+    std::vector<int> out;
+    for (int i : live) {
+      if (MetricSum(r[i]->Scrape(), "kpistream_alert_leader") == 1) out.push_back(i);
+    }
+    return out;
+  };
+  ASSERT_TRUE(WaitFor([&] { return alert_on(0, v1::ALERT_STATE_PENDING).has_value(); }, 180s)) << tails();
+  Play(46, 48.5);
+  // Firing, listed alike by every replica (the followers hold the leader's
+  // state), and notified once.
+  std::optional<v1::Alert> firing;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (int i = 0; i < 3; ++i) {
+          if (!alert_on(i, v1::ALERT_STATE_FIRING)) return false;
+        }
+        firing = alert_on(0, v1::ALERT_STATE_FIRING);
+        return true;
+      },
+      120s))
+      << tails();
+  ASSERT_TRUE(WaitFor([&] { return AmAlerts(am).size() == 1 && Notifications(am_sink).size() == 1; }, 60s))
+      << am.process().LogTail();
+  const std::string starts_at = AmAlerts(am).at(0)["startsAt"];
+  const auto lead = leaders({0, 1, 2});
+  ASSERT_EQ(lead.size(), 1u) << "one leader among three replicas";
+  double alerts_series = 0;
+  for (int i = 0; i < 3; ++i) alerts_series += MetricSum(r[i]->Scrape(), "ALERTS", {{"alertname", kRule}});
+  EXPECT_EQ(alerts_series, 1) << "ALERTS is exported by the leader only";
+
+  // kill -9 the leader. Another takes the lead from the replicated state.
+  const int dead = lead[0];
+  const auto killed_at = Clock::now();
+  r[dead]->process().Signal(SIGKILL);
+  ASSERT_TRUE(r[dead]->process().Wait(10s));
+  std::vector<int> live;
+  for (int i = 0; i < 3; ++i) {
+    if (i != dead) live.push_back(i);
+  }
+  ASSERT_TRUE(WaitFor([&] { return leaders(live).size() == 1; }, 60s)) << tails();
+  const int next = leaders(live).at(0);
+  const double lead_s = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  // It evaluates again (on a complete cluster view, once the dead
+  // replica's partitions have moved) and sends for a few resend intervals.
+  const double evaluations = MetricSum(r[next]->Scrape(), "kpistream_alert_evaluations_total");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const auto m = r[next]->Scrape();
+        return MetricSum(m, "kpistream_alert_evaluations_total") > evaluations + 3 &&
+               MetricSum(m, "kpistream_alerts_sent_total") >= 3;
+      },
+      90s))
+      << tails();
+  const auto sent_at = Clock::now();
+  for (int i : live) {
+    auto a = alert_on(i, v1::ALERT_STATE_FIRING);
+    ASSERT_TRUE(a) << "replica " << i << " lost the firing alert";
+    EXPECT_EQ(a->firing_since().seconds(), firing->firing_since().seconds());
+    EXPECT_EQ(a->fingerprint(), firing->fingerprint());
+  }
+  std::this_thread::sleep_for(3s);  // > Alertmanager's group_interval
+  const auto now = AmAlerts(am);
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0]["startsAt"], starts_at);
+  EXPECT_EQ(now[0]["status"]["state"], "active");
+  EXPECT_EQ(Notifications(am_sink).size(), 1u) << "the failover paged again";
+  std::printf(
+      "[ measure  ] leader ha-%d killed; ha-%d leads %.1f s later and has sent %.0f alert(s) %.1f s after the kill; "
+      "%zu notification(s) at Alertmanager\n",
+      dead, next, lead_s, MetricSum(r[next]->Scrape(), "kpistream_alerts_sent_total"),
+      std::chrono::duration<double>(sent_at - killed_at).count(), Notifications(am_sink).size());
+  for (int i : live) {
+    r[i]->process().Signal(SIGTERM);
+    EXPECT_EQ(r[i]->process().Wait(60s), std::optional<int>(0)) << r[i]->process().LogTail();
+  }
 }
 
 }  // namespace
