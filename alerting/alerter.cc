@@ -633,6 +633,7 @@ absl::Status Alerter::Rep::Reload() {
     log.clear();
     rule_last_eval.clear();
     last_eval_now_ms = 0;
+    seq = 0;  // the stored one: a discarded round's transitions never happened
   }
   return Load();
 }

@@ -757,3 +757,108 @@ TEST_F(AlerterTest, StoppingTheAlerterEndsWatchersWithUnavailable) {
 
 }  // namespace
 }  // namespace kpistream::services
+
+namespace kpistream::services {
+namespace {
+
+// Replicas (services/alert_leader.h): the leader replicates every write of
+// its state before its own store takes it; a follower holds what it
+// replicated, evaluates nothing, and lists the same alerts; a leader whose
+// replication fails (fenced) keeps nothing of that round.
+TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState) {
+  std::vector<state::Store::AlertWrite> topic;  // stands for <group>.alerts.changelog
+  bool fenced = false;
+  auto make = [&](state::Store* store, bool leads) {
+    AlerterOptions o;
+    o.now_ms = [this] { return now_s_ * 1000; };
+    o.eval_interval_ms = 60000;
+    AlertSources src;
+    src.caught_up = [] { return true; };
+    src.replaying = [] { return false; };
+    src.newest_event_ms = [this](std::optional<kpi::Family>) { return now_s_ * 1000; };
+    src.active = [leads] { return leads; };
+    if (leads) {
+      src.replicate = [&](const std::vector<state::Store::AlertWrite>& w) {
+        if (fenced) return absl::FailedPreconditionError("fenced by a newer alert leader");
+        topic.insert(topic.end(), w.begin(), w.end());
+        return absl::OkStatus();
+      };
+    }
+    auto a = Alerter::Create(o, catalog_, *queries_, store, src, query_clock_);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return std::move(*a);
+  };
+  alerter_ = make(store_.get(), true);
+  const auto follower_dir = dir_.string() + "-follower";
+  std::filesystem::remove_all(follower_dir);
+  auto follower_store = *state::Store::Open({.path = follower_dir});
+  auto follower = make(follower_store.get(), false);
+
+  const int64_t t0 = kDay + 3600;
+  Clicks("search", 8, t0 - 30);
+  Eval(t0);
+  Eval(t0 + 120);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
+  ASSERT_FALSE(topic.empty());
+  // The follower evaluates nothing of its own...
+  ASSERT_TRUE(follower->EvaluateOnce().ok());
+  EXPECT_EQ(follower->stats().evaluations, 0u);
+  EXPECT_TRUE(follower->Alerts().empty());
+  // ...and lists the leader's alerts once it applied what was replicated.
+  ASSERT_TRUE(follower_store->WriteAlerts(topic).ok());
+  ASSERT_TRUE(follower->Reload().ok());
+  const auto mine = alerter_->Alerts();
+  const auto theirs = follower->Alerts();
+  ASSERT_EQ(theirs.size(), 1u);
+  EXPECT_EQ(theirs[0].fingerprint, mine[0].fingerprint);
+  EXPECT_EQ(theirs[0].state, alerting::AlertState::kFiring);
+  EXPECT_EQ(theirs[0].firing_since_ms, mine[0].firing_since_ms);
+  EXPECT_EQ(follower->sequence(), alerter_->sequence());
+
+  // Fenced: the round that would resolve the alert is discarded whole, and
+  // the leader's in-memory state is its stored one again.
+  const auto seq = alerter_->sequence();
+  fenced = true;
+  now_s_ = t0 + 600;
+  query_clock_.SetMs(now_s_ * 1000);
+  EXPECT_FALSE(alerter_->EvaluateOnce().ok());
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
+  EXPECT_EQ(alerter_->sequence(), seq);
+  EXPECT_EQ(alerter_->stats().persist_failures, 1u);
+  follower.reset();
+  follower_store.reset();
+  std::filesystem::remove_all(follower_dir);
+}
+
+// An answer that lacks partitions (a rebalance, a replica gone) changes no
+// alert: the rule is held until the answer is whole again.
+TEST_F(AlerterTest, AnAnswerWithMissingPartitionsHoldsTheRule) {
+  bool whole = true;
+  source_ = std::make_unique<query::LocalPartialSource>(
+      *store_,
+      [&] {
+        query::Ownership o;
+        o.sources = {state::SourceId(1, 0)};
+        o.names = {"clicks[0]"};
+        if (!whole) o.missing = {"clicks[1]"};
+        return o;
+      },
+      [&] { return whole ? uint64_t{0} : uint64_t{1}; });
+  queries_ = std::make_unique<query::QueryService>(catalog_, ids_, *source_, query_clock_,
+                                                   query::QueryOptions{.retention = {}});
+  StartAlerter();
+  const int64_t t0 = kDay + 3600;
+  Clicks("search", 8, t0 - 30);
+  Eval(t0);
+  ASSERT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  whole = false;
+  Eval(t0 + 600);  // the clicks left the window, but the answer is partial
+  EXPECT_EQ(StateOf("search"), "ALERT_STATE_PENDING");
+  EXPECT_GT(alerter_->stats().evaluation_failures, 0u);
+  whole = true;
+  Eval(t0 + 660);
+  EXPECT_NE(StateOf("search"), "ALERT_STATE_PENDING");  // judged again
+}
+
+}  // namespace
+}  // namespace kpistream::services
