@@ -204,7 +204,16 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
     p->cluster = std::move(*cluster);
     p->cluster_queries = std::make_unique<query::QueryService>(p->catalog, p->ids, *p->cluster, clock, qopts);
   }
-  p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock, p->config.kpi_export_interval_ms);
+  if (p->cluster_queries && alert_leader) {
+    // Replicas answering for each other: the alert leader exports the KPI
+    // series, cluster-wide; the others none (PromQL sees each KPI once).
+    auto* leader = alert_leader.get();
+    p->kpi_export =
+        std::make_unique<KpiExport>(p->catalog, *p->cluster_queries, clock, p->config.kpi_export_interval_ms,
+                                    [leader] { return leader->leader(); });
+  } else {
+    p->kpi_export = std::make_unique<KpiExport>(p->catalog, *p->queries, clock, p->config.kpi_export_interval_ms);
+  }
   auto* kpi_export = p->kpi_export.get();
   p->engine->AddCommitListener([kpi_export](const ingest::CommitInfo&) { kpi_export->OnCommit(); });
   if (watch) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -82,8 +83,16 @@ class KpiExport {
  public:
   // REQUIRES: catalog, queries and clock outlive the export.
   // min_interval_ms: the least time between two evaluations.
+  // active (replicas: services/alert_leader.h): whether this replica
+  // exports the KPI series; null: always. With replicas one exports them,
+  // from cluster-wide answers, so PromQL sees each KPI once, exact, for
+  // every kind of KPI (distinct counts and quantiles included), whichever
+  // pod it comes from; the others export none, and every replica exports
+  // kpistream_kpi_exporter (1 on the one that exports). An active export
+  // also evaluates every min_interval without a local commit (a peer's
+  // data changes too).
   KpiExport(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Clock& clock,
-            int64_t min_interval_ms = 5000);
+            int64_t min_interval_ms = 5000, std::function<bool()> active = nullptr);
   ~KpiExport();  // Stop()
   KpiExport(const KpiExport&) = delete;
   KpiExport& operator=(const KpiExport&) = delete;
@@ -103,6 +112,7 @@ class KpiExport {
   const query::QueryService& queries_;
   const state::Clock& clock_;
   const int64_t min_interval_ms_;
+  const std::function<bool()> active_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool dirty_ = true;                                     // guarded by mu_: a commit since the last evaluation

@@ -25,10 +25,13 @@ struct Exported {
 }  // namespace
 
 KpiExport::KpiExport(const kpi::Catalog& catalog, const query::QueryService& queries, const state::Clock& clock,
-                     int64_t min_interval_ms)
-    : catalog_(catalog), queries_(queries), clock_(clock), min_interval_ms_(min_interval_ms), thread_([this] {
-        Run();
-      }) {}
+                     int64_t min_interval_ms, std::function<bool()> active)
+    : catalog_(catalog),
+      queries_(queries),
+      clock_(clock),
+      min_interval_ms_(min_interval_ms),
+      active_(std::move(active)),
+      thread_([this] { Run(); }) {}
 
 KpiExport::~KpiExport() { Stop(); }
 
@@ -52,9 +55,17 @@ void KpiExport::OnCommit() {
 void KpiExport::Run() {
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
-    cv_.wait(l, [this] { return stop_ || dirty_; });
+    if (active_) {
+      cv_.wait_for(l, std::chrono::milliseconds(min_interval_ms_), [this] { return stop_ || dirty_; });
+    } else {
+      cv_.wait(l, [this] { return stop_ || dirty_; });
+    }
     if (stop_) break;
     dirty_ = false;
+    if (active_ && !active_()) {
+      cached_.reset();  // a later term starts from a fresh evaluation
+      continue;
+    }
     l.unlock();
     auto fresh = std::make_shared<MetricFamilies>();
     {
@@ -69,6 +80,13 @@ void KpiExport::Run() {
 }
 
 void KpiExport::Collect(MetricFamilies* out) const {
+  if (active_) {
+    const bool exporting = active_();
+    AddGauge(out, "kpistream_kpi_exporter",
+             "1 on the replica that exports the KPI series (cluster-wide values); 0 on the others, which export none.",
+             exporting ? 1 : 0);
+    if (!exporting) return;
+  }
   std::shared_ptr<const MetricFamilies> cached;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -105,63 +123,78 @@ void KpiExport::Evaluate(MetricFamilies* out) const {
                        G);
   uint64_t errors = 0, series = 0;
   const int64_t now = (clock_.NowMs() + 999) / 1000;
-  for (const auto& k : catalog_.kpis) {
-    auto f = Family(kpi::KpiMetricName(k),
-                    fmt::format("{} Unit: {}.{}", k.help.empty() ? k.name : k.help, k.unit,
-                                k.exports.empty() ? "" : " Breakdowns: the `breakdown` label names the dimensions."),
-                    G);
-    std::vector<Exported> queries{{}};
-    for (const auto& e : k.exports) {
-      queries.push_back({e.group_by, kpi::BreakdownLabel(e), e.top > 0 ? e.top : kpi::kMaxExportGroups, e.ascending});
-    }
-    for (const auto& w : k.windows) {
-      auto range = kpi::ResolveWindow(w, now, catalog_.timezone);
-      if (!range.ok()) continue;
-      for (const auto& e : queries) {
-        query::KpiQuery q{.kpi = k.name, .start = range->start, .end = range->end, .group_by = e.group_by};
-        q.top = e.top;
-        q.top_ascending = e.ascending;
-        auto answer = queries_.Get(q);
-        if (!answer.ok()) {
-          ++errors;
-          continue;
-        }
-        for (const auto& gv : answer->values) {
-          MetricLabels labels{{"window", w}};
-          if (!e.group_by.empty()) labels.push_back({"breakdown", e.breakdown});
-          // Label values must be UTF-8 in the exposition; dimension values
-          // are bytes from the events.
-          for (const auto& [d, v] : gv.group) labels.push_back({d, ValidUtf8(v)});
-          // No value (e.g. a ratio over zero events) is an absent sample.
-          if (gv.value) {
-            f.metric.push_back(Sample(*gv.value, G, labels));
-            ++series;
+  // Every query first, then one batch: the whole export reads one
+  // snapshot (with replicas, one read of each peer).
+  std::vector<query::KpiQuery> batch;
+  for (int pass = 0; pass < 2; ++pass) {
+    size_t next = 0;
+    auto answers = pass == 1 ? queries_.GetBatch(batch)
+                             : absl::StatusOr<std::vector<absl::StatusOr<query::KpiAnswer>>>(
+                                   std::vector<absl::StatusOr<query::KpiAnswer>>{});
+    for (const auto& k : catalog_.kpis) {
+      auto f = Family(kpi::KpiMetricName(k),
+                      fmt::format("{} Unit: {}.{}", k.help.empty() ? k.name : k.help, k.unit,
+                                  k.exports.empty() ? "" : " Breakdowns: the `breakdown` label names the dimensions."),
+                      G);
+      std::vector<Exported> queries{{}};
+      for (const auto& e : k.exports) {
+        queries.push_back({e.group_by, kpi::BreakdownLabel(e), e.top > 0 ? e.top : kpi::kMaxExportGroups, e.ascending});
+      }
+      for (const auto& w : k.windows) {
+        auto range = kpi::ResolveWindow(w, now, catalog_.timezone);
+        if (!range.ok()) continue;
+        for (const auto& e : queries) {
+          query::KpiQuery q{.kpi = k.name, .start = range->start, .end = range->end, .group_by = e.group_by};
+          q.top = e.top;
+          q.top_ascending = e.ascending;
+          if (pass == 0) {
+            batch.push_back(std::move(q));
+            continue;
           }
-          for (size_t i = 0; i < k.inputs.size() && i < gv.inputs.size(); ++i) {
-            const auto& in = k.inputs[i];
-            const auto agg = catalog_.measures[static_cast<size_t>(in.measure)].aggregation;
-            if (!in.group_dim.empty() || (agg != kpi::Aggregation::kCount && agg != kpi::Aggregation::kSum)) continue;
-            if (!gv.inputs[i]) continue;
-            auto il = labels;
-            il.push_back({"kpi", k.name});
-            il.push_back({"input", catalog_.measures[static_cast<size_t>(in.measure)].name +
-                                       (in.window.empty() ? "" : "[" + in.window + "]")});
-            inputs.metric.push_back(Sample(*gv.inputs[i], G, std::move(il)));
-            ++series;
+          const size_t at = next++;
+          if (!answers.ok() || !(*answers)[at].ok()) {
+            ++errors;
+            continue;
           }
-          if (k.target && e.group_by.empty()) {
-            const auto band = k.target->Classify(gv.value);
-            if (band == kpi::Band::kUnknown) continue;
-            for (const auto b : {kpi::Band::kCritical, kpi::Band::kWarning, kpi::Band::kGood, kpi::Band::kExcellent}) {
-              status.metric.push_back(Sample(
-                  band == b ? 1 : 0, G, {{"kpi", k.name}, {"status", std::string(kpi::BandName(b))}, {"window", w}}));
+          const auto& answer = (*answers)[at];
+          for (const auto& gv : answer->values) {
+            MetricLabels labels{{"window", w}};
+            if (!e.group_by.empty()) labels.push_back({"breakdown", e.breakdown});
+            // Label values must be UTF-8 in the exposition; dimension values
+            // are bytes from the events.
+            for (const auto& [d, v] : gv.group) labels.push_back({d, ValidUtf8(v)});
+            // No value (e.g. a ratio over zero events) is an absent sample.
+            if (gv.value) {
+              f.metric.push_back(Sample(*gv.value, G, labels));
               ++series;
+            }
+            for (size_t i = 0; i < k.inputs.size() && i < gv.inputs.size(); ++i) {
+              const auto& in = k.inputs[i];
+              const auto agg = catalog_.measures[static_cast<size_t>(in.measure)].aggregation;
+              if (!in.group_dim.empty() || (agg != kpi::Aggregation::kCount && agg != kpi::Aggregation::kSum)) continue;
+              if (!gv.inputs[i]) continue;
+              auto il = labels;
+              il.push_back({"kpi", k.name});
+              il.push_back({"input", catalog_.measures[static_cast<size_t>(in.measure)].name +
+                                         (in.window.empty() ? "" : "[" + in.window + "]")});
+              inputs.metric.push_back(Sample(*gv.inputs[i], G, std::move(il)));
+              ++series;
+            }
+            if (k.target && e.group_by.empty()) {
+              const auto band = k.target->Classify(gv.value);
+              if (band == kpi::Band::kUnknown) continue;
+              for (const auto b :
+                   {kpi::Band::kCritical, kpi::Band::kWarning, kpi::Band::kGood, kpi::Band::kExcellent}) {
+                status.metric.push_back(Sample(
+                    band == b ? 1 : 0, G, {{"kpi", k.name}, {"status", std::string(kpi::BandName(b))}, {"window", w}}));
+                ++series;
+              }
             }
           }
         }
       }
+      if (pass == 1) out->push_back(std::move(f));
     }
-    out->push_back(std::move(f));
   }
   auto target = Family("kpistream_kpi_target",
                        "The floor of each band of a KPI's target (the ceiling when lower is better), in the KPI's "

@@ -559,9 +559,11 @@ std::string Prometheus::Query(const std::string& promql) const {
 }
 
 namespace {
+// As PromQL's `k="v"`: an empty v also matches a sample without the label.
 bool LabelsMatch(const std::string& labels, const std::map<std::string, std::string>& want) {
   for (const auto& [k, v] : want) {
-    if (labels.find(k + "=\"" + v + "\"") == std::string::npos) return false;
+    const bool has = labels.find(k + "=\"" + v + "\"") != std::string::npos;
+    if (!has && !(v.empty() && labels.find(k + "=\"") == std::string::npos)) return false;
   }
   return true;
 }
@@ -582,6 +584,21 @@ double MetricSum(const std::string& text, const std::string& name, const std::ma
     sum += std::stod(line.substr(line.rfind(' ') + 1));
   }
   return sum;
+}
+
+int MetricCount(const std::string& text, const std::string& name, const std::map<std::string, std::string>& labels) {
+  int n = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#' || line.compare(0, name.size(), name) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != ' ' && next != '{') continue;
+    std::string lbl;
+    if (next == '{') lbl = line.substr(name.size(), line.find('}') - name.size() + 1);
+    if (LabelsMatch(lbl, labels)) ++n;
+  }
+  return n;
 }
 
 int MetricCount(const std::string& text, const std::string& name) {

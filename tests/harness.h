@@ -231,11 +231,15 @@ class Prometheus {
   std::unique_ptr<Process> proc_;
 };
 
-// Sum of a metric's samples whose labels contain every given pair.
+// Sum of a metric's samples whose labels contain every given pair (an
+// empty value also matches a sample without the label, as in PromQL).
 double MetricSum(const std::string& exposition, const std::string& name,
                  const std::map<std::string, std::string>& labels = {});
-// Number of samples of a metric.
+// Number of samples of a metric (whose labels contain every given pair;
+// an empty value also matches a sample without the label, as in PromQL).
 int MetricCount(const std::string& exposition, const std::string& name);
+int MetricCount(const std::string& exposition, const std::string& name,
+                const std::map<std::string, std::string>& labels);
 
 // kpigen's ground-truth file.
 struct Truth {

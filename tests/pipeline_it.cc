@@ -715,6 +715,33 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
     EXPECT_EQ(partitions.size(), 3u * kScalePartitions) << resp.consistency_token();
     EXPECT_EQ(owners, (std::set<std::string>{"r0", "r1", "r3"})) << resp.consistency_token();
   }
+  // /metrics: one replica (the alert leader) exports the KPI series, from
+  // cluster-wide answers: PromQL sees each KPI once, and exact.
+  {
+    auto want = truth->kpis.find({"pipeline_value", "all"});
+    ASSERT_NE(want, truth->kpis.end());
+    const std::map<std::string, std::string> ungrouped{{"window", "all"}, {"breakdown", ""}};
+    const auto deadline = Clock::now() + 60s;
+    int exporters = 0, series = 0;
+    double exported = 0;
+    while (Clock::now() < deadline) {
+      exporters = series = 0;
+      exported = 0;
+      for (int i : {0, 1, 3}) {
+        const auto mi = r[i]->Scrape();
+        exporters += static_cast<int>(MetricSum(mi, "kpistream_kpi_exporter"));
+        series += static_cast<int>(MetricCount(mi, "kpistream_kpi_pipeline_value_currency", ungrouped));
+        exported += MetricSum(mi, "kpistream_kpi_pipeline_value_currency", ungrouped);
+      }
+      if (exporters == 1 && series == 1 && std::abs(exported - *want->second.value) <= 1e-9 * std::abs(exported)) {
+        break;
+      }
+      std::this_thread::sleep_for(500ms);
+    }
+    EXPECT_EQ(exporters, 1);
+    EXPECT_EQ(series, 1) << "the KPI series come from one replica";
+    EXPECT_NEAR(exported, *want->second.value, 1e-9 * std::abs(*want->second.value));
+  }
   querying = false;
   client.join();
   std::printf(
