@@ -673,17 +673,19 @@ absl::Status Alerter::EvaluateOnce() {
   // Persist before anyone is told: a transition that was announced must
   // survive a crash (and, with replicas, a failover: replicated first).
   if (rep_->sources.replicate && !changes.writes.empty()) {
+    // Replicated, then written locally, by the replicate function.
     if (auto rs = rep_->sources.replicate(changes.writes); !rs.ok()) {
       {
         std::lock_guard<std::mutex> l(rep_->mu);
         ++rep_->stats.persist_failures;
       }
-      if (auto back = rep_->Reload(); !back.ok())
+      if (auto back = rep_->Reload(); !back.ok()) {
         spdlog::error("alerts: reloading the stored state: {}", back.ToString());
+      }
       return rs;
     }
   }
-  auto st = rep_->store->WriteAlerts(changes.writes);
+  auto st = rep_->sources.replicate ? absl::OkStatus() : rep_->store->WriteAlerts(changes.writes);
   if (!st.ok()) {
     std::lock_guard<std::mutex> l(rep_->mu);
     ++rep_->stats.persist_failures;
@@ -804,8 +806,8 @@ void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprin
     if (auto st = rep_->sources.replicate(writes); !st.ok()) {
       // Not fatal: the next leader sends the resolution again.
       spdlog::warn("alerts: replicating delivered resolutions: {}", st.ToString());
-      return;
     }
+    return;
   }
   if (auto st = rep_->store->WriteAlerts(writes); !st.ok()) {
     // Not fatal: the resolution is sent again after a restart.

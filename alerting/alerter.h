@@ -81,9 +81,10 @@ struct AlertSources {
   // rules (it leads); null: always. A replica that does not lead holds its
   // alerts as the leader's state replicated into its store (Reload).
   std::function<bool()> active;
-  // The leader's writes of its alert state, before they are applied to the
-  // local store: an error (no longer the leader) discards the round, and
-  // the in-memory state goes back to the stored one. Null: local only.
+  // The leader's writes of its alert state: replicated, then written to
+  // the local store, both by this function (instead of the alerter writing
+  // the store). An error (no longer the leader) discards the round, and the
+  // in-memory state goes back to the stored one. Null: local only.
   std::function<absl::Status(const std::vector<state::Store::AlertWrite>&)> replicate;
 };
 

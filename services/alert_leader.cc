@@ -36,8 +36,10 @@ struct AlertLeader::Rep {
   std::atomic<bool> assigned{false};
   std::atomic<bool> is_leader{false};
 
-  std::mutex mu;  // the producer and is_leader's transitions
+  std::mutex mu;  // the producer, is_leader's transitions, and every write to the store's alerts
   std::unique_ptr<ingest::Changelog> producer;
+  std::atomic<bool> fenced{false};            // Replicate's producer failed for good: Run steps down
+  std::atomic<bool> followed_pending{false};  // Tail applied writes: Run calls `followed`
 
   std::atomic<bool> stop{false};
   std::thread thread;
@@ -50,14 +52,16 @@ struct AlertLeader::Rep {
 
 namespace {
 
+// The cooperative protocol: only the partitions that move are named, so a
+// replica joining or leaving never takes the lead from one that keeps it.
 void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* rep = static_cast<AlertLeader::Rep*>(opaque);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    rd_kafka_assign(rk, parts);
-    rep->assigned = parts->cnt > 0;
+    if (auto* e = rd_kafka_incremental_assign(rk, parts)) rd_kafka_error_destroy(e);
+    if (parts->cnt > 0) rep->assigned = true;
   } else {
-    rd_kafka_assign(rk, nullptr);
-    rep->assigned = false;
+    if (auto* e = rd_kafka_incremental_unassign(rk, parts)) rd_kafka_error_destroy(e);
+    if (parts->cnt > 0) rep->assigned = false;  // the one partition there is
   }
 }
 
@@ -65,6 +69,9 @@ void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partiti
 
 absl::Status AlertLeader::Rep::Tail(bool notify) {
   std::vector<state::Store::AlertWrite> batch;
+  // Under mu: a write a deposed leader makes to its own store (Replicate)
+  // is never applied after a newer leader's writes read here.
+  std::lock_guard<std::mutex> l(mu);
   auto r = reader->Restore(
       state_topic, 0, tail_next,
       [&](std::string_view key, std::string_view value, int64_t) {
@@ -79,7 +86,7 @@ absl::Status AlertLeader::Rep::Tail(bool notify) {
   if (batch.empty()) return absl::OkStatus();
   if (auto st = store->WriteAlerts(batch); !st.ok()) return st;
   stats.followed.fetch_add(batch.size(), std::memory_order_relaxed);
-  if (notify && callbacks.followed) callbacks.followed();
+  if (notify) followed_pending = true;  // the callback runs outside mu (Run)
   return absl::OkStatus();
 }
 
@@ -87,7 +94,7 @@ void AlertLeader::Rep::TakeLead() {
   // The shared transactional id: initialising it fences the previous
   // leader's producer and ends its open transaction, so nothing it writes
   // from now on becomes visible; then everything it wrote is read.
-  auto p = ingest::Changelog::Create(kafka, ".alerts", 10000, /*shared_id=*/true);
+  auto p = ingest::Changelog::Create(kafka, "." + std::string(kAlertStateTopic), 10000, /*shared_id=*/true);
   if (!p.ok()) {
     spdlog::warn("alerts: taking the lead: {}; retrying", p.status().ToString());
     retry_at = Clock::now() + std::chrono::seconds(1);
@@ -98,6 +105,12 @@ void AlertLeader::Rep::TakeLead() {
     retry_at = Clock::now() + std::chrono::seconds(1);
     return;
   }
+  // The alerter reloads everything read before it may evaluate (active()
+  // turns true only below): its first round starts from the old leader's
+  // last state. (Reload waits for a round in progress, whose replication
+  // fails: this replica does not lead yet.)
+  if (callbacks.followed) callbacks.followed();
+  followed_pending = false;
   {
     std::lock_guard<std::mutex> l(mu);
     if (!assigned) return;  // revoked meanwhile
@@ -107,15 +120,15 @@ void AlertLeader::Rep::TakeLead() {
   stats.terms.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("alerts: this replica leads (it evaluates the rules and sends the alerts); state read to offset {}",
                tail_next);
-  if (callbacks.followed) callbacks.followed();  // the alerter starts from everything read
   if (callbacks.leading) callbacks.leading(true);
 }
 
 void AlertLeader::Rep::Resign(const char* why) {
   {
     std::lock_guard<std::mutex> l(mu);
-    if (!is_leader) return;
+    if (!is_leader && !fenced) return;
     is_leader = false;
+    fenced = false;
     producer.reset();
   }
   spdlog::info("alerts: this replica no longer leads ({})", why);
@@ -126,6 +139,14 @@ void AlertLeader::Rep::Run() {
   while (!stop) {
     if (rd_kafka_message_t* m = rd_kafka_consumer_poll(election, 200)) rd_kafka_message_destroy(m);
     if (stop) break;
+    if (fenced) {
+      // A newer leader fenced this one's producer, or its transaction
+      // failed for good: step down; take the lead again only if the
+      // election still gives it here after longer than its session
+      // timeout (a replica really replaced has been revoked by then).
+      Resign("its producer was fenced or failed");
+      retry_at = Clock::now() + std::chrono::seconds(10);
+    }
     const bool leading = is_leader;
     if (assigned && !leading && Clock::now() >= retry_at) {
       TakeLead();
@@ -136,6 +157,7 @@ void AlertLeader::Rep::Run() {
       last_tail = Clock::now();
       if (auto st = Tail(/*notify=*/true); !st.ok()) spdlog::warn("alerts: following the leader: {}", st.ToString());
     }
+    if (followed_pending.exchange(false) && callbacks.followed) callbacks.followed();
   }
 }
 
@@ -148,8 +170,8 @@ absl::StatusOr<std::unique_ptr<AlertLeader>> AlertLeader::Start(const ingest::En
   rep->kafka = kafka;
   rep->store = store;
   rep->callbacks = std::move(callbacks);
-  rep->state_topic = kafka.group_id + ".alerts.changelog";
-  rep->control_topic = kafka.group_id + ".alerts-leader.changelog";
+  rep->state_topic = kafka.group_id + "." + std::string(kAlertStateTopic) + ".changelog";
+  rep->control_topic = kafka.group_id + "." + std::string(kAlertElectionTopic) + ".changelog";
   auto reader = ingest::Changelog::Create(kafka, ".alerts-follower");
   if (!reader.ok()) return reader.status();
   rep->reader = std::move(*reader);
@@ -157,13 +179,14 @@ absl::StatusOr<std::unique_ptr<AlertLeader>> AlertLeader::Start(const ingest::En
     if (auto st = rep->reader->EnsureTopic(t, 1); !st.ok()) return st;
   }
   // The election consumer: its own group, dynamic membership (a stop hands
-  // the lead over at once), the eager protocol (one partition), a short
-  // session (a killed leader is replaced within 6 s).
+  // the lead over at once), cooperative-sticky (a replica joining never
+  // moves the lead), a short session (a killed leader is replaced within
+  // 6 s).
   ingest::EngineOptions e = kafka;
-  e.group_id = kafka.group_id + ".alerts-leader";
+  e.group_id = kafka.group_id + "." + std::string(kAlertElectionTopic);
   e.topics.clear();
   e.kafka_properties.erase("group.instance.id");
-  e.kafka_properties["partition.assignment.strategy"] = "range";
+  e.kafka_properties["partition.assignment.strategy"] = "cooperative-sticky";
   e.kafka_properties["session.timeout.ms"] = "6000";
   e.kafka_properties["heartbeat.interval.ms"] = "1000";
   e.kafka_properties["auto.offset.reset"] = "latest";
@@ -227,17 +250,17 @@ absl::Status AlertLeader::Replicate(const std::vector<state::Store::AlertWrite>&
   }
   if (st.ok()) {
     rep_->stats.replicated.fetch_add(writes.size(), std::memory_order_relaxed);
-    return st;
+    // Then the local store, still under mu (see Tail).
+    return rep_->store->WriteAlerts(writes);
   }
   if (absl::IsAborted(st)) {
-    // Fenced: a newer leader opened the shared producer. Never take the
-    // lead back before the election assigns it here again.
-    rep_->assigned = false;
+    // Fenced by a newer leader, or a transaction that can never commit:
+    // this replica stops leading at once; Run steps down (the callback
+    // runs there, not under mu).
     rep_->is_leader = false;
-    rep_->producer.reset();
-    spdlog::warn("alerts: this replica no longer leads (fenced by a newer leader): {}", st.ToString());
-    if (rep_->callbacks.leading) rep_->callbacks.leading(false);
-    return absl::FailedPreconditionError(fmt::format("fenced by a newer alert leader: {}", std::string(st.message())));
+    rep_->fenced = true;
+    spdlog::warn("alerts: this replica no longer leads: {}", st.ToString());
+    return absl::FailedPreconditionError(fmt::format("no longer the alert leader: {}", std::string(st.message())));
   }
   return st;
 }

@@ -3,21 +3,22 @@
 // its alert state lives in Kafka, where the next leader finds it.
 //
 // Election: every replica's election consumer joins the group
-// "<group>.alerts-leader" on the single-partition topic
-// "<group>.alerts-leader.changelog" (never written; kpid creates it). The
-// member the partition is assigned to leads. Dynamic membership, so a
-// graceful stop hands the lead over at once; a kill -9 after the session
-// timeout (6 s).
+// "<group>.__alerts-leader" on the single-partition topic
+// "<group>.__alerts-leader.changelog" (never written; kpid creates it). The
+// member the partition is assigned to leads; cooperative-sticky, so a
+// replica joining never moves the lead. Dynamic membership, so a graceful
+// stop hands the lead over at once; a kill -9 after the session timeout
+// (6 s).
 //
 // State: the leader's alert writes (services: Alerter's instances, the
 // transition log) go, one Kafka transaction per evaluation, to the
-// compacted single-partition topic "<group>.alerts.changelog" (a deletion is
+// compacted single-partition topic "<group>.__alerts.changelog" (a deletion is
 // a tombstone) before they are applied to its own store. Every replica
 // tails that topic (read_committed) into its store and reloads its alerter,
 // so ListAlerts and WatchAlerts answer alike everywhere.
 //
 // Taking the lead: the new leader opens the transactional producer
-// "<group>.alerts" (the same id on every replica), which fences the
+// "<group>.__alerts" (the same id on every replica), which fences the
 // previous leader's producer and aborts its open transaction; then reads the
 // topic to its end; only then does leader() turn true and `leading(true)`
 // run. A deposed leader's writes fail (fenced), so two leaders never both
@@ -34,6 +35,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +43,12 @@
 #include "state/store.h"
 
 namespace kpistream::services {
+
+// Topic names under the group's prefix: "<group>.__alerts.changelog" and
+// "<group>.__alerts-leader.changelog". An input topic named like these is
+// refused (services/config.cc): its changelog would be the same topic.
+inline constexpr std::string_view kAlertStateTopic = "__alerts";
+inline constexpr std::string_view kAlertElectionTopic = "__alerts-leader";
 
 struct AlertLeaderCallbacks {
   // The store's alerts keyspace took the leader's writes (on a replica
@@ -62,9 +70,11 @@ class AlertLeader {
   void Stop();     // leaves the election group; idempotent
 
   bool leader() const;
-  // The leader's writes, in one transaction, before it applies them
-  // locally. FAILED_PRECONDITION when this replica does not lead (or no
-  // longer does: fenced by a newer leader).
+  // The leader's writes: one transaction on the state topic, then the
+  // local store (under the lock the follower's tail writes under, so a
+  // deposed leader's late write never lands after a newer leader's).
+  // FAILED_PRECONDITION when this replica does not lead (or no longer
+  // does: fenced by a newer leader, or its producer failed for good).
   [[nodiscard]] absl::Status Replicate(const std::vector<state::Store::AlertWrite>& writes);
 
   struct Stats {

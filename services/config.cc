@@ -1,5 +1,7 @@
 #include "services/config.h"
 
+#include "services/alert_leader.h"
+
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 
@@ -48,6 +50,16 @@ class ConfigReader {
       y_.AddError(kafka ? kafka : root, "a 'kafka' section with brokers and topics is required");
     } else {
       ReadKafka(kafka);
+      // Replicas keep their alert state in "<group>.__alerts.changelog"
+      // (services/alert_leader.h): an input topic of that name would share
+      // its changelog.
+      for (const auto& b : c_.engine.topics) {
+        if (c_.engine.changelog && (b.topic == kAlertStateTopic || b.topic == kAlertElectionTopic)) {
+          y_.AddError(kafka, fmt::format("input topic {} would share its changelog with the replicas' alert state "
+                                         "(<group>.{}.changelog): rename the topic",
+                                         b.topic, b.topic));
+        }
+      }
     }
     if (const auto cat = Path(root, "catalog")) c_.catalog_path = *cat;
     if (const auto ms = y_.DurationMs(root, "commit_interval")) {

@@ -135,6 +135,14 @@ struct Kpid::Rep {
     return pipeline;
   }
   absl::StatusOr<std::shared_ptr<Pipeline>> Build(KpidConfig config);
+  // Replicas: the current alerter reads the alert state the leader's
+  // thread wrote into the store again.
+  void ReloadAlerts() const {
+    if (!alert_leader) return;
+    if (auto p = Current(); p && p->alerter) {
+      if (auto st = p->alerter->Reload(); !st.ok()) spdlog::error("alerts: reloading: {}", st.ToString());
+    }
+  }
   absl::Status StartPipeline(Pipeline* p);
   absl::Status LoadConfig(KpidConfig* out) const;
   // Checks the TLS files and loads the tokens file, before anything binds.
@@ -346,11 +354,7 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
   }
   if (rep->config.engine.changelog) {
     Rep* r = rep.get();
-    auto reload = [r] {
-      if (auto p = r->Current(); p && p->alerter) {
-        if (auto st = p->alerter->Reload(); !st.ok()) spdlog::error("alerts: reloading: {}", st.ToString());
-      }
-    };
+    auto reload = [r] { r->ReloadAlerts(); };
     auto leader =
         AlertLeader::Start(rep->config.engine, rep->store.get(), {.followed = reload, .leading = [r](bool on) {
                                                                     if (auto p = r->Current(); on && p && p->alerter)
@@ -361,7 +365,11 @@ absl::StatusOr<std::unique_ptr<Kpid>> Kpid::Create(const KpidOptions& options, c
   }
   auto pipeline = rep->Build(rep->config);
   if (!pipeline.ok()) return pipeline.status();
-  rep->pipeline = std::move(*pipeline);
+  {
+    std::lock_guard<std::mutex> l(rep->pipeline_mu);  // the alert leader's thread reads it
+    rep->pipeline = std::move(*pipeline);
+  }
+  rep->ReloadAlerts();  // what the alert leader read while it was built
   std::unique_ptr<Kpid> kpid(new Kpid(std::move(rep)));
   *exit_code = kExitListen;
   if (auto st = kpid->Bind(); !st.ok()) return st;
@@ -432,9 +440,15 @@ bool Kpid::Stop(std::chrono::steady_clock::time_point deadline) {
         std::lock_guard<std::mutex> l(rep_->pipeline_mu);
         p = rep_->pipeline;
       }
-      if (p) p->Stop();
+      if (p) {
+        // Alerts first, then the lead (leaving the election group: another
+        // replica leads at once), then the engine's final commit.
+        if (p->kpi_export) p->kpi_export->Stop();
+        if (p->alerter) p->alerter->Stop();
+        if (rep_->alert_leader) rep_->alert_leader->Stop();
+        p->Stop();
+      }
     }
-    // Leaves the election group: another replica leads at once.
     if (rep_->alert_leader) rep_->alert_leader->Stop();
     if (rep_->grpc) rep_->grpc->Shutdown();
     if (rep_->http) rep_->http->Stop();
@@ -528,6 +542,7 @@ absl::Status Kpid::Reload() {
     std::lock_guard<std::mutex> l(rep_->pipeline_mu);
     rep_->pipeline = std::move(*fresh);
   }
+  rep_->ReloadAlerts();  // what the alert leader read while it was built
   if (!st.ok()) return st;
   spdlog::info("reloaded: {} measures, {} KPIs, {} alert rules", rep_->Current()->catalog.measures.size(),
                rep_->Current()->catalog.kpis.size(), rep_->Current()->catalog.alerts.size());

@@ -152,7 +152,9 @@ void KpiExport::Evaluate(MetricFamilies* out) const {
             continue;
           }
           const size_t at = next++;
-          if (!answers.ok() || !(*answers)[at].ok()) {
+          // An answer lacking partitions (a rebalance, a replica gone) is
+          // not exported: an absent sample, never a partial value as whole.
+          if (!answers.ok() || !(*answers)[at].ok() || !(*answers)[at]->missing_partitions.empty()) {
             ++errors;
             continue;
           }
@@ -211,7 +213,8 @@ void KpiExport::Evaluate(MetricFamilies* out) const {
   out->push_back(std::move(status));
   out->push_back(std::move(inputs));
   out->push_back(std::move(target));
-  AddGauge(out, "kpistream_kpi_query_errors", "KPI evaluations that failed in the last export.",
+  AddGauge(out, "kpistream_kpi_query_errors",
+           "KPI evaluations that failed (or lacked partitions, with replicas) in the last export.",
            static_cast<double>(errors));
   AddGauge(out, "kpistream_kpi_series", "KPI series (values, parts and statuses) in the last export.",
            static_cast<double>(series));

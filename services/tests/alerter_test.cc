@@ -766,7 +766,7 @@ namespace {
 // replicated, evaluates nothing, and lists the same alerts; a leader whose
 // replication fails (fenced) keeps nothing of that round.
 TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState) {
-  std::vector<state::Store::AlertWrite> topic;  // stands for <group>.alerts.changelog
+  std::vector<state::Store::AlertWrite> topic;  // stands for <group>.__alerts.changelog
   bool fenced = false;
   auto make = [&](state::Store* store, bool leads) {
     AlerterOptions o;
@@ -778,10 +778,10 @@ TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState)
     src.newest_event_ms = [this](std::optional<kpi::Family>) { return now_s_ * 1000; };
     src.active = [leads] { return leads; };
     if (leads) {
-      src.replicate = [&](const std::vector<state::Store::AlertWrite>& w) {
+      src.replicate = [&, store](const std::vector<state::Store::AlertWrite>& w) {
         if (fenced) return absl::FailedPreconditionError("fenced by a newer alert leader");
         topic.insert(topic.end(), w.begin(), w.end());
-        return absl::OkStatus();
+        return store->WriteAlerts(w);
       };
     }
     auto a = Alerter::Create(o, catalog_, *queries_, store, src, query_clock_);
