@@ -42,10 +42,11 @@ class LocalSnapshot final : public PartialSnapshot {
     }
     // An owned partition with nothing committed yet (an empty one) is in
     // the answer too, at offset 0: peers must not count it as missing.
-    for (const auto& [source, name] : names) {
+    for (const auto& owned_name : names) {
+      const uint64_t source = owned_name.first;  // a plain name: lambdas may not capture bindings (C++20)
       if (std::none_of(positions_.begin(), positions_.end(),
                        [&](const PartitionPosition& p) { return p.source == source; })) {
-        positions_.push_back({source, 0, std::numeric_limits<int64_t>::min(), name, ""});
+        positions_.push_back({source, 0, std::numeric_limits<int64_t>::min(), owned_name.second, ""});
       }
     }
     return absl::OkStatus();
