@@ -330,8 +330,8 @@ class ClusterSnapshot final : public query::PartialSnapshot {
     // has arrived whole.
     std::vector<std::pair<std::pair<uint32_t, int>, std::vector<Interval>>> adding;
     for (auto& [key, ranges] : want) {
-      auto todo = Subtract(Union(std::move(ranges)), peer->covered[key]);
-      if (todo.empty()) continue;
+      auto unread = Subtract(Union(std::move(ranges)), peer->covered[key]);
+      if (unread.empty()) continue;
       auto mi = rep_.measure_index.find(key.first);
       if (mi == rep_.measure_index.end()) return absl::InternalError(fmt::format("no measure id {}", key.first));
       auto [at, fresh] = measure_at.try_emplace(key.first, rp->measures_size());
@@ -343,13 +343,13 @@ class ClusterSnapshot final : public query::PartialSnapshot {
         keys.push_back(key);
       }
       auto* m = rp->mutable_measures(at->second);
-      for (const auto& [b, e] : todo) {
+      for (const auto& [b, e] : unread) {
         auto* r = m->add_ranges();
         r->set_tier(static_cast<uint32_t>(key.second));
         r->set_begin(b);
         r->set_end(e);
       }
-      adding.emplace_back(key, std::move(todo));
+      adding.emplace_back(key, std::move(unread));
     }
     if (rp->measures_size() == 0) return absl::OkStatus();
     std::vector<uint32_t> ids(measure_at.size());
@@ -387,9 +387,9 @@ class ClusterSnapshot final : public query::PartialSnapshot {
       }
       if (resp.chunk().last()) break;
     }
-    for (auto& [key, todo] : adding) {
+    for (auto& [key, unread] : adding) {
       auto& cov = peer->covered[key];
-      cov.insert(cov.end(), todo.begin(), todo.end());
+      cov.insert(cov.end(), unread.begin(), unread.end());
       cov = Union(std::move(cov));
     }
     for (const auto& key : touched) {
