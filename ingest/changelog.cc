@@ -489,7 +489,11 @@ absl::StatusOr<RestoreResult> RestoreInto(Changelog& changelog, ChangelogCodec& 
   auto restored = changelog.Restore(
       topic, partition, from, [&](std::string_view portable, std::string_view value, int64_t offset) -> absl::Status {
         if (auto st = codec.Decode(portable, source, &keyspace, &key); !st.ok()) return st;
-        batch.Put(keyspace, key, value);
+        if (value.data() == nullptr) {
+          batch.Delete(keyspace, key);  // a tombstone: the key expired (Store::CollectExpired)
+        } else {
+          batch.Put(keyspace, key, value);
+        }
         if (batch.Count() >= 20000) {
           batch.PutChangelogOffset(source, offset + 1);
           if (auto st = store->Commit(&batch); !st.ok()) return st;

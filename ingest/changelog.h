@@ -128,7 +128,8 @@ class Changelog {
 
   // Reads partition `partition` of `topic`, committed records only, from
   // `from` to the end as of the call, calling fn(key, value) for each
-  // with its offset (a tombstone's value is empty). UNAVAILABLE if no record
+  // with its offset (a tombstone's value has a null data(); an empty
+  // value's does not). UNAVAILABLE if no record
   // arrives for timeout_ms; fn's error stops the read and is returned.
   using RecordFn = std::function<absl::Status(std::string_view key, std::string_view value, int64_t offset)>;
   [[nodiscard]] absl::StatusOr<RestoreResult> Restore(const std::string& topic, int32_t partition, int64_t from,

@@ -105,6 +105,13 @@ struct Engine::Rep {
   std::unique_ptr<Changelog> ship_changelog;  // ShipWholeSource's long transactions, made when needed
   std::unique_ptr<ChangelogCodec> codec;
   std::unordered_map<uint64_t, TopicPartition> source_partitions;  // owned sources: their input partition
+  // The expiry sweep (EngineOptions::changelog_sweep_interval_ms): the
+  // sources the pass under way has yet to finish, with where each stopped.
+  std::map<uint64_t, state::Store::ExpiryCursor> sweep_pending;
+  Clock::time_point next_sweep{};
+  // Sources this replica shipped to a changelog before a restart, marked
+  // for expiry by sweep until the first assignment says which it owns.
+  std::vector<uint64_t> premarked;
   // Engine::Owned(), published by the consumer thread.
   mutable std::mutex ownership_mu;
   std::map<TopicPartition, uint64_t> published_owned ABSL_GUARDED_BY(ownership_mu);
@@ -196,6 +203,7 @@ struct Engine::Rep {
                                const std::string& changelog_topic);
   absl::Status CommitChangelog(state::WriteBatch* batch,
                                const std::vector<std::pair<const TopicPartition*, PartitionState*>>& moved);
+  void CollectExpired(state::WriteBatch* batch, std::vector<std::pair<const TopicPartition*, PartitionState*>>* swept);
   void Revoke(rd_kafka_topic_partition_list_t* parts);
   void ResetToStored();
   void PublishLags();
@@ -264,6 +272,21 @@ absl::Status Engine::Rep::Init() {
     if (!cl.ok()) return cl.status();
     changelog = std::move(*cl);
     codec = std::make_unique<ChangelogCodec>(catalog, ids, store);
+    next_sweep =
+        Clock::now() + std::min<std::chrono::milliseconds>(
+                           std::chrono::minutes(1), std::chrono::milliseconds(options.changelog_sweep_interval_ms));
+    // Until the group assigns partitions, the compaction filters must not
+    // drop expired keys of a partition this replica may own again: its
+    // changelog would never see them go.
+    auto sources = store->ListOffsets();
+    if (!sources.ok()) return sources.status();
+    for (const auto& [source, offset] : *sources) {
+      auto recorded = store->ReadChangelogOffset(source);
+      if (!recorded.ok()) return recorded.status();
+      if (!recorded->has_value()) continue;
+      store->SetExpiryBySweep(source, true);
+      premarked.push_back(source);
+    }
   }
 
   rd_kafka_topic_partition_list_t* subs = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
@@ -308,6 +331,9 @@ bool Engine::Rep::AssignOne(rd_kafka_topic_partition_t* p, const TopicBinding* b
   const uint64_t source = state::SourceId(tid->second, p->partition);
   if (changelog) {
     ps.changelog_topic = ChangelogTopic(options.group_id, p->topic);
+    // Before the restore: what it brings back past retention is deleted
+    // by the sweep, with tombstones, not dropped by compaction unseen.
+    store->SetExpiryBySweep(source, true);
     if (auto st = RestoreChangelog(p->topic, p->partition, source, ps.changelog_topic); !st.ok()) {
       SetFatal(absl::Status(st.code(), fmt::format("restoring {}[{}] from its changelog: {}", p->topic, p->partition,
                                                    std::string(st.message()))));
@@ -385,6 +411,10 @@ void Engine::Rep::Assign(rd_kafka_topic_partition_list_t* parts) {
     spdlog::error("incremental assign: {}", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
   }
+  for (uint64_t source : premarked) {
+    if (!source_partitions.count(source)) store->SetExpiryBySweep(source, false);  // a warm copy: the filters'
+  }
+  premarked.clear();
   probe.assigned_partitions = static_cast<int64_t>(owned.size());
   SetHighWatermarkPartitions();
   PublishOwnership();
@@ -408,7 +438,12 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
       rd_kafka_topic_partition_list_destroy(l);
     }
     if (auto it = owned.find({parts->elems[i].topic, parts->elems[i].partition}); it != owned.end()) {
-      source_partitions.erase(it->second.applier->source());
+      const uint64_t source = it->second.applier->source();
+      source_partitions.erase(source);
+      sweep_pending.erase(source);
+      // A warm copy now: its expired keys go by compaction, as the new
+      // owner tombstones them in the changelog.
+      if (changelog) store->SetExpiryBySweep(source, false);
     }
     owned.erase({parts->elems[i].topic, parts->elems[i].partition});
     spdlog::info("revoked {}[{}]", parts->elems[i].topic, parts->elems[i].partition);
@@ -649,7 +684,7 @@ absl::Status Engine::Rep::CommitChangelog(state::WriteBatch* batch,
     return st;
   }
   absl::Status add;
-  uint64_t n = 0;
+  uint64_t n = 0, tombstones = 0;
   std::string portable;
   auto st = store->ResolveChanges(batch, [&](state::Keyspace ks, std::string_view key, std::string_view value) {
     if (!add.ok()) return;
@@ -662,6 +697,7 @@ absl::Status Engine::Rep::CommitChangelog(state::WriteBatch* batch,
     if (!codec->Encode(ks, key, &portable)) return;
     add = changelog->Add(owned.at(sp->second).changelog_topic, sp->second.partition, portable, value);
     ++n;
+    if (value.data() == nullptr) ++tombstones;
   });
   if (st.ok()) st = add;
   if (!st.ok()) {
@@ -685,7 +721,51 @@ absl::Status Engine::Rep::CommitChangelog(state::WriteBatch* batch,
     }
   }
   probe.changelog_records.fetch_add(n, std::memory_order_relaxed);
+  probe.changelog_tombstones.fetch_add(tombstones, std::memory_order_relaxed);
   return absl::OkStatus();
+}
+
+// The expiry sweep: starts a pass over the owned partitions when one is
+// due, and adds to *batch the deletes of up to 20,000 expired keys of the
+// pass's partitions (Store::CollectExpired). The partitions it touched that
+// have nothing else to commit go to *swept: the commit's changelog
+// transaction then carries their tombstones, with their (unchanged) input
+// offsets so that a fenced replica cannot write them either. A failure is
+// logged and the pass ends; the next one retries.
+void Engine::Rep::CollectExpired(state::WriteBatch* batch,
+                                 std::vector<std::pair<const TopicPartition*, PartitionState*>>* swept) {
+  const auto now = Clock::now();
+  if (sweep_pending.empty()) {
+    if (now < next_sweep) return;
+    next_sweep = now + std::chrono::milliseconds(options.changelog_sweep_interval_ms);
+    for (const auto& [tp, ps] : owned) {
+      if (ps.applier->committed_offset()) sweep_pending[ps.applier->source()];
+    }
+  }
+  constexpr size_t kBudget = 20000;
+  size_t budget = kBudget;
+  for (auto it = sweep_pending.begin(); it != sweep_pending.end() && budget > 0;) {
+    auto sp = source_partitions.find(it->first);
+    if (sp == source_partitions.end()) {
+      it = sweep_pending.erase(it);
+      continue;
+    }
+    size_t collected = 0;
+    auto done = store->CollectExpired(it->first, budget, &it->second, batch, &collected);
+    if (!done.ok()) {
+      spdlog::warn("expiry sweep of {}[{}]: {}; retried in the next pass", sp->second.topic, sp->second.partition,
+                   done.status().ToString());
+      sweep_pending.clear();
+      return;
+    }
+    budget -= collected;
+    if (collected > 0) {
+      auto o = owned.find(sp->second);
+      if (!o->second.applier->dirty()) swept->emplace_back(&o->first, &o->second);
+    }
+    it = *done ? sweep_pending.erase(it) : std::next(it);
+  }
+  if (budget < kBudget) spdlog::debug("expiry sweep: {} expired keys deleted in this commit", kBudget - budget);
 }
 
 void Engine::Rep::ResetToStored() {
@@ -813,7 +893,20 @@ bool Engine::Rep::Commit(bool force) {
   for (auto& [tp, ps] : owned) {
     if (ps.applier->dirty()) moved.emplace_back(&tp, &ps);
   }
-  if (moved.empty()) {
+  // Expired state of owned partitions first: a partial written to an
+  // expired bucket later in the batch then starts it over.
+  state::WriteBatch batch(*store);
+  std::vector<std::pair<const TopicPartition*, PartitionState*>> swept;
+  std::map<uint64_t, state::Store::ExpiryCursor> sweep_before;
+  if (changelog && !blocked && (!sweep_pending.empty() || Clock::now() >= next_sweep)) {
+    sweep_before = sweep_pending;
+    CollectExpired(&batch, &swept);
+  }
+  // Deletes that did not commit are collected again.
+  auto sweep_failed = [&] {
+    if (batch.Count() > 0 && !sweep_before.empty()) sweep_pending = std::move(sweep_before);
+  };
+  if (moved.empty() && batch.Count() == 0) {
     if (!blocked) return true;
     // Blocked after a failed commit (and rewound to the stored offsets):
     // there is nothing to write, but resuming needs proof that the store
@@ -831,12 +924,14 @@ bool Engine::Rep::Commit(bool force) {
   if (!dlq->AllDelivered(force ? 10000 : 1000)) {
     spdlog::warn("dead-letter topic not acknowledging; holding the commit");
     probe.commit_failures.fetch_add(1);
+    sweep_failed();
     return false;
   }
-  state::WriteBatch batch(*store);
   acc.Flush(&batch);
   for (auto& [tp, ps] : moved) ps->applier->AppendTo(&batch);
-  absl::Status st = changelog ? CommitChangelog(&batch, moved) : absl::OkStatus();
+  auto in_transaction = moved;
+  in_transaction.insert(in_transaction.end(), swept.begin(), swept.end());
+  absl::Status st = changelog ? CommitChangelog(&batch, in_transaction) : absl::OkStatus();
   if (st.code() == absl::StatusCode::kAborted) {
     // The transactional producer is fenced or broken (Changelog::Commit):
     // this replica must not write its partitions again. Stop; the group
@@ -849,6 +944,7 @@ bool Engine::Rep::Commit(bool force) {
     // The batch is lost with its partials: rewind to what is durable.
     spdlog::error("commit failed: {}", st.ToString());
     probe.commit_failures.fetch_add(1);
+    sweep_failed();
     ResetToStored();
     return false;
   }

@@ -110,6 +110,13 @@ struct EngineOptions {
   // replicas in one consumer group hand partitions over with their state,
   // exactly once. Off: a single replica, whose state is only local.
   bool changelog = false;
+  // With changelogs, state past retention is deleted by a sweep that ships
+  // a tombstone for each key it deletes, in the commits' transactions, so
+  // that the changelogs (and a restore) hold what is retained and not every
+  // bucket ever written (docs/SCALE_OUT.md, "Expired state"). A pass over
+  // the owned partitions starts this often (the first a minute after the
+  // start) and deletes at most 20,000 keys per commit.
+  int64_t changelog_sweep_interval_ms = 3600 * 1000;
 };
 
 // Latency histogram with fixed bounds (seconds); lock-free.
@@ -173,6 +180,9 @@ struct EngineProbe {
   // Records written to changelogs, and changelog transactions that failed.
   std::atomic<uint64_t> changelog_records{0};
   std::atomic<uint64_t> changelog_failures{0};
+  // Keys past retention deleted by the expiry sweep, each with a tombstone
+  // in its changelog.
+  std::atomic<uint64_t> changelog_tombstones{0};
 
   struct PartitionLag {
     std::string topic;

@@ -245,8 +245,16 @@ class ConfigReader {
   }
 
   void ReadKafka(const YAML::Node& kafka) {
-    y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties", "changelog"});
+    y_.CheckKeys(kafka, {"brokers", "group_id", "topics", "sources", "format", "dlq_topic", "properties", "changelog",
+                         "changelog_sweep_interval"});
     if (const auto c = y_.Bool(kafka, "changelog")) c_.engine.changelog = *c;
+    if (const auto si = y_.DurationMs(kafka, "changelog_sweep_interval")) {
+      if (*si < 1000 || *si > 7 * 86400 * 1000) {
+        y_.AddError(kafka["changelog_sweep_interval"], "changelog_sweep_interval must be between 1s and 7d");
+      } else {
+        c_.engine.changelog_sweep_interval_ms = *si;
+      }
+    }
     if (const auto b = y_.Scalar(kafka, "brokers", true)) c_.engine.brokers = *b;
     if (const auto g = y_.Scalar(kafka, "group_id", false)) c_.engine.group_id = *g;
     if (const auto d = y_.Scalar(kafka, "dlq_topic", false)) {

@@ -114,6 +114,9 @@ void CollectEngine(const ingest::Engine& engine, const kpi::Catalog& catalog, co
   counter("kpistream_changelog_failures_total",
           "Changelog transactions that failed (aborted; the commit was retried from the stored offsets).",
           probe.changelog_failures.load());
+  counter("kpistream_changelog_tombstones_total",
+          "Keys past retention deleted from owned partitions' state, each with a tombstone in its changelog.",
+          probe.changelog_tombstones.load());
   counter("kpistream_fetch_stalls_total",
           "Partitions with records waiting in Kafka from which nothing arrived for the stall timeout; kpid "
           "re-seeked them.",

@@ -10,12 +10,15 @@
 #include <rocksdb/write_buffer_manager.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -61,40 +64,75 @@ class PartialMergeOperator : public rocksdb::MergeOperator {
   const char* Name() const override { return "kpistream.PartialMerge.v1"; }
 };
 
+// Sources whose expired keys are deleted by Store::CollectExpired (an owner
+// shipping its state to a changelog, which must see a tombstone for every key
+// that goes), not silently by the compaction filters below.
+class SweptSources {
+ public:
+  void Set(uint64_t source, bool on) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (on) {
+      sources_.insert(source);
+    } else {
+      sources_.erase(source);
+    }
+  }
+  bool Contains(uint64_t source) const {
+    std::lock_guard<std::mutex> l(mu_);
+    return sources_.count(source) > 0;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_set<uint64_t> sources_ ABSL_GUARDED_BY(mu_);
+};
+
 // Drops partials older than their tier's retention. Reads the key only. A
 // measure whose finest buckets are an hour or a day wide has no coarser
 // roll-up: its fine-tier keys are kept as long as the hour or day tier
 // (Store::SetFineTier); until the catalog is bound, fine keys are kept.
+// Keys of swept sources are left to Store::CollectExpired.
 class RetentionFilter : public rocksdb::CompactionFilter {
  public:
   using FineTiers = std::unordered_map<uint32_t, Tier>;
-  RetentionFilter(std::array<int64_t, 3> retention, std::function<int64_t()> now)
-      : retention_(retention), now_(std::move(now)) {}
+  RetentionFilter(std::array<int64_t, 3> retention, std::function<int64_t()> now, const SweptSources* swept)
+      : retention_(retention), now_(std::move(now)), swept_(swept) {}
   void SetFineTier(uint32_t measure_id, Tier tier) {
     std::lock_guard<std::mutex> l(mu_);
     auto next = std::make_shared<FineTiers>(fine_tiers_ ? *fine_tiers_ : FineTiers());
     (*next)[measure_id] = tier;
     fine_tiers_ = std::move(next);
   }
-  bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& /*value*/, std::string* /*new_value*/,
-              bool* /*value_changed*/) const override {
-    AggKeyParts parts;
-    if (!ParseAggKey(std::string_view(key.data(), key.size()), &parts)) return false;
-    Tier tier = parts.tier;
+  // How long a series' partials are kept, seconds; 0 = forever (or not
+  // known yet: a fine tier before the catalog is bound).
+  int64_t KeepSeconds(Tier tier, uint32_t measure_id) const {
     if (tier == Tier::kFine) {
       std::shared_ptr<const FineTiers> tiers;
       {
         std::lock_guard<std::mutex> l(mu_);
         tiers = fine_tiers_;
       }
-      if (!tiers) return false;
-      const auto it = tiers->find(parts.measure_id);
+      if (!tiers) return 0;
+      const auto it = tiers->find(measure_id);
       if (it != tiers->end()) tier = it->second;
     }
-    const int64_t keep = retention_[static_cast<size_t>(tier)];
-    if (keep <= 0) return false;
-    // bucket is the bucket's start; a day bucket ends a day later at most.
-    return parts.bucket + kDaySeconds < now_() - keep;
+    return std::max<int64_t>(0, retention_[static_cast<size_t>(tier)]);
+  }
+  // Whether a bucket of a series kept `keep` seconds has expired at `now`
+  // (seconds). bucket is the bucket's start; a day bucket ends a day later
+  // at most.
+  static bool Expired(int64_t bucket, int64_t keep, int64_t now) {
+    return keep > 0 && bucket + kDaySeconds < now - keep;
+  }
+  int64_t Now() const { return now_(); }
+
+  bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& /*value*/, std::string* /*new_value*/,
+              bool* /*value_changed*/) const override {
+    AggKeyParts parts;
+    if (!ParseAggKey(std::string_view(key.data(), key.size()), &parts)) return false;
+    const int64_t keep = KeepSeconds(parts.tier, parts.measure_id);
+    if (keep <= 0 || !Expired(parts.bucket, keep, now_())) return false;
+    return !swept_->Contains(parts.source);
   }
   bool FilterMergeOperand(int level, const rocksdb::Slice& key, const rocksdb::Slice& operand) const override {
     std::string unused_value;
@@ -106,6 +144,7 @@ class RetentionFilter : public rocksdb::CompactionFilter {
  private:
   std::array<int64_t, 3> retention_;
   std::function<int64_t()> now_;
+  const SweptSources* swept_;
   mutable std::mutex mu_;
   std::shared_ptr<const FineTiers> fine_tiers_;  // guarded by mu_; null until bound
 };
@@ -113,25 +152,34 @@ class RetentionFilter : public rocksdb::CompactionFilter {
 // Drops remembered event ids older than their source's horizon (the
 // engine's de-duplication window behind the partition's newest event). The
 // engine ignores such ids anyway, so when compaction runs never changes what
-// counts as a duplicate.
+// counts as a duplicate. Ids of swept sources are left to
+// Store::CollectExpired.
 class EventIdFilter : public rocksdb::CompactionFilter {
  public:
+  explicit EventIdFilter(const SweptSources* swept) : swept_(swept) {}
   void SetHorizon(uint64_t source, int64_t horizon_ms) {
     std::lock_guard<std::mutex> l(mu_);
     horizons_[source] = horizon_ms;
+  }
+  std::optional<int64_t> Horizon(uint64_t source) const {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = horizons_.find(source);
+    if (it == horizons_.end()) return std::nullopt;
+    return it->second;
   }
   bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string* /*new_value*/,
               bool* /*value_changed*/) const override {
     if (key.size() < 8 || value.size() != 16) return false;
     int64_t event_ms;
     std::memcpy(&event_ms, value.data(), 8);
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = horizons_.find(GetU64BE(key.data()));
-    return it != horizons_.end() && event_ms < it->second;
+    const uint64_t source = GetU64BE(key.data());
+    const auto horizon = Horizon(source);
+    return horizon && event_ms < *horizon && !swept_->Contains(source);
   }
   const char* Name() const override { return "kpistream.EventIdHorizon.v1"; }
 
  private:
+  const SweptSources* swept_;
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, int64_t> horizons_ ABSL_GUARDED_BY(mu_);
 };
@@ -155,8 +203,9 @@ struct Store::Rep {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;  // indexed by Keyspace
   std::shared_ptr<rocksdb::Cache> cache;
+  SweptSources swept;
   std::unique_ptr<RetentionFilter> retention;
-  std::unique_ptr<EventIdFilter> event_id_filter = std::make_unique<EventIdFilter>();
+  std::unique_ptr<EventIdFilter> event_id_filter = std::make_unique<EventIdFilter>(&swept);
   StoreOptions options;
   rocksdb::WriteOptions write_options;
   std::mutex id_mu;
@@ -271,7 +320,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   if (!rep->options.now_s) rep->options.now_s = WallClockSeconds;
   rep->retention = std::make_unique<RetentionFilter>(
       std::array<int64_t, 3>{options.retention_fine_s, options.retention_hour_s, options.retention_day_s},
-      options.now_s ? options.now_s : WallClockSeconds);
+      options.now_s ? options.now_s : WallClockSeconds, &rep->swept);
 
   rocksdb::DBOptions db_opts;
   db_opts.create_if_missing = true;
@@ -463,6 +512,64 @@ void Store::SetEventIdHorizon(uint64_t source, int64_t horizon_ms) {
   rep_->event_id_filter->SetHorizon(source, horizon_ms);
 }
 
+void Store::SetExpiryBySweep(uint64_t source, bool on) { rep_->swept.Set(source, on); }
+
+absl::StatusOr<bool> Store::CollectExpired(uint64_t source, size_t limit, ExpiryCursor* cursor, WriteBatch* batch,
+                                           size_t* collected) const {
+  *collected = 0;
+  // Measure ids are assigned 1, 2, ... ("measure#next" is the next one).
+  uint32_t next_measure = 1;
+  std::string v;
+  if (rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), "measure#next", &v).ok() && v.size() == 4) {
+    std::memcpy(&next_measure, v.data(), 4);
+  }
+  const int64_t now = rep_->retention->Now();
+  // Ranges in a fixed order: every (tier, measure) series of the source,
+  // then its event ids. cursor->range counts them.
+  const uint32_t series = 3 * (next_measure - 1);
+  for (; cursor->range <= series; ++cursor->range, cursor->key.clear()) {
+    std::string prefix;
+    Keyspace ks = Keyspace::kAgg;
+    int64_t keep = 0;
+    std::optional<int64_t> horizon;
+    if (cursor->range < series) {
+      const auto tier = static_cast<Tier>(cursor->range / (next_measure - 1));
+      const uint32_t measure = 1 + cursor->range % (next_measure - 1);
+      keep = rep_->retention->KeepSeconds(tier, measure);
+      if (keep <= 0) continue;
+      prefix = SeriesPrefix(tier, measure, source);
+    } else {
+      ks = Keyspace::kEventIds;
+      horizon = rep_->event_id_filter->Horizon(source);
+      if (!horizon) continue;
+      prefix = OffsetKey(source);
+    }
+    std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(ks)));
+    for (it->Seek(std::max(prefix, cursor->key)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      if (ks == Keyspace::kAgg) {
+        AggKeyParts parts;
+        if (!ParseAggKey(key, &parts)) return absl::DataLossError("malformed partial key");
+        // A series is in bucket order: the rest is retained.
+        if (!RetentionFilter::Expired(parts.bucket, keep, now)) break;
+      } else {
+        int64_t event_ms = 0;
+        if (it->value().size() != 16) return absl::DataLossError("malformed event-id record");
+        std::memcpy(&event_ms, it->value().data(), 8);
+        if (event_ms >= *horizon) continue;  // ids are in id order, not time order
+      }
+      if (*collected == limit) {
+        cursor->key.assign(key);  // the next call starts here
+        return false;
+      }
+      batch->Delete(ks, key);
+      ++*collected;
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "collecting expired state");
+  }
+  return true;
+}
+
 absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> Store::ReadKeptCounts(uint64_t source) const {
   std::vector<std::pair<uint32_t, uint32_t>> out;
   const std::string prefix = KeptCountPrefix(source);
@@ -579,6 +686,14 @@ void WriteBatch::Put(Keyspace keyspace, std::string_view key, std::string_view v
       .PermitUncheckedError();
 }
 
+void WriteBatch::Delete(Keyspace keyspace, std::string_view key) {
+  rocksdb::ColumnFamilyHandle* cf = keyspace == Keyspace::kAgg       ? rep_->agg
+                                    : keyspace == Keyspace::kOffsets ? rep_->offsets
+                                    : keyspace == Keyspace::kGroups  ? rep_->groups
+                                                                     : rep_->event_ids;
+  rep_->wb.Delete(cf, rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
+}
+
 void WriteBatch::PutChangelogOffset(uint64_t source, int64_t next_offset) {
   char v[8];
   std::memcpy(v, &next_offset, 8);
@@ -591,12 +706,12 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
   struct Entry {
     Keyspace keyspace;
     std::string key;
-    std::string value;
+    std::optional<std::string> value;  // nullopt: deleted
   };
   struct Collector : rocksdb::WriteBatch::Handler {
     const Store::Rep* store = nullptr;
     std::vector<Entry> entries;
-    std::unordered_map<std::string, size_t> agg_index;  // merged keys: entry index
+    std::unordered_map<std::string, size_t> index;  // keyspace byte + key: entry index
     absl::Status error;
     std::optional<Keyspace> KeyspaceOf(uint32_t cf_id) const {
       for (auto k : kSourceKeyspaces) {
@@ -604,17 +719,29 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
       }
       return std::nullopt;
     }
+    static std::string IndexKey(Keyspace ks, const rocksdb::Slice& key) {
+      std::string k(1, static_cast<char>(ks));
+      k.append(key.data(), key.size());
+      return k;
+    }
+    void Set(Keyspace ks, const rocksdb::Slice& key, std::optional<std::string> value) {
+      auto [it, inserted] = index.emplace(IndexKey(ks, key), entries.size());
+      if (!inserted) {
+        entries[it->second].value = std::move(value);
+        return;
+      }
+      entries.push_back({ks, key.ToString(), std::move(value)});
+    }
     rocksdb::Status PutCF(uint32_t cf_id, const rocksdb::Slice& key, const rocksdb::Slice& value) override {
       const auto ks = KeyspaceOf(cf_id);
       if (!ks) return rocksdb::Status::OK();  // meta: not shipped
-      if (*ks == Keyspace::kAgg) {
-        if (auto it = agg_index.find(key.ToString()); it != agg_index.end()) {
-          entries[it->second].value = value.ToString();
-          return rocksdb::Status::OK();
-        }
-        agg_index.emplace(key.ToString(), entries.size());
-      }
-      entries.push_back({*ks, key.ToString(), value.ToString()});
+      Set(*ks, key, value.ToString());
+      return rocksdb::Status::OK();
+    }
+    rocksdb::Status DeleteCF(uint32_t cf_id, const rocksdb::Slice& key) override {
+      const auto ks = KeyspaceOf(cf_id);
+      if (!ks) return rocksdb::Status::OK();
+      Set(*ks, key, std::nullopt);
       return rocksdb::Status::OK();
     }
     rocksdb::Status MergeCF(uint32_t cf_id, const rocksdb::Slice& key, const rocksdb::Slice& delta) override {
@@ -622,14 +749,17 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
         error = absl::InternalError("a merge outside the partials keyspace");
         return rocksdb::Status::Aborted();
       }
-      std::string k = key.ToString();
       std::string merged;
-      if (auto it = agg_index.find(k); it != agg_index.end()) {
-        if (!MergeEncoded(entries[it->second].value, std::string_view(delta.data(), delta.size()), &merged)) {
+      if (auto it = index.find(IndexKey(Keyspace::kAgg, key)); it != index.end()) {
+        auto& value = entries[it->second].value;
+        if (!value) {
+          value = delta.ToString();  // deleted earlier in the batch: the delta alone
+        } else if (!MergeEncoded(*value, std::string_view(delta.data(), delta.size()), &merged)) {
           error = absl::DataLossError("a batched partial cannot be decoded");
           return rocksdb::Status::Aborted();
+        } else {
+          value = std::move(merged);
         }
-        entries[it->second].value = std::move(merged);
         return rocksdb::Status::OK();
       }
       std::string current;
@@ -643,13 +773,8 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
         error = absl::DataLossError("a stored partial cannot be decoded");
         return rocksdb::Status::Aborted();
       }
-      agg_index.emplace(k, entries.size());
-      entries.push_back({Keyspace::kAgg, std::move(k), std::move(merged)});
+      Set(Keyspace::kAgg, key, std::move(merged));
       return rocksdb::Status::OK();
-    }
-    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice&) override {
-      error = absl::InternalError("a delete in a commit batch");
-      return rocksdb::Status::Aborted();
     }
   } collector;
   collector.store = rep_.get();
@@ -665,6 +790,7 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
     rocksdb::Status MergeCF(uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
       return rocksdb::Status::OK();
     }
+    rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice&) override { return rocksdb::Status::OK(); }
   };
   auto s = batch->rep_->wb.Iterate(&collector);
   if (!collector.error.ok()) return collector.error;
@@ -676,8 +802,13 @@ absl::Status Store::ResolveChanges(WriteBatch* batch, const ChangeFn& fn) const 
   meta.out = &rewritten;
   if (auto ms = batch->rep_->wb.Iterate(&meta); !ms.ok()) return FromRocks(ms, "reading a commit batch");
   for (const auto& e : collector.entries) {
-    rewritten.Put(rep_->cf(e.keyspace), e.key, e.value).PermitUncheckedError();
-    fn(e.keyspace, e.key, e.value);
+    if (e.value) {
+      rewritten.Put(rep_->cf(e.keyspace), e.key, *e.value).PermitUncheckedError();
+      fn(e.keyspace, e.key, *e.value);
+    } else {
+      rewritten.Delete(rep_->cf(e.keyspace), e.key).PermitUncheckedError();
+      fn(e.keyspace, e.key, std::string_view());
+    }
   }
   batch->rep_->wb = std::move(rewritten);
   return absl::OkStatus();

@@ -72,6 +72,9 @@ class WriteBatch {
   // event_ids) to a full value, replacing what is stored (a restore from a
   // changelog; a partial is then not merged but set).
   void Put(Keyspace keyspace, std::string_view key, std::string_view value);
+  // Deletes a key of a source-scoped keyspace (state past retention, see
+  // Store::CollectExpired).
+  void Delete(Keyspace keyspace, std::string_view key);
   // Records the next offset to read in a source's changelog partition
   // (meta keyspace, "changelog/<source BE>").
   void PutChangelogOffset(uint64_t source, int64_t next_offset);
@@ -170,7 +173,8 @@ class Store {
   // Rewrites *batch so that each merge of a partial becomes a put of the
   // partial's full value after the batch (the committed value merged with
   // the delta), and calls fn once per key the batch writes, with that full
-  // value (several writes of one key: its last value). Reads the committed
+  // value (several writes of one key: its last value; a key the batch ends
+  // up deleting: a value whose data() is null). Reads the committed
   // state: REQUIRES no other commit between this call and Commit(batch)
   // (the consumer thread is the only committer). DATA_LOSS if a stored or
   // batched partial cannot be decoded.
@@ -214,6 +218,29 @@ class Store {
   // longer needed: compaction drops them. In memory only; until it is set
   // after a restart, compaction keeps every id.
   void SetEventIdHorizon(uint64_t source, int64_t horizon_ms);
+  // Expiry through a changelog (docs/SCALE_OUT.md, "Expired state"). The
+  // compaction filters drop expired partials and event ids without a trace,
+  // which a changelog cannot follow: a source this replica ships to a
+  // changelog is marked here, its expired keys are then kept by compaction
+  // and deleted by CollectExpired in commits that ship their tombstones.
+  // In memory only. Thread-safe.
+  void SetExpiryBySweep(uint64_t source, bool on);
+  // Where CollectExpired stopped: the range (a (tier, measure) series, or
+  // the event ids) and the key to continue from. Default: the start.
+  struct ExpiryCursor {
+    uint32_t range = 0;
+    std::string key;
+  };
+  // Adds to *batch a delete of each expired key of `source`, from *cursor
+  // on, at most `limit` of them (*collected says how many): partials whose
+  // bucket passed its tier's retention (as the compaction filter judges it,
+  // at StoreOptions::now_s) and event ids older than the source's horizon
+  // (SetEventIdHorizon; none set: none). True when the source is done;
+  // false when the limit was reached, with *cursor where the next call
+  // continues. Reads the committed state; the consumer thread only.
+  // Cost: each series' expired head plus every event id of the source.
+  [[nodiscard]] absl::StatusOr<bool> CollectExpired(uint64_t source, size_t limit, ExpiryCursor* cursor,
+                                                    WriteBatch* batch, size_t* collected) const;
   // Committed kept-value counts of a source, per dimension id.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadKeptCounts(uint64_t source) const;
 

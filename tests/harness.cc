@@ -195,7 +195,7 @@ std::string WriteKpidConfig(const KpidOptions& o) {
                                                      : o.kafka_sources;
   std::ofstream(cfg) << "kafka:\n  brokers: " << o.brokers << "\n  group_id: " << o.group_id
                      << "\n  dlq_topic: " << o.topic_prefix << "dlq\n"
-                     << (o.changelog ? "  changelog: true\n" : "") << topics
+                     << (o.changelog ? "  changelog: true\n" : "") << o.kafka_extra << topics
                      << "  properties:\n    session.timeout.ms: \"3000\"\n    heartbeat.interval.ms: \"500\"\n"
                      << props << "commit_interval: " << o.commit_interval_ms << "ms\n"
                      << o.extra_config;
@@ -755,14 +755,18 @@ bool ProduceRecord(const std::string& brokers, const std::string& topic, const s
   return ok;
 }
 
-bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions) {
+bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions,
+                  const std::map<std::string, std::string>& configs) {
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
   if (!rk) return false;
   std::vector<rd_kafka_NewTopic_t*> nts;
-  for (const auto& t : topics) nts.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, 1, err, sizeof(err)));
+  for (const auto& t : topics) {
+    nts.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, 1, err, sizeof(err)));
+    for (const auto& [name, value] : configs) rd_kafka_NewTopic_set_config(nts.back(), name.c_str(), value.c_str());
+  }
   rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
   rd_kafka_CreateTopics(rk, nts.data(), nts.size(), nullptr, q);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
@@ -781,6 +785,48 @@ bool CreateTopics(const std::string& brokers, const std::vector<std::string>& to
   rd_kafka_queue_destroy(q);
   rd_kafka_destroy(rk);
   return ok;
+}
+
+std::optional<std::vector<KeyedRecord>> ReadPartition(const std::string& brokers, const std::string& topic,
+                                                      int32_t partition, std::chrono::seconds timeout) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof(err));
+  rd_kafka_conf_set(conf, "group.id", "kpistream-test-reader", err, sizeof(err));
+  rd_kafka_conf_set(conf, "isolation.level", "read_committed", err, sizeof(err));
+  rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err));
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+  if (!rk) return std::nullopt;
+  rd_kafka_topic_partition_list_t* l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic.c_str(), partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  std::vector<KeyedRecord> out;
+  bool ok = false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 100);
+    if (!m) continue;
+    const bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+    if (!m->err) {
+      KeyedRecord r;
+      if (m->key) r.key.assign(static_cast<const char*>(m->key), m->key_len);
+      if (m->payload) r.value = std::string(static_cast<const char*>(m->payload), m->len);
+      out.push_back(std::move(r));
+    } else if (!eof) {
+      std::fprintf(stderr, "reading %s[%d]: %s\n", topic.c_str(), partition, rd_kafka_message_errstr(m));
+    }
+    rd_kafka_message_destroy(m);
+    if (eof) {
+      ok = true;
+      break;
+    }
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  if (!ok) return std::nullopt;
+  return out;
 }
 
 bool ProduceTransaction(const std::string& brokers, const std::string& transactional_id, const std::string& topic,

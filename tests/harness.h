@@ -124,6 +124,7 @@ struct KpidOptions {
   bool changelog = false;  // kafka.changelog
   std::string grpc_listen = "127.0.0.1:0";
   std::string extra_config;  // appended to the generated kpid.yaml
+  std::string kafka_extra;   // lines added to its kafka section, e.g. "  changelog_sweep_interval: 1s\n"
   // Set: kafka.sources (as `kpigen --print-source` prints it) instead of
   // kafka.topics for the prefix.
   std::string kafka_sources;
@@ -271,8 +272,19 @@ bool SetTopicConfig(const std::string& brokers, const std::string& topic, const 
 bool ProduceRecord(const std::string& brokers, const std::string& topic, const std::string& key,
                    const std::string& payload);
 
-// Creates topics (Kafka CreateTopics) with this many partitions each.
-bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions);
+// Creates topics (Kafka CreateTopics) with this many partitions each, and
+// these topic configs (e.g. {{"cleanup.policy", "compact"}}).
+bool CreateTopics(const std::string& brokers, const std::vector<std::string>& topics, int partitions,
+                  const std::map<std::string, std::string>& configs = {});
+
+// Every committed record (read_committed) of one partition of a topic, from
+// its log start to its end: key, and value (nullopt for a tombstone).
+struct KeyedRecord {
+  std::string key;
+  std::optional<std::string> value;
+};
+std::optional<std::vector<KeyedRecord>> ReadPartition(const std::string& brokers, const std::string& topic,
+                                                      int32_t partition, std::chrono::seconds timeout);
 
 // Produces records to partition 0 of a topic in one Kafka transaction
 // (librdkafka's transactional producer, id `transactional_id`), then commits

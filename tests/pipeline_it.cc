@@ -753,6 +753,130 @@ TEST_F(PipelineIT, ReplicasHandPartitionsOverWithTheirStateExactly) {
   EXPECT_EQ(overcounted.load(), 0);
 }
 
+// A changelog key's bucket (ingest/changelog.h: 'A' tier len(u32 BE) ref
+// bucket(8, big-endian, sign bit flipped) group_key); nullopt for keys that
+// are not partials.
+std::optional<int64_t> ChangelogBucket(const std::string& key) {
+  if (key.size() < 6 || key[0] != 'A') return std::nullopt;
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len = len << 8 | static_cast<uint8_t>(key[2 + i]);
+  if (key.size() < 6 + len + 8) return std::nullopt;
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v = v << 8 | static_cast<uint8_t>(key[6 + len + i]);
+  return static_cast<int64_t>(v ^ (uint64_t{1} << 63));
+}
+
+// Restore cost must not grow with the changelog's history: state past
+// retention leaves the changelog with a tombstone (the expiry sweep, every
+// second here), Kafka's log cleaner then drops it, and a replica restoring
+// from scratch reads what is retained, not every bucket ever written.
+TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetained) {
+  OnePartitionTopics("ex.");
+  auto o = DedupOptions("ex.");  // event ids are state too, and expire
+  o.changelog = true;
+  o.kafka_extra = "  changelog_sweep_interval: 1s\n";
+  o.extra_config += "retention: {fine: 1h, hour: 1h, day: 1h}\n";
+  const std::string changelog = o.group_id + ".ex.campaign.changelog";
+  // As kpid creates it, but with segments that roll within a second and are
+  // cleaned as soon as Kafka's log cleaner looks, so that it runs while the
+  // test waits.
+  ASSERT_TRUE(CreateTopics(brokers_, {changelog}, 1,
+                           {{"cleanup.policy", "compact"},
+                            {"segment.ms", "1000"},
+                            {"min.cleanable.dirty.ratio", "0.01"},
+                            {"delete.retention.ms", "0"},
+                            {"min.compaction.lag.ms", "0"}}));
+  auto kpid = std::make_unique<Kpid>(o);
+  ASSERT_TRUE(kpid->WaitStarted()) << kpid->process().LogTail();
+  // 200 impressions three days ago (past every tier's retention of an hour
+  // plus the widest bucket, a day), then 10 now.
+  const int64_t now = NowMs();
+  const int64_t old_ms = now - 3 * 86400 * 1000LL;
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(ProduceRecord(brokers_, "ex.campaign", "k",
+                              ImpressionJson(fmt::format("old-{}", i), old_ms + i * 1000, fmt::format("c{}", i % 20))));
+  }
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(ProduceRecord(brokers_, "ex.campaign", "k",
+                              ImpressionJson(fmt::format("new-{}", i), now - (10 - i) * 1000, "c1")));
+  }
+  ASSERT_TRUE(WaitCaughtUp(*kpid, 120s, 3)) << kpid->process().LogTail();
+
+  // What the changelog holds once compacted: each key's last record.
+  struct Folded {
+    size_t records = 0, tombstones = 0;
+    int old_partials = 0, new_partials = 0, old_ids = 0, kept_values = 0, null_kept_values = 0;
+  };
+  const int64_t expired_before = now / 1000 - 86400 - 3600;
+  auto fold = [&] {
+    Folded f;
+    auto records = ReadPartition(brokers_, changelog, 0, 30s);
+    EXPECT_TRUE(records.has_value());
+    if (!records) return f;
+    std::map<std::string, std::optional<std::string>> last;
+    for (auto& r : *records) {
+      f.tombstones += !r.value;
+      last[r.key] = std::move(r.value);
+    }
+    f.records = records->size();
+    for (const auto& [key, value] : last) {
+      if (!value) continue;
+      if (auto bucket = ChangelogBucket(key)) ++(*bucket < expired_before ? f.old_partials : f.new_partials);
+      if (key.rfind("Eold-", 0) == 0) ++f.old_ids;
+      if (key[0] == 'V') ++f.kept_values;
+    }
+    for (const auto& [key, value] : last) f.null_kept_values += key[0] == 'V' && !value;
+    return f;
+  };
+  Folded swept;
+  const auto deadline = Clock::now() + 60s;
+  do {
+    std::this_thread::sleep_for(500ms);
+    swept = fold();
+  } while ((swept.old_partials > 0 || swept.old_ids > 0) && Clock::now() < deadline);
+  EXPECT_EQ(swept.old_partials, 0) << "expired partials still live in the changelog";
+  EXPECT_EQ(swept.old_ids, 0) << "expired event ids still live in the changelog";
+  EXPECT_GT(swept.new_partials, 0);
+  EXPECT_GT(swept.kept_values, 0) << "a kept dimension value's empty value must not read as a tombstone";
+  EXPECT_EQ(swept.null_kept_values, 0);
+  const auto m = kpid->Scrape();
+  const double tombstones = MetricSum(m, "kpistream_changelog_tombstones_total");
+  const double written = MetricSum(m, "kpistream_changelog_records_total");
+  EXPECT_GT(tombstones, 0);
+  EXPECT_EQ(static_cast<double>(swept.tombstones), tombstones);
+  // The replica's own answers forget the expired events, as its changelog does.
+  EXPECT_EQ(Now(*kpid, "impressions", "30d"), 10);
+
+  // A new record after a segment's second rolls the tombstones' segment,
+  // and the log cleaner drops the expired keys' values, then their
+  // tombstones.
+  std::this_thread::sleep_for(1500ms);
+  ASSERT_TRUE(ProduceRecord(brokers_, "ex.campaign", "k", ImpressionJson("new-10", NowMs(), "c1")));
+  Folded cleaned;
+  const auto clean_deadline = Clock::now() + 120s;
+  do {
+    std::this_thread::sleep_for(1s);
+    cleaned = fold();
+  } while (cleaned.records >= swept.records && Clock::now() < clean_deadline);
+  EXPECT_LT(cleaned.records, swept.records) << "Kafka's log cleaner did not compact the changelog";
+
+  // A replica starting from nothing restores what is retained.
+  kpid->process().Signal(SIGTERM);
+  ASSERT_EQ(kpid->process().Wait(60s), std::optional<int>(0)) << kpid->process().LogTail();
+  o.state_dir = dir_->path() + "/state-fresh";
+  kpid = std::make_unique<Kpid>(o);
+  ASSERT_TRUE(kpid->WaitStarted()) << kpid->process().LogTail();
+  ASSERT_TRUE(WaitCaughtUp(*kpid, 120s, 3)) << kpid->process().LogTail();
+  const auto r = kpid->Scrape();
+  const double restored = MetricSum(r, "kpistream_changelog_restored_records_total");
+  EXPECT_EQ(Now(*kpid, "impressions", "30d"), 11);
+  EXPECT_LT(restored, written) << "a restore read the changelog's whole history";
+  std::printf(
+      "[ measure  ] 210 events, 200 of them past retention: %.0f changelog records written, %.0f tombstones; the "
+      "changelog held %zu records after the sweep and %zu after Kafka's cleaner; a restore from scratch read %.0f\n",
+      written, tombstones, swept.records, cleaned.records, restored);
+}
+
 TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
   // ~15 s of production; the broker goes away for 30 s in the middle of it.
   // kpigen's idempotent producer holds its records and delivers them once

@@ -384,6 +384,24 @@ TEST_F(ConfigTest, WebConfigFileIsLoadedWithTheConfig) {
 namespace kpistream::services {
 namespace {
 
+TEST_F(ConfigTest, ChangelogSweepInterval) {
+  const std::string kafka =
+      "kafka:\n  brokers: localhost:9092\n  topics: {campaign: c, product: p, crm: r}\n  changelog: true\n";
+  std::ofstream(path_) << kafka;
+  auto defaults = LoadKpidConfig(path_);
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->engine.changelog_sweep_interval_ms, 3600 * 1000);
+  std::ofstream(path_) << kafka << "  changelog_sweep_interval: 10m\n";
+  auto set = LoadKpidConfig(path_);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->engine.changelog_sweep_interval_ms, 600 * 1000);
+  std::ofstream(path_) << kafka << "  changelog_sweep_interval: 100ms\n";
+  auto bad = LoadKpidConfig(path_);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find(":5:"), std::string::npos) << bad.status();
+  EXPECT_NE(std::string(bad.status().message()).find("between 1s and 7d"), std::string::npos) << bad.status();
+}
+
 TEST_F(ConfigTest, ClusterSectionForReplicas) {
   const std::string kafka =
       "kafka:\n  brokers: localhost:9092\n  topics: {campaign: c, product: p, crm: r}\n  changelog: true\n";

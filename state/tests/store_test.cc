@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <optional>
 
 #include "state/aggregate.h"
 
@@ -134,6 +136,142 @@ TEST_F(StoreTest, RetentionDropsOldBucketsPerTier) {
   EXPECT_EQ(count(Tier::kDay), 3);      // forever
   EXPECT_EQ(count(Tier::kFine, 2), 2);  // kept as the hour tier
   EXPECT_EQ(count(Tier::kFine, 3), 3);  // kept as the day tier
+}
+
+// With a changelog, an owned source's expired keys must leave with a
+// tombstone: compaction keeps them, CollectExpired deletes them in slices,
+// resuming where it stopped; other sources still expire by compaction.
+TEST_F(StoreTest, ASweptSourceExpiresByCollectExpiredInSlicesNotByCompaction) {
+  const int64_t now = 100 * kDaySeconds;
+  auto opened = Store::Open({.path = dir_.string(),
+                             .retention_fine_s = 2 * kDaySeconds,
+                             .retention_hour_s = 10 * kDaySeconds,
+                             .retention_day_s = 0,
+                             .now_s = [now] { return now; }});
+  ASSERT_TRUE(opened.ok());
+  auto& store = *opened;
+  const uint64_t swept = SourceId(1, 0), other = SourceId(1, 1);
+  ASSERT_EQ(*store->IdFor("measure", "m"), 1u);  // measure ids 1.. exist
+  store->SetFineTier(1, Tier::kFine);
+  Agg a;
+  a.Add(1, ToMicros(1));
+  WriteBatch b(*store);
+  for (uint64_t src : {swept, other}) {
+    for (int64_t age_days : {1, 5, 50}) {
+      const int64_t t = now - age_days * kDaySeconds;
+      for (Tier tier : {Tier::kFine, Tier::kHour, Tier::kDay}) {
+        b.MergePartial(AggKey(tier, 1, src, t, "g1"), EncodeAgg(a));
+        b.MergePartial(AggKey(tier, 1, src, t, "g2"), EncodeAgg(a));
+      }
+    }
+    b.PutEventId(src, "old", 1000, 0);
+    b.PutEventId(src, "new", 5000, 1);
+    b.PutOffset(src, 2, 5000);
+  }
+  ASSERT_TRUE(store->Commit(&b).ok());
+  store->SetEventIdHorizon(swept, 2000);
+  store->SetEventIdHorizon(other, 2000);
+  store->SetExpiryBySweep(swept, true);
+  ASSERT_TRUE(store->CompactForTest().ok());
+  auto count = [&](Tier tier, uint64_t src) {
+    int n = 0;
+    EXPECT_TRUE(store->Scan(tier, 1, src, 0, now + 1, [&](int64_t, std::string_view, std::string_view) { ++n; }).ok());
+    return n;
+  };
+  EXPECT_EQ(count(Tier::kFine, other), 2);
+  EXPECT_EQ(count(Tier::kHour, other), 4);
+  EXPECT_FALSE(store->LookupEventId(other, "old")->has_value());
+  EXPECT_EQ(count(Tier::kFine, swept), 6) << "compaction must leave a swept source's expired keys alone";
+  EXPECT_EQ(count(Tier::kHour, swept), 6);
+  EXPECT_TRUE(store->LookupEventId(swept, "old")->has_value());
+
+  // Expired: fine 5 and 50 days (4 keys), hour 50 days (2), one event id.
+  Store::ExpiryCursor cursor;
+  WriteBatch deletes(*store);
+  size_t total = 0, calls = 0;
+  for (;;) {
+    size_t collected = 0;
+    auto done = store->CollectExpired(swept, 3, &cursor, &deletes, &collected);
+    ASSERT_TRUE(done.ok()) << done.status();
+    ++calls;
+    total += collected;
+    EXPECT_LE(collected, 3u);
+    if (*done) break;
+    ASSERT_LT(calls, 10u);
+  }
+  EXPECT_EQ(total, 7u);
+  EXPECT_EQ(calls, 3u);
+  EXPECT_EQ(deletes.Count(), 7u);
+  ASSERT_TRUE(store->Commit(&deletes).ok());
+  EXPECT_EQ(count(Tier::kFine, swept), 2);
+  EXPECT_EQ(count(Tier::kHour, swept), 4);
+  EXPECT_EQ(count(Tier::kDay, swept), 6);  // kept forever
+  EXPECT_FALSE(store->LookupEventId(swept, "old")->has_value());
+  EXPECT_TRUE(store->LookupEventId(swept, "new")->has_value());
+  auto offset = store->ReadOffset(swept);
+  ASSERT_TRUE(offset.ok() && offset->has_value()) << "the offsets record never expires";
+
+  // Nothing is left to collect; the other source is never touched.
+  Store::ExpiryCursor again;
+  WriteBatch none(*store);
+  size_t collected = 0;
+  auto done = store->CollectExpired(swept, 100, &again, &none, &collected);
+  ASSERT_TRUE(done.ok() && *done);
+  EXPECT_EQ(collected, 0u);
+  EXPECT_EQ(count(Tier::kFine, other), 2);
+}
+
+// Deletes in a commit batch reach the changelog as null values, and fold
+// with merges of the same key in batch order.
+TEST_F(StoreTest, ResolveChangesReportsDeletesWithANullValue) {
+  auto store = OpenStore();
+  const uint64_t src = SourceId(1, 0);
+  Agg one;
+  one.Add(1, ToMicros(1));
+  const std::string k1 = AggKey(Tier::kFine, 1, src, 0, "a");
+  const std::string k2 = AggKey(Tier::kFine, 1, src, 60, "a");
+  const std::string k3 = AggKey(Tier::kFine, 1, src, 120, "a");
+  {
+    WriteBatch b(*store);
+    for (const auto& k : {k1, k2, k3}) b.MergePartial(k, EncodeAgg(one));
+    b.PutEventId(src, "e", 1000, 0);
+    ASSERT_TRUE(store->Commit(&b).ok());
+  }
+  WriteBatch b(*store);
+  b.Delete(Keyspace::kAgg, k1);
+  b.Delete(Keyspace::kAgg, k2);
+  b.MergePartial(k2, EncodeAgg(one));  // starts over after the delete
+  b.MergePartial(k3, EncodeAgg(one));
+  b.Delete(Keyspace::kAgg, k3);
+  b.Delete(Keyspace::kEventIds, EventIdKey(src, "e"));
+  std::map<std::string, std::optional<std::string>> shipped;
+  ASSERT_TRUE(store
+                  ->ResolveChanges(&b,
+                                   [&](Keyspace, std::string_view k, std::string_view v) {
+                                     shipped[std::string(k)] =
+                                         v.data() ? std::optional<std::string>(std::string(v)) : std::nullopt;
+                                   })
+                  .ok());
+  ASSERT_EQ(shipped.size(), 4u);
+  EXPECT_FALSE(shipped.at(k1).has_value());
+  ASSERT_TRUE(shipped.at(k2).has_value());
+  Agg k2_value;
+  ASSERT_TRUE(DecodeAgg(*shipped.at(k2), &k2_value));
+  EXPECT_EQ(k2_value.count, 1) << "a merge after a delete is the delta alone";
+  EXPECT_FALSE(shipped.at(k3).has_value());
+  EXPECT_FALSE(shipped.at(EventIdKey(src, "e")).has_value());
+  ASSERT_TRUE(store->Commit(&b).ok());
+  std::map<int64_t, int64_t> counts;
+  ASSERT_TRUE(store
+                  ->Scan(Tier::kFine, 1, src, 0, 1000,
+                         [&](int64_t bucket, std::string_view, std::string_view enc) {
+                           Agg v;
+                           ASSERT_TRUE(DecodeAgg(enc, &v));
+                           counts[bucket] = v.count;
+                         })
+                  .ok());
+  EXPECT_EQ(counts, (std::map<int64_t, int64_t>{{60, 1}}));
+  EXPECT_FALSE(store->LookupEventId(src, "e")->has_value());
 }
 
 // A measure whose stored shape changes gets a series of its own; going back
