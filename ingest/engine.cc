@@ -11,10 +11,13 @@
 #include <condition_variable>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <optional>
 #include <set>
 #include <span>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "ingest/accumulator.h"
@@ -737,35 +740,40 @@ void Engine::Rep::CollectExpired(state::WriteBatch* batch,
   const auto now = Clock::now();
   if (sweep_pending.empty()) {
     if (now < next_sweep) return;
-    next_sweep = now + std::chrono::milliseconds(options.changelog_sweep_interval_ms);
+    next_sweep = now + std::chrono::milliseconds(std::max<int64_t>(1000, options.changelog_sweep_interval_ms));
     for (const auto& [tp, ps] : owned) {
       if (ps.applier->committed_offset()) sweep_pending[ps.applier->source()];
     }
   }
-  constexpr size_t kBudget = 20000;
-  size_t budget = kBudget;
-  for (auto it = sweep_pending.begin(); it != sweep_pending.end() && budget > 0;) {
+  // Per commit: at most this many deletes (tombstones in one transaction)
+  // and keys read (the consumer thread's time).
+  state::Store::ExpiryLimits budget{.deletes = 20000, .visits = 200000};
+  size_t deleted = 0;
+  for (auto it = sweep_pending.begin(); it != sweep_pending.end() && budget.deletes > 0 && budget.visits > 0;) {
     auto sp = source_partitions.find(it->first);
     if (sp == source_partitions.end()) {
       it = sweep_pending.erase(it);
       continue;
     }
-    size_t collected = 0;
-    auto done = store->CollectExpired(it->first, budget, &it->second, batch, &collected);
-    if (!done.ok()) {
-      spdlog::warn("expiry sweep of {}[{}]: {}; retried in the next pass", sp->second.topic, sp->second.partition,
-                   done.status().ToString());
-      sweep_pending.clear();
-      return;
-    }
-    budget -= collected;
-    if (collected > 0) {
+    state::Store::ExpiryProgress progress;
+    const auto st = store->CollectExpired(it->first, budget, &it->second, batch, &progress);
+    budget.deletes -= progress.deleted;
+    budget.visits -= std::min(budget.visits, progress.visited);
+    deleted += progress.deleted;
+    if (progress.deleted > 0) {
+      // Deletes in the batch ship with the partition's input offset.
       auto o = owned.find(sp->second);
       if (!o->second.applier->dirty()) swept->emplace_back(&o->first, &o->second);
     }
-    it = *done ? sweep_pending.erase(it) : std::next(it);
+    if (!st.ok()) {
+      spdlog::warn("expiry sweep of {}[{}]: {}; retried in the next pass", sp->second.topic, sp->second.partition,
+                   st.ToString());
+      sweep_pending.clear();
+      break;
+    }
+    it = progress.done ? sweep_pending.erase(it) : std::next(it);
   }
-  if (budget < kBudget) spdlog::debug("expiry sweep: {} expired keys deleted in this commit", kBudget - budget);
+  if (deleted > 0) spdlog::debug("expiry sweep: {} expired keys deleted in this commit", deleted);
 }
 
 void Engine::Rep::ResetToStored() {
@@ -895,16 +903,18 @@ bool Engine::Rep::Commit(bool force) {
   }
   // Expired state of owned partitions first: a partial written to an
   // expired bucket later in the batch then starts it over.
+  // Not in the final commits (revoke, shutdown), which should be quick.
   state::WriteBatch batch(*store);
   std::vector<std::pair<const TopicPartition*, PartitionState*>> swept;
-  std::map<uint64_t, state::Store::ExpiryCursor> sweep_before;
-  if (changelog && !blocked && (!sweep_pending.empty() || Clock::now() >= next_sweep)) {
-    sweep_before = sweep_pending;
+  std::optional<std::pair<std::map<uint64_t, state::Store::ExpiryCursor>, Clock::time_point>> sweep_before;
+  if (changelog && !blocked && !force && (!sweep_pending.empty() || Clock::now() >= next_sweep)) {
+    sweep_before.emplace(sweep_pending, next_sweep);
     CollectExpired(&batch, &swept);
   }
-  // Deletes that did not commit are collected again.
+  // Deletes that did not commit are collected again: the sweep resumes
+  // where this commit's began.
   auto sweep_failed = [&] {
-    if (batch.Count() > 0 && !sweep_before.empty()) sweep_pending = std::move(sweep_before);
+    if (sweep_before) std::tie(sweep_pending, next_sweep) = std::move(*sweep_before);
   };
   if (moved.empty() && batch.Count() == 0) {
     if (!blocked) return true;

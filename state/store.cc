@@ -14,6 +14,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <optional>
@@ -514,39 +515,28 @@ void Store::SetEventIdHorizon(uint64_t source, int64_t horizon_ms) {
 
 void Store::SetExpiryBySweep(uint64_t source, bool on) { rep_->swept.Set(source, on); }
 
-absl::StatusOr<bool> Store::CollectExpired(uint64_t source, size_t limit, ExpiryCursor* cursor, WriteBatch* batch,
-                                           size_t* collected) const {
-  *collected = 0;
+absl::Status Store::CollectExpired(uint64_t source, const ExpiryLimits& limits, ExpiryCursor* cursor, WriteBatch* batch,
+                                   ExpiryProgress* progress) const {
+  *progress = ExpiryProgress();
   // Measure ids are assigned 1, 2, ... ("measure#next" is the next one).
   uint32_t next_measure = 1;
   std::string v;
-  if (rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), "measure#next", &v).ok() && v.size() == 4) {
-    std::memcpy(&next_measure, v.data(), 4);
-  }
+  auto ms = rep_->db->Get(rocksdb::ReadOptions(), rep_->cf(Keyspace::kMeta), "measure#next", &v);
+  if (!ms.ok() && !ms.IsNotFound()) return FromRocks(ms, "reading the measure ids");
+  if (ms.ok() && v.size() == 4) std::memcpy(&next_measure, v.data(), 4);
   const int64_t now = rep_->retention->Now();
-  // Ranges in a fixed order: every (tier, measure) series of the source,
-  // then its event ids. cursor->range counts them.
-  const uint32_t series = 3 * (next_measure - 1);
-  for (; cursor->range <= series; ++cursor->range, cursor->key.clear()) {
-    std::string prefix;
-    Keyspace ks = Keyspace::kAgg;
-    int64_t keep = 0;
-    std::optional<int64_t> horizon;
-    if (cursor->range < series) {
-      const auto tier = static_cast<Tier>(cursor->range / (next_measure - 1));
-      const uint32_t measure = 1 + cursor->range % (next_measure - 1);
-      keep = rep_->retention->KeepSeconds(tier, measure);
-      if (keep <= 0) continue;
-      prefix = SeriesPrefix(tier, measure, source);
-    } else {
-      ks = Keyspace::kEventIds;
-      horizon = rep_->event_id_filter->Horizon(source);
-      if (!horizon) continue;
-      prefix = OffsetKey(source);
-    }
+  // Visits [from, prefix's end) of a keyspace; stops at the limits (false)
+  // or, for partials, at the first retained bucket of the series.
+  auto visit = [&](Keyspace ks, const std::string& prefix, const std::string& from, int64_t keep,
+                   std::optional<int64_t> horizon) -> absl::StatusOr<bool> {
     std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cf(ks)));
-    for (it->Seek(std::max(prefix, cursor->key)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    for (it->Seek(std::max(prefix, from)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const std::string_view key(it->key().data(), it->key().size());
+      if (progress->deleted == limits.deletes || progress->visited == limits.visits) {
+        cursor->key.assign(key);  // the next call starts here
+        return false;
+      }
+      ++progress->visited;
       if (ks == Keyspace::kAgg) {
         AggKeyParts parts;
         if (!ParseAggKey(key, &parts)) return absl::DataLossError("malformed partial key");
@@ -558,16 +548,36 @@ absl::StatusOr<bool> Store::CollectExpired(uint64_t source, size_t limit, Expiry
         std::memcpy(&event_ms, it->value().data(), 8);
         if (event_ms >= *horizon) continue;  // ids are in id order, not time order
       }
-      if (*collected == limit) {
-        cursor->key.assign(key);  // the next call starts here
-        return false;
-      }
       batch->Delete(ks, key);
-      ++*collected;
+      ++progress->deleted;
     }
     if (!it->status().ok()) return FromRocks(it->status(), "collecting expired state");
+    return true;
+  };
+  if (!cursor->event_ids) {
+    // Series prefixes sort as (tier, measure id), the order visited here.
+    const std::string from_series = cursor->key.substr(0, std::min(cursor->key.size(), kSeriesPrefixSize));
+    for (auto tier : {Tier::kFine, Tier::kHour, Tier::kDay}) {
+      for (uint32_t id = 1; id < next_measure; ++id) {
+        const std::string prefix = SeriesPrefix(tier, id, source);
+        if (prefix < from_series) continue;  // visited earlier in the pass
+        const int64_t keep = rep_->retention->KeepSeconds(tier, id);
+        if (keep <= 0) continue;
+        auto finished = visit(Keyspace::kAgg, prefix, prefix == from_series ? cursor->key : prefix, keep, std::nullopt);
+        if (!finished.ok()) return finished.status();
+        if (!*finished) return absl::OkStatus();
+      }
+    }
+    cursor->event_ids = true;
+    cursor->key.clear();
   }
-  return true;
+  if (const auto horizon = rep_->event_id_filter->Horizon(source)) {
+    auto finished = visit(Keyspace::kEventIds, OffsetKey(source), cursor->key, 0, horizon);
+    if (!finished.ok()) return finished.status();
+    if (!*finished) return absl::OkStatus();
+  }
+  progress->done = true;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> Store::ReadKeptCounts(uint64_t source) const {
@@ -687,6 +697,8 @@ void WriteBatch::Put(Keyspace keyspace, std::string_view key, std::string_view v
 }
 
 void WriteBatch::Delete(Keyspace keyspace, std::string_view key) {
+  // Only the source-scoped keyspaces: meta and alerts have writers of their own.
+  if (keyspace == Keyspace::kMeta || keyspace == Keyspace::kAlerts) std::abort();
   rocksdb::ColumnFamilyHandle* cf = keyspace == Keyspace::kAgg       ? rep_->agg
                                     : keyspace == Keyspace::kOffsets ? rep_->offsets
                                     : keyspace == Keyspace::kGroups  ? rep_->groups

@@ -72,8 +72,8 @@ class WriteBatch {
   // event_ids) to a full value, replacing what is stored (a restore from a
   // changelog; a partial is then not merged but set).
   void Put(Keyspace keyspace, std::string_view key, std::string_view value);
-  // Deletes a key of a source-scoped keyspace (state past retention, see
-  // Store::CollectExpired).
+  // Deletes a key of a source-scoped keyspace (agg, offsets, groups,
+  // event_ids; state past retention, see Store::CollectExpired).
   void Delete(Keyspace keyspace, std::string_view key);
   // Records the next offset to read in a source's changelog partition
   // (meta keyspace, "changelog/<source BE>").
@@ -225,22 +225,34 @@ class Store {
   // and deleted by CollectExpired in commits that ship their tombstones.
   // In memory only. Thread-safe.
   void SetExpiryBySweep(uint64_t source, bool on);
-  // Where CollectExpired stopped: the range (a (tier, measure) series, or
-  // the event ids) and the key to continue from. Default: the start.
+  // Where CollectExpired stopped: in the partials (by key, in key order:
+  // tier, then measure id, then bucket) or in the event ids. Default: the
+  // start.
   struct ExpiryCursor {
-    uint32_t range = 0;
-    std::string key;
+    bool event_ids = false;
+    std::string key;  // the next key to visit; empty: the start of the keyspace's part
+  };
+  struct ExpiryLimits {
+    size_t deletes = 20000;  // deletes added per call at most
+    size_t visits = 200000;  // keys read per call at most (event ids are not in time order)
+  };
+  struct ExpiryProgress {
+    size_t deleted = 0;  // deletes added to the batch by the call
+    size_t visited = 0;  // keys read
+    bool done = false;   // the source is finished; else call again from *cursor
   };
   // Adds to *batch a delete of each expired key of `source`, from *cursor
-  // on, at most `limit` of them (*collected says how many): partials whose
-  // bucket passed its tier's retention (as the compaction filter judges it,
-  // at StoreOptions::now_s) and event ids older than the source's horizon
-  // (SetEventIdHorizon; none set: none). True when the source is done;
-  // false when the limit was reached, with *cursor where the next call
-  // continues. Reads the committed state; the consumer thread only.
-  // Cost: each series' expired head plus every event id of the source.
-  [[nodiscard]] absl::StatusOr<bool> CollectExpired(uint64_t source, size_t limit, ExpiryCursor* cursor,
-                                                    WriteBatch* batch, size_t* collected) const;
+  // on, within `limits`: partials whose bucket passed its tier's retention
+  // (as the compaction filter judges it, at StoreOptions::now_s) and event
+  // ids older than the source's horizon (SetEventIdHorizon; none set:
+  // none). *progress says what was added (also when an error is returned:
+  // the deletes added before it stay in the batch) and whether the source
+  // is done; *cursor is where the next call continues. Measures bound
+  // during a pass are visited if their ids sort after the cursor. Reads the
+  // committed state; the consumer thread only. DATA_LOSS for a malformed
+  // key or record.
+  [[nodiscard]] absl::Status CollectExpired(uint64_t source, const ExpiryLimits& limits, ExpiryCursor* cursor,
+                                            WriteBatch* batch, ExpiryProgress* progress) const;
   // Committed kept-value counts of a source, per dimension id.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ReadKeptCounts(uint64_t source) const;
 

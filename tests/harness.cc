@@ -765,7 +765,14 @@ bool CreateTopics(const std::string& brokers, const std::vector<std::string>& to
   std::vector<rd_kafka_NewTopic_t*> nts;
   for (const auto& t : topics) {
     nts.push_back(rd_kafka_NewTopic_new(t.c_str(), partitions, 1, err, sizeof(err)));
-    for (const auto& [name, value] : configs) rd_kafka_NewTopic_set_config(nts.back(), name.c_str(), value.c_str());
+    for (const auto& [name, value] : configs) {
+      if (rd_kafka_NewTopic_set_config(nts.back(), name.c_str(), value.c_str())) {
+        std::fprintf(stderr, "topic config %s=%s refused\n", name.c_str(), value.c_str());
+        for (auto* nt : nts) rd_kafka_NewTopic_destroy(nt);
+        rd_kafka_destroy(rk);
+        return false;
+      }
+    }
   }
   rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
   rd_kafka_CreateTopics(rk, nts.data(), nts.size(), nullptr, q);

@@ -190,13 +190,12 @@ TEST_F(StoreTest, ASweptSourceExpiresByCollectExpiredInSlicesNotByCompaction) {
   WriteBatch deletes(*store);
   size_t total = 0, calls = 0;
   for (;;) {
-    size_t collected = 0;
-    auto done = store->CollectExpired(swept, 3, &cursor, &deletes, &collected);
-    ASSERT_TRUE(done.ok()) << done.status();
+    Store::ExpiryProgress progress;
+    ASSERT_TRUE(store->CollectExpired(swept, {.deletes = 3, .visits = 100}, &cursor, &deletes, &progress).ok());
     ++calls;
-    total += collected;
-    EXPECT_LE(collected, 3u);
-    if (*done) break;
+    total += progress.deleted;
+    EXPECT_LE(progress.deleted, 3u);
+    if (progress.done) break;
     ASSERT_LT(calls, 10u);
   }
   EXPECT_EQ(total, 7u);
@@ -214,10 +213,20 @@ TEST_F(StoreTest, ASweptSourceExpiresByCollectExpiredInSlicesNotByCompaction) {
   // Nothing is left to collect; the other source is never touched.
   Store::ExpiryCursor again;
   WriteBatch none(*store);
-  size_t collected = 0;
-  auto done = store->CollectExpired(swept, 100, &again, &none, &collected);
-  ASSERT_TRUE(done.ok() && *done);
-  EXPECT_EQ(collected, 0u);
+  Store::ExpiryProgress progress;
+  ASSERT_TRUE(store->CollectExpired(swept, {}, &again, &none, &progress).ok());
+  EXPECT_TRUE(progress.done);
+  EXPECT_EQ(progress.deleted, 0u);
+  // A visit budget cuts a call short too, and the next resumes.
+  Store::ExpiryCursor step;
+  size_t steps = 0;
+  do {
+    ASSERT_TRUE(store->CollectExpired(swept, {.deletes = 100, .visits = 1}, &step, &none, &progress).ok());
+    EXPECT_EQ(progress.deleted, 0u);
+    EXPECT_LE(progress.visited, 1u);
+  } while (!progress.done && ++steps < 100);
+  EXPECT_TRUE(progress.done);
+  EXPECT_GT(steps, 1u);
   EXPECT_EQ(count(Tier::kFine, other), 2);
 }
 
