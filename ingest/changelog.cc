@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -318,8 +319,63 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
                     "(kafka-topics --alter --partitions {})",
                     topic, have, partitions, partitions));
   }
+  if (auto st = CheckCompacted(topic); !st.ok()) return st;
   ensured_.insert(topic);
   return absl::OkStatus();
+}
+
+// A changelog whose records expire by time (cleanup.policy=delete, the
+// broker's default for topics created by hand or by auto-creation) loses
+// state silently once retention.ms passes: a restore would then miss every
+// key not written since. Refused, with what to do. A broker that does not
+// answer (or refuses DescribeConfigs) leaves the check to the operator,
+// with a warning: it guards a mistake, not the data path.
+absl::Status Changelog::CheckCompacted(const std::string& topic) {
+  rd_kafka_ConfigResource_t* res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str());
+  rd_kafka_queue_t* q = rd_kafka_queue_new(producer_);
+  rd_kafka_DescribeConfigs(producer_, &res, 1, nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  std::optional<std::string> policy, retention;
+  std::string error;
+  if (!ev) {
+    error = "no answer in 30 s";
+  } else if (rd_kafka_event_error(ev)) {
+    error = rd_kafka_event_error_string(ev);
+  } else {
+    size_t n = 0;
+    const rd_kafka_ConfigResource_t** rs =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &n);
+    for (size_t i = 0; i < n; ++i) {
+      if (rd_kafka_ConfigResource_error(rs[i])) {
+        error = rd_kafka_ConfigResource_error_string(rs[i]);
+        continue;
+      }
+      size_t m = 0;
+      const rd_kafka_ConfigEntry_t** entries = rd_kafka_ConfigResource_configs(rs[i], &m);
+      for (size_t j = 0; j < m; ++j) {
+        const std::string_view name = rd_kafka_ConfigEntry_name(entries[j]);
+        const char* value = rd_kafka_ConfigEntry_value(entries[j]);
+        if (name == "cleanup.policy" && value) policy = value;
+        if (name == "retention.ms" && value) retention = value;
+      }
+    }
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_ConfigResource_destroy(res);
+  if (!policy) {
+    spdlog::warn("changelog topic {}: its cleanup.policy could not be read ({}); it must be compact", topic,
+                 error.empty() ? "not listed" : error);
+    return absl::OkStatus();
+  }
+  const bool compact = policy->find("compact") != std::string::npos;
+  const bool expires = policy->find("delete") != std::string::npos && retention != "-1";
+  if (compact && !expires) return absl::OkStatus();
+  return absl::FailedPreconditionError(fmt::format(
+      "changelog topic {} has cleanup.policy={}{}: its records expire, and a restore would silently lose the "
+      "state they hold. Make it compacted (kafka-configs --alter --entity-type topics --entity-name {} "
+      "--add-config cleanup.policy=compact), or delete it before kpid starts so that kpid creates it",
+      topic, *policy, retention ? fmt::format(" with retention.ms={}", *retention) : "", topic));
 }
 
 absl::Status Changelog::Begin() {

@@ -105,7 +105,10 @@ class Changelog {
 
   // Creates `topic` compacted with `partitions` partitions if it does not
   // exist (the broker's default replication). FAILED_PRECONDITION if it
-  // exists with fewer partitions.
+  // exists with fewer partitions, or with records that expire
+  // (cleanup.policy without compact, or with delete and a finite
+  // retention.ms). Reading the topic's configs needs DescribeConfigs; when
+  // it is refused the check is skipped with a warning.
   [[nodiscard]] absl::Status EnsureTopic(const std::string& topic, int partitions);
 
   // One transaction. Begin, Add the records, then Commit with the input
@@ -139,6 +142,7 @@ class Changelog {
 
  private:
   Changelog() = default;
+  absl::Status CheckCompacted(const std::string& topic);
   rd_kafka_t* producer_ = nullptr;
   rd_kafka_t* reader_ = nullptr;
   bool in_transaction_ = false;

@@ -877,6 +877,24 @@ TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetain
       written, tombstones, swept.records, cleaned.records, restored);
 }
 
+// A changelog topic made by hand with the broker's default policy
+// (delete) would drop state after its retention and make restores silently
+// short: kpid refuses it and says how to fix it.
+TEST_F(PipelineIT, AChangelogTopicWhoseRecordsExpireIsRefused) {
+  OnePartitionTopics("cx.");
+  auto o = Options("cx.");
+  o.changelog = true;
+  ASSERT_TRUE(CreateTopics(brokers_, {o.group_id + ".cx.campaign.changelog"}, 1,
+                           {{"cleanup.policy", "delete"}, {"retention.ms", "604800000"}}));
+  Kpid kpid(o);
+  const auto rc = kpid.process().Wait(120s);
+  ASSERT_TRUE(rc.has_value()) << "kpid kept running on an expiring changelog: " << kpid.process().LogTail();
+  EXPECT_NE(*rc, 0);
+  const auto log = kpid.process().LogTail(20000);
+  EXPECT_NE(log.find("cleanup.policy=delete with retention.ms=604800000"), std::string::npos) << log;
+  EXPECT_NE(log.find("--add-config cleanup.policy=compact"), std::string::npos) << log;
+}
+
 TEST_F(PipelineIT, BrokerOutageOfThirtySecondsIsReportedAndRecoveredExactly) {
   // ~15 s of production; the broker goes away for 30 s in the middle of it.
   // kpigen's idempotent producer holds its records and delivers them once
