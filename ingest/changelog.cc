@@ -261,7 +261,7 @@ Changelog::~Changelog() {
   }
 }
 
-absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
+absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions, bool holds_state) {
   if (ensured_.count(topic)) return absl::OkStatus();
   char err[512];
   rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, err, sizeof(err));
@@ -278,6 +278,7 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
   rd_kafka_CreateTopics(producer_, &nt, 1, nullptr, q);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
   absl::Status result;
+  bool existed = false;  // made before, perhaps not by kpid: its configs are checked
   if (!ev) {
     result = absl::UnavailableError(fmt::format("creating changelog topic {}: no answer in 30 s", topic));
   } else if (rd_kafka_event_error(ev)) {
@@ -289,6 +290,7 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
         rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
     for (size_t i = 0; i < n; ++i) {
       const auto e = rd_kafka_topic_result_error(res[i]);
+      existed |= e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS;
       if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
         result = absl::UnavailableError(
             fmt::format("creating changelog topic {}: {}", topic, rd_kafka_topic_result_error_string(res[i])));
@@ -319,7 +321,9 @@ absl::Status Changelog::EnsureTopic(const std::string& topic, int partitions) {
                     "(kafka-topics --alter --partitions {})",
                     topic, have, partitions, partitions));
   }
-  if (auto st = CheckCompacted(topic); !st.ok()) return st;
+  if (existed && holds_state) {
+    if (auto st = CheckCompacted(topic); !st.ok()) return st;
+  }
   ensured_.insert(topic);
   return absl::OkStatus();
 }
@@ -335,7 +339,7 @@ absl::Status Changelog::CheckCompacted(const std::string& topic) {
   rd_kafka_queue_t* q = rd_kafka_queue_new(producer_);
   rd_kafka_DescribeConfigs(producer_, &res, 1, nullptr, q);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
-  std::optional<std::string> policy, retention;
+  std::optional<std::string> policy, retention_ms, retention_bytes;
   std::string error;
   if (!ev) {
     error = "no answer in 30 s";
@@ -356,7 +360,8 @@ absl::Status Changelog::CheckCompacted(const std::string& topic) {
         const std::string_view name = rd_kafka_ConfigEntry_name(entries[j]);
         const char* value = rd_kafka_ConfigEntry_value(entries[j]);
         if (name == "cleanup.policy" && value) policy = value;
-        if (name == "retention.ms" && value) retention = value;
+        if (name == "retention.ms" && value) retention_ms = value;
+        if (name == "retention.bytes" && value) retention_bytes = value;
       }
     }
   }
@@ -368,14 +373,18 @@ absl::Status Changelog::CheckCompacted(const std::string& topic) {
                  error.empty() ? "not listed" : error);
     return absl::OkStatus();
   }
+  // With "delete" in the policy, records expire unless neither time nor
+  // size bounds them (a value not listed counts as a bound).
   const bool compact = policy->find("compact") != std::string::npos;
-  const bool expires = policy->find("delete") != std::string::npos && retention != "-1";
+  const bool expires = policy->find("delete") != std::string::npos &&
+                       (retention_ms.value_or("") != "-1" || retention_bytes.value_or("") != "-1");
   if (compact && !expires) return absl::OkStatus();
   return absl::FailedPreconditionError(fmt::format(
-      "changelog topic {} has cleanup.policy={}{}: its records expire, and a restore would silently lose the "
-      "state they hold. Make it compacted (kafka-configs --alter --entity-type topics --entity-name {} "
-      "--add-config cleanup.policy=compact), or delete it before kpid starts so that kpid creates it",
-      topic, *policy, retention ? fmt::format(" with retention.ms={}", *retention) : "", topic));
+      "changelog topic {} has cleanup.policy={} with retention.ms={} and retention.bytes={}: its records expire, "
+      "and a restore would silently lose the state they hold. Make it compacted (kafka-configs --alter "
+      "--entity-type topics --entity-name {} --add-config cleanup.policy=compact), or delete it before kpid "
+      "starts so that kpid creates it",
+      topic, *policy, retention_ms.value_or("?"), retention_bytes.value_or("?"), topic));
 }
 
 absl::Status Changelog::Begin() {

@@ -105,11 +105,13 @@ class Changelog {
 
   // Creates `topic` compacted with `partitions` partitions if it does not
   // exist (the broker's default replication). FAILED_PRECONDITION if it
-  // exists with fewer partitions, or with records that expire
-  // (cleanup.policy without compact, or with delete and a finite
-  // retention.ms). Reading the topic's configs needs DescribeConfigs; when
-  // it is refused the check is skipped with a warning.
-  [[nodiscard]] absl::Status EnsureTopic(const std::string& topic, int partitions);
+  // exists with fewer partitions, or, when it holds state, with records
+  // that expire (cleanup.policy without compact, or with delete and a
+  // finite retention.ms or retention.bytes). Reading the configs of a topic
+  // that existed needs DescribeConfigs; when it is refused the check is
+  // skipped with a warning. holds_state false: a topic never written (the
+  // alert leader's election topic), whose policy does not matter.
+  [[nodiscard]] absl::Status EnsureTopic(const std::string& topic, int partitions, bool holds_state = true);
 
   // One transaction. Begin, Add the records, then Commit with the input
   // offsets (next offset per input partition) sent to the group `consumer`

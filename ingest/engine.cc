@@ -277,7 +277,8 @@ absl::Status Engine::Rep::Init() {
     codec = std::make_unique<ChangelogCodec>(catalog, ids, store);
     next_sweep =
         Clock::now() + std::min<std::chrono::milliseconds>(
-                           std::chrono::minutes(1), std::chrono::milliseconds(options.changelog_sweep_interval_ms));
+                           std::chrono::minutes(1),
+                           std::chrono::milliseconds(std::max<int64_t>(1000, options.changelog_sweep_interval_ms)));
     // Until the group assigns partitions, the compaction filters must not
     // drop expired keys of a partition this replica may own again: its
     // changelog would never see them go.
@@ -729,12 +730,13 @@ absl::Status Engine::Rep::CommitChangelog(state::WriteBatch* batch,
 }
 
 // The expiry sweep: starts a pass over the owned partitions when one is
-// due, and adds to *batch the deletes of up to 20,000 expired keys of the
-// pass's partitions (Store::CollectExpired). The partitions it touched that
-// have nothing else to commit go to *swept: the commit's changelog
-// transaction then carries their tombstones, with their (unchanged) input
-// offsets so that a fenced replica cannot write them either. A failure is
-// logged and the pass ends; the next one retries.
+// due, and adds to *batch the deletes of up to 20,000 expired keys (reading
+// up to 200,000) of the pass's partitions (Store::CollectExpired). The
+// partitions it touched that have nothing else to commit go to *swept: the
+// commit's changelog transaction then carries their tombstones, with their
+// (unchanged) input offsets so that a fenced replica cannot write them
+// either. A partition whose collection fails is logged and left to the
+// next pass (the deletes it added still ship, with its offset).
 void Engine::Rep::CollectExpired(state::WriteBatch* batch,
                                  std::vector<std::pair<const TopicPartition*, PartitionState*>>* swept) {
   const auto now = Clock::now();
@@ -766,10 +768,11 @@ void Engine::Rep::CollectExpired(state::WriteBatch* batch,
       if (!o->second.applier->dirty()) swept->emplace_back(&o->first, &o->second);
     }
     if (!st.ok()) {
+      // This partition waits for the next pass; the others go on.
       spdlog::warn("expiry sweep of {}[{}]: {}; retried in the next pass", sp->second.topic, sp->second.partition,
                    st.ToString());
-      sweep_pending.clear();
-      break;
+      it = sweep_pending.erase(it);
+      continue;
     }
     it = progress.done ? sweep_pending.erase(it) : std::next(it);
   }

@@ -175,9 +175,9 @@ absl::StatusOr<std::unique_ptr<AlertLeader>> AlertLeader::Start(const ingest::En
   auto reader = ingest::Changelog::Create(kafka, ".alerts-follower");
   if (!reader.ok()) return reader.status();
   rep->reader = std::move(*reader);
-  for (const auto& t : {rep->state_topic, rep->control_topic}) {
-    if (auto st = rep->reader->EnsureTopic(t, 1); !st.ok()) return st;
-  }
+  if (auto st = rep->reader->EnsureTopic(rep->state_topic, 1); !st.ok()) return st;
+  // Only subscribed to, for the election: never written.
+  if (auto st = rep->reader->EnsureTopic(rep->control_topic, 1, /*holds_state=*/false); !st.ok()) return st;
   // The election consumer: its own group, dynamic membership (a stop hands
   // the lead over at once), cooperative-sticky (a replica joining never
   // moves the lead), a short session (a killed leader is replaced within

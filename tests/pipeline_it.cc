@@ -892,6 +892,19 @@ TEST_F(PipelineIT, AChangelogTopicWhoseRecordsExpireIsRefused) {
   EXPECT_NE(*rc, 0);
   const auto log = kpid.process().LogTail(20000);
   EXPECT_NE(log.find("cleanup.policy=delete with retention.ms=604800000"), std::string::npos) << log;
+  // Compacted but also deleted by size: refused too.
+  const std::string bounded = "kpid-cx2..cx.campaign.changelog";
+  auto o2 = Options("cx.");
+  o2.group_id = "kpid-cx2.";
+  o2.state_dir = dir_->path() + "/state-2";
+  ASSERT_TRUE(
+      CreateTopics(brokers_, {bounded}, 1,
+                   {{"cleanup.policy", "compact,delete"}, {"retention.ms", "-1"}, {"retention.bytes", "1000000"}}));
+  o2.changelog = true;
+  Kpid sized(o2);
+  ASSERT_TRUE(sized.process().Wait(120s).has_value()) << sized.process().LogTail();
+  EXPECT_NE(sized.process().LogTail(20000).find("retention.bytes=1000000: its records expire"), std::string::npos)
+      << sized.process().LogTail(20000);
   EXPECT_NE(log.find("--add-config cleanup.policy=compact"), std::string::npos) << log;
 }
 
