@@ -806,6 +806,7 @@ TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetain
   struct Folded {
     size_t records = 0, tombstones = 0;
     int old_partials = 0, new_partials = 0, old_ids = 0, kept_values = 0, null_kept_values = 0;
+    int old_values = 0;  // records (not folded) holding a value of an expired key
   };
   const int64_t expired_before = now / 1000 - 86400 - 3600;
   auto fold = [&] {
@@ -816,6 +817,8 @@ TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetain
     std::map<std::string, std::optional<std::string>> last;
     for (auto& r : *records) {
       f.tombstones += !r.value;
+      if (auto bucket = ChangelogBucket(r.key); r.value && bucket && *bucket < expired_before) ++f.old_values;
+      if (r.value && r.key.rfind("Eold-", 0) == 0) ++f.old_values;
       last[r.key] = std::move(r.value);
     }
     f.records = records->size();
@@ -843,13 +846,14 @@ TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetain
   const double tombstones = MetricSum(m, "kpistream_changelog_tombstones_total");
   const double written = MetricSum(m, "kpistream_changelog_records_total");
   EXPECT_GT(tombstones, 0);
-  EXPECT_EQ(static_cast<double>(swept.tombstones), tombstones);
+  // Kafka's cleaner may have dropped some already; it never adds any.
+  EXPECT_LE(static_cast<double>(swept.tombstones), tombstones);
   // The replica's own answers forget the expired events, as its changelog does.
   EXPECT_EQ(Now(*kpid, "impressions", "30d"), 10);
 
   // A new record after a segment's second rolls the tombstones' segment,
-  // and the log cleaner drops the expired keys' values, then their
-  // tombstones.
+  // and the log cleaner drops every value of an expired key (then the
+  // tombstones). It may have begun already.
   std::this_thread::sleep_for(1500ms);
   ASSERT_TRUE(ProduceRecord(brokers_, "ex.campaign", "k", ImpressionJson("new-10", NowMs(), "c1")));
   Folded cleaned;
@@ -857,8 +861,9 @@ TEST_F(PipelineIT, ExpiredStateLeavesTheChangelogSoARestoreReadsOnlyWhatIsRetain
   do {
     std::this_thread::sleep_for(1s);
     cleaned = fold();
-  } while (cleaned.records >= swept.records && Clock::now() < clean_deadline);
-  EXPECT_LT(cleaned.records, swept.records) << "Kafka's log cleaner did not compact the changelog";
+  } while (cleaned.old_values > 0 && Clock::now() < clean_deadline);
+  EXPECT_EQ(cleaned.old_values, 0) << "Kafka's log cleaner kept values of expired keys";
+  EXPECT_LT(static_cast<double>(cleaned.records), written);
 
   // A replica starting from nothing restores what is retained.
   kpid->process().Signal(SIGTERM);
