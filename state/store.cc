@@ -198,6 +198,24 @@ struct WriteBatch::Rep {
   rocksdb::ColumnFamilyHandle* groups;
   rocksdb::ColumnFamilyHandle* event_ids;
   rocksdb::ColumnFamilyHandle* meta;
+  // The column family of a source-scoped keyspace (agg, offsets, groups,
+  // event_ids); meta and alerts have writers of their own.
+  rocksdb::ColumnFamilyHandle* SourceCf(Keyspace keyspace) const {
+    switch (keyspace) {
+      case Keyspace::kAgg:
+        return agg;
+      case Keyspace::kOffsets:
+        return offsets;
+      case Keyspace::kGroups:
+        return groups;
+      case Keyspace::kEventIds:
+        return event_ids;
+      case Keyspace::kMeta:
+      case Keyspace::kAlerts:
+        break;
+    }
+    std::abort();
+  }
 };
 
 struct Store::Rep {
@@ -688,22 +706,13 @@ constexpr Keyspace kSourceKeyspaces[] = {Keyspace::kAgg, Keyspace::kGroups, Keys
 }  // namespace
 
 void WriteBatch::Put(Keyspace keyspace, std::string_view key, std::string_view value) {
-  rocksdb::ColumnFamilyHandle* cf = keyspace == Keyspace::kAgg       ? rep_->agg
-                                    : keyspace == Keyspace::kOffsets ? rep_->offsets
-                                    : keyspace == Keyspace::kGroups  ? rep_->groups
-                                                                     : rep_->event_ids;
-  rep_->wb.Put(cf, rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
+  rep_->wb
+      .Put(rep_->SourceCf(keyspace), rocksdb::Slice(key.data(), key.size()), rocksdb::Slice(value.data(), value.size()))
       .PermitUncheckedError();
 }
 
 void WriteBatch::Delete(Keyspace keyspace, std::string_view key) {
-  // Only the source-scoped keyspaces: meta and alerts have writers of their own.
-  if (keyspace == Keyspace::kMeta || keyspace == Keyspace::kAlerts) std::abort();
-  rocksdb::ColumnFamilyHandle* cf = keyspace == Keyspace::kAgg       ? rep_->agg
-                                    : keyspace == Keyspace::kOffsets ? rep_->offsets
-                                    : keyspace == Keyspace::kGroups  ? rep_->groups
-                                                                     : rep_->event_ids;
-  rep_->wb.Delete(cf, rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
+  rep_->wb.Delete(rep_->SourceCf(keyspace), rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
 }
 
 void WriteBatch::PutChangelogOffset(uint64_t source, int64_t next_offset) {

@@ -24,6 +24,18 @@ class StoreTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s.status();
     return std::move(*s);
   }
+  // A store whose clock reads kRetentionNow, keeping fine buckets 2 days,
+  // hour buckets 10 days and day buckets forever.
+  static constexpr int64_t kRetentionNow = 100 * kDaySeconds;
+  std::unique_ptr<Store> OpenRetentionStore() {
+    auto s = Store::Open({.path = dir_.string(),
+                          .retention_fine_s = 2 * kDaySeconds,
+                          .retention_hour_s = 10 * kDaySeconds,
+                          .retention_day_s = 0,
+                          .now_s = [] { return kRetentionNow; }});
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
   std::filesystem::path dir_;
 };
 
@@ -93,14 +105,9 @@ TEST_F(StoreTest, ScanHonoursBucketRangeAndSeries) {
 }
 
 TEST_F(StoreTest, RetentionDropsOldBucketsPerTier) {
-  const int64_t now = 100 * kDaySeconds;
-  auto s = Store::Open({.path = dir_.string(),
-                        .retention_fine_s = 2 * kDaySeconds,
-                        .retention_hour_s = 10 * kDaySeconds,
-                        .retention_day_s = 0,
-                        .now_s = [now] { return now; }});
-  ASSERT_TRUE(s.ok());
-  auto& store = *s;
+  const int64_t now = kRetentionNow;
+  auto store = OpenRetentionStore();
+  ASSERT_TRUE(store);
   Agg a;
   a.Add(1, ToMicros(1));
   WriteBatch b(*store);
@@ -142,14 +149,9 @@ TEST_F(StoreTest, RetentionDropsOldBucketsPerTier) {
 // tombstone: compaction keeps them, CollectExpired deletes them in slices,
 // resuming where it stopped; other sources still expire by compaction.
 TEST_F(StoreTest, ASweptSourceExpiresByCollectExpiredInSlicesNotByCompaction) {
-  const int64_t now = 100 * kDaySeconds;
-  auto opened = Store::Open({.path = dir_.string(),
-                             .retention_fine_s = 2 * kDaySeconds,
-                             .retention_hour_s = 10 * kDaySeconds,
-                             .retention_day_s = 0,
-                             .now_s = [now] { return now; }});
-  ASSERT_TRUE(opened.ok());
-  auto& store = *opened;
+  const int64_t now = kRetentionNow;
+  auto store = OpenRetentionStore();
+  ASSERT_TRUE(store);
   const uint64_t swept = SourceId(1, 0), other = SourceId(1, 1);
   ASSERT_EQ(*store->IdFor("measure", "m"), 1u);  // measure ids 1.. exist
   store->SetFineTier(1, Tier::kFine);
