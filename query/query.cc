@@ -149,9 +149,14 @@ absl::StatusOr<std::vector<absl::StatusOr<KpiAnswer>>> QueryService::GetBatchOnc
 }
 
 void QueryService::CacheInsert(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  CacheInsertLocked(key, answer, sequence, now);
+}
+
+void QueryService::CacheInsertLocked(const std::string& key, const KpiAnswer& answer, uint64_t sequence,
+                                     int64_t now) const {
   const size_t bytes = AnswerBytes(answer.values) + key.size();
   if (bytes > kCacheMaxEntryBytes) return;
-  std::lock_guard<std::mutex> lock(cache_->mu);
   if (cache_->sequence == sequence && cache_->now_s == now && cache_->bytes + bytes <= kCacheMaxBytes &&
       cache_->entries.emplace(key, answer).second) {
     cache_->bytes += bytes;
@@ -230,16 +235,17 @@ absl::StatusOr<KpiAnswer> QueryService::Get(const KpiQuery& q) const {
     flight->done = true;
   }
   flight->done_cv.notify_all();
+  // Cached only if no write landed while it was computed: the result then
+  // reflects exactly the source at `sequence`. The entry goes in and the
+  // flight out under one lock, so a call arriving in between finds one of
+  // them and never evaluates again.
+  const bool cacheable = result.ok() && source_.Sequence() == sequence && clock_.NowSeconds() == now;
   {
     std::lock_guard<std::mutex> lock(cache_->mu);
+    if (cacheable) CacheInsertLocked(key, *result, sequence, now);
     if (auto f = cache_->flights.find(key); f != cache_->flights.end() && f->second == flight) {
       cache_->flights.erase(f);
     }
-  }
-  // Cached only if no write landed while it was computed: the result then
-  // reflects exactly the source at `sequence`.
-  if (result.ok() && source_.Sequence() == sequence && clock_.NowSeconds() == now) {
-    CacheInsert(key, *result, sequence, now);
   }
   return result;
 }

@@ -149,6 +149,8 @@ class QueryService {
   absl::StatusOr<KpiAnswer> ComputeOn(const KpiQuery& q, const PartialSnapshot& snapshot) const;
   // Keeps `answer` if the cache is still at (sequence, now) and has room.
   void CacheInsert(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const;
+  // As CacheInsert, with cache_->mu already held.
+  void CacheInsertLocked(const std::string& key, const KpiAnswer& answer, uint64_t sequence, int64_t now) const;
   struct Cache;
   const kpi::Catalog& catalog_;
   const kpi::StateIds& ids_;
