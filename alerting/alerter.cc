@@ -103,6 +103,19 @@ struct Alerter::Rep {
   // instances, else the newest evaluation of any rule.
   std::map<const AlertRule*, int64_t> rule_last_eval ABSL_GUARDED_BY(mu);
   AlerterStats stats ABSL_GUARDED_BY(mu);
+  // What readers (ListAlerts, watches, the notifier, /metrics) see: the
+  // state as of the last round that was persisted (replicated first, with
+  // replicas). A round's transitions are logged before it is persisted; a
+  // round that fails to persist is discarded (Load), and its sequence
+  // numbers are given out again, so no reader may see them before.
+  std::vector<Alert> published_alerts ABSL_GUARDED_BY(mu);
+  uint64_t published_seq ABSL_GUARDED_BY(mu) = 0;
+  // Makes the current state the published one. REQUIRES: mu held.
+  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    published_alerts.clear();
+    for (const auto& [k, in] : instances) published_alerts.push_back(in.served);
+    published_seq = seq;
+  }
 
   std::mutex eval_mu;  // one evaluation at a time
   int reloads = 0;     // Load()s so far: the first is logged at info, the others (a follower's) at debug
@@ -127,9 +140,10 @@ struct Alerter::Rep {
     return options.max_evaluation_gap_ms > 0 ? options.max_evaluation_gap_ms
                                              : std::max<int64_t>(4 * options.eval_interval_ms, 60000);
   }
+  // Replaces the in-memory state with the stored one (at start, and again
+  // on a follower or after a discarded round). REQUIRES: eval_mu held, or
+  // no evaluation running yet.
   absl::Status Load();
-  // Drops the in-memory state and loads it again. REQUIRES: eval_mu held.
-  absl::Status Reload();
   absl::Status MigrateLegacy(const std::map<std::string, const AlertRule*>& rules,
                              std::vector<state::Store::AlertWrite>* writes);
   void Run();
@@ -229,6 +243,14 @@ AlertTransition Alerter::Rep::FromRecord(const pb::AlertTransitionRecord& r) {
 
 absl::Status Alerter::Rep::Load() {
   std::lock_guard<std::mutex> l(mu);
+  // Emptied and refilled under one lock: a reader (ListAlerts, a watch,
+  // the notifier) never sees a reloading alerter with no alerts and
+  // sequence 0.
+  instances.clear();
+  log.clear();
+  rule_last_eval.clear();
+  last_eval_now_ms = 0;
+  seq = 0;  // the stored one: a discarded round's transitions never happened
   std::map<std::string, const AlertRule*> rules;
   for (const auto& r : catalog.alerts) rules[r.name] = &r;
   std::vector<state::Store::AlertWrite> writes;
@@ -292,6 +314,7 @@ absl::Status Alerter::Rep::Load() {
   if (!writes.empty()) {
     if (auto w = store->WriteAlerts(writes); !w.ok()) return w;
   }
+  Publish();
   spdlog::log(reloads++ ? spdlog::level::debug : spdlog::level::info,
               "alerts: {} rules, {} instances restored, transition sequence {}", catalog.alerts.size(),
               instances.size(), seq);
@@ -620,22 +643,10 @@ void Alerter::Rep::PersistInstances(int64_t wall_now, Changes* changes) {
 
 absl::Status Alerter::Reload() {
   std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
-  if (auto st = rep_->Reload(); !st.ok()) return st;
+  if (auto st = rep_->Load(); !st.ok()) return st;
   std::lock_guard<std::mutex> l(rep_->subs_mu);
   for (auto& [id, fn] : rep_->subs) fn();
   return absl::OkStatus();
-}
-
-absl::Status Alerter::Rep::Reload() {
-  {
-    std::lock_guard<std::mutex> l(mu);
-    instances.clear();
-    log.clear();
-    rule_last_eval.clear();
-    last_eval_now_ms = 0;
-    seq = 0;  // the stored one: a discarded round's transitions never happened
-  }
-  return Load();
 }
 
 absl::Status Alerter::EvaluateOnce() {
@@ -679,17 +690,22 @@ absl::Status Alerter::EvaluateOnce() {
         std::lock_guard<std::mutex> l(rep_->mu);
         ++rep_->stats.persist_failures;
       }
-      if (auto back = rep_->Reload(); !back.ok()) {
+      if (auto back = rep_->Load(); !back.ok()) {
         spdlog::error("alerts: reloading the stored state: {}", back.ToString());
       }
       return rs;
     }
   }
   auto st = rep_->sources.replicate ? absl::OkStatus() : rep_->store->WriteAlerts(changes.writes);
-  if (!st.ok()) {
+  {
     std::lock_guard<std::mutex> l(rep_->mu);
-    ++rep_->stats.persist_failures;
-    return st;
+    if (!st.ok()) {
+      // Kept in memory, shown once a later round persists (it writes every
+      // instance again).
+      ++rep_->stats.persist_failures;
+      return st;
+    }
+    rep_->Publish();
   }
   if (!changes.transitions.empty()) {
     std::lock_guard<std::mutex> l(rep_->subs_mu);
@@ -750,9 +766,7 @@ bool Alerter::stopped() const { return rep_->stopped.load(); }
 
 std::vector<Alert> Alerter::Alerts() const {
   std::lock_guard<std::mutex> l(rep_->mu);
-  std::vector<Alert> out;
-  for (const auto& [k, in] : rep_->instances) out.push_back(in.served);
-  return out;
+  return rep_->published_alerts;
 }
 
 std::map<std::string, int64_t> Alerter::LastEvaluations() const {
@@ -764,14 +778,15 @@ std::map<std::string, int64_t> Alerter::LastEvaluations() const {
 
 uint64_t Alerter::sequence() const {
   std::lock_guard<std::mutex> l(rep_->mu);
-  return rep_->seq;
+  return rep_->published_seq;
 }
 
 bool Alerter::TransitionsAfter(uint64_t after, size_t max, std::vector<AlertTransition>* out) const {
   std::lock_guard<std::mutex> l(rep_->mu);
-  if (after + 1 < rep_->oldest_kept && after < rep_->seq) return false;
+  const uint64_t published = rep_->published_seq;
+  if (after + 1 < rep_->oldest_kept && after < published) return false;
   for (const auto& t : rep_->log) {
-    if (out->size() >= max) break;
+    if (out->size() >= max || t.sequence > published) break;
     if (t.sequence > after) out->push_back(t);
   }
   return true;
@@ -790,6 +805,10 @@ void Alerter::Unsubscribe(int id) {
 }
 
 void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprints) {
+  // Between rounds: a round's writes (built before, written after its
+  // lock on mu) can then neither overwrite this mark with an older state
+  // nor be overwritten by it.
+  std::lock_guard<std::mutex> eval_lock(rep_->eval_mu);
   std::vector<state::Store::AlertWrite> writes;
   {
     std::lock_guard<std::mutex> l(rep_->mu);
@@ -800,6 +819,9 @@ void Alerter::MarkResolutionDelivered(const std::vector<std::string>& fingerprin
       in.served.resolution_delivered = true;
       writes.emplace_back(key, rep_->Persisted(in));
     }
+    // Not fatal if it is not stored (below): shown at once, so the notifier
+    // does not send the resolution again.
+    if (!writes.empty()) rep_->Publish();
   }
   if (writes.empty()) return;
   if (rep_->sources.replicate) {

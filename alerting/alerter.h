@@ -128,7 +128,10 @@ class Alerter {
   // leader's state replicated into it), and tells subscribers.
   [[nodiscard]] absl::Status Reload();
 
-  // Pending, firing, and resolved-but-retained alerts, by rule then group.
+  // Pending, firing, and resolved-but-retained alerts, by rule then group,
+  // as of the last evaluation round that was persisted (replicated first,
+  // with replicas): a round is never seen before it is, nor when it fails
+  // (Alerts, sequence and TransitionsAfter alike).
   std::vector<Alert> Alerts() const;
   // When each rule (by name) was last evaluated, on the rule clock (ms; rules
   // never evaluated are absent).

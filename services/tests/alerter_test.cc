@@ -768,6 +768,10 @@ namespace {
 TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState) {
   std::vector<state::Store::AlertWrite> topic;  // stands for <group>.__alerts.changelog
   bool fenced = false;
+  // What a reader saw while the fenced round was being replicated.
+  std::optional<uint64_t> seen_sequence;
+  std::vector<alerting::Alert> seen_alerts;
+  std::vector<alerting::AlertTransition> seen_transitions;
   auto make = [&](state::Store* store, bool leads) {
     AlerterOptions o;
     o.now_ms = [this] { return now_s_ * 1000; };
@@ -779,7 +783,12 @@ TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState)
     src.active = [leads] { return leads; };
     if (leads) {
       src.replicate = [&, store](const std::vector<state::Store::AlertWrite>& w) {
-        if (fenced) return absl::FailedPreconditionError("fenced by a newer alert leader");
+        if (fenced) {
+          seen_sequence = alerter_->sequence();
+          seen_alerts = alerter_->Alerts();
+          EXPECT_TRUE(alerter_->TransitionsAfter(0, 100, &seen_transitions));
+          return absl::FailedPreconditionError("fenced by a newer alert leader");
+        }
         topic.insert(topic.end(), w.begin(), w.end());
         return store->WriteAlerts(w);
       };
@@ -825,6 +834,14 @@ TEST_F(AlerterTest, OnlyTheLeaderEvaluatesAndTheFollowerListsItsReplicatedState)
   EXPECT_EQ(StateOf("search"), "ALERT_STATE_FIRING");
   EXPECT_EQ(alerter_->sequence(), seq);
   EXPECT_EQ(alerter_->stats().persist_failures, 1u);
+  // Nor did any reader see that round while it was being replicated: its
+  // sequence numbers are given out again.
+  ASSERT_TRUE(seen_sequence.has_value());
+  EXPECT_EQ(*seen_sequence, seq);
+  ASSERT_EQ(seen_alerts.size(), 1u);
+  EXPECT_EQ(seen_alerts[0].state, alerting::AlertState::kFiring);
+  ASSERT_FALSE(seen_transitions.empty());
+  EXPECT_EQ(seen_transitions.back().sequence, seq);
   follower.reset();
   follower_store.reset();
   std::filesystem::remove_all(follower_dir);
