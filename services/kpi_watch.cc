@@ -48,7 +48,10 @@ int64_t SteadyMs() {
 
 struct WatchHub::Subscription {
   v1::GetKpiRequest req;
-  std::mutex mu;                                     // one evaluation at a time; guards the three below
+  // One evaluation at a time, held across it (before mu): an evaluation
+  // that read older data can never publish after a newer one.
+  std::mutex eval_mu;
+  std::mutex mu;                                     // guards the four below
   std::shared_ptr<const v1::GetKpiResponse> answer;  // the newest
   int64_t committed_ms = 0;                          // the newest commit before `answer` was evaluated
   std::string content;
@@ -212,6 +215,7 @@ void WatchHub::Run() {
 }
 
 bool WatchHub::Evaluate(Subscription* sub) {
+  std::lock_guard<std::mutex> eval_lock(sub->eval_mu);
   int64_t committed_ms;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -355,26 +359,24 @@ grpc::ServerWriteReactor<v1::WatchKpisResponse>* WatchHub::Watch(grpc::CallbackS
   // The current answers at once: the subscription's newest, or a first
   // evaluation of a new one.
   for (const auto& [s, i] : mine) {
-    std::shared_ptr<const v1::GetKpiResponse> answer;
-    int64_t committed_ms = 0;
+    bool have;
     {
       std::lock_guard<std::mutex> sl(s->mu);
-      answer = s->answer;
-      committed_ms = s->committed_ms;
+      have = s->answer != nullptr;
     }
-    if (!answer) {
-      Evaluate(s.get());
-      std::lock_guard<std::mutex> sl(s->mu);
-      answer = s->answer;
-      committed_ms = s->committed_ms;
-      if (!answer && !s->error.ok()) {
-        stream->End(grpc::Status(static_cast<grpc::StatusCode>(s->error.code()),
-                                 fmt::format("query {}: {}", i, std::string(s->error.message()))));
-        break;
-      }
+    if (!have) Evaluate(s.get());
+    // Read and delivered under the hub's lock, as EvaluateAll delivers: a
+    // newer answer the hub thread published meanwhile is either read here
+    // or delivered after this one, never overwritten by an older one.
+    std::lock_guard<std::mutex> l(mu_);
+    std::lock_guard<std::mutex> sl(s->mu);
+    if (!s->answer && !s->error.ok()) {
+      stream->End(grpc::Status(static_cast<grpc::StatusCode>(s->error.code()),
+                               fmt::format("query {}: {}", i, std::string(s->error.message()))));
+      break;
     }
     uint64_t skipped = 0;
-    if (answer) stream->Deliver(i, answer, committed_ms, &skipped);
+    if (s->answer) stream->Deliver(i, s->answer, s->committed_ms, &skipped);
   }
   stream->Ready();
   return stream;
