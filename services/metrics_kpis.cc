@@ -69,11 +69,13 @@ void KpiExport::Run() {
     l.unlock();
     auto fresh = std::make_shared<MetricFamilies>();
     {
+      // Published before eval_mu_ is let go (mu_ inside it, as Collect
+      // takes them): a first Collect waiting for this evaluation finds it.
       std::lock_guard<std::mutex> e(eval_mu_);
       Evaluate(fresh.get());
+      l.lock();
+      cached_ = std::move(fresh);
     }
-    l.lock();
-    cached_ = std::move(fresh);
     // At most one evaluation per interval, however often commits come.
     cv_.wait_for(l, std::chrono::milliseconds(min_interval_ms_), [this] { return stop_; });
   }
