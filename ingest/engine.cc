@@ -468,10 +468,9 @@ void Engine::Rep::Revoke(rd_kafka_topic_partition_list_t* parts) {
 void Engine::Rep::PublishOwnership() {
   std::map<TopicPartition, uint64_t> now;
   for (const auto& [tp, ps] : owned) now[tp] = ps.applier->source();
-  {
-    std::lock_guard<std::mutex> l(ownership_mu);
-    published_owned = std::move(now);
-  }
+  // The epoch moves under the lock that publishes: Owned() reads both at once.
+  std::lock_guard<std::mutex> l(ownership_mu);
+  published_owned = std::move(now);
   ownership_epoch.fetch_add(1);
 }
 
@@ -489,11 +488,9 @@ void Engine::Rep::RefreshPartitionCounts(Clock::time_point now) {
     if (!t.err && topics->Find(t.topic)) counts[t.topic] = t.partition_cnt;
   }
   rd_kafka_metadata_destroy(md);
-  {
-    std::lock_guard<std::mutex> l(ownership_mu);
-    if (counts == partition_counts) return;
-    partition_counts = std::move(counts);
-  }
+  std::lock_guard<std::mutex> l(ownership_mu);
+  if (counts == partition_counts) return;
+  partition_counts = std::move(counts);
   ownership_epoch.fetch_add(1);
 }
 
@@ -1280,6 +1277,7 @@ const EngineProbe& Engine::probe() const { return rep_->probe; }
 Engine::Ownership Engine::Owned() const {
   Ownership out;
   std::lock_guard<std::mutex> l(rep_->ownership_mu);
+  out.epoch = rep_->ownership_epoch.load();
   for (const auto& [tp, source] : rep_->published_owned) {
     out.sources.push_back(source);
     out.names.push_back(fmt::format("{}[{}]", tp.topic, tp.partition));

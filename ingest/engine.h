@@ -236,6 +236,7 @@ class Engine {
     std::vector<uint64_t> sources;
     std::vector<std::string> names;  // like sources: "<topic>[<partition>]"
     std::vector<std::string> missing;
+    uint64_t epoch = 0;  // OwnershipEpoch() when this was read, under the same lock
   };
   Ownership Owned() const;
   // Changes whenever Owned() may have (an assignment or a revocation).

@@ -96,9 +96,9 @@ class LocalSnapshot final : public PartialSnapshot {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PartialSnapshot>> LocalPartialSource::Snapshot() const {
-  const uint64_t epoch = epoch_ ? epoch_() : 0;
   std::optional<Ownership> owned;
   if (ownership_) owned = ownership_();
+  const uint64_t epoch = owned && owned->epoch ? *owned->epoch : epoch_ ? epoch_() : 0;
   auto snap = std::make_unique<LocalSnapshot>(std::move(owned), epoch, store_.View());
   if (auto st = snap->Load(); !st.ok()) return st;
   return snap;

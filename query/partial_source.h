@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,6 +97,10 @@ struct Ownership {
   std::vector<uint64_t> sources;
   std::vector<std::string> names;    // like sources: "<topic>[<partition>]"
   std::vector<std::string> missing;  // "<topic>[<partition>]"
+  // The epoch this ownership was published at, read with it under one
+  // lock, so a snapshot pairs its ownership with the sequence it reports;
+  // when unset, the source's epoch function is read (after the ownership).
+  std::optional<uint64_t> epoch;
 };
 using OwnershipFn = std::function<Ownership()>;
 

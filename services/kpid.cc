@@ -193,7 +193,7 @@ absl::StatusOr<std::shared_ptr<Pipeline>> Kpid::Rep::Build(KpidConfig cfg) {
         *store,
         [owner] {
           auto o = owner->Owned();
-          return query::Ownership{std::move(o.sources), std::move(o.names), std::move(o.missing)};
+          return query::Ownership{std::move(o.sources), std::move(o.names), std::move(o.missing), o.epoch};
         },
         [owner] { return owner->OwnershipEpoch(); });
   } else {
