@@ -113,7 +113,7 @@ struct ClusterPartialSource::Rep {
   mutable std::map<std::string, std::shared_ptr<grpc::Channel>> channels;
   mutable std::set<std::string> self_addresses;  // addresses that answered with this replica's id
   mutable std::vector<std::string> dns_addresses;
-  mutable Clock::time_point dns_resolved{};
+  mutable Clock::time_point dns_resolved{};  // when the resolve of dns_addresses began
   // NewestEventMs's last read: (topic, newest event ms) per partition.
   mutable std::mutex newest_mu;
   mutable std::vector<std::pair<std::string, int64_t>> newest;
@@ -149,15 +149,18 @@ struct ClusterPartialSource::Rep {
         stale = dns_resolved == Clock::time_point{} || Clock::now() - dns_resolved > std::chrono::seconds(5);
       }
       // Resolved outside the lock: a slow resolver holds up this call only.
+      // Concurrent calls may each resolve; only an answer that began after
+      // the published one's is kept, so an older one never wins.
       std::optional<std::vector<std::string>> fresh;
+      const Clock::time_point began = Clock::now();
       if (stale) fresh = Resolve(options.peers_dns);
       std::lock_guard<std::mutex> l(mu);
-      if (fresh) {
+      if (fresh && began > dns_resolved) {
         std::sort(fresh->begin(), fresh->end());
         // A pod's address may now be another pod's: learn who is who again.
         if (*fresh != dns_addresses) self_addresses.clear();
         dns_addresses = std::move(*fresh);
-        dns_resolved = Clock::now();
+        dns_resolved = began;
       }
       out.insert(out.end(), dns_addresses.begin(), dns_addresses.end());
     }
