@@ -191,6 +191,8 @@ absl::Status TokenAuthenticator::Reload() {
 }
 
 void TokenAuthenticator::MaybeReload() {
+  int64_t mtime;
+  uint64_t size;
   {
     std::lock_guard lock(mu_);
     const auto now = std::chrono::steady_clock::now();
@@ -198,18 +200,18 @@ void TokenAuthenticator::MaybeReload() {
     last_stat_ = now;
     struct stat sb {};
     if (::stat(path_.c_str(), &sb) != 0) return;
-    const int64_t mtime = static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec;
-    if (mtime == file_mtime_ns_ && static_cast<uint64_t>(sb.st_size) == file_size_) return;
+    mtime = static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec;
+    size = static_cast<uint64_t>(sb.st_size);
+    if (mtime == file_mtime_ns_ && size == file_size_) return;
   }
   if (auto st = Reload(); !st.ok()) {
     spdlog::error("tokens file changed but cannot be used; the previous tokens stay: {}", std::string(st.message()));
-    // Retry only after the next change, not on every call.
-    struct stat sb {};
+    // Retry only after the next change, not on every call. The stat taken
+    // before the failed read is recorded, not a new one: a file written in
+    // pieces may be whole by now, and must then be read on the next check.
     std::lock_guard lock(mu_);
-    if (::stat(path_.c_str(), &sb) == 0) {
-      file_mtime_ns_ = static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec;
-      file_size_ = static_cast<uint64_t>(sb.st_size);
-    }
+    file_mtime_ns_ = mtime;
+    file_size_ = size;
   } else {
     spdlog::info("tokens file {} reloaded", path_);
   }
