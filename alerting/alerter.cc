@@ -107,7 +107,10 @@ struct Alerter::Rep {
   // state as of the last round that was persisted (replicated first, with
   // replicas). A round's transitions are logged before it is persisted; a
   // round that fails to persist is discarded (Load), and its sequence
-  // numbers are given out again, so no reader may see them before.
+  // numbers are given out again, so no reader may see them before. Not
+  // covered: LastEvaluations (a discarded round's time shows until the
+  // reload), and a round that trims the log can make TransitionsAfter
+  // answer "no longer kept" early (the reader lists again; nothing is lost).
   std::vector<Alert> published_alerts ABSL_GUARDED_BY(mu);
   uint64_t published_seq ABSL_GUARDED_BY(mu) = 0;
   // Makes the current state the published one. REQUIRES: mu held.
@@ -683,28 +686,29 @@ absl::Status Alerter::EvaluateOnce() {
   }
   // Persist before anyone is told: a transition that was announced must
   // survive a crash (and, with replicas, a failover: replicated first).
-  if (rep_->sources.replicate && !changes.writes.empty()) {
-    // Replicated, then written locally, by the replicate function.
-    if (auto rs = rep_->sources.replicate(changes.writes); !rs.ok()) {
-      {
-        std::lock_guard<std::mutex> l(rep_->mu);
-        ++rep_->stats.persist_failures;
-      }
-      if (auto back = rep_->Load(); !back.ok()) {
-        spdlog::error("alerts: reloading the stored state: {}", back.ToString());
-      }
-      return rs;
-    }
+  // With replicas: replicated, then written locally, by the replicate
+  // function.
+  absl::Status st = absl::OkStatus();
+  if (!rep_->sources.replicate) {
+    st = rep_->store->WriteAlerts(changes.writes);
+  } else if (!changes.writes.empty()) {
+    st = rep_->sources.replicate(changes.writes);
   }
-  auto st = rep_->sources.replicate ? absl::OkStatus() : rep_->store->WriteAlerts(changes.writes);
+  if (!st.ok()) {
+    {
+      std::lock_guard<std::mutex> l(rep_->mu);
+      ++rep_->stats.persist_failures;
+    }
+    // The round is discarded whole (a fenced leader's, or one the disk
+    // refused): the stored state is the truth again, and the next round
+    // evaluates anew, its transitions taking this one's sequence numbers.
+    if (auto back = rep_->Load(); !back.ok()) {
+      spdlog::error("alerts: reloading the stored state: {}", back.ToString());
+    }
+    return st;
+  }
   {
     std::lock_guard<std::mutex> l(rep_->mu);
-    if (!st.ok()) {
-      // Kept in memory, shown once a later round persists (it writes every
-      // instance again).
-      ++rep_->stats.persist_failures;
-      return st;
-    }
     rep_->Publish();
   }
   if (!changes.transitions.empty()) {

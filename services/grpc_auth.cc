@@ -191,8 +191,8 @@ absl::Status TokenAuthenticator::Reload() {
 }
 
 void TokenAuthenticator::MaybeReload() {
-  int64_t mtime;
-  uint64_t size;
+  int64_t mtime = 0;
+  uint64_t size = 0;
   {
     std::lock_guard lock(mu_);
     const auto now = std::chrono::steady_clock::now();

@@ -252,7 +252,10 @@ TEST_F(ClusterTest, APartitionNobodyHoldsIsWaitedForABoundedTimeThenListed) {
   b.Own({2});
   Apply(a, 3, 40);
   std::thread takeover([&] {
-    while (cluster_->stats().waits.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const auto give_up = Steady::now() + std::chrono::seconds(10);  // the answer never waited: it fails below
+    while (cluster_->stats().waits.load() == 0 && Steady::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     a.Own({0, 1, 3});
   });
   auto imps = Get("imps");
